@@ -1,0 +1,307 @@
+//! A small client for the Chroma Sync API: the three source calls the operator makes.
+//!
+//! Every outcome is sorted into [`ChromaError`] here, at the edge, so the reconciler decides on
+//! plain values. The token is carried in [`Token`], which never prints itself.
+
+pub mod wire;
+
+use crate::metrics::Metrics;
+use reqwest::header::{HeaderValue, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use std::fmt;
+use std::time::Duration;
+use wire::{CreateSourcePayload, CreateSourceResponse, ErrorResponse, ListedSource};
+
+/// The header the service authenticates with.
+pub const TOKEN_HEADER: &str = "x-chroma-token";
+
+/// A Chroma API token. Its `Debug` is redacted and it has no `Display`, so it cannot reach a log
+/// line, an event or a status by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(value: impl Into<String>) -> Option<Self> {
+        let value = value.into().trim().to_owned();
+        (!value.is_empty()).then_some(Self(value))
+    }
+
+    fn header(&self) -> Result<HeaderValue, ChromaError> {
+        let mut value = HeaderValue::from_str(&self.0).map_err(|_| ChromaError::Transport {
+            kind: TransportKind::Other,
+            message: "the token contains characters that cannot be sent in a header".into(),
+        })?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// How a call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ChromaError {
+    /// The service answered with an error status.
+    #[error("Chroma Sync answered {status}: {message}")]
+    Api {
+        status: u16,
+        error: Option<String>,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// No usable answer: timeout, refused or reset connection, TLS failure.
+    #[error("calling Chroma Sync failed ({kind}): {message}")]
+    Transport { kind: TransportKind, message: String },
+    /// The service answered success with a body that does not decode. For a create this is an
+    /// ambiguous outcome: the source may exist.
+    #[error("Chroma Sync answered {status} with an unreadable body: {message}")]
+    Decode { status: u16, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    Timeout,
+    Connect,
+    Other,
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TransportKind::Timeout => "timeout",
+            TransportKind::Connect => "connection failed",
+            TransportKind::Other => "transport error",
+        })
+    }
+}
+
+/// What a delete found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    Now,
+    AlreadyGone,
+}
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub base_url: String,
+    pub timeout: Duration,
+    /// Extra PEM CA certificates to trust (corporate proxies).
+    pub extra_ca_pem: Option<Vec<u8>>,
+}
+
+#[derive(Clone)]
+pub struct ChromaClient {
+    http: reqwest::Client,
+    base: String,
+    metrics: Metrics,
+}
+
+/// Page size for listing; the service's own default.
+const LIST_PAGE: usize = 100;
+
+impl ChromaClient {
+    pub fn new(config: &ClientConfig, metrics: Metrics) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("chroma-sync-operator/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &config.extra_ca_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        Ok(Self {
+            http: builder.build()?,
+            base: config.base_url.trim_end_matches('/').to_owned(),
+            metrics,
+        })
+    }
+
+    /// `POST /api/v1/sources`: the new source's id.
+    pub async fn create_source(
+        &self,
+        token: &Token,
+        payload: &CreateSourcePayload,
+    ) -> Result<String, ChromaError> {
+        let (status, body) = self
+            .call(
+                "create_source",
+                Method::POST,
+                "/api/v1/sources",
+                token,
+                Some(payload),
+            )
+            .await?;
+        if status != StatusCode::CREATED && status != StatusCode::OK {
+            return Err(ChromaError::Decode {
+                status: status.as_u16(),
+                message: "expected 201 Created".into(),
+            });
+        }
+        serde_json::from_slice::<CreateSourceResponse>(&body)
+            .map(|r| r.source_id)
+            .map_err(|e| ChromaError::Decode {
+                status: status.as_u16(),
+                message: e.to_string(),
+            })
+    }
+
+    /// `DELETE /api/v1/sources/{id}`; a 404 means it is already gone.
+    pub async fn delete_source(&self, token: &Token, id: &str) -> Result<Deleted, ChromaError> {
+        let path = format!("/api/v1/sources/{}", urlencode(id));
+        match self
+            .call::<()>("delete_source", Method::DELETE, &path, token, None)
+            .await
+        {
+            Ok(_) => Ok(Deleted::Now),
+            Err(ChromaError::Api { status: 404, .. }) => Ok(Deleted::AlreadyGone),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sources of a database, newest first, page by page, until `keep_going` says stop for a
+    /// page's last item or the listing ends.
+    pub async fn list_sources_while(
+        &self,
+        token: &Token,
+        database: &str,
+        mut keep_going: impl FnMut(&ListedSource) -> bool,
+    ) -> Result<Vec<ListedSource>, ChromaError> {
+        let mut all = Vec::new();
+        for page in 0.. {
+            let path = format!(
+                "/api/v1/sources?database_name={}&limit={LIST_PAGE}&offset={}&order_by=DESC",
+                urlencode(database),
+                page * LIST_PAGE
+            );
+            let (status, body) = self
+                .call::<()>("list_sources", Method::GET, &path, token, None)
+                .await?;
+            let items: Vec<ListedSource> =
+                serde_json::from_slice(&body).map_err(|e| ChromaError::Decode {
+                    status: status.as_u16(),
+                    message: e.to_string(),
+                })?;
+            let more = items.len() == LIST_PAGE && items.last().is_some_and(&mut keep_going);
+            all.extend(items);
+            if !more {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
+    async fn call<B: serde::Serialize>(
+        &self,
+        endpoint: &'static str,
+        method: Method,
+        path: &str,
+        token: &Token,
+        body: Option<&B>,
+    ) -> Result<(StatusCode, bytes::Bytes), ChromaError> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{}", self.base, path))
+            .header(TOKEN_HEADER, token.header()?);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let started = std::time::Instant::now();
+        let result = async {
+            let response = request.send().await?;
+            let status = response.status();
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let body = response.bytes().await?;
+            Ok::<_, reqwest::Error>((status, retry_after, body))
+        }
+        .await;
+        let elapsed = started.elapsed();
+        match result {
+            Err(e) => {
+                self.metrics.chroma_call(endpoint, "error", elapsed);
+                Err(transport_error(&e))
+            }
+            Ok((status, retry_after, body)) => {
+                self.metrics
+                    .chroma_call(endpoint, status.as_str(), elapsed);
+                if status.is_success() {
+                    return Ok((status, body));
+                }
+                let parsed = serde_json::from_slice::<ErrorResponse>(&body).ok();
+                Err(ChromaError::Api {
+                    status: status.as_u16(),
+                    error: parsed.as_ref().map(|e| e.error.clone()),
+                    message: parsed.map(|e| e.message).unwrap_or_else(|| {
+                        status
+                            .canonical_reason()
+                            .unwrap_or("unexpected status")
+                            .to_owned()
+                    }),
+                    retry_after,
+                })
+            }
+        }
+    }
+}
+
+fn transport_error(e: &reqwest::Error) -> ChromaError {
+    let kind = if e.is_timeout() {
+        TransportKind::Timeout
+    } else if e.is_connect() {
+        TransportKind::Connect
+    } else {
+        TransportKind::Other
+    };
+    // reqwest's Display names the URL (no token: it travels in a header) and the cause chain.
+    let mut message = e.without_url().to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    ChromaError::Transport { kind, message }
+}
+
+/// Percent-encodes a path segment or query value.
+fn urlencode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_never_prints() {
+        let token = Token::new("s3cr3t-value").unwrap();
+        assert!(!format!("{token:?}").contains("s3cr3t"));
+        assert_eq!(Token::new("  \n"), None);
+    }
+
+    #[test]
+    fn urlencode_escapes_reserved_bytes() {
+        assert_eq!(urlencode("my db/ü"), "my%20db%2F%C3%BC");
+        assert_eq!(urlencode("a-b_c.d~e"), "a-b_c.d~e");
+    }
+}

@@ -1,0 +1,367 @@
+//! The `SyncSource` custom resource: the create-source payload of the Chroma Sync API in
+//! Kubernetes camelCase, plus the fields the operator itself needs.
+//!
+//! `///` comments here become the CRD's descriptions, which `kubectl explain` shows: they are
+//! written for users. Admission rules (`x-kubernetes-validations`, enums, ranges, set lists)
+//! mirror what the service would reject, so bad input fails at `kubectl apply`, not later.
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, CustomResourceExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// API group of the operator's resources.
+pub const GROUP: &str = "chromasync.dev";
+/// Finalizer that keeps a SyncSource until its Chroma source is deleted (or retained).
+pub const FINALIZER: &str = "chromasync.dev/source";
+/// Annotation written, in the same guarded write as the finalizer, before every create call.
+/// Its value is the time of the attempt. While it is present and `status.sourceId` is empty, a
+/// source may exist that the status does not record yet; see the README's crash-safety design.
+pub const CREATE_PENDING_ANNOTATION: &str = "chromasync.dev/create-pending";
+
+/// Declares one Chroma Sync source. The operator creates it with the Chroma Sync API, records
+/// its id in `status.sourceId`, and deletes it when this object is deleted. Exactly one of
+/// `github`, `webScrape` or `s3` must be set. Chroma Sync has no update call: changing a field
+/// that is sent to the service replaces the source (the old one is deleted, a new one created).
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "chromasync.dev",
+    version = "v1alpha1",
+    kind = "SyncSource",
+    plural = "syncsources",
+    shortname = "syncsrc",
+    namespaced,
+    status = "SyncSourceStatus",
+    printcolumn = r#"{"name":"Source ID","type":"string","jsonPath":".status.sourceId"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "[has(self.github), has(self.webScrape), has(self.s3)].filter(x, x).size() == 1",
+        "message": "exactly one of github, webScrape or s3 must be set"
+    }
+]))]
+pub struct SyncSourceSpec {
+    /// Name of the Chroma database the source writes to. The database must already exist.
+    #[schemars(length(min = 1, max = 512))]
+    pub database_name: String,
+
+    /// Sync a GitHub repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<GithubSource>,
+
+    /// Sync a web site by crawling it from a starting URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_scrape: Option<WebScrapeSource>,
+
+    /// Sync objects of an S3 bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Source>,
+
+    /// How documents are split into chunks. The service's default applies when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunking: Option<Chunking>,
+
+    /// Dense and sparse embedding settings for the chunks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<Embedding>,
+
+    /// The dense embedding model (the older, top-level form of `embedding.dense`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_model: Option<DenseEmbeddingModel>,
+
+    /// The Secret, in this object's namespace, that holds the Chroma API token. When unset, the
+    /// operator's default token is used. The token is never written to status, events or logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<SecretKeyRef>,
+
+    /// What happens to the Chroma source when this object is deleted: `Delete` (the default)
+    /// deletes it, `Retain` leaves it in Chroma.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// A GitHub repository to sync.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GithubSource {
+    /// The repository, as `owner/name`.
+    #[schemars(length(min = 1, max = 256))]
+    pub repository: String,
+    /// ID of the GitHub App installation that grants access to a private repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub app_id: Option<String>,
+    /// Only files matching one of these globs are synced. Items must be unique.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = 256))]
+    pub include_globs: Option<Vec<String>>,
+}
+
+/// A web site to crawl.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebScrapeSource {
+    /// The http(s) URL the crawl starts from.
+    #[schemars(length(min = 1, max = 2048))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "isURL(self) && (self.startsWith('https://') || self.startsWith('http://'))",
+        "message": "must be an absolute http:// or https:// URL"
+    }]))]
+    pub starting_url: String,
+    /// How many links deep the crawl follows from the starting URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
+    pub max_depth: Option<i32>,
+    /// The most pages the crawl fetches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
+    pub page_limit: Option<i32>,
+    /// Only paths matching one of these regular expressions are synced. Items must be unique.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = 256))]
+    pub include_path_regexes: Option<Vec<String>>,
+    /// Paths matching one of these regular expressions are skipped. Items must be unique.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = 256))]
+    pub exclude_path_regexes: Option<Vec<String>>,
+}
+
+/// An S3 bucket to sync.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Source {
+    /// The bucket's name.
+    #[schemars(length(min = 1, max = 255))]
+    pub bucket_name: String,
+    /// The bucket's AWS region, such as `us-east-1`.
+    #[schemars(length(min = 1, max = 64))]
+    pub region: String,
+    /// The Chroma collection the objects are synced into.
+    #[schemars(length(min = 1, max = 512))]
+    pub collection_name: String,
+    /// ID of the AWS credentials saved in the Chroma dashboard.
+    #[schemars(range(min = -2147483648, max = 2147483647))]
+    pub aws_credential_id: i32,
+    /// Only objects whose keys start with this prefix are synced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// What starts a sync: `none` (manual invocations only, the default and the only mode the
+    /// service supports so far), `direct` or `metadata` (S3 events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_mode: Option<S3TriggerMode>,
+}
+
+/// What starts an S3 sync.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum S3TriggerMode {
+    None,
+    Direct,
+    Metadata,
+}
+
+/// How documents are split into chunks.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.type == 'lines' || !has(self.maxLines)",
+    "message": "maxLines applies only to type lines"
+}]))]
+pub struct Chunking {
+    /// `tree_sitter` splits code along its syntax tree; `lines` splits by line count.
+    #[serde(rename = "type")]
+    pub kind: ChunkingType,
+    /// Largest chunk, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_size_bytes: Option<i64>,
+    /// Most lines in a chunk (type `lines` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_lines: Option<i64>,
+}
+
+/// A chunking strategy.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChunkingType {
+    TreeSitter,
+    Lines,
+}
+
+/// Embedding settings.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Embedding {
+    /// The dense embedding model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dense: Option<DenseEmbeddingModel>,
+    /// An optional sparse embedding, stored under its own metadata key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sparse: Option<SparseEmbedding>,
+}
+
+/// A dense embedding model and the task it embeds for.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DenseEmbeddingModel {
+    /// The model. `Qwen/Qwen3-Embedding-0.6B` is the one the service offers.
+    pub model: DenseModel,
+    /// Instructions for the model, for instruction-tuned models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<EmbeddingTask>,
+}
+
+/// Dense embedding models the service offers.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum DenseModel {
+    #[serde(rename = "Qwen/Qwen3-Embedding-0.6B")]
+    Qwen3Embedding06B,
+}
+
+/// The task an instruction-tuned embedding model is told it performs.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmbeddingTask {
+    /// The task's name.
+    #[schemars(length(min = 1))]
+    pub task_name: String,
+    /// Prompt prepended to queries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_prompt: Option<String>,
+    /// Prompt prepended to documents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document_prompt: Option<String>,
+}
+
+/// A sparse embedding.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SparseEmbedding {
+    /// Metadata key the sparse vector is stored under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The sparse model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<SparseModel>,
+}
+
+/// Sparse embedding models the service offers.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum SparseModel {
+    #[serde(rename = "Chroma/BM25")]
+    ChromaBm25,
+    #[serde(rename = "prithivida/Splade_PP_en_v1")]
+    SpladePpEnV1,
+}
+
+/// A key of a Secret in the SyncSource's own namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key within the Secret's data.
+    #[serde(default = "default_token_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_token_key() -> String {
+    "token".into()
+}
+
+/// What happens to the Chroma source when the SyncSource is deleted.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    #[default]
+    Delete,
+    Retain,
+}
+
+/// What the operator observed and did.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncSourceStatus {
+    /// The `metadata.generation` this status describes; -1 until the operator has looked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// ID of the Chroma Sync source this object manages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<String>,
+    /// Fingerprint of the create payload `sourceId` was created from. A spec change that alters
+    /// the payload replaces the source; one that does not (say `deletionPolicy`) does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_hash: Option<String>,
+    /// `Ready` summarises; `Reconciling` is true while work or a retryable error is in
+    /// progress; `Stalled` is true when the operator needs a person to change something.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The last error the Chroma Sync service (or the operator) reported; cleared on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<LastError>,
+}
+
+/// An error reported by the Chroma Sync service.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastError {
+    /// The HTTP status code, when the service answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    /// The service's error code (`error` of its ErrorResponse).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What went wrong, in words.
+    pub message: String,
+}
+
+/// The CustomResourceDefinition, as committed under `crds/`.
+///
+/// Post-processes what the derive produces where schemars cannot say it: `status` defaults to
+/// `{observedGeneration: -1}` so a brand-new object reads as in progress (not ready) to kstatus,
+/// as Flux's own CRDs do.
+pub fn crd() -> CustomResourceDefinition {
+    let mut crd = SyncSource::crd();
+    for version in &mut crd.spec.versions {
+        let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        else {
+            continue;
+        };
+        let Some(status) = schema
+            .properties
+            .as_mut()
+            .and_then(|p| p.get_mut("status"))
+        else {
+            continue;
+        };
+        status.default = Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON(
+            json!({ "observedGeneration": -1 }),
+        ));
+        status.nullable = None;
+        if let Some(generation) = status
+            .properties
+            .as_mut()
+            .and_then(|p| p.get_mut("observedGeneration"))
+        {
+            generation.default = None;
+        }
+    }
+    crd
+}
+
+/// The CRD as YAML, exactly as committed in `crds/syncsources.chromasync.dev.yaml`.
+pub fn crd_yaml() -> String {
+    serde_yaml::to_string(&crd()).expect("the CRD serialises")
+}

@@ -1,0 +1,124 @@
+//! Prometheus metrics: reconciles, their durations and errors by reason, and Chroma calls by
+//! endpoint and status code. Labels never carry object contents or secrets.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    endpoint: &'static str,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+struct Inner {
+    registry: Registry,
+    reconciles: Counter,
+    reconcile_errors: Family<ReasonLabels, Counter>,
+    reconcile_duration: Histogram,
+    chroma_calls: Family<CallLabels, Counter>,
+    chroma_duration: Family<EndpointLabels, Histogram>,
+}
+
+/// Cheap to clone; all clones share one registry.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("chroma_sync_operator");
+        let reconciles = Counter::default();
+        registry.register(
+            "reconciles",
+            "Reconciles run, whatever their outcome",
+            reconciles.clone(),
+        );
+        let reconcile_errors = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that ended in an error or a condition needing attention, by reason",
+            reconcile_errors.clone(),
+        );
+        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "reconcile_duration_seconds",
+            "How long a reconcile took",
+            reconcile_duration.clone(),
+        );
+        let chroma_calls = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "chroma_requests",
+            "Calls to the Chroma Sync API by endpoint and HTTP status code (\"error\" when no answer)",
+            chroma_calls.clone(),
+        );
+        let chroma_duration = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 14))
+        });
+        registry.register(
+            "chroma_request_duration_seconds",
+            "Latency of calls to the Chroma Sync API",
+            chroma_duration.clone(),
+        );
+        Self(Arc::new(Inner {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            chroma_calls,
+            chroma_duration,
+        }))
+    }
+
+    pub fn reconciled(&self, took: Duration, error_reason: Option<&'static str>) {
+        self.0.reconciles.inc();
+        self.0.reconcile_duration.observe(took.as_secs_f64());
+        if let Some(reason) = error_reason {
+            self.0
+                .reconcile_errors
+                .get_or_create(&ReasonLabels { reason })
+                .inc();
+        }
+    }
+
+    pub fn chroma_call(&self, endpoint: &'static str, code: &str, took: Duration) {
+        self.0
+            .chroma_calls
+            .get_or_create(&CallLabels {
+                endpoint,
+                code: code.to_owned(),
+            })
+            .inc();
+        self.0
+            .chroma_duration
+            .get_or_create(&EndpointLabels { endpoint })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.0.registry).expect("writing to a String cannot fail");
+        out
+    }
+}

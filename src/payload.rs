@@ -1,0 +1,257 @@
+//! Pure mapping from a `SyncSource` spec to the service's create payload, the payload's
+//! fingerprint, and the natural key that identifies a source within its database.
+
+use crate::chroma::wire::{self, CreateSourcePayload, ListedSource, SourceConfig};
+use crate::crd::{self, S3TriggerMode, SyncSourceSpec};
+use sha2::{Digest, Sha256};
+
+/// Why a spec cannot be turned into a payload. Admission rejects all of these first; this is the
+/// second line, for objects stored before a stricter CRD was installed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidSpec(pub String);
+
+/// The create-source payload for a spec, field for field.
+pub fn build(spec: &SyncSourceSpec) -> Result<CreateSourcePayload, InvalidSpec> {
+    let source = match (&spec.github, &spec.web_scrape, &spec.s3) {
+        (Some(g), None, None) => SourceConfig::Github(wire::GithubConfig {
+            repository: g.repository.clone(),
+            app_id: g.app_id.clone(),
+            include_globs: g.include_globs.clone(),
+        }),
+        (None, Some(w), None) => SourceConfig::WebScrape(wire::WebScrapeConfig {
+            starting_url: w.starting_url.clone(),
+            max_depth: w.max_depth,
+            page_limit: w.page_limit,
+            include_path_regexes: w.include_path_regexes.clone(),
+            exclude_path_regexes: w.exclude_path_regexes.clone(),
+        }),
+        (None, None, Some(s)) => SourceConfig::S3(wire::S3Config {
+            bucket_name: s.bucket_name.clone(),
+            region: s.region.clone(),
+            collection_name: s.collection_name.clone(),
+            aws_credential_id: s.aws_credential_id,
+            path_prefix: s.path_prefix.clone(),
+            trigger_mode: match s.trigger_mode {
+                None | Some(S3TriggerMode::None) => None,
+                Some(S3TriggerMode::Direct) => Some("direct".into()),
+                Some(S3TriggerMode::Metadata) => Some("metadata".into()),
+            },
+        }),
+        _ => {
+            return Err(InvalidSpec(
+                "exactly one of github, webScrape or s3 must be set".into(),
+            ));
+        }
+    };
+    let chunking = match &spec.chunking {
+        None => None,
+        Some(c) => Some(match c.kind {
+            crd::ChunkingType::TreeSitter if c.max_lines.is_some() => {
+                return Err(InvalidSpec(
+                    "chunking.maxLines applies only to type lines".into(),
+                ));
+            }
+            crd::ChunkingType::TreeSitter => wire::ChunkingConfig::TreeSitter {
+                max_size_bytes: c.max_size_bytes,
+            },
+            crd::ChunkingType::Lines => wire::ChunkingConfig::Lines {
+                max_lines: c.max_lines,
+                max_size_bytes: c.max_size_bytes,
+            },
+        }),
+    };
+    Ok(CreateSourcePayload {
+        database_name: spec.database_name.clone(),
+        source,
+        chunking,
+        embedding: spec.embedding.as_ref().map(|e| wire::EmbeddingConfig {
+            dense: e.dense.as_ref().map(dense_model),
+            sparse: e.sparse.as_ref().map(|s| wire::SparseEmbeddingConfig {
+                key: s.key.clone(),
+                model: s.model.map(|m| enum_value(&m)),
+            }),
+        }),
+        embedding_model: spec.embedding_model.as_ref().map(dense_model),
+    })
+}
+
+fn dense_model(m: &crd::DenseEmbeddingModel) -> wire::DenseEmbeddingModel {
+    wire::DenseEmbeddingModel {
+        model: enum_value(&m.model),
+        task: m.task.as_ref().map(|t| wire::EmbeddingTask {
+            task_name: t.task_name.clone(),
+            query_prompt: t.query_prompt.clone(),
+            document_prompt: t.document_prompt.clone(),
+        }),
+    }
+}
+
+/// The service's spelling of an enum value: the CRD enums serialise to exactly that.
+fn enum_value<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => unreachable!("CRD enums serialise to strings"),
+    }
+}
+
+/// A short, stable fingerprint of a payload: the first 16 hex digits of the SHA-256 of its JSON
+/// (struct fields serialise in declaration order, so equal payloads give equal bytes).
+pub fn fingerprint(payload: &CreateSourcePayload) -> String {
+    let bytes = serde_json::to_vec(payload).expect("payloads serialise");
+    let digest = Sha256::digest(&bytes);
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What makes two sources "the same" to the service within one database: the service answers
+/// 409 to a second create with the same key. It is not published; this is the source type's
+/// identity, and the stand-in enforces exactly this.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum NaturalKey {
+    Github {
+        repository: String,
+    },
+    WebScrape {
+        starting_url: String,
+    },
+    S3 {
+        bucket_name: String,
+        collection_name: String,
+    },
+}
+
+impl NaturalKey {
+    pub fn of_payload(payload: &CreateSourcePayload) -> Self {
+        match &payload.source {
+            SourceConfig::Github(g) => Self::Github {
+                repository: g.repository.clone(),
+            },
+            SourceConfig::WebScrape(w) => Self::WebScrape {
+                starting_url: w.starting_url.clone(),
+            },
+            SourceConfig::S3(s) => Self::S3 {
+                bucket_name: s.bucket_name.clone(),
+                collection_name: s.collection_name.clone(),
+            },
+        }
+    }
+
+    /// The key of a listed source; `None` for kinds the operator does not create.
+    pub fn of_listed(source: &ListedSource) -> Option<Self> {
+        if let Some(g) = &source.github {
+            return Some(Self::Github {
+                repository: g.repository.clone(),
+            });
+        }
+        if let Some(w) = &source.web_scrape {
+            return Some(Self::WebScrape {
+                starting_url: w.starting_url.clone(),
+            });
+        }
+        source.s3.as_ref().map(|s| Self::S3 {
+            bucket_name: s.bucket_name.clone(),
+            collection_name: s.collection_name.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::*;
+    use serde_json::json;
+
+    fn spec(value: serde_json::Value) -> SyncSourceSpec {
+        serde_json::from_value(value).expect("valid spec")
+    }
+
+    #[test]
+    fn github_spec_maps_field_for_field() {
+        let s = spec(json!({
+            "databaseName": "docs",
+            "github": {"repository": "acme/app", "appId": "42", "includeGlobs": ["*.md"]},
+            "chunking": {"type": "lines", "maxLines": 40, "maxSizeBytes": 4096},
+            "embedding": {
+                "dense": {"model": "Qwen/Qwen3-Embedding-0.6B", "task": {"taskName": "search", "queryPrompt": "q:"}},
+                "sparse": {"key": "bm25", "model": "Chroma/BM25"}
+            },
+            "embeddingModel": {"model": "Qwen/Qwen3-Embedding-0.6B"},
+            "tokenSecretRef": {"name": "chroma"},
+            "deletionPolicy": "Retain"
+        }));
+        let body = serde_json::to_value(build(&s).unwrap()).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "database_name": "docs",
+                "github": {"repository": "acme/app", "app_id": "42", "include_globs": ["*.md"]},
+                "chunking": {"type": "lines", "max_lines": 40, "max_size_bytes": 4096},
+                "embedding": {
+                    "dense": {"model": "Qwen/Qwen3-Embedding-0.6B", "task": {"task_name": "search", "query_prompt": "q:"}},
+                    "sparse": {"key": "bm25", "model": "Chroma/BM25"}
+                },
+                "embedding_model": {"model": "Qwen/Qwen3-Embedding-0.6B"}
+            })
+        );
+    }
+
+    #[test]
+    fn s3_trigger_mode_none_is_left_to_the_service() {
+        let base = json!({"databaseName": "d", "s3": {
+            "bucketName": "b", "region": "eu-west-1", "collectionName": "c", "awsCredentialId": 7,
+            "triggerMode": "none"}});
+        let body = serde_json::to_value(build(&spec(base.clone())).unwrap()).unwrap();
+        assert_eq!(body["s3"].get("trigger_mode"), None);
+        let mut direct = base;
+        direct["s3"]["triggerMode"] = json!("direct");
+        let body = serde_json::to_value(build(&spec(direct)).unwrap()).unwrap();
+        assert_eq!(body["s3"]["trigger_mode"], json!("direct"));
+        assert_eq!(body["s3"]["aws_credential_id"], json!(7));
+    }
+
+    #[test]
+    fn both_or_neither_source_kind_is_invalid() {
+        let both = spec(json!({"databaseName": "d", "github": {"repository": "a/b"},
+            "webScrape": {"startingUrl": "https://x.dev"}}));
+        assert!(build(&both).is_err());
+        let neither = spec(json!({"databaseName": "d"}));
+        assert!(build(&neither).is_err());
+    }
+
+    #[test]
+    fn operator_fields_do_not_change_the_fingerprint() {
+        let a = spec(json!({"databaseName": "d", "webScrape": {"startingUrl": "https://x.dev"}}));
+        let mut b = a.clone();
+        b.deletion_policy = DeletionPolicy::Retain;
+        b.token_secret_ref = Some(SecretKeyRef {
+            name: "t".into(),
+            key: "token".into(),
+        });
+        assert_eq!(
+            fingerprint(&build(&a).unwrap()),
+            fingerprint(&build(&b).unwrap())
+        );
+        let mut c = a.clone();
+        c.web_scrape.as_mut().unwrap().max_depth = Some(3);
+        assert_ne!(
+            fingerprint(&build(&a).unwrap()),
+            fingerprint(&build(&c).unwrap())
+        );
+    }
+
+    #[test]
+    fn natural_keys_of_payload_and_listing_agree() {
+        let p = build(&spec(json!({"databaseName": "d", "s3": {
+            "bucketName": "b", "region": "r", "collectionName": "c", "awsCredentialId": 1}})))
+        .unwrap();
+        let listed: ListedSource = serde_json::from_value(json!({
+            "id": "x", "database_name": "d", "created_at": "2026-01-01T00:00:00Z",
+            "s3": {"bucket_name": "b", "region": "other", "collection_name": "c"}
+        }))
+        .unwrap();
+        assert_eq!(NaturalKey::of_listed(&listed), Some(NaturalKey::of_payload(&p)));
+        let upload: ListedSource =
+            serde_json::from_value(json!({"id": "y", "file_upload": {}})).unwrap();
+        assert_eq!(NaturalKey::of_listed(&upload), None);
+    }
+}
