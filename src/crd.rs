@@ -326,39 +326,49 @@ pub struct LastError {
 
 /// The CustomResourceDefinition, as committed under `crds/`.
 ///
-/// Post-processes what the derive produces where schemars cannot say it: `status` defaults to
-/// `{observedGeneration: -1}` so a brand-new object reads as in progress (not ready) to kstatus,
-/// as Flux's own CRDs do.
+/// Post-processes what the derive produces where schemars cannot say it:
+/// - `status` defaults to `{observedGeneration: -1}`, so a brand-new object reads as in progress
+///   (not ready) to kstatus, as Flux's own CRDs do;
+/// - descriptions are reflowed (doc comments wrap at 100 columns; `kubectl explain` wraps too);
+/// - `null` is dropped from enums (optional fields are already nullable), so admission errors
+///   list only values a person can use.
 pub fn crd() -> CustomResourceDefinition {
-    let mut crd = SyncSource::crd();
-    for version in &mut crd.spec.versions {
-        let Some(schema) = version
-            .schema
-            .as_mut()
-            .and_then(|s| s.open_api_v3_schema.as_mut())
-        else {
-            continue;
-        };
-        let Some(status) = schema
-            .properties
-            .as_mut()
-            .and_then(|p| p.get_mut("status"))
-        else {
-            continue;
-        };
-        status.default = Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON(
-            json!({ "observedGeneration": -1 }),
-        ));
-        status.nullable = None;
-        if let Some(generation) = status
-            .properties
-            .as_mut()
-            .and_then(|p| p.get_mut("observedGeneration"))
-        {
-            generation.default = None;
-        }
+    let mut value = serde_json::to_value(SyncSource::crd()).expect("the CRD serialises");
+    tidy_schema(&mut value);
+    let root = &mut value["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    root["description"] =
+        json!("A Chroma Sync source, managed by chroma-sync-operator. See spec for what it syncs.");
+    let status = &mut root["properties"]["status"];
+    status["default"] = json!({ "observedGeneration": -1 });
+    if let Some(obj) = status.as_object_mut() {
+        obj.remove("nullable");
     }
-    crd
+    serde_json::from_value(value).expect("the tidied CRD deserialises")
+}
+
+fn tidy_schema(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(d)) = map.get_mut("description") {
+                *d = reflow(d);
+            }
+            if let Some(Value::Array(values)) = map.get_mut("enum") {
+                values.retain(|v| !v.is_null());
+            }
+            map.values_mut().for_each(tidy_schema);
+        }
+        Value::Array(items) => items.iter_mut().for_each(tidy_schema),
+        _ => {}
+    }
+}
+
+/// Joins the lines of each paragraph; keeps blank lines between paragraphs.
+fn reflow(text: &str) -> String {
+    text.split("\n\n")
+        .map(|p| p.lines().map(str::trim).collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }
 
 /// The CRD as YAML, exactly as committed in `crds/syncsources.chromasync.dev.yaml`.

@@ -1,0 +1,16 @@
+//! chroma-sync-operator: manages Chroma Sync sources declared as `SyncSource` resources.
+//!
+//! - [`crd`]: the custom resource, as users write it.
+//! - [`payload`]: the pure mapping from a spec to the service's create payload.
+//! - [`chroma`]: the Chroma Sync API client (the only place that talks to the service).
+//! - [`controller`]: watches, reconcile flows and their pure decisions.
+//! - [`server`]: health and metrics endpoints.
+//! - [`standin`]: the local Chroma Sync stand-in used by `make run` and the tests.
+
+pub mod chroma;
+pub mod controller;
+pub mod crd;
+pub mod metrics;
+pub mod payload;
+pub mod server;
+pub mod standin;

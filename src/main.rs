@@ -1,1 +1,197 @@
-fn main() {}
+//! The operator binary: `chroma-sync-operator` runs the controller; `chroma-sync-operator crd`
+//! prints the CustomResourceDefinition.
+
+use chroma_sync_operator::chroma::{ChromaClient, ClientConfig, Token};
+use chroma_sync_operator::controller::{self, Context, DefaultToken, Settings};
+use chroma_sync_operator::crd::{self, SyncSource};
+use chroma_sync_operator::metrics::Metrics;
+use chroma_sync_operator::server;
+use clap::{Parser, Subcommand, ValueEnum};
+use kube::api::{Api, ListParams};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+use tracing::{error, info};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Manages Chroma Sync sources declared as SyncSource resources"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the SyncSource CustomResourceDefinition as YAML.
+    Crd,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Base URL of the Chroma Sync API.
+    #[arg(
+        long,
+        env = "CHROMA_SYNC_URL",
+        default_value = "https://sync.trychroma.com"
+    )]
+    chroma_url: String,
+    /// Allow a plain http:// Chroma URL (only for a local stand-in).
+    #[arg(long, env = "CHROMA_SYNC_ALLOW_INSECURE_HTTP")]
+    allow_insecure_http: bool,
+    /// Extra CA certificates (PEM bundle) to trust for the Chroma URL, e.g. a corporate proxy's.
+    #[arg(long, env = "CHROMA_SYNC_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Timeout of one call to Chroma Sync.
+    #[arg(long, env = "CHROMA_SYNC_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    chroma_timeout: Duration,
+    /// Token for SyncSources without tokenSecretRef.
+    #[arg(long, env = "CHROMA_SYNC_TOKEN", hide_env_values = true)]
+    default_token: Option<String>,
+    /// File holding the default token, read at each use (a mounted Secret rotates in place).
+    #[arg(long, env = "CHROMA_SYNC_TOKEN_FILE")]
+    default_token_file: Option<PathBuf>,
+    /// Namespaces to watch, comma-separated; all when empty.
+    #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
+    /// Reconciles running at once (per watched namespace).
+    #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
+    metrics_address: String,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    log_format: LogFormat,
+    /// Name of this replica, shown as the reporting instance of Events.
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n.parse().map_err(|_| format!("not a duration: {s:?}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("unknown unit in {s:?}; use ms, s or m")),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::Crd) = cli.command {
+        print!("{}", crd::crd_yaml());
+        return Ok(());
+    }
+    let args = cli.run;
+    init_logging(args.log_format);
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .map_err(|_| anyhow::anyhow!("a TLS crypto provider was installed twice"))?;
+
+    if args.chroma_url.starts_with("http://") && !args.allow_insecure_http {
+        anyhow::bail!(
+            "refusing plain http Chroma URL {}: the token would travel unencrypted; pass --allow-insecure-http for a local stand-in",
+            args.chroma_url
+        );
+    }
+    let metrics = Metrics::new();
+    let extra_ca_pem = args.ca_file.as_ref().map(std::fs::read).transpose()?;
+    let chroma = ChromaClient::new(
+        &ClientConfig {
+            base_url: args.chroma_url.clone(),
+            timeout: args.chroma_timeout,
+            extra_ca_pem,
+        },
+        metrics.clone(),
+    )?;
+
+    let client = kube::Client::try_default().await?;
+    // Fail fast, with a clear message, when the CRD is missing.
+    Api::<SyncSource>::all(client.clone())
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot list SyncSources ({e}); is the CRD installed (kubectl apply -f crds/)?"
+            )
+        })?;
+
+    let default_token = DefaultToken {
+        value: args.default_token.and_then(Token::new),
+        file: args.default_token_file,
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        chroma,
+        metrics.clone(),
+        default_token,
+        args.pod_name,
+    ));
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let listener = tokio::net::TcpListener::bind(&args.metrics_address).await?;
+    info!(address = %listener.local_addr()?, "serving /healthz, /readyz, /metrics");
+    let app = server::router(ready.clone(), metrics);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            error!(error = %e, "probe server failed");
+        }
+    });
+
+    let stopper = ctx.clone();
+    let shutdown = async move {
+        wait_for_signal().await;
+        info!("signal received: no new creates; finishing reconciles in flight");
+        stopper.stop();
+    };
+    info!(chroma_url = %args.chroma_url, namespaces = ?args.namespaces, concurrency = args.concurrency, "starting controller");
+    controller::run(
+        client,
+        Settings {
+            namespaces: args.namespaces,
+            concurrency: args.concurrency,
+        },
+        ctx,
+        ready,
+        shutdown,
+    )
+    .await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -249,7 +249,10 @@ mod tests {
             "s3": {"bucket_name": "b", "region": "other", "collection_name": "c"}
         }))
         .unwrap();
-        assert_eq!(NaturalKey::of_listed(&listed), Some(NaturalKey::of_payload(&p)));
+        assert_eq!(
+            NaturalKey::of_listed(&listed),
+            Some(NaturalKey::of_payload(&p))
+        );
         let upload: ListedSource =
             serde_json::from_value(json!({"id": "y", "file_upload": {}})).unwrap();
         assert_eq!(NaturalKey::of_listed(&upload), None);

@@ -55,7 +55,10 @@ pub enum ChromaError {
     },
     /// No usable answer: timeout, refused or reset connection, TLS failure.
     #[error("calling Chroma Sync failed ({kind}): {message}")]
-    Transport { kind: TransportKind, message: String },
+    Transport {
+        kind: TransportKind,
+        message: String,
+    },
     /// The service answered success with a body that does not decode. For a create this is an
     /// ambiguous outcome: the source may exist.
     #[error("Chroma Sync answered {status} with an unreadable body: {message}")]
@@ -230,11 +233,10 @@ impl ChromaClient {
         match result {
             Err(e) => {
                 self.metrics.chroma_call(endpoint, "error", elapsed);
-                Err(transport_error(&e))
+                Err(transport_error(e))
             }
             Ok((status, retry_after, body)) => {
-                self.metrics
-                    .chroma_call(endpoint, status.as_str(), elapsed);
+                self.metrics.chroma_call(endpoint, status.as_str(), elapsed);
                 if status.is_success() {
                     return Ok((status, body));
                 }
@@ -255,7 +257,7 @@ impl ChromaClient {
     }
 }
 
-fn transport_error(e: &reqwest::Error) -> ChromaError {
+fn transport_error(e: reqwest::Error) -> ChromaError {
     let kind = if e.is_timeout() {
         TransportKind::Timeout
     } else if e.is_connect() {
@@ -264,8 +266,9 @@ fn transport_error(e: &reqwest::Error) -> ChromaError {
         TransportKind::Other
     };
     // reqwest's Display names the URL (no token: it travels in a header) and the cause chain.
-    let mut message = e.without_url().to_string();
-    let mut source = std::error::Error::source(e);
+    let e = e.without_url();
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
     while let Some(cause) = source {
         message.push_str(": ");
         message.push_str(&cause.to_string());

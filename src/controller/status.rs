@@ -212,7 +212,10 @@ mod tests {
             .collect();
         assert_eq!(
             types,
-            vec![("Ready", "False", "SourceExists"), ("Stalled", "True", "SourceExists")]
+            vec![
+                ("Ready", "False", "SourceExists"),
+                ("Stalled", "True", "SourceExists")
+            ]
         );
         assert_eq!(s.last_error.unwrap().http_status, Some(409));
     }

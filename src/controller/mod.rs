@@ -1,0 +1,362 @@
+//! The SyncSource controller: watches, per-object backoff, and the wiring around the reconcile
+//! flows in [`reconcile`].
+
+pub mod decide;
+mod reconcile;
+pub mod status;
+
+use crate::chroma::{ChromaClient, Token};
+use crate::crd::SyncSource;
+use crate::metrics::Metrics;
+use decide::Retry;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tracing::{Instrument, info, info_span, warn};
+
+/// The field manager of every write, and the reporting controller of every Event.
+pub const FIELD_MANAGER: &str = "chroma-sync-operator";
+
+/// Secrets that can never hold a Chroma token and may be large (Helm keeps whole releases in
+/// Secrets): left out of the cache.
+const SECRET_FIELD_SELECTOR: &str =
+    "type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("the operator is shutting down; no new create is started")]
+    ShuttingDown,
+}
+
+impl Error {
+    fn label(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(s)) if s.code == 409 => "KubeConflict",
+            Error::Kube(_) => "KubeApi",
+            Error::ShuttingDown => "ShuttingDown",
+        }
+    }
+}
+
+/// How a reconcile ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Nothing to do until something changes.
+    Settled,
+    /// The outcome needs attention (`reason`); try again as `retry` says.
+    Retry { retry: Retry, reason: &'static str },
+}
+
+/// Where the default token (for objects without `tokenSecretRef`) comes from.
+#[derive(Clone, Default)]
+pub struct DefaultToken {
+    /// From the environment, read once at start.
+    pub value: Option<Token>,
+    /// A file, read at each use, so a mounted Secret rotates without a restart.
+    pub file: Option<PathBuf>,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub chroma: ChromaClient,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    default_token: DefaultToken,
+    secrets: Mutex<Vec<Store<Secret>>>,
+    /// Becomes true once every Secret cache has listed. (A `Store`'s own readiness future wakes
+    /// only one waiter, so reconciles wait on this instead.)
+    secrets_synced: tokio::sync::watch::Sender<bool>,
+    failures: Mutex<HashMap<ObjectRef<SyncSource>, u32>>,
+    stopping: AtomicBool,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        chroma: ChromaClient,
+        metrics: Metrics,
+        default_token: DefaultToken,
+        instance: Option<String>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            chroma,
+            metrics,
+            default_token,
+            secrets: Mutex::default(),
+            secrets_synced: tokio::sync::watch::Sender::new(false),
+            failures: Mutex::default(),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    /// From now on no create call is started; reconciles already past that point finish.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until every Secret cache has listed its Secrets, so a token that exists is never
+    /// reported missing just because the operator has only started.
+    async fn secrets_synced(&self) {
+        let _ = self
+            .secrets_synced
+            .subscribe()
+            .wait_for(|synced| *synced)
+            .await;
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// The token for an object, or why there is none. Never the token's value in the reason.
+    fn token_for(&self, obj: &SyncSource) -> Result<Token, String> {
+        let Some(reference) = &obj.spec.token_secret_ref else {
+            return self.default_token();
+        };
+        let ns = obj.namespace().unwrap_or_default();
+        let key = ObjectRef::<Secret>::new(&reference.name).within(&ns);
+        let secret = self
+            .secrets
+            .lock()
+            .expect("secret stores")
+            .iter()
+            .find_map(|s| s.get(&key));
+        let Some(secret) = secret else {
+            return Err(format!(
+                "Secret {ns}/{} (tokenSecretRef) does not exist",
+                reference.name
+            ));
+        };
+        let value = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&reference.key))
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|d| d.get(&reference.key).cloned())
+            });
+        value.and_then(Token::new).ok_or_else(|| {
+            format!(
+                "Secret {ns}/{} has no non-empty key {:?}",
+                reference.name, reference.key
+            )
+        })
+    }
+
+    fn default_token(&self) -> Result<Token, String> {
+        if let Some(path) = &self.default_token.file {
+            return std::fs::read_to_string(path)
+                .ok()
+                .and_then(Token::new)
+                .ok_or_else(|| {
+                    format!(
+                        "no tokenSecretRef, and the operator's token file {} is missing or empty",
+                        path.display()
+                    )
+                });
+        }
+        self.default_token.value.clone().ok_or_else(|| {
+            "no tokenSecretRef, and the operator has no default token configured".to_owned()
+        })
+    }
+
+    /// The next requeue for an object's outcome, counting consecutive failures per object.
+    fn requeue(&self, obj: &SyncSource, retry: Option<Retry>) -> Action {
+        let key = ObjectRef::from_obj(obj);
+        let mut failures = self.failures.lock().expect("failure counts");
+        let Some(retry) = retry else {
+            failures.remove(&key);
+            return Action::await_change();
+        };
+        let attempt = failures.entry(key).or_default();
+        *attempt = attempt.saturating_add(1);
+        let jitter = rand::random_range(0.8..1.2);
+        match decide::backoff(retry, *attempt, jitter) {
+            Some(delay) => Action::requeue(delay),
+            None => Action::await_change(),
+        }
+    }
+}
+
+async fn reconcile(obj: Arc<SyncSource>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = info_span!("reconcile", namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
+    async move {
+        ctx.secrets_synced().await;
+        let started = Instant::now();
+        let result = if obj.meta().deletion_timestamp.is_some() {
+            reconcile::cleanup(&obj, &ctx).await
+        } else {
+            reconcile::apply(&obj, &ctx).await
+        };
+        let error_reason = match &result {
+            Ok(Next::Settled) => None,
+            Ok(Next::Retry { reason, .. }) => Some(*reason),
+            Err(e) => Some(e.label()),
+        };
+        ctx.metrics.reconciled(started.elapsed(), error_reason);
+        match result? {
+            Next::Settled => Ok(ctx.requeue(&obj, None)),
+            Next::Retry { retry, .. } => Ok(ctx.requeue(&obj, Some(retry))),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn error_policy(obj: Arc<SyncSource>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(), error = %error, "reconcile failed; backing off");
+    ctx.requeue(&obj, Some(Retry::Soon { not_before: None }))
+}
+
+/// Controller settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Namespaces to watch; empty means all.
+    pub namespaces: Vec<String>,
+    /// Reconciles running at once (per watched namespace).
+    pub concurrency: u16,
+}
+
+/// Drops what the operator never reads before it enters the cache: managedFields and the
+/// last-applied annotation are most of an object's bytes.
+fn slim<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// What passes from the watch to a reconcile: a new generation (spec changes, and the start of
+/// a deletion) or a newly seen object. The operator's own metadata and status writes do not.
+fn changed(obj: &SyncSource) -> Option<u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    obj.metadata.generation.hash(&mut h);
+    obj.metadata.deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
+}
+
+/// Runs the controller until `shutdown` resolves; then lets reconciles in flight finish. `ready`
+/// is set once every watch has listed its objects.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    ctx: Arc<Context>,
+    ready: Arc<AtomicBool>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.iter().cloned().map(Some).collect()
+    };
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    let mut controllers = Vec::new();
+    let mut stores = Vec::new();
+    for scope in scopes {
+        let (sources, secrets) = match &scope {
+            Some(ns) => (
+                Api::<SyncSource>::namespaced(client.clone(), ns),
+                Api::<Secret>::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+        let (source_reader, source_writer) = reflector::store();
+        let (secret_reader, secret_writer) = reflector::store();
+        let source_stream = watcher(sources, watcher::Config::default())
+            .default_backoff()
+            .modify(slim)
+            .reflect(source_writer)
+            .applied_objects()
+            .predicate_filter(changed, Default::default());
+        let secret_stream = watcher(
+            secrets,
+            watcher::Config::default().fields(SECRET_FIELD_SELECTOR),
+        )
+        .default_backoff()
+        .modify(slim)
+        .reflect(secret_writer)
+        .applied_objects();
+        ctx.secrets
+            .lock()
+            .expect("secret stores")
+            .push(secret_reader.clone());
+        stores.push((source_reader.clone(), secret_reader));
+
+        let index = source_reader.clone();
+        let controller = Controller::for_stream(source_stream, source_reader)
+            .watches_stream(secret_stream, move |secret: Secret| {
+                objects_using(&index, &secret)
+            })
+            .with_config(ControllerConfig::default().concurrency(settings.concurrency))
+            .graceful_shutdown_on(shutdown.clone())
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(|_| futures::future::ready(()));
+        controllers.push(controller);
+    }
+    let synced = ctx.clone();
+    tokio::spawn(async move {
+        for (_, secrets) in &stores {
+            let _ = secrets.wait_until_ready().await;
+        }
+        synced.secrets_synced.send_replace(true);
+        for (sources, _) in &stores {
+            let _ = sources.wait_until_ready().await;
+        }
+        info!("caches synced; ready");
+        ready.store(true, Ordering::SeqCst);
+    });
+    futures::future::join_all(controllers).await;
+    info!("controller stopped");
+}
+
+/// The SyncSources that read their token from `secret` and are blocked on credentials: a new or
+/// rotated token may unblock them. Others need no token now, so they are left alone.
+fn objects_using(index: &Store<SyncSource>, secret: &Secret) -> Vec<ObjectRef<SyncSource>> {
+    let ns = secret.namespace();
+    let name = secret.name_any();
+    index
+        .state()
+        .iter()
+        .filter(|o| o.namespace() == ns)
+        .filter(|o| {
+            o.spec
+                .token_secret_ref
+                .as_ref()
+                .is_some_and(|r| r.name == name)
+        })
+        .filter(|o| {
+            matches!(
+                status::ready_reason(o.status.as_ref()),
+                Some(
+                    status::reason::MISSING_CREDENTIALS
+                        | status::reason::UNAUTHORIZED
+                        | status::reason::FORBIDDEN
+                )
+            )
+        })
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
+}

@@ -1,0 +1,411 @@
+//! The reconcile flows: apply (create, replace, recover) and cleanup (delete or retain).
+//!
+//! Crash safety rests on one rule: every create call is preceded by a successful write, guarded
+//! by the object's resourceVersion, that puts the finalizer and a create-pending mark on the
+//! object. A mark with no recorded `status.sourceId` means "a source may exist that status does
+//! not name", and is resolved by listing the database's sources before anything else is created
+//! or the finalizer is removed. The README's design section walks through every crash point.
+
+use super::decide::{self, Failure, Retry};
+use super::status::{self, Recorded, State, reason};
+use super::{Context, Error, Next};
+use crate::chroma::Token;
+use crate::chroma::wire::CreateSourcePayload;
+use crate::crd::{CREATE_PENDING_ANNOTATION, DeletionPolicy, FINALIZER, SyncSource};
+use crate::payload::{self, NaturalKey};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// A source created up to this long before its object's create-pending mark still counts as the
+/// object's own: it allows for clock skew between the operator and the service.
+const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(300);
+
+pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
+    let mut obj = obj.clone();
+    let previous = obj.status.clone().unwrap_or_default();
+    let recorded = Recorded::of(&previous);
+
+    let payload = match payload::build(&obj.spec) {
+        Ok(p) => p,
+        Err(e) => {
+            let state = State::Stalled {
+                reason: reason::INVALID_SPEC,
+                message: e.to_string(),
+                error: None,
+            };
+            set_status(ctx, &obj, recorded.as_ref(), &state).await?;
+            return Ok(Next::Retry {
+                retry: Retry::OnChange,
+                reason: reason::INVALID_SPEC,
+            });
+        }
+    };
+    let hash = payload::fingerprint(&payload);
+
+    // At rest: the recorded source was made from this very payload. No call, and no write
+    // unless the status lags (a spec change that does not reach the payload).
+    if let Some(rec) = &recorded
+        && rec.payload_hash.as_deref() == Some(hash.as_str())
+    {
+        if !has_finalizer(&obj) {
+            obj = guarded_metadata_write(ctx, &obj, true, None).await?;
+        }
+        set_status(ctx, &obj, recorded.as_ref(), &State::Ready).await?;
+        return Ok(Next::Settled);
+    }
+
+    let token = match ctx.token_for(&obj) {
+        Ok(t) => t,
+        Err(why) => return missing_credentials(ctx, &obj, recorded.as_ref(), why).await,
+    };
+
+    // No update call exists: a changed payload replaces the source. Delete the old one and
+    // record that before anything new is created, so there is never more than one.
+    let mut replaced = None;
+    if let Some(old) = &recorded {
+        if let Err(e) = ctx.chroma.delete_source(&token, &old.id).await {
+            let failure = decide::classify("deleting the replaced source", &e);
+            return fail(ctx, &obj, recorded.as_ref(), failure, false).await;
+        }
+        let state = State::Reconciling {
+            reason: reason::REPLACING,
+            message: format!(
+                "deleted source {} because the spec changed; creating its replacement",
+                old.id
+            ),
+            error: None,
+        };
+        obj = set_status(ctx, &obj, None, &state).await?;
+        replaced = Some(old.id.clone());
+    }
+
+    // An earlier attempt may have created the source without recording it.
+    if let Some(marked_at) = pending_mark(&obj) {
+        match find_unrecorded(ctx, &token, &payload, marked_at).await {
+            Ok(Some(id)) => {
+                info!(source_id = %id, "found the source of an unrecorded create; adopting it");
+                let rec = Recorded {
+                    id: id.clone(),
+                    payload_hash: Some(hash),
+                };
+                set_status(ctx, &obj, Some(&rec), &State::Ready).await?;
+                publish(
+                    ctx,
+                    &obj,
+                    EventType::Normal,
+                    "Adopted",
+                    format!("Recovered source {id}, created by an attempt whose answer was lost"),
+                )
+                .await;
+                return Ok(Next::Settled);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let failure = decide::classify("looking for an unrecorded source", &e);
+                return fail(ctx, &obj, None, failure, false).await;
+            }
+        }
+    }
+
+    if ctx.is_stopping() {
+        return Err(Error::ShuttingDown);
+    }
+    // The durable mark, guarded by resourceVersion: a stale cache fails here with a conflict
+    // instead of starting a second create.
+    obj = guarded_metadata_write(ctx, &obj, true, Some(jiff::Timestamp::now())).await?;
+
+    match ctx.chroma.create_source(&token, &payload).await {
+        Ok(id) => {
+            info!(source_id = %id, "created Chroma source");
+            let rec = Recorded {
+                id: id.clone(),
+                payload_hash: Some(hash),
+            };
+            set_status(ctx, &obj, Some(&rec), &State::Ready).await?;
+            let note = match &replaced {
+                Some(old) => format!("Replaced source {old} with {id} after a spec change"),
+                None => format!("Created source {id}"),
+            };
+            let reason = if replaced.is_some() {
+                "Replaced"
+            } else {
+                "Created"
+            };
+            publish(ctx, &obj, EventType::Normal, reason, note).await;
+            Ok(Next::Settled)
+        }
+        Err(e) => {
+            let failure = decide::classify("creating the source", &e);
+            fail(ctx, &obj, None, failure, true).await
+        }
+    }
+}
+
+pub async fn cleanup(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
+    if !has_finalizer(obj) {
+        return Ok(Next::Settled);
+    }
+    let status = obj.status.clone().unwrap_or_default();
+    let recorded = Recorded::of(&status);
+    let marked = pending_mark(obj);
+
+    if obj.spec.deletion_policy == DeletionPolicy::Retain {
+        guarded_metadata_write(ctx, obj, false, None).await?;
+        if let Some(rec) = &recorded {
+            publish(
+                ctx,
+                obj,
+                EventType::Normal,
+                "Retained",
+                format!("Left source {} in Chroma (deletionPolicy: Retain)", rec.id),
+            )
+            .await;
+        }
+        return Ok(Next::Settled);
+    }
+
+    if recorded.is_some() || marked.is_some() {
+        let token = match ctx.token_for(obj) {
+            Ok(t) => t,
+            Err(why) => return missing_credentials(ctx, obj, recorded.as_ref(), why).await,
+        };
+        let target = match (&recorded, marked) {
+            (Some(rec), _) => Some(rec.id.clone()),
+            (None, Some(marked_at)) => match payload::build(&obj.spec) {
+                Ok(payload) => match find_unrecorded(ctx, &token, &payload, marked_at).await {
+                    Ok(found) => found,
+                    Err(e) => {
+                        let failure = decide::classify("looking for an unrecorded source", &e);
+                        return fail(ctx, obj, None, failure, false).await;
+                    }
+                },
+                // An invalid spec was never sent, so nothing was created from it.
+                Err(_) => None,
+            },
+            (None, None) => None,
+        };
+        if let Some(id) = target {
+            if let Err(e) = ctx.chroma.delete_source(&token, &id).await {
+                let failure = decide::classify("deleting the source", &e);
+                return fail(ctx, obj, recorded.as_ref(), failure, false).await;
+            }
+            info!(source_id = %id, "deleted Chroma source");
+            publish(
+                ctx,
+                obj,
+                EventType::Normal,
+                "Deleted",
+                format!("Deleted source {id}"),
+            )
+            .await;
+        }
+    }
+    guarded_metadata_write(ctx, obj, false, None).await?;
+    Ok(Next::Settled)
+}
+
+/// Lists the database's sources, newest first, for one created from `payload` no earlier than
+/// the mark (less the skew allowance).
+async fn find_unrecorded(
+    ctx: &Context,
+    token: &Token,
+    payload: &CreateSourcePayload,
+    marked_at: jiff::Timestamp,
+) -> Result<Option<String>, crate::chroma::ChromaError> {
+    let key = NaturalKey::of_payload(payload);
+    let since = marked_at - CLOCK_SKEW_ALLOWANCE;
+    let recent = |created: Option<jiff::Timestamp>| created.is_none_or(|c| c >= since);
+    let listed = ctx
+        .chroma
+        .list_sources_while(token, &payload.database_name, |s| recent(s.created_at))
+        .await?;
+    Ok(listed
+        .into_iter()
+        .find(|s| recent(s.created_at) && NaturalKey::of_listed(s).as_ref() == Some(&key))
+        .map(|s| s.id))
+}
+
+/// Records a failed call. When the call was a create that certainly created nothing, the mark
+/// is cleared first, so a later recovery cannot mistake someone else's source for ours.
+async fn fail(
+    ctx: &Context,
+    obj: &SyncSource,
+    recorded: Option<&Recorded>,
+    failure: Failure,
+    was_create: bool,
+) -> Result<Next, Error> {
+    warn!(
+        reason = failure.state.reason(),
+        "{}",
+        message_of(&failure.state)
+    );
+    let mut obj = obj.clone();
+    if was_create && failure.nothing_created && pending_mark(&obj).is_some() {
+        obj = clear_mark(ctx, &obj).await?;
+    }
+    set_status(ctx, &obj, recorded, &failure.state).await?;
+    Ok(Next::Retry {
+        retry: failure.retry,
+        reason: failure.state.reason(),
+    })
+}
+
+async fn missing_credentials(
+    ctx: &Context,
+    obj: &SyncSource,
+    recorded: Option<&Recorded>,
+    why: String,
+) -> Result<Next, Error> {
+    let state = State::Stalled {
+        reason: reason::MISSING_CREDENTIALS,
+        message: why,
+        error: None,
+    };
+    set_status(ctx, obj, recorded, &state).await?;
+    // The Secret watch brings the object back as soon as its Secret appears or changes; the
+    // slow retry covers the operator's default token, which is not watched.
+    Ok(Next::Retry {
+        retry: Retry::Slow,
+        reason: reason::MISSING_CREDENTIALS,
+    })
+}
+
+fn message_of(state: &State) -> &str {
+    match state {
+        State::Ready => "ready",
+        State::Reconciling { message, .. } | State::Stalled { message, .. } => message,
+    }
+}
+
+/// Writes the status for `state` unless it is already so; emits an Event when the `Ready`
+/// reason changes. Returns the object as stored.
+async fn set_status(
+    ctx: &Context,
+    obj: &SyncSource,
+    recorded: Option<&Recorded>,
+    state: &State,
+) -> Result<SyncSource, Error> {
+    let previous = obj.status.clone().unwrap_or_default();
+    let generation = obj.metadata.generation.unwrap_or_default();
+    let next = status::next(
+        &previous,
+        generation,
+        recorded,
+        state,
+        jiff::Timestamp::now(),
+    );
+    if next == previous {
+        return Ok(obj.clone());
+    }
+    let api = ctx.api(obj);
+    let stored = api
+        .patch_status(
+            &obj.name_any(),
+            &ctx.patch_params(),
+            &Patch::Merge(status::merge_patch(&next)),
+        )
+        .await?;
+    if let State::Stalled {
+        reason, message, ..
+    }
+    | State::Reconciling {
+        reason, message, ..
+    } = state
+        && status::ready_reason(Some(&previous)) != Some(*reason)
+    {
+        let kind = if matches!(state, State::Stalled { .. }) {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        publish(ctx, obj, kind, reason, message.clone()).await;
+    }
+    Ok(stored)
+}
+
+/// Sets or removes the finalizer (and sets the create-pending mark) in one write that fails
+/// with a conflict if the object changed since it was read.
+async fn guarded_metadata_write(
+    ctx: &Context,
+    obj: &SyncSource,
+    finalizer: bool,
+    mark: Option<jiff::Timestamp>,
+) -> Result<SyncSource, Error> {
+    let mut finalizers: Vec<String> = obj
+        .finalizers()
+        .iter()
+        .filter(|f| f.as_str() != FINALIZER)
+        .cloned()
+        .collect();
+    if finalizer {
+        finalizers.push(FINALIZER.to_owned());
+    }
+    let mut metadata = json!({
+        "resourceVersion": obj.resource_version(),
+        "finalizers": finalizers,
+    });
+    if let Some(at) = mark {
+        metadata["annotations"] = json!({ CREATE_PENDING_ANNOTATION: at.to_string() });
+    }
+    // The answer is the whole stored object, status included: the newest view to go on from.
+    Ok(ctx
+        .api(obj)
+        .patch(
+            &obj.name_any(),
+            &ctx.patch_params(),
+            &Patch::Merge(json!({ "metadata": metadata })),
+        )
+        .await?)
+}
+
+async fn clear_mark(ctx: &Context, obj: &SyncSource) -> Result<SyncSource, Error> {
+    let patch = json!({ "metadata": { "annotations": { CREATE_PENDING_ANNOTATION: null } } });
+    Ok(ctx
+        .api(obj)
+        .patch(&obj.name_any(), &ctx.patch_params(), &Patch::Merge(patch))
+        .await?)
+}
+
+fn has_finalizer(obj: &SyncSource) -> bool {
+    obj.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+/// The time of the create-pending mark, if there is one.
+pub fn pending_mark(obj: &SyncSource) -> Option<jiff::Timestamp> {
+    obj.annotations()
+        .get(CREATE_PENDING_ANNOTATION)
+        .and_then(|v| v.parse().ok())
+}
+
+async fn publish(ctx: &Context, obj: &SyncSource, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        warn!(error = %e, "could not publish an event");
+    }
+}
+
+impl Context {
+    fn api(&self, obj: &SyncSource) -> Api<SyncSource> {
+        Api::namespaced(
+            self.client.clone(),
+            obj.namespace().as_deref().unwrap_or("default"),
+        )
+    }
+
+    fn patch_params(&self) -> PatchParams {
+        PatchParams {
+            field_manager: Some(super::FIELD_MANAGER.into()),
+            ..Default::default()
+        }
+    }
+}

@@ -1,0 +1,535 @@
+//! A local stand-in for the Chroma Sync service: the sources endpoints and `/health`, with the
+//! published rules (401, 400 naming the field, 404 unknown database, 409 same natural key,
+//! 204 on delete), fault injection, and per-endpoint call counters for tests.
+//!
+//! Request bodies are checked against the seed document's JSON Schema, not against the
+//! operator's own types, so a mistake in those types cannot hide behind a matching mistake here.
+//!
+//! Control endpoints (no token) live under `/_standin/`:
+//! `GET counters`, `POST reset`, `PUT faults`, `PUT tokens`, `PUT databases`.
+
+mod schema;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Who may do what.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Tokens {
+    /// Team owners and admins: may create and delete.
+    #[serde(default)]
+    pub admin: BTreeSet<String>,
+    /// Members: may read, but get 403 on create and delete.
+    #[serde(default)]
+    pub viewer: BTreeSet<String>,
+}
+
+/// Injected faults. `*_next` counters are spent one request at a time, so tests are exact.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Faults {
+    /// Endpoints the faults apply to (`create_source`, `list_sources`, `get_source`,
+    /// `delete_source`); empty means all of them.
+    pub endpoints: Vec<String>,
+    /// Delay before a request is handled.
+    pub latency_ms: u64,
+    /// Delay after a create is committed and before it is answered: the crash window.
+    pub create_commit_delay_ms: u64,
+    /// The next N requests answer `error_status` without doing anything.
+    pub fail_next: u32,
+    /// Fraction (0..1) of requests that answer `error_status` without doing anything.
+    pub error_rate: f64,
+    /// Status for `fail_next` and `error_rate`; 503 when 0.
+    pub error_status: u16,
+    /// The next N requests answer 429 with `Retry-After: retry_after_secs`.
+    pub rate_limit_next: u32,
+    pub retry_after_secs: u64,
+    /// The next N requests have their connection cut mid-response (after the work is done).
+    pub drop_next: u32,
+}
+
+#[derive(Clone, Debug)]
+struct Stored {
+    id: String,
+    database: String,
+    created_at: jiff::Timestamp,
+    seq: u64,
+    body: Value,
+}
+
+#[derive(Default)]
+struct Inner {
+    databases: BTreeSet<String>,
+    tokens: Tokens,
+    faults: Faults,
+    sources: Vec<Stored>,
+    seq: u64,
+    /// Requests received, by endpoint: counted on arrival, so a request whose answer never
+    /// left (the client went away) still counts.
+    received: BTreeMap<String, u64>,
+    /// Answers sent, by endpoint and status code.
+    counters: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+#[derive(Clone)]
+pub struct StandIn {
+    inner: Arc<Mutex<Inner>>,
+    schemas: Arc<schema::Schemas>,
+}
+
+impl StandIn {
+    pub fn new(databases: impl IntoIterator<Item = String>, tokens: Tokens) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Inner {
+                databases: databases.into_iter().collect(),
+                tokens,
+                ..Default::default()
+            })),
+            schemas: Arc::new(schema::Schemas::load()),
+        }
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/health", get(health))
+            .route("/api/v1/sources", post(create_source).get(list_sources))
+            .route(
+                "/api/v1/sources/{id}",
+                get(get_source).delete(delete_source),
+            )
+            .route("/_standin/counters", get(counters))
+            .route("/_standin/reset", post(reset))
+            .route("/_standin/faults", put(set_faults))
+            .route("/_standin/tokens", put(set_tokens))
+            .route("/_standin/databases", put(set_databases))
+            .with_state(self.clone())
+    }
+
+    /// Serves on `listener` until the process ends.
+    pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        axum::serve(listener, self.router()).await
+    }
+
+    /// Calls to `endpoint` answered with `status`; with `"*"`, every call received, answered
+    /// or not.
+    pub fn calls(&self, endpoint: &str, status: &str) -> u64 {
+        let inner = self.lock();
+        match status {
+            "*" => inner.received.get(endpoint).copied().unwrap_or_default(),
+            s => inner
+                .counters
+                .get(endpoint)
+                .and_then(|by_status| by_status.get(s))
+                .copied()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Every call received so far, by endpoint.
+    pub fn all_calls(&self) -> BTreeMap<String, u64> {
+        self.lock().received.clone()
+    }
+
+    /// `(id, payload)` of the sources in `database`, oldest first.
+    pub fn sources(&self, database: &str) -> Vec<(String, Value)> {
+        self.lock()
+            .sources
+            .iter()
+            .filter(|x| x.database == database)
+            .map(|x| (x.id.clone(), x.body.clone()))
+            .collect()
+    }
+
+    /// Stores a source directly, as if someone else had created it.
+    pub fn insert_source(&self, body: Value) -> String {
+        let mut inner = self.lock();
+        inner.seq += 1;
+        let id = uuid::Uuid::new_v4().to_string();
+        let seq = inner.seq;
+        inner.sources.push(Stored {
+            id: id.clone(),
+            database: body["database_name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            created_at: jiff::Timestamp::now(),
+            seq,
+            body,
+        });
+        id
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.lock().faults = faults;
+    }
+
+    pub fn set_tokens(&self, tokens: Tokens) {
+        self.lock().tokens = tokens;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("stand-in state")
+    }
+
+    fn count(&self, endpoint: &str, status: StatusCode) {
+        *self
+            .lock()
+            .counters
+            .entry(endpoint.to_owned())
+            .or_default()
+            .entry(status.as_u16().to_string())
+            .or_default() += 1;
+    }
+}
+
+/// The outcome of the fault dice for one request.
+enum Injected {
+    None,
+    Fail(StatusCode),
+    RateLimit(u64),
+    Drop,
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(json!({ "error": code, "message": message.into() })),
+    )
+        .into_response()
+}
+
+/// A response whose body fails after the headers: the client sees a connection cut mid-answer.
+fn dropped(status: StatusCode) -> Response {
+    let stream = futures::stream::once(async {
+        Err::<axum::body::Bytes, std::io::Error>(std::io::Error::other("connection dropped"))
+    });
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("content-length", "64")
+        .body(Body::from_stream(stream))
+        .expect("a valid response")
+}
+
+impl StandIn {
+    /// Counts the request, applies latency and decides the fault for it.
+    async fn faults_for(&self, endpoint: &str) -> (Injected, Faults) {
+        let (latency, injected, faults) = {
+            let mut inner = self.lock();
+            *inner.received.entry(endpoint.to_owned()).or_default() += 1;
+            let f = &mut inner.faults;
+            if !f.endpoints.is_empty() && !f.endpoints.iter().any(|e| e == endpoint) {
+                return (Injected::None, Faults::default());
+            }
+            let status = StatusCode::from_u16(if f.error_status == 0 {
+                503
+            } else {
+                f.error_status
+            })
+            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let injected = if f.fail_next > 0 {
+                f.fail_next -= 1;
+                Injected::Fail(status)
+            } else if f.rate_limit_next > 0 {
+                f.rate_limit_next -= 1;
+                Injected::RateLimit(f.retry_after_secs)
+            } else if f.drop_next > 0 {
+                f.drop_next -= 1;
+                Injected::Drop
+            } else if f.error_rate > 0.0 && rand::random::<f64>() < f.error_rate {
+                Injected::Fail(status)
+            } else {
+                Injected::None
+            };
+            (f.latency_ms, injected, f.clone())
+        };
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_millis(latency)).await;
+        }
+        (injected, faults)
+    }
+
+    /// Authenticates; `write` calls need an admin token.
+    fn authorize(&self, headers: &HeaderMap, write: bool) -> Result<(), Response> {
+        let Some(token) = headers.get("x-chroma-token").and_then(|v| v.to_str().ok()) else {
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "missing x-chroma-token header",
+            ));
+        };
+        let inner = self.lock();
+        if inner.tokens.admin.contains(token) {
+            Ok(())
+        } else if inner.tokens.viewer.contains(token) {
+            if write {
+                Err(error(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    "only team owners and admins may create or delete sources",
+                ))
+            } else {
+                Ok(())
+            }
+        } else {
+            Err(error(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "invalid x-chroma-token",
+            ))
+        }
+    }
+}
+
+/// Runs `handler` under faults and auth, counting the final status for `endpoint`.
+async fn guarded(
+    s: &StandIn,
+    endpoint: &'static str,
+    headers: &HeaderMap,
+    write: bool,
+    handler: impl AsyncFnOnce(&Faults) -> Response,
+) -> Response {
+    let (injected, faults) = s.faults_for(endpoint).await;
+    let response = match injected {
+        Injected::Fail(status) => error(status, "ServerError", "injected failure"),
+        Injected::RateLimit(secs) => {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                "rate limited",
+            );
+            r.headers_mut()
+                .insert("retry-after", secs.to_string().parse().expect("a number"));
+            r
+        }
+        Injected::None | Injected::Drop => match s.authorize(headers, write) {
+            Err(r) => r,
+            Ok(()) => handler(&faults).await,
+        },
+    };
+    s.count(endpoint, response.status());
+    if matches!(injected, Injected::Drop) {
+        return dropped(response.status());
+    }
+    response
+}
+
+async fn health(State(s): State<StandIn>) -> Response {
+    s.count("health", StatusCode::OK);
+    axum::Json(json!({ "status": "ok" })).into_response()
+}
+
+async fn create_source(State(s): State<StandIn>, headers: HeaderMap, body: String) -> Response {
+    guarded(&s, "create_source", &headers, true, async |faults| {
+        let body: Value = match serde_json::from_str(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidRequest",
+                    format!("body is not JSON: {e}"),
+                );
+            }
+        };
+        if let Err(message) = s.schemas.check_create(&body) {
+            return error(StatusCode::BAD_REQUEST, "InvalidRequest", message);
+        }
+        let database = body["database_name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let key = natural_key(&body);
+        let id = {
+            let mut inner = s.lock();
+            if !inner.databases.contains(&database) {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("database {database:?} not found"),
+                );
+            }
+            if inner
+                .sources
+                .iter()
+                .any(|x| x.database == database && natural_key(&x.body) == key)
+            {
+                return error(StatusCode::CONFLICT, "Conflict", "Source exists");
+            }
+            let id = uuid::Uuid::new_v4().to_string();
+            inner.seq += 1;
+            let seq = inner.seq;
+            inner.sources.push(Stored {
+                id: id.clone(),
+                database,
+                created_at: jiff::Timestamp::now(),
+                seq,
+                body,
+            });
+            id
+        };
+        if faults.create_commit_delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(faults.create_commit_delay_ms)).await;
+        }
+        (StatusCode::CREATED, axum::Json(json!({ "source_id": id }))).into_response()
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    database_name: Option<String>,
+    source_type: Option<String>,
+    limit: Option<usize>,
+    offset: Option<usize>,
+    order_by: Option<String>,
+}
+
+async fn list_sources(
+    State(s): State<StandIn>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    guarded(&s, "list_sources", &headers, false, async |_| {
+        let inner = s.lock();
+        if let Some(db) = &q.database_name
+            && !inner.databases.contains(db)
+        {
+            return error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("database {db:?} not found"),
+            );
+        }
+        let mut items: Vec<&Stored> = inner
+            .sources
+            .iter()
+            .filter(|x| q.database_name.as_ref().is_none_or(|d| &x.database == d))
+            .filter(|x| {
+                q.source_type
+                    .as_ref()
+                    .is_none_or(|t| x.body.get(t.as_str()).is_some())
+            })
+            .collect();
+        items.sort_by_key(|x| (x.created_at, x.seq));
+        if q.order_by.as_deref() != Some("ASC") {
+            items.reverse();
+        }
+        let page: Vec<Value> = items
+            .into_iter()
+            .skip(q.offset.unwrap_or(0))
+            .take(q.limit.unwrap_or(100))
+            .map(render)
+            .collect();
+        axum::Json(page).into_response()
+    })
+    .await
+}
+
+async fn get_source(
+    State(s): State<StandIn>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    guarded(&s, "get_source", &headers, false, async |_| {
+        match s.lock().sources.iter().find(|x| x.id == id) {
+            Some(x) => axum::Json(render(x)).into_response(),
+            None => error(StatusCode::NOT_FOUND, "NotFound", "source not found"),
+        }
+    })
+    .await
+}
+
+async fn delete_source(
+    State(s): State<StandIn>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    guarded(&s, "delete_source", &headers, true, async |_| {
+        let mut inner = s.lock();
+        let before = inner.sources.len();
+        inner.sources.retain(|x| x.id != id);
+        if inner.sources.len() == before {
+            error(StatusCode::NOT_FOUND, "NotFound", "source not found")
+        } else {
+            StatusCode::NO_CONTENT.into_response()
+        }
+    })
+    .await
+}
+
+/// A stored source as the API returns it (`Source`): the payload plus id and created_at, with
+/// the service's defaults for what the create left out.
+fn render(x: &Stored) -> Value {
+    let mut v = x.body.clone();
+    let dense = json!({ "model": "Qwen/Qwen3-Embedding-0.6B" });
+    let obj = v.as_object_mut().expect("validated bodies are objects");
+    obj.insert("id".into(), json!(x.id));
+    obj.insert("created_at".into(), json!(x.created_at.to_string()));
+    obj.entry("chunking")
+        .or_insert_with(|| json!({ "type": "tree_sitter" }));
+    obj.entry("embedding")
+        .or_insert_with(|| json!({ "dense": dense, "sparse": null }));
+    if obj.get("embedding_model").is_none_or(Value::is_null) {
+        obj.insert("embedding_model".into(), dense);
+    }
+    v
+}
+
+/// The service's (assumed) identity of a source within a database; see
+/// `crate::payload::NaturalKey`, which the operator uses to find its sources again.
+fn natural_key(body: &Value) -> Value {
+    if let Some(g) = body.get("github") {
+        json!(["github", g["repository"]])
+    } else if let Some(w) = body.get("web_scrape") {
+        json!(["web_scrape", w["starting_url"]])
+    } else if let Some(s) = body.get("s3") {
+        json!(["s3", s["bucket_name"], s["collection_name"]])
+    } else {
+        Value::Null
+    }
+}
+
+async fn counters(State(s): State<StandIn>) -> Response {
+    let inner = s.lock();
+    axum::Json(json!({
+        "received": inner.received,
+        "answered": inner.counters,
+        "sources": inner.sources.len(),
+    }))
+    .into_response()
+}
+
+async fn reset(State(s): State<StandIn>) -> Response {
+    let mut inner = s.lock();
+    inner.counters.clear();
+    inner.received.clear();
+    inner.faults = Faults::default();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn set_faults(State(s): State<StandIn>, axum::Json(f): axum::Json<Faults>) -> Response {
+    s.lock().faults = f;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn set_tokens(State(s): State<StandIn>, axum::Json(t): axum::Json<Tokens>) -> Response {
+    s.lock().tokens = t;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn set_databases(
+    State(s): State<StandIn>,
+    axum::Json(d): axum::Json<BTreeSet<String>>,
+) -> Response {
+    s.lock().databases = d;
+    StatusCode::NO_CONTENT.into_response()
+}

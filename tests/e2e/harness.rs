@@ -1,0 +1,359 @@
+//! Test environment: the real control plane that `make test` started (KUBECONFIG), a fresh
+//! namespace per test, an in-process Chroma Sync stand-in, and the real operator binary as a
+//! child process scoped to that namespace.
+
+use chroma_sync_operator::crd::{self, SyncSource};
+use chroma_sync_operator::standin::{StandIn, Tokens};
+use k8s_openapi::api::core::v1::{Event, Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+
+pub const TOKEN: &str = "test-admin-token";
+pub const VIEWER_TOKEN: &str = "test-viewer-token";
+pub const DATABASE: &str = "docs";
+pub const TOKEN_SECRET: &str = "chroma-token";
+
+static CRD_INSTALLED: OnceCell<()> = OnceCell::const_new();
+
+pub async fn client() -> Client {
+    assert!(
+        std::env::var_os("KUBECONFIG").is_some(),
+        "KUBECONFIG is not set: run the end-to-end tests with `make test`, which starts the control plane"
+    );
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::try_default()
+        .await
+        .expect("a client for the test control plane")
+}
+
+/// Installs the CRD once per test binary, by server-side apply, and waits until Established.
+pub async fn install_crd(client: &Client) {
+    CRD_INSTALLED
+        .get_or_init(|| async {
+            let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+            let crd = crd::crd();
+            api.patch(
+                "syncsources.chromasync.dev",
+                &PatchParams::apply("e2e-tests").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .expect("apply the CRD");
+            wait_for(
+                "the CRD to be Established",
+                Duration::from_secs(30),
+                || async {
+                    let c = api.get("syncsources.chromasync.dev").await.ok()?;
+                    let established = c
+                        .status?
+                        .conditions?
+                        .into_iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True");
+                    established.then_some(())
+                },
+            )
+            .await;
+            // Established can precede discovery by a moment.
+            let sources: Api<SyncSource> = Api::all(client.clone());
+            wait_for(
+                "SyncSources to be listable",
+                Duration::from_secs(30),
+                || async {
+                    sources
+                        .list(&ListParams::default().limit(1))
+                        .await
+                        .ok()
+                        .map(|_| ())
+                },
+            )
+            .await;
+        })
+        .await;
+}
+
+/// Polls `probe` until it yields a value; panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub struct Env {
+    pub client: Client,
+    pub ns: String,
+    pub standin: StandIn,
+    pub chroma_url: String,
+    operator: Option<Child>,
+    log_path: PathBuf,
+    restarts: u32,
+}
+
+impl Env {
+    /// A namespace, a stand-in with database `docs` and the admin and viewer tokens, a Secret
+    /// `chroma-token` with the admin token, and the operator running.
+    pub async fn start(test: &str) -> Self {
+        let env = Self::without_operator(test).await;
+        env.with_operator()
+    }
+
+    pub async fn without_operator(test: &str) -> Self {
+        let client = client().await;
+        install_crd(&client).await;
+        let ns = format!("{test}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+            )
+            .await
+            .expect("create the test namespace");
+
+        let standin = StandIn::new(
+            [DATABASE.to_owned()],
+            Tokens {
+                admin: [TOKEN.to_owned()].into(),
+                viewer: [VIEWER_TOKEN.to_owned()].into(),
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let chroma_url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(standin.clone().serve(listener));
+
+        let env = Self {
+            client,
+            log_path: log_dir().join(format!("{ns}.log")),
+            ns,
+            standin,
+            chroma_url,
+            operator: None,
+            restarts: 0,
+        };
+        env.put_token_secret(TOKEN).await;
+        env
+    }
+
+    fn with_operator(mut self) -> Self {
+        self.start_operator();
+        self
+    }
+
+    /// Starts (or restarts) the operator binary, watching only this test's namespace.
+    pub fn start_operator(&mut self) {
+        assert!(self.operator.is_none(), "the operator is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("open the operator log");
+        let child = Command::new(env!("CARGO_BIN_EXE_chroma-sync-operator"))
+            .args(["--namespaces", &self.ns])
+            .args(["--chroma-url", &self.chroma_url, "--allow-insecure-http"])
+            .args(["--metrics-address", "127.0.0.1:0", "--log-format", "text"])
+            .args(["--chroma-timeout", "5s"])
+            .env("RUST_LOG", "info,chroma_sync_operator=debug")
+            .env_remove("CHROMA_SYNC_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start the operator");
+        self.operator = Some(child);
+        self.restarts += 1;
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill_operator(&mut self) {
+        if let Some(mut child) = self.operator.take() {
+            child.kill().expect("kill the operator");
+            child.wait().expect("reap the operator");
+        }
+    }
+
+    pub fn operator_log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn api(&self) -> Api<SyncSource> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub async fn put_token_secret(&self, token: &str) {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.ns);
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": TOKEN_SECRET},
+            "stringData": {"token": token}
+        }))
+        .unwrap();
+        secrets
+            .patch(
+                TOKEN_SECRET,
+                &PatchParams::apply("e2e-tests").force(),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .expect("apply the token Secret");
+    }
+
+    /// Creates a SyncSource from a spec.
+    pub async fn create(&self, name: &str, spec: Value) -> SyncSource {
+        let obj: SyncSource = serde_json::from_value(json!({
+            "apiVersion": "chromasync.dev/v1alpha1",
+            "kind": "SyncSource",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))
+        .expect("a SyncSource");
+        self.api()
+            .create(&PostParams::default(), &obj)
+            .await
+            .expect("create the SyncSource")
+    }
+
+    pub async fn get(&self, name: &str) -> SyncSource {
+        self.api().get(name).await.expect("get the SyncSource")
+    }
+
+    pub async fn delete(&self, name: &str) {
+        self.api()
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("delete the SyncSource");
+    }
+
+    pub async fn merge_spec(&self, name: &str, spec: Value) -> SyncSource {
+        self.api()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": spec })),
+            )
+            .await
+            .expect("patch the spec")
+    }
+
+    /// Waits until the object's `Ready` condition has `reason` at its current generation.
+    pub async fn wait_reason(&self, name: &str, reason: &str, timeout: Duration) -> SyncSource {
+        let what = format!("{}/{name} to reach reason {reason}", self.ns);
+        wait_for(&what, timeout, || async {
+            let o = self.api().get(name).await.ok()?;
+            let s = o.status.as_ref()?;
+            let current = s.observed_generation == o.metadata.generation;
+            let matches = ready(&o).is_some_and(|c| c.1 == reason);
+            (current && matches).then_some(o)
+        })
+        .await
+    }
+
+    pub async fn wait_gone(&self, name: &str, timeout: Duration) {
+        let what = format!("{}/{name} to be gone", self.ns);
+        wait_for(&what, timeout, || async {
+            match self.api().get_opt(name).await {
+                Ok(None) => Some(()),
+                _ => None,
+            }
+        })
+        .await
+    }
+
+    /// Events about `name`, as (reason, note).
+    pub async fn events(&self, name: &str) -> Vec<(String, String)> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
+        let list = events
+            .list(&ListParams::default())
+            .await
+            .expect("list events");
+        list.items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(name))
+            .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+            .collect()
+    }
+
+    /// Waits for an Event with `reason` about `name` whose note contains every one of `words`.
+    pub async fn wait_event(&self, name: &str, reason: &str, words: &[&str]) {
+        let what = format!("an event {reason} about {name} naming {words:?}");
+        wait_for(&what, Duration::from_secs(10), || async {
+            let events = self.events(name).await;
+            events
+                .iter()
+                .any(|(r, n)| r == reason && words.iter().all(|w| n.contains(w)))
+                .then_some(())
+        })
+        .await
+    }
+
+    pub fn source_ids(&self) -> Vec<String> {
+        self.standin
+            .sources(DATABASE)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.kill_operator();
+        if std::thread::panicking() {
+            eprintln!(
+                "operator log of {} ({} starts): {}",
+                self.ns,
+                self.restarts,
+                self.log_path.display()
+            );
+            eprintln!("{}", self.operator_log());
+        }
+    }
+}
+
+/// `(status, reason, message)` of the Ready condition.
+pub fn ready(o: &SyncSource) -> Option<(String, String, String)> {
+    o.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+pub fn condition(o: &SyncSource, type_: &str) -> Option<String> {
+    o.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.clone())
+}
+
+fn log_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
+    std::fs::create_dir_all(&dir).expect("create the log directory");
+    dir
+}
+
+pub fn github(repo: &str) -> Value {
+    json!({
+        "databaseName": DATABASE,
+        "github": {"repository": repo},
+        "tokenSecretRef": {"name": TOKEN_SECRET},
+    })
+}

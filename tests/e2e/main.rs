@@ -1,0 +1,427 @@
+//! End-to-end tests on the real kube-apiserver and etcd that `make test` starts, with the local
+//! Chroma Sync stand-in and the operator binary. Each test has its own namespace.
+
+mod harness;
+
+use chroma_sync_operator::crd::{CREATE_PENDING_ANNOTATION, FINALIZER};
+use chroma_sync_operator::standin::{Faults, Tokens};
+use harness::*;
+use kube::ResourceExt;
+use kube::api::PostParams;
+use serde_json::json;
+use std::time::Duration;
+
+const SOON: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_refuses_invalid_objects_with_field_messages() {
+    let env = Env::without_operator("admission").await;
+    let cases = [
+        (
+            "both-kinds",
+            json!({"databaseName": "d", "github": {"repository": "a/b"}, "webScrape": {"startingUrl": "https://x.dev"}}),
+            "exactly one of github, webScrape or s3 must be set",
+        ),
+        (
+            "no-kind",
+            json!({"databaseName": "d"}),
+            "exactly one of github, webScrape or s3 must be set",
+        ),
+        (
+            "no-database",
+            json!({"github": {"repository": "a/b"}}),
+            "spec.databaseName: Required value",
+        ),
+        (
+            "empty-repository",
+            json!({"databaseName": "d", "github": {"repository": ""}}),
+            "spec.github.repository",
+        ),
+        (
+            "duplicate-globs",
+            json!({"databaseName": "d", "github": {"repository": "a/b", "includeGlobs": ["*.md", "*.md"]}}),
+            "spec.github.includeGlobs[1]: Duplicate value",
+        ),
+        (
+            "negative-depth",
+            json!({"databaseName": "d", "webScrape": {"startingUrl": "https://x.dev", "maxDepth": -1}}),
+            "spec.webScrape.maxDepth",
+        ),
+        (
+            "page-limit-over-int32",
+            json!({"databaseName": "d", "webScrape": {"startingUrl": "https://x.dev", "pageLimit": 3000000000u64}}),
+            "spec.webScrape.pageLimit",
+        ),
+        (
+            "not-a-url",
+            json!({"databaseName": "d", "webScrape": {"startingUrl": "ftp://x.dev/a"}}),
+            "must be an absolute http:// or https:// URL",
+        ),
+        (
+            "s3-missing-credential",
+            json!({"databaseName": "d", "s3": {"bucketName": "b", "region": "r", "collectionName": "c"}}),
+            "spec.s3.awsCredentialId: Required value",
+        ),
+        (
+            "unknown-trigger-mode",
+            json!({"databaseName": "d", "s3": {"bucketName": "b", "region": "r", "collectionName": "c", "awsCredentialId": 1, "triggerMode": "sometimes"}}),
+            "spec.s3.triggerMode: Unsupported value: \"sometimes\"",
+        ),
+        (
+            "max-lines-on-tree-sitter",
+            json!({"databaseName": "d", "github": {"repository": "a/b"}, "chunking": {"type": "tree_sitter", "maxLines": 3}}),
+            "maxLines applies only to type lines",
+        ),
+        (
+            "unknown-model",
+            json!({"databaseName": "d", "github": {"repository": "a/b"}, "embeddingModel": {"model": "gpt"}}),
+            "spec.embeddingModel.model: Unsupported value",
+        ),
+        (
+            "unknown-deletion-policy",
+            json!({"databaseName": "d", "github": {"repository": "a/b"}, "deletionPolicy": "Orphan"}),
+            "spec.deletionPolicy: Unsupported value",
+        ),
+    ];
+    let raw: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        env.client.clone(),
+        &env.ns,
+        &kube::api::ApiResource::erase::<chroma_sync_operator::crd::SyncSource>(&()),
+    );
+    for (name, spec, expected) in cases {
+        let obj: kube::api::DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncSource",
+            "metadata": {"name": name}, "spec": spec
+        }))
+        .unwrap();
+        let err = raw
+            .create(&PostParams::default(), &obj)
+            .await
+            .expect_err(&format!("{name} must be refused"));
+        let kube::Error::Api(status) = err else {
+            panic!("{name}: unexpected error {err}")
+        };
+        assert_eq!(status.code, 422, "{name}: {}", status.message);
+        assert!(
+            status.message.contains(expected),
+            "{name}: {:?} does not mention {expected:?}",
+            status.message
+        );
+    }
+    // A valid object is accepted and reads as in progress, never ready, before the operator looks.
+    let ok = env.create("valid", github("acme/valid")).await;
+    assert_eq!(ok.status.unwrap().observed_generation, Some(-1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_records_the_source_id_and_then_rests() {
+    let env = Env::start("create").await;
+    env.create("docs", github("acme/docs")).await;
+    let o = env.wait_reason("docs", "SourceReady", SOON).await;
+
+    let ids = env.source_ids();
+    assert_eq!(ids.len(), 1, "exactly one source");
+    let status = o.status.clone().unwrap();
+    assert_eq!(status.source_id.as_deref(), Some(ids[0].as_str()));
+    assert_eq!(condition(&o, "Ready").as_deref(), Some("True"));
+    assert_eq!(condition(&o, "Stalled"), None);
+    assert_eq!(condition(&o, "Reconciling"), None);
+    assert!(o.finalizers().contains(&FINALIZER.to_owned()));
+    assert!(o.annotations().contains_key(CREATE_PENDING_ANNOTATION));
+    assert_eq!(env.standin.calls("create_source", "201"), 1);
+    assert_eq!(env.standin.calls("create_source", "*"), 1);
+    assert_eq!(
+        env.standin.calls("list_sources", "*"),
+        0,
+        "the normal path lists nothing"
+    );
+
+    // The payload that reached the service is the spec, in the service's spelling.
+    let (_, body) = &env.standin.sources(DATABASE)[0];
+    assert_eq!(
+        body,
+        &json!({"database_name": DATABASE, "github": {"repository": "acme/docs"}})
+    );
+    env.wait_event("docs", "Created", &[&ids[0]]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflict_stalls_without_retrying() {
+    let env = Env::start("conflict").await;
+    env.standin
+        .insert_source(json!({"database_name": DATABASE, "github": {"repository": "acme/taken"}}));
+    env.create("taken", github("acme/taken")).await;
+    let o = env.wait_reason("taken", "SourceExists", SOON).await;
+    assert_eq!(condition(&o, "Stalled").as_deref(), Some("True"));
+    assert_eq!(condition(&o, "Ready").as_deref(), Some("False"));
+    let status = o.status.clone().unwrap();
+    let last = status.last_error.unwrap();
+    assert_eq!(last.http_status, Some(409));
+    assert_eq!(last.message, "Source exists");
+    assert_eq!(status.source_id, None);
+    assert!(
+        !o.annotations().contains_key(CREATE_PENDING_ANNOTATION),
+        "a definite 409 clears the create mark"
+    );
+    // It waits for a spec change: no further calls.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(env.standin.calls("create_source", "*"), 1);
+
+    // A spec change that resolves the conflict goes through.
+    env.merge_spec("taken", json!({"github": {"repository": "acme/free"}}))
+        .await;
+    let o = env.wait_reason("taken", "SourceReady", SOON).await;
+    assert!(o.status.unwrap().last_error.is_none());
+    assert_eq!(env.source_ids().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_400_is_recorded_as_invalid_spec() {
+    let env = Env::start("invalid").await;
+    env.standin.set_faults(Faults {
+        fail_next: 1,
+        error_status: 400,
+        endpoints: vec!["create_source".into()],
+        ..Default::default()
+    });
+    env.create("bad", github("acme/bad")).await;
+    let o = env.wait_reason("bad", "InvalidSpec", SOON).await;
+    assert_eq!(condition(&o, "Stalled").as_deref(), Some("True"));
+    assert_eq!(o.status.unwrap().last_error.unwrap().http_status, Some(400));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(env.standin.calls("create_source", "*"), 1, "no retry loop");
+    assert!(env.source_ids().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_then_success_converge_to_one_source() {
+    let env = Env::start("retry").await;
+    env.standin.set_faults(Faults {
+        fail_next: 3,
+        error_status: 503,
+        endpoints: vec!["create_source".into()],
+        ..Default::default()
+    });
+    env.create("flaky", github("acme/flaky")).await;
+    let o = env
+        .wait_reason("flaky", "SourceReady", Duration::from_secs(60))
+        .await;
+    assert_eq!(env.source_ids(), vec![o.status.unwrap().source_id.unwrap()]);
+    assert_eq!(env.standin.calls("create_source", "503"), 3);
+    assert_eq!(env.standin.calls("create_source", "201"), 1);
+    // After an ambiguous 503 the operator looks before it creates again.
+    assert_eq!(env.standin.calls("list_sources", "200"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_removes_the_source_and_retain_keeps_it() {
+    let env = Env::start("delete").await;
+    env.create("gone", github("acme/gone")).await;
+    let mut kept = github("acme/kept");
+    kept["deletionPolicy"] = json!("Retain");
+    env.create("kept", kept).await;
+    env.wait_reason("gone", "SourceReady", SOON).await;
+    let k = env.wait_reason("kept", "SourceReady", SOON).await;
+    assert_eq!(env.source_ids().len(), 2);
+
+    env.delete("gone").await;
+    env.delete("kept").await;
+    env.wait_gone("gone", SOON).await;
+    env.wait_gone("kept", SOON).await;
+    assert_eq!(env.source_ids(), vec![k.status.unwrap().source_id.unwrap()]);
+    assert_eq!(env.standin.calls("delete_source", "204"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_object_that_never_got_a_source_does_not_hang() {
+    let env = Env::start("never").await;
+    env.standin
+        .insert_source(json!({"database_name": DATABASE, "github": {"repository": "acme/other"}}));
+    env.create("never", github("acme/other")).await;
+    env.wait_reason("never", "SourceExists", SOON).await;
+    env.delete("never").await;
+    env.wait_gone("never", SOON).await;
+    assert_eq!(
+        env.source_ids().len(),
+        1,
+        "someone else's source is left alone"
+    );
+    assert_eq!(env.standin.calls("delete_source", "*"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_change_replaces_the_source() {
+    let env = Env::start("replace").await;
+    env.create(
+        "site",
+        json!({
+            "databaseName": DATABASE,
+            "webScrape": {"startingUrl": "https://docs.example.com", "maxDepth": 1},
+            "tokenSecretRef": {"name": TOKEN_SECRET},
+        }),
+    )
+    .await;
+    let first = env.wait_reason("site", "SourceReady", SOON).await;
+    let old = first.status.unwrap().source_id.unwrap();
+
+    // A field that is not sent to the service changes nothing in Chroma.
+    env.merge_spec("site", json!({"deletionPolicy": "Retain"}))
+        .await;
+    let same = env.wait_reason("site", "SourceReady", SOON).await;
+    assert_eq!(
+        same.status.unwrap().source_id.as_deref(),
+        Some(old.as_str())
+    );
+    assert_eq!(env.standin.calls("create_source", "*"), 1);
+
+    env.merge_spec(
+        "site",
+        json!({"webScrape": {"maxDepth": 3}, "deletionPolicy": "Delete"}),
+    )
+    .await;
+    let o = env.wait_reason("site", "SourceReady", SOON).await;
+    let new = o.status.unwrap().source_id.unwrap();
+    assert_ne!(new, old);
+    assert_eq!(
+        env.source_ids(),
+        vec![new.clone()],
+        "never more than one live source"
+    );
+    let (_, body) = &env.standin.sources(DATABASE)[0];
+    assert_eq!(body["web_scrape"]["max_depth"], json!(3));
+    env.wait_event("site", "Replaced", &[&old, &new]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_inside_the_create_window_leaves_exactly_one_source() {
+    let mut env = Env::start("crash").await;
+    // The stand-in commits the source, then holds the answer: the operator dies in between.
+    env.standin.set_faults(Faults {
+        create_commit_delay_ms: 5_000,
+        endpoints: vec!["create_source".into()],
+        ..Default::default()
+    });
+    env.create("window", github("acme/window")).await;
+    wait_for("the source to be committed", SOON, || async {
+        (env.source_ids().len() == 1).then_some(())
+    })
+    .await;
+    env.kill_operator();
+    let o = env.get("window").await;
+    assert!(o.annotations().contains_key(CREATE_PENDING_ANNOTATION));
+    assert_eq!(o.status.as_ref().and_then(|s| s.source_id.clone()), None);
+
+    env.standin.set_faults(Faults::default());
+    env.start_operator();
+    let o = env.wait_reason("window", "SourceReady", SOON).await;
+    let ids = env.source_ids();
+    assert_eq!(ids.len(), 1, "no duplicate after the crash");
+    assert_eq!(
+        o.status.unwrap().source_id.as_deref(),
+        Some(ids[0].as_str())
+    );
+    assert_eq!(
+        env.standin.calls("create_source", "*"),
+        1,
+        "recovery creates nothing"
+    );
+    assert_eq!(
+        env.standin.calls("list_sources", "200"),
+        1,
+        "recovery costs one list"
+    );
+    env.wait_event("window", "Adopted", &[&ids[0]]).await;
+    let events = env.events("window").await;
+    assert!(
+        events.iter().all(|(r, _)| r != "MissingCredentials"),
+        "a restart must not report an existing token missing: {events:?}"
+    );
+
+    // And the recovered source is the one deletion removes.
+    env.delete("window").await;
+    env.wait_gone("window", SOON).await;
+    assert!(env.source_ids().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_missing_wrong_then_rotated() {
+    let env = Env::start("token").await;
+    let mut spec = github("acme/tok");
+    spec["tokenSecretRef"] = json!({"name": "later"});
+    env.create("tok", spec).await;
+    let o = env.wait_reason("tok", "MissingCredentials", SOON).await;
+    assert_eq!(condition(&o, "Stalled").as_deref(), Some("True"));
+    assert_eq!(env.standin.calls("create_source", "*"), 0);
+
+    // A wrong token: 401, Stalled, retried only on the slow backoff.
+    env.put_token_secret("wrong-token").await;
+    env.merge_spec("tok", json!({"tokenSecretRef": {"name": TOKEN_SECRET}}))
+        .await;
+    let o = env.wait_reason("tok", "Unauthorized", SOON).await;
+    assert_eq!(o.status.unwrap().last_error.unwrap().http_status, Some(401));
+
+    // A viewer's token: 403.
+    env.put_token_secret(VIEWER_TOKEN).await;
+    env.wait_reason("tok", "Forbidden", SOON).await;
+
+    // Rotation to a good token takes effect at once, without a restart.
+    env.put_token_secret(TOKEN).await;
+    env.wait_reason("tok", "SourceReady", Duration::from_secs(20))
+        .await;
+    assert_eq!(env.source_ids().len(), 1);
+
+    // No token value anywhere it could leak.
+    let o = env.get("tok").await;
+    let dump = serde_json::to_string(&o).unwrap();
+    let log = env.operator_log();
+    let events = format!("{:?}", env.events("tok").await);
+    for t in [TOKEN, VIEWER_TOKEN, "wrong-token"] {
+        assert!(
+            !dump.contains(t) && !log.contains(t) && !events.contains(t),
+            "{t} leaked"
+        );
+    }
+    env.standin.set_tokens(Tokens::default());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_database_is_reported_and_retried_slowly() {
+    let env = Env::start("nodb").await;
+    let mut spec = github("acme/nodb");
+    spec["databaseName"] = json!("missing");
+    env.create("nodb", spec).await;
+    let o = env.wait_reason("nodb", "DatabaseNotFound", SOON).await;
+    assert_eq!(condition(&o, "Reconciling").as_deref(), Some("True"));
+    assert_eq!(condition(&o, "Stalled"), None);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        env.standin.calls("create_source", "*"),
+        1,
+        "long backoff, not a loop"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_rest_a_minute_passes_without_writes_or_calls() {
+    let env = Env::start("rest").await;
+    for i in 0..3 {
+        env.create(&format!("r{i}"), github(&format!("acme/rest-{i}")))
+            .await;
+    }
+    for i in 0..3 {
+        env.wait_reason(&format!("r{i}"), "SourceReady", SOON).await;
+    }
+    let snapshot = |objs: Vec<chroma_sync_operator::crd::SyncSource>| {
+        objs.into_iter()
+            .map(|o| (o.name_any(), o.resource_version()))
+            .collect::<Vec<_>>()
+    };
+    let before = snapshot(env.api().list(&Default::default()).await.unwrap().items);
+    let calls_before = env.standin.all_calls();
+    let events_before = env.events("r0").await.len();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let after = snapshot(env.api().list(&Default::default()).await.unwrap().items);
+    assert_eq!(before, after, "no object was written");
+    assert_eq!(calls_before, env.standin.all_calls(), "no Chroma call");
+    assert_eq!(events_before, env.events("r0").await.len(), "no event");
+}
