@@ -99,9 +99,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let args = cli.run;
     init_logging(args.log_format);
-    rustls::crypto::ring::default_provider()
-        .install_default()
-        .map_err(|_| anyhow::anyhow!("a TLS crypto provider was installed twice"))?;
+    chroma_sync_operator::chroma::install_crypto_provider();
 
     if args.chroma_url.starts_with("http://") && !args.allow_insecure_http {
         anyhow::bail!(

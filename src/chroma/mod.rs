@@ -110,6 +110,7 @@ const LIST_PAGE: usize = 100;
 
 impl ChromaClient {
     pub fn new(config: &ClientConfig, metrics: Metrics) -> Result<Self, reqwest::Error> {
+        install_crypto_provider();
         let mut builder = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
@@ -255,6 +256,12 @@ impl ChromaClient {
             }
         }
     }
+}
+
+/// rustls needs one process-wide crypto provider; this crate uses ring (as kube does here).
+pub fn install_crypto_provider() {
+    // Err only means one is installed already, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 fn transport_error(e: reqwest::Error) -> ChromaError {

@@ -332,8 +332,10 @@ pub async fn run(
     info!("controller stopped");
 }
 
-/// The SyncSources that read their token from `secret` and are blocked on credentials: a new or
-/// rotated token may unblock them. Others need no token now, so they are left alone.
+/// The SyncSources that read their token from `secret` and may be waiting for it: blocked on
+/// credentials, or not yet reconciled to the end (the cache may not show the status of a
+/// reconcile that just failed for want of this very Secret). Others need no token now, and
+/// objects backing off after a service error keep their backoff.
 fn objects_using(index: &Store<SyncSource>, secret: &Secret) -> Vec<ObjectRef<SyncSource>> {
     let ns = secret.namespace();
     let name = secret.name_any();
@@ -350,7 +352,7 @@ fn objects_using(index: &Store<SyncSource>, secret: &Secret) -> Vec<ObjectRef<Sy
         .filter(|o| {
             matches!(
                 status::ready_reason(o.status.as_ref()),
-                Some(
+                None | Some(
                     status::reason::MISSING_CREDENTIALS
                         | status::reason::UNAUTHORIZED
                         | status::reason::FORBIDDEN

@@ -258,30 +258,26 @@ impl StandIn {
         (injected, faults)
     }
 
-    /// Authenticates; `write` calls need an admin token.
-    fn authorize(&self, headers: &HeaderMap, write: bool) -> Result<(), Response> {
+    /// Authenticates; `write` calls need an admin token. `Some` is the refusal to send.
+    fn refusal(&self, headers: &HeaderMap, write: bool) -> Option<Response> {
         let Some(token) = headers.get("x-chroma-token").and_then(|v| v.to_str().ok()) else {
-            return Err(error(
+            return Some(error(
                 StatusCode::UNAUTHORIZED,
                 "Unauthorized",
                 "missing x-chroma-token header",
             ));
         };
         let inner = self.lock();
-        if inner.tokens.admin.contains(token) {
-            Ok(())
+        if inner.tokens.admin.contains(token) || (!write && inner.tokens.viewer.contains(token)) {
+            None
         } else if inner.tokens.viewer.contains(token) {
-            if write {
-                Err(error(
-                    StatusCode::FORBIDDEN,
-                    "Forbidden",
-                    "only team owners and admins may create or delete sources",
-                ))
-            } else {
-                Ok(())
-            }
+            Some(error(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "only team owners and admins may create or delete sources",
+            ))
         } else {
-            Err(error(
+            Some(error(
                 StatusCode::UNAUTHORIZED,
                 "Unauthorized",
                 "invalid x-chroma-token",
@@ -311,9 +307,9 @@ async fn guarded(
                 .insert("retry-after", secs.to_string().parse().expect("a number"));
             r
         }
-        Injected::None | Injected::Drop => match s.authorize(headers, write) {
-            Err(r) => r,
-            Ok(()) => handler(&faults).await,
+        Injected::None | Injected::Drop => match s.refusal(headers, write) {
+            Some(refusal) => refusal,
+            None => handler(&faults).await,
         },
     };
     s.count(endpoint, response.status());

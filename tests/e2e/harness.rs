@@ -26,7 +26,7 @@ pub async fn client() -> Client {
         std::env::var_os("KUBECONFIG").is_some(),
         "KUBECONFIG is not set: run the end-to-end tests with `make test`, which starts the control plane"
     );
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    chroma_sync_operator::chroma::install_crypto_provider();
     Client::try_default()
         .await
         .expect("a client for the test control plane")

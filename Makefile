@@ -1,0 +1,31 @@
+# chroma-sync-operator: the commands a developer needs. `make help` lists them.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+TEST_DIR := target/controlplane-test
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+build: ## Build the operator and the stand-in
+	$(CARGO) build --bins
+
+controlplane: ## Build etcd, kube-apiserver and kubectl from Go modules (cached; cold: ~15 min)
+	tests/controlplane/build.sh
+
+crd: ## Regenerate crds/ from the Rust types
+	$(CARGO) run --quiet --bin chroma-sync-operator -- crd > crds/syncsources.chromasync.dev.yaml
+
+lint: ## cargo fmt --check and clippy with warnings as errors
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+test: lint controlplane ## Everything: lint, unit, contract and end-to-end tests on a real control plane
+	tests/run.sh
+
+run: build controlplane ## Local control plane + stand-in + operator; applies the examples and shows them Ready
+	deploy/local/run.sh
+
+.PHONY: help build controlplane crd lint test run
