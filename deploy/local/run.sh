@@ -11,6 +11,7 @@ say() { printf '\n[make run] %s\n' "$*" >&2; }
 tests/controlplane/controlplane.sh up "$state/controlplane"
 export KUBECONFIG="$state/controlplane/kubeconfig"
 kubectl="$state/controlplane/kubectl"
+bin="${CARGO_TARGET_DIR:-target}/debug"
 pids=()
 cleanup() {
   say "stopping the operator, the stand-in and the control plane"
@@ -22,7 +23,7 @@ trap cleanup EXIT
 
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 say "starting the Chroma Sync stand-in on http://127.0.0.1:$port (database: docs)"
-target/debug/chroma-sync-standin --listen "127.0.0.1:$port" --database docs --token local-dev-token \
+"$bin/chroma-sync-standin" --listen "127.0.0.1:$port" --database docs --token local-dev-token \
   >"$state/standin.log" 2>&1 &
 pids+=($!)
 
@@ -31,7 +32,7 @@ say "installing the CRD"
 "$kubectl" wait --for=condition=Established crd/syncsources.chromasync.dev --timeout=60s
 
 say "starting the operator (log: $state/operator.log)"
-target/debug/chroma-sync-operator --chroma-url "http://127.0.0.1:$port" --allow-insecure-http \
+"$bin/chroma-sync-operator" --chroma-url "http://127.0.0.1:$port" --allow-insecure-http \
   --metrics-address 127.0.0.1:0 --log-format text >"$state/operator.log" 2>&1 &
 pids+=($!)
 

@@ -17,7 +17,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -79,6 +79,11 @@ pub struct Context {
     /// only one waiter, so reconciles wait on this instead.)
     secrets_synced: tokio::sync::watch::Sender<bool>,
     failures: Mutex<HashMap<ObjectRef<SyncSource>, u32>>,
+    /// SyncSources that need a token from a Secret they reference, by that Secret: a change of
+    /// the Secret brings exactly these back. Entered before the Secret is looked up (so a Secret
+    /// that appears right after the look-up still wakes the object), left once the object no
+    /// longer waits on credentials.
+    waiting_for_secret: Mutex<HashMap<ObjectRef<Secret>, HashSet<ObjectRef<SyncSource>>>>,
     stopping: AtomicBool,
 }
 
@@ -103,6 +108,7 @@ impl Context {
             secrets: Mutex::default(),
             secrets_synced: tokio::sync::watch::Sender::new(false),
             failures: Mutex::default(),
+            waiting_for_secret: Mutex::default(),
             stopping: AtomicBool::new(false),
         }
     }
@@ -133,6 +139,12 @@ impl Context {
         };
         let ns = obj.namespace().unwrap_or_default();
         let key = ObjectRef::<Secret>::new(&reference.name).within(&ns);
+        self.waiting_for_secret
+            .lock()
+            .expect("secret waiters")
+            .entry(key.clone())
+            .or_default()
+            .insert(ObjectRef::from_obj(obj));
         let secret = self
             .secrets
             .lock()
@@ -181,6 +193,30 @@ impl Context {
         })
     }
 
+    /// The objects a change of `secret` may unblock.
+    fn waiting_for(&self, secret: &Secret) -> Vec<ObjectRef<SyncSource>> {
+        let key = ObjectRef::from_obj(secret);
+        let waiting = self.waiting_for_secret.lock().expect("secret waiters");
+        waiting
+            .get(&key)
+            .map(|objects| objects.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Forgets that `obj` waits for a Secret, unless `reason` says it still does.
+    fn settle_secret_wait(&self, obj: &SyncSource, reason: Option<&str>) {
+        use status::reason::{FORBIDDEN, MISSING_CREDENTIALS, UNAUTHORIZED};
+        if matches!(reason, Some(MISSING_CREDENTIALS | UNAUTHORIZED | FORBIDDEN)) {
+            return;
+        }
+        let me = ObjectRef::from_obj(obj);
+        let mut waiting = self.waiting_for_secret.lock().expect("secret waiters");
+        waiting.retain(|_, objects| {
+            objects.remove(&me);
+            !objects.is_empty()
+        });
+    }
+
     /// The next requeue for an object's outcome, counting consecutive failures per object.
     fn requeue(&self, obj: &SyncSource, retry: Option<Retry>) -> Action {
         let key = ObjectRef::from_obj(obj);
@@ -215,6 +251,9 @@ async fn reconcile(obj: Arc<SyncSource>, ctx: Arc<Context>) -> Result<Action, Er
             Err(e) => Some(e.label()),
         };
         ctx.metrics.reconciled(started.elapsed(), error_reason);
+        if !matches!(result, Err(Error::Kube(_))) {
+            ctx.settle_secret_wait(&obj, error_reason);
+        }
         match result? {
             Next::Settled => Ok(ctx.requeue(&obj, None)),
             Next::Retry { retry, .. } => Ok(ctx.requeue(&obj, Some(retry))),
@@ -305,10 +344,10 @@ pub async fn run(
             .push(secret_reader.clone());
         stores.push((source_reader.clone(), secret_reader));
 
-        let index = source_reader.clone();
+        let waiters = ctx.clone();
         let controller = Controller::for_stream(source_stream, source_reader)
             .watches_stream(secret_stream, move |secret: Secret| {
-                objects_using(&index, &secret)
+                waiters.waiting_for(&secret)
             })
             .with_config(ControllerConfig::default().concurrency(settings.concurrency))
             .graceful_shutdown_on(shutdown.clone())
@@ -330,35 +369,4 @@ pub async fn run(
     });
     futures::future::join_all(controllers).await;
     info!("controller stopped");
-}
-
-/// The SyncSources that read their token from `secret` and may be waiting for it: blocked on
-/// credentials, or not yet reconciled to the end (the cache may not show the status of a
-/// reconcile that just failed for want of this very Secret). Others need no token now, and
-/// objects backing off after a service error keep their backoff.
-fn objects_using(index: &Store<SyncSource>, secret: &Secret) -> Vec<ObjectRef<SyncSource>> {
-    let ns = secret.namespace();
-    let name = secret.name_any();
-    index
-        .state()
-        .iter()
-        .filter(|o| o.namespace() == ns)
-        .filter(|o| {
-            o.spec
-                .token_secret_ref
-                .as_ref()
-                .is_some_and(|r| r.name == name)
-        })
-        .filter(|o| {
-            matches!(
-                status::ready_reason(o.status.as_ref()),
-                None | Some(
-                    status::reason::MISSING_CREDENTIALS
-                        | status::reason::UNAUTHORIZED
-                        | status::reason::FORBIDDEN
-                )
-            )
-        })
-        .map(|o| ObjectRef::from_obj(o.as_ref()))
-        .collect()
 }

@@ -188,6 +188,47 @@ impl Env {
         }
     }
 
+    /// Sends SIGTERM to the operator.
+    pub fn sigterm_operator(&self) {
+        let child = self.operator.as_ref().expect("the operator is running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits (up to `timeout`) for the operator to exit; its exit status.
+    pub async fn wait_operator_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.operator.take().expect("the operator is running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("poll the operator") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                child.kill().ok();
+                panic!("the operator did not exit within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The operator's probe and metrics address, from its log.
+    pub async fn metrics_url(&self) -> String {
+        wait_for(
+            "the operator to log its metrics address",
+            Duration::from_secs(10),
+            || async {
+                let log = self.operator_log();
+                let line = log.lines().rev().find(|l| l.contains("serving /healthz"))?;
+                let address = line.split("address=").nth(1)?.split_whitespace().next()?;
+                Some(format!("http://{address}"))
+            },
+        )
+        .await
+    }
+
     pub fn operator_log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }

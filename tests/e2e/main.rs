@@ -425,3 +425,106 @@ async fn at_rest_a_minute_passes_without_writes_or_calls() {
     assert_eq!(calls_before, env.standin.all_calls(), "no Chroma call");
     assert_eq!(events_before, env.events("r0").await.len(), "no event");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_and_metrics_report_what_happened() {
+    let env = Env::start("metrics").await;
+    let base = env.metrics_url().await;
+    chroma_sync_operator::chroma::install_crypto_provider();
+    let http = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let url = format!("{base}{path}");
+        let http = http.clone();
+        async move {
+            let r = http.get(url).send().await.ok()?;
+            Some((r.status().as_u16(), r.text().await.ok()?))
+        }
+    };
+    assert_eq!(get("/healthz").await.map(|r| r.0), Some(200));
+    wait_for("/readyz to answer 200", SOON, || async {
+        (get("/readyz").await?.0 == 200).then_some(())
+    })
+    .await;
+    env.create("m", github("acme/metrics")).await;
+    env.wait_reason("m", "SourceReady", SOON).await;
+    let (status, text) = get("/metrics").await.expect("/metrics answers");
+    assert_eq!(status, 200);
+    assert!(
+        text.contains(
+            r#"chroma_sync_operator_chroma_requests_total{endpoint="create_source",code="201"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("chroma_sync_operator_reconciles_total"),
+        "{text}"
+    );
+    assert!(
+        text.contains("chroma_sync_operator_reconcile_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(!text.contains(TOKEN), "no secret in metrics");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured() {
+    let env = Env::start("ratelimit").await;
+    env.standin.set_faults(Faults {
+        rate_limit_next: 1,
+        retry_after_secs: 4,
+        endpoints: vec!["create_source".into()],
+        ..Default::default()
+    });
+    env.create("rl", github("acme/ratelimited")).await;
+    let o = env.wait_reason("rl", "RateLimited", SOON).await;
+    assert_eq!(condition(&o, "Reconciling").as_deref(), Some("True"));
+    let limited_at = std::time::Instant::now();
+    env.wait_reason("rl", "SourceReady", SOON).await;
+    let waited = limited_at.elapsed();
+    assert!(
+        waited >= Duration::from_secs(3),
+        "retried after {waited:?}, before Retry-After"
+    );
+    assert_eq!(env.standin.calls("create_source", "429"), 1);
+    assert_eq!(env.standin.calls("create_source", "201"), 1);
+    assert_eq!(
+        env.standin.calls("list_sources", "*"),
+        0,
+        "a 429 created nothing: no search"
+    );
+    assert_eq!(env.source_ids().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_create_in_flight_and_starts_no_other() {
+    let mut env = Env::start("sigterm").await;
+    env.standin.set_faults(Faults {
+        latency_ms: 3_000,
+        endpoints: vec!["create_source".into()],
+        ..Default::default()
+    });
+    env.create("first", github("acme/first")).await;
+    wait_for("the first create to be in flight", SOON, || async {
+        (env.standin.calls("create_source", "*") == 1).then_some(())
+    })
+    .await;
+    env.sigterm_operator();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    env.create("second", github("acme/second")).await;
+    let exit = env.wait_operator_exit(Duration::from_secs(20)).await;
+    assert!(exit.success(), "graceful exit, got {exit}");
+    assert_eq!(
+        env.standin.calls("create_source", "*"),
+        1,
+        "no POST after SIGTERM"
+    );
+    let first = env.get("first").await;
+    assert_eq!(
+        first.status.and_then(|s| s.source_id),
+        env.source_ids().first().cloned(),
+        "the create in flight completed and was recorded"
+    );
+    let second = env.get("second").await;
+    assert!(!second.annotations().contains_key(CREATE_PENDING_ANNOTATION));
+    assert_eq!(second.status.unwrap().observed_generation, Some(-1));
+}
