@@ -342,6 +342,33 @@ impl Env {
         .await
     }
 
+    /// Requests the apiserver audited on SyncSource `name` (and its status), as
+    /// `(verb, subresource)`, in order. The audit log is the apiserver's own record, so this
+    /// counts every write whoever made it.
+    pub async fn audited(&self, name: &str) -> Vec<(String, String)> {
+        // Audit entries are flushed asynchronously; give the last one a moment.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let kubeconfig = PathBuf::from(std::env::var_os("KUBECONFIG").unwrap());
+        let log = std::fs::read_to_string(kubeconfig.with_file_name("audit.log"))
+            .expect("the control plane writes an audit log");
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| {
+                let o = &e["objectRef"];
+                o["resource"] == "syncsources"
+                    && o["namespace"] == self.ns.as_str()
+                    && o["name"] == name
+            })
+            .map(|e| {
+                let sub = e["objectRef"]["subresource"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned();
+                (e["verb"].as_str().unwrap_or("").to_owned(), sub)
+            })
+            .collect()
+    }
+
     pub fn source_ids(&self) -> Vec<String> {
         self.standin
             .sources(DATABASE)

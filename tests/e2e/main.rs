@@ -143,6 +143,21 @@ async fn create_records_the_source_id_and_then_rests() {
         &json!({"database_name": DATABASE, "github": {"repository": "acme/docs"}})
     );
     env.wait_event("docs", "Created", &[&ids[0]]).await;
+
+    // The floor: one guarded metadata write (finalizer + mark), one status write.
+    let writes: Vec<_> = env
+        .audited("docs")
+        .await
+        .into_iter()
+        .filter(|(verb, _)| matches!(verb.as_str(), "patch" | "update"))
+        .collect();
+    assert_eq!(
+        writes,
+        vec![
+            ("patch".to_owned(), String::new()),
+            ("patch".to_owned(), "status".to_owned())
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
