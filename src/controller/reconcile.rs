@@ -9,7 +9,7 @@
 use super::decide::{self, Failure, Retry};
 use super::status::{self, Recorded, State, reason};
 use super::{Context, Error, Next};
-use crate::chroma::Token;
+use crate::chroma::{ChromaError, Token};
 use crate::chroma::wire::CreateSourcePayload;
 use crate::crd::{CREATE_PENDING_ANNOTATION, DeletionPolicy, FINALIZER, SyncSource};
 use crate::payload::{self, NaturalKey};
@@ -215,14 +215,20 @@ async fn find_unrecorded(
     token: &Token,
     payload: &CreateSourcePayload,
     marked_at: jiff::Timestamp,
-) -> Result<Option<String>, crate::chroma::ChromaError> {
+) -> Result<Option<String>, ChromaError> {
     let key = NaturalKey::of_payload(payload);
     let since = marked_at - CLOCK_SKEW_ALLOWANCE;
     let recent = |created: Option<jiff::Timestamp>| created.is_none_or(|c| c >= since);
-    let listed = ctx
+    let listed = match ctx
         .chroma
         .list_sources_while(token, &payload.database_name, |s| recent(s.created_at))
-        .await?;
+        .await
+    {
+        Ok(listed) => listed,
+        // No database, no sources in it: nothing was created there.
+        Err(ChromaError::Api { status: 404, .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
     Ok(listed
         .into_iter()
         .find(|s| recent(s.created_at) && NaturalKey::of_listed(s).as_ref() == Some(&key))

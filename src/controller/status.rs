@@ -27,7 +27,6 @@ pub mod reason {
     pub const INVALID_RESPONSE: &str = "InvalidResponse";
     pub const MISSING_CREDENTIALS: &str = "MissingCredentials";
     pub const REPLACING: &str = "Replacing";
-    pub const DELETING: &str = "Deleting";
 }
 
 /// Where an object stands after a reconcile.
