@@ -25,7 +25,11 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 test: lint controlplane ## Everything: lint, unit, contract and end-to-end tests on a real control plane
 	tests/run.sh
 
+reliability: controlplane ## Heavy fault runs: a 500-object SIGKILL storm with 20 kills (prints its figures)
+	CHAOS_OBJECTS=$${CHAOS_OBJECTS:-500} CHAOS_KILLS=$${CHAOS_KILLS:-20} CHAOS_SEED=$${CHAOS_SEED:-7} \
+	  tests/run.sh --test e2e sigkill_storm -- --nocapture
+
 run: build controlplane ## Local control plane + stand-in + operator; applies the examples and shows them Ready
 	deploy/local/run.sh
 
-.PHONY: help build controlplane crd lint test run
+.PHONY: help build controlplane crd lint test reliability run

@@ -9,8 +9,8 @@
 use super::decide::{self, Failure, Retry};
 use super::status::{self, Recorded, State, reason};
 use super::{Context, Error, Next};
-use crate::chroma::{ChromaError, Token};
 use crate::chroma::wire::CreateSourcePayload;
+use crate::chroma::{ChromaError, Token};
 use crate::crd::{CREATE_PENDING_ANNOTATION, DeletionPolicy, FINALIZER, SyncSource};
 use crate::payload::{self, NaturalKey};
 use kube::api::{Api, Patch, PatchParams};

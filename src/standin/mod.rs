@@ -72,6 +72,7 @@ struct Inner {
     tokens: Tokens,
     faults: Faults,
     sources: Vec<Stored>,
+    /// Sources ever committed, deleted ones included.
     seq: u64,
     /// Requests received, by endpoint: counted on arrival, so a request whose answer never
     /// left (the client went away) still counts.
@@ -132,6 +133,11 @@ impl StandIn {
                 .copied()
                 .unwrap_or_default(),
         }
+    }
+
+    /// How many sources were ever committed, deleted ones included.
+    pub fn created_total(&self) -> u64 {
+        self.lock().seq
     }
 
     /// Every call received so far, by endpoint.

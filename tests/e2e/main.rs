@@ -1,6 +1,7 @@
 //! End-to-end tests on the real kube-apiserver and etcd that `make test` starts, with the local
 //! Chroma Sync stand-in and the operator binary. Each test has its own namespace.
 
+mod chaos;
 mod harness;
 
 use chroma_sync_operator::crd::{CREATE_PENDING_ANNOTATION, FINALIZER};
