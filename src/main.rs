@@ -5,7 +5,7 @@ use chroma_sync_operator::chroma::{ChromaClient, ClientConfig, Token};
 use chroma_sync_operator::controller::{self, Context, DefaultToken, Settings};
 use chroma_sync_operator::crd::{self, SyncSource};
 use chroma_sync_operator::metrics::Metrics;
-use chroma_sync_operator::server;
+use chroma_sync_operator::{leader, server};
 use clap::{Parser, Subcommand, ValueEnum};
 use kube::api::{Api, ListParams};
 use std::path::PathBuf;
@@ -68,9 +68,22 @@ struct RunArgs {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     log_format: LogFormat,
-    /// Name of this replica, shown as the reporting instance of Events.
+    /// Name of this replica: the reporting instance of Events and the leader-election identity.
     #[arg(long, env = "POD_NAME")]
     pod_name: Option<String>,
+    /// Elect a leader on a Lease, so that several replicas are safe (only the leader reconciles).
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Namespace of the leader-election Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_election_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "LEADER_ELECTION_ID",
+        default_value = "chroma-sync-operator"
+    )]
+    leader_election_id: String,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -133,6 +146,10 @@ async fn main() -> anyhow::Result<()> {
         value: args.default_token.and_then(Token::new),
         file: args.default_token_file,
     };
+    let identity = args
+        .pod_name
+        .clone()
+        .unwrap_or_else(|| format!("chroma-sync-operator-{}", uuid::Uuid::new_v4().simple()));
     let ctx = Arc::new(Context::new(
         client.clone(),
         chroma,
@@ -140,7 +157,9 @@ async fn main() -> anyhow::Result<()> {
         default_token,
         args.pod_name,
     ));
-    let ready = Arc::new(AtomicBool::new(false));
+    // A standby is ready (it serves, and a rollout may go on); a new leader is ready once its
+    // caches have synced.
+    let ready = Arc::new(AtomicBool::new(args.leader_election));
 
     let listener = tokio::net::TcpListener::bind(&args.metrics_address).await?;
     info!(address = %listener.local_addr()?, "serving /healthz, /readyz, /metrics");
@@ -150,6 +169,39 @@ async fn main() -> anyhow::Result<()> {
             error!(error = %e, "probe server failed");
         }
     });
+
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let leader_task = if args.leader_election {
+        let settings = leader::Settings::new(
+            args.leader_election_namespace,
+            args.leader_election_id,
+            identity,
+        );
+        let mut leadership = tokio::select! {
+            held = leader::acquire(client.clone(), settings) => held?,
+            _ = wait_for_signal() => {
+                info!("signal received while standing by; exiting");
+                return Ok(());
+            }
+        };
+        ready.store(false, std::sync::atomic::Ordering::SeqCst);
+        Some(tokio::spawn(async move {
+            let lost = tokio::select! {
+                _ = leadership.hold() => true,
+                _ = released => false,
+            };
+            if lost {
+                // Another replica may lead already: stop at once. Crash safety covers any
+                // create this cuts short.
+                error!("leadership lost; exiting");
+                std::process::exit(1);
+            }
+            leadership.release().await;
+        }))
+    } else {
+        drop(released);
+        None
+    };
 
     let stopper = ctx.clone();
     let shutdown = async move {
@@ -169,6 +221,10 @@ async fn main() -> anyhow::Result<()> {
         shutdown,
     )
     .await;
+    if let Some(task) = leader_task {
+        let _ = release.send(());
+        let _ = task.await;
+    }
     Ok(())
 }
 

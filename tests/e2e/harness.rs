@@ -156,16 +156,30 @@ impl Env {
         self
     }
 
-    /// Starts (or restarts) the operator binary, watching only this test's namespace.
+    /// Starts (or restarts) the operator binary, watching only this test's namespace. A restart
+    /// keeps the replica's name, as a container restarted in its pod does.
     pub fn start_operator(&mut self) {
         assert!(self.operator.is_none(), "the operator is already running");
+        self.operator = Some(self.spawn_operator("operator-0", &self.log_path));
+        self.restarts += 1;
+    }
+
+    /// Spawns an operator replica named `replica`, logging to `log_path`. Its leader-election
+    /// Lease is in the test's namespace.
+    pub fn spawn_operator(&self, replica: &str, log_path: &std::path::Path) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.log_path)
+            .open(log_path)
             .expect("open the operator log");
-        let child = Command::new(env!("CARGO_BIN_EXE_chroma-sync-operator"))
+        Command::new(env!("CARGO_BIN_EXE_chroma-sync-operator"))
             .args(["--namespaces", &self.ns])
+            .args([
+                "--leader-election-namespace",
+                &self.ns,
+                "--pod-name",
+                replica,
+            ])
             .args(["--chroma-url", &self.chroma_url, "--allow-insecure-http"])
             .args(["--metrics-address", "127.0.0.1:0", "--log-format", "text"])
             .args(["--chroma-timeout", "5s"])
@@ -175,9 +189,11 @@ impl Env {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("start the operator");
-        self.operator = Some(child);
-        self.restarts += 1;
+            .expect("start the operator")
+    }
+
+    pub fn log_path(&self, replica: &str) -> PathBuf {
+        log_dir().join(format!("{}-{replica}.log", self.ns))
     }
 
     /// SIGKILL: no chance to finish anything.

@@ -544,3 +544,134 @@ async fn sigterm_finishes_the_create_in_flight_and_starts_no_other() {
     assert!(!second.annotations().contains_key(CREATE_PENDING_ANNOTATION));
     assert_eq!(second.status.unwrap().observed_generation, Some(-1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_one_leader_and_a_handover_without_duplicates() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let env = Env::without_operator("ha").await;
+    let (log_a, log_b) = (env.log_path("a"), env.log_path("b"));
+    let mut a = env.spawn_operator("replica-a", &log_a);
+    wait_for("replica a to lead", SOON, || async {
+        std::fs::read_to_string(&log_a)
+            .ok()?
+            .contains("acquired leadership")
+            .then_some(())
+    })
+    .await;
+    let mut b = env.spawn_operator("replica-b", &log_b);
+    wait_for("replica b to stand by", SOON, || async {
+        std::fs::read_to_string(&log_b)
+            .ok()?
+            .contains("standing by")
+            .then_some(())
+    })
+    .await;
+
+    env.create("one", github("acme/ha-one")).await;
+    env.wait_reason("one", "SourceReady", SOON).await;
+    let b_log = std::fs::read_to_string(&log_b).unwrap();
+    assert!(
+        !b_log.contains("starting controller"),
+        "the standby does not reconcile"
+    );
+
+    // At rest the leader renews every 5 s: count its Lease writes over 20 s.
+    let leases: kube::Api<Lease> = kube::Api::namespaced(env.client.clone(), &env.ns);
+    let before = leases
+        .get("chroma-sync-operator")
+        .await
+        .unwrap()
+        .resource_version();
+    let renewals_before = lease_writes(&env).await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let renewals = lease_writes(&env).await - renewals_before;
+    assert!(
+        (3..=5).contains(&renewals),
+        "{renewals} Lease writes in 20 s"
+    );
+    assert_ne!(
+        leases
+            .get("chroma-sync-operator")
+            .await
+            .unwrap()
+            .resource_version(),
+        before
+    );
+
+    // Kill the leader mid-create: the standby takes over within the lease duration and
+    // recovers the create without a duplicate.
+    env.standin.set_faults(Faults {
+        create_commit_delay_ms: 3_000,
+        endpoints: vec!["create_source".into()],
+        ..Default::default()
+    });
+    env.create("two", github("acme/ha-two")).await;
+    wait_for("the second create to commit", SOON, || async {
+        (env.source_ids().len() == 2).then_some(())
+    })
+    .await;
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let killed = std::time::Instant::now();
+    env.standin.set_faults(Faults::default());
+    wait_for("replica b to lead", SOON, || async {
+        std::fs::read_to_string(&log_b)
+            .ok()?
+            .contains("acquired leadership")
+            .then_some(())
+    })
+    .await;
+    let handover = killed.elapsed();
+    assert!(
+        handover <= Duration::from_secs(15 + 3),
+        "handover took {handover:?}"
+    );
+    let two = env.wait_reason("two", "SourceReady", SOON).await;
+    assert_eq!(
+        env.source_ids().len(),
+        2,
+        "no duplicate across the handover"
+    );
+    assert!(
+        env.source_ids()
+            .contains(&two.status.unwrap().source_id.unwrap())
+    );
+    assert_eq!(env.standin.calls("create_source", "*"), 2);
+    let holder = leases.get("chroma-sync-operator").await.unwrap();
+    assert_eq!(
+        holder.spec.unwrap().holder_identity.as_deref(),
+        Some("replica-b")
+    );
+    println!(
+        "leader handover after SIGKILL: {:.1} s; {renewals} renewals in 20 s at rest",
+        handover.as_secs_f64()
+    );
+
+    // A graceful stop hands the Lease back at once.
+    kill_term(&b);
+    assert!(b.wait().unwrap().success());
+    let released = leases.get("chroma-sync-operator").await.unwrap();
+    assert_eq!(released.spec.unwrap().holder_identity, None);
+}
+
+async fn lease_writes(env: &Env) -> usize {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let kubeconfig = std::path::PathBuf::from(std::env::var_os("KUBECONFIG").unwrap());
+    let log = std::fs::read_to_string(kubeconfig.with_file_name("audit.log")).unwrap();
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| {
+            e["objectRef"]["resource"] == "leases"
+                && e["objectRef"]["namespace"] == env.ns.as_str()
+                && e["verb"] == "update"
+        })
+        .count()
+}
+
+fn kill_term(child: &std::process::Child) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}

@@ -1,0 +1,212 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease, so that several replicas are safe: one
+//! reconciles, the others wait.
+//!
+//! Expiry is judged by the local clock from when this replica last saw the Lease change (as
+//! client-go does), so clock skew between replicas does not matter. Every write carries the
+//! Lease's resourceVersion, so two candidates cannot both win. The holder renews every
+//! `renew_every`; if it cannot renew within `renew_deadline`, leadership is lost and the process
+//! must stop reconciling at once (the caller exits).
+
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::Api;
+use kube::api::{PostParams, ResourceExt};
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub namespace: String,
+    pub name: String,
+    pub identity: String,
+    pub lease_duration: Duration,
+    pub renew_every: Duration,
+    pub renew_deadline: Duration,
+    pub retry_every: Duration,
+}
+
+impl Settings {
+    pub fn new(namespace: String, name: String, identity: String) -> Self {
+        Self {
+            namespace,
+            name,
+            identity,
+            lease_duration: Duration::from_secs(15),
+            renew_every: Duration::from_secs(5),
+            renew_deadline: Duration::from_secs(10),
+            retry_every: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A Lease this replica holds.
+pub struct Leadership {
+    api: Api<Lease>,
+    settings: Settings,
+    lease: Lease,
+}
+
+/// What this replica last saw of someone else's Lease, and when.
+struct Observed {
+    resource_version: Option<String>,
+    at: Instant,
+}
+
+/// Waits until this replica holds the Lease.
+pub async fn acquire(client: kube::Client, settings: Settings) -> Result<Leadership, kube::Error> {
+    let api: Api<Lease> = Api::namespaced(client, &settings.namespace);
+    let mut observed: Option<Observed> = None;
+    let mut waiting_logged = false;
+    loop {
+        match try_acquire(&api, &settings, &mut observed).await {
+            Ok(Some(lease)) => {
+                info!(lease = %settings.name, identity = %settings.identity, "acquired leadership");
+                return Ok(Leadership {
+                    api,
+                    settings,
+                    lease,
+                });
+            }
+            Ok(None) => {
+                if !waiting_logged {
+                    info!(lease = %settings.name, "another replica leads; standing by");
+                    waiting_logged = true;
+                }
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => {} // lost a race; look again
+            Err(e) => warn!(error = %e, "leader election: cannot read or write the Lease"),
+        }
+        tokio::time::sleep(settings.retry_every).await;
+    }
+}
+
+async fn try_acquire(
+    api: &Api<Lease>,
+    settings: &Settings,
+    observed: &mut Option<Observed>,
+) -> Result<Option<Lease>, kube::Error> {
+    let now = Timestamp::now();
+    let Some(current) = api.get_opt(&settings.name).await? else {
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(settings.name.clone()),
+                ..Default::default()
+            },
+            spec: Some(held_spec(settings, now, now, 0)),
+        };
+        return api.create(&PostParams::default(), &lease).await.map(Some);
+    };
+    let spec = current.spec.clone().unwrap_or_default();
+    let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty());
+    let mine = holder == Some(settings.identity.as_str());
+    if holder.is_some() && !mine {
+        // Someone holds it: wait until it has not changed for a whole lease duration.
+        let rv = current.resource_version();
+        let seen = observed.get_or_insert_with(|| Observed {
+            resource_version: rv.clone(),
+            at: Instant::now(),
+        });
+        if seen.resource_version != rv {
+            *seen = Observed {
+                resource_version: rv,
+                at: Instant::now(),
+            };
+        }
+        let duration = spec
+            .lease_duration_seconds
+            .map(|s| Duration::from_secs(s.max(1) as u64))
+            .unwrap_or(settings.lease_duration);
+        if seen.at.elapsed() < duration {
+            return Ok(None);
+        }
+    }
+    let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!mine);
+    let acquired = if mine {
+        spec.acquire_time.map(|t| t.0).unwrap_or(now)
+    } else {
+        now
+    };
+    let mut next = current;
+    next.spec = Some(held_spec(settings, acquired, now, transitions));
+    // `replace` sends the resourceVersion read above: a concurrent change answers 409.
+    api.replace(&settings.name, &PostParams::default(), &next)
+        .await
+        .map(Some)
+}
+
+fn held_spec(
+    settings: &Settings,
+    acquired: Timestamp,
+    renewed: Timestamp,
+    transitions: i32,
+) -> LeaseSpec {
+    LeaseSpec {
+        holder_identity: Some(settings.identity.clone()),
+        lease_duration_seconds: Some(settings.lease_duration.as_secs() as i32),
+        acquire_time: Some(MicroTime(acquired)),
+        renew_time: Some(MicroTime(renewed)),
+        lease_transitions: Some(transitions),
+        ..Default::default()
+    }
+}
+
+impl Leadership {
+    /// Renews until it cannot; returns when leadership is lost.
+    pub async fn hold(&mut self) {
+        let mut renewed = Instant::now();
+        loop {
+            tokio::time::sleep(self.settings.renew_every).await;
+            loop {
+                match self.renew().await {
+                    Ok(()) => {
+                        renewed = Instant::now();
+                        break;
+                    }
+                    Err(e)
+                        if renewed.elapsed() + self.settings.retry_every
+                            < self.settings.renew_deadline =>
+                    {
+                        warn!(error = %e, "could not renew the Lease; retrying");
+                        tokio::time::sleep(self.settings.retry_every).await;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "could not renew the Lease before the deadline; leadership lost");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One renewal: a write guarded by the resourceVersion of our own last write, so it fails
+    /// if anyone else has touched the Lease since.
+    async fn renew(&mut self) -> Result<(), kube::Error> {
+        let mut next = self.lease.clone();
+        if let Some(spec) = next.spec.as_mut() {
+            spec.renew_time = Some(MicroTime(Timestamp::now()));
+        }
+        self.lease = self
+            .api
+            .replace(&self.settings.name, &PostParams::default(), &next)
+            .await?;
+        Ok(())
+    }
+
+    /// Gives the Lease up (on a graceful stop) so a standby takes over at once.
+    pub async fn release(mut self) {
+        if let Some(spec) = self.lease.spec.as_mut() {
+            spec.holder_identity = None;
+            spec.acquire_time = None;
+            spec.renew_time = None;
+        }
+        match self
+            .api
+            .replace(&self.settings.name, &PostParams::default(), &self.lease)
+            .await
+        {
+            Ok(_) => info!("released leadership"),
+            Err(e) => warn!(error = %e, "could not release the Lease; it will expire"),
+        }
+    }
+}
