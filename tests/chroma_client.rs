@@ -18,9 +18,7 @@ async fn standin() -> (String, ChromaClient, reqwest::Client) {
             viewer: Default::default(),
         },
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(s.serve(listener));
+    let base = s.start_local().await.unwrap();
     let config = ClientConfig {
         base_url: base.clone(),
         timeout: Duration::from_millis(800),

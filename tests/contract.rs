@@ -129,9 +129,7 @@ async fn the_stand_in_answers_in_the_published_shapes() {
             viewer: Default::default(),
         },
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(standin.serve(listener));
+    let base = standin.start_local().await.unwrap();
     chroma_sync_operator::chroma::install_crypto_provider();
     let http = reqwest::Client::new();
     let created = schema(PUBLISHED, "components/schemas/CreateSourceResponse");

@@ -113,24 +113,25 @@ pub fn next(
             reason,
             message,
             error,
-        } => (
-            vec![
-                condition(READY, false, reason, message),
-                condition(RECONCILING, true, reason, message),
-            ],
-            error.clone(),
-        ),
-        State::Stalled {
+        }
+        | State::Stalled {
             reason,
             message,
             error,
-        } => (
-            vec![
-                condition(READY, false, reason, message),
-                condition(STALLED, true, reason, message),
-            ],
-            error.clone(),
-        ),
+        } => {
+            let abnormal = if matches!(state, State::Stalled { .. }) {
+                STALLED
+            } else {
+                RECONCILING
+            };
+            (
+                vec![
+                    condition(READY, false, reason, message),
+                    condition(abnormal, true, reason, message),
+                ],
+                error.clone(),
+            )
+        }
     };
     SyncSourceStatus {
         observed_generation: Some(generation),

@@ -115,6 +115,14 @@ impl StandIn {
             .with_state(self.clone())
     }
 
+    /// Serves on a free loopback port, in the background; the base URL.
+    pub async fn start_local(&self) -> std::io::Result<String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(self.clone().serve(listener));
+        Ok(base)
+    }
+
     /// Serves on `listener` until the process ends.
     pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
         axum::serve(listener, self.router()).await

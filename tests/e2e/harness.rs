@@ -134,9 +134,7 @@ impl Env {
                 viewer: [VIEWER_TOKEN.to_owned()].into(),
             },
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let chroma_url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(standin.clone().serve(listener));
+        let chroma_url = standin.start_local().await.expect("start the stand-in");
 
         let env = Self {
             client,
