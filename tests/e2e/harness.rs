@@ -103,6 +103,8 @@ pub struct Env {
     pub chroma_url: String,
     operator: Option<Child>,
     log_path: PathBuf,
+    /// `RUST_LOG` of the operators this environment starts.
+    pub log_filter: String,
     restarts: u32,
 }
 
@@ -144,12 +146,13 @@ impl Env {
             chroma_url,
             operator: None,
             restarts: 0,
+            log_filter: "info,chroma_sync_operator=debug".into(),
         };
         env.put_token_secret(TOKEN).await;
         env
     }
 
-    fn with_operator(mut self) -> Self {
+    pub fn with_operator(mut self) -> Self {
         self.start_operator();
         self
     }
@@ -181,7 +184,7 @@ impl Env {
             .args(["--chroma-url", &self.chroma_url, "--allow-insecure-http"])
             .args(["--metrics-address", "127.0.0.1:0", "--log-format", "text"])
             .args(["--chroma-timeout", "5s"])
-            .env("RUST_LOG", "info,chroma_sync_operator=debug")
+            .env("RUST_LOG", &self.log_filter)
             .env_remove("CHROMA_SYNC_TOKEN")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

@@ -675,3 +675,30 @@ fn kill_term(child: &std::process::Child) {
         .unwrap();
     assert!(status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_never_reaches_logs_at_trace_level_events_or_status() {
+    use base64::Engine;
+    let mut env = Env::without_operator("trace").await;
+    env.log_filter = "trace".into();
+    let wrong = "wrong-token-7f3a9c";
+    env.put_token_secret(wrong).await;
+    let env = env.with_operator();
+    env.create("t", github("acme/trace")).await;
+    env.wait_reason("t", "Unauthorized", SOON).await;
+    env.put_token_secret(TOKEN).await;
+    env.wait_reason("t", "SourceReady", SOON).await;
+    env.delete("t").await;
+    env.wait_gone("t", SOON).await;
+
+    let log = env.operator_log();
+    assert!(log.lines().count() > 200, "trace logging is on");
+    let events = format!("{:?}", env.events("t").await);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for secret in [TOKEN, wrong] {
+        for form in [secret.to_owned(), b64.encode(secret)] {
+            assert!(!log.contains(&form), "{form} is in the trace log");
+            assert!(!events.contains(&form), "{form} is in an event");
+        }
+    }
+}
