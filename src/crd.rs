@@ -122,13 +122,31 @@ pub struct WebScrapeSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 2147483647))]
     pub page_limit: Option<i32>,
-    /// Only paths matching one of these regular expressions are synced. Items must be unique.
+    /// Only paths matching one of these regular expressions (RE2 syntax) are synced. Items must
+    /// be unique.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = 256))]
+    // CEL compiles each pattern: on a valid one either side of the rule holds, on an invalid one
+    // both fail, so a bad pattern is refused at admission with the parser's own message.
+    #[schemars(extend("x-kubernetes-list-type" = "set", "items" = {
+        "type": "string",
+        "maxLength": 1024,
+        "x-kubernetes-validations": [{
+            "rule": "''.matches(self) || !''.matches(self)",
+            "message": "must be a valid regular expression (RE2 syntax)"
+        }]
+    }), length(max = 256))]
     pub include_path_regexes: Option<Vec<String>>,
-    /// Paths matching one of these regular expressions are skipped. Items must be unique.
+    /// Paths matching one of these regular expressions (RE2 syntax) are skipped. Items must be
+    /// unique.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = 256))]
+    #[schemars(extend("x-kubernetes-list-type" = "set", "items" = {
+        "type": "string",
+        "maxLength": 1024,
+        "x-kubernetes-validations": [{
+            "rule": "''.matches(self) || !''.matches(self)",
+            "message": "must be a valid regular expression (RE2 syntax)"
+        }]
+    }), length(max = 256))]
     pub exclude_path_regexes: Option<Vec<String>>,
 }
 
