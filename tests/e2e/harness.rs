@@ -105,6 +105,9 @@ pub struct Env {
     log_path: PathBuf,
     /// `RUST_LOG` of the operators this environment starts.
     pub log_filter: String,
+    /// Credentials and Lease namespace for the operators, when not the admin's and the test's.
+    pub operator_kubeconfig: Option<PathBuf>,
+    pub lease_namespace: Option<String>,
     restarts: u32,
 }
 
@@ -147,6 +150,8 @@ impl Env {
             operator: None,
             restarts: 0,
             log_filter: "info,chroma_sync_operator=debug".into(),
+            operator_kubeconfig: None,
+            lease_namespace: None,
         };
         env.put_token_secret(TOKEN).await;
         env

@@ -3,6 +3,7 @@
 
 mod chaos;
 mod harness;
+mod rbac;
 
 use chroma_sync_operator::crd::{CREATE_PENDING_ANNOTATION, FINALIZER};
 use chroma_sync_operator::standin::{Faults, Tokens};
