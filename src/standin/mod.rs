@@ -55,6 +55,9 @@ pub struct Faults {
     pub retry_after_secs: u64,
     /// The next N requests have their connection cut mid-response (after the work is done).
     pub drop_next: u32,
+    /// The next N requests are answered with their real status but a truncated JSON body
+    /// (after the work is done).
+    pub garble_next: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -211,6 +214,7 @@ enum Injected {
     Fail(StatusCode),
     RateLimit(u64),
     Drop,
+    Garble,
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -259,6 +263,9 @@ impl StandIn {
             } else if f.drop_next > 0 {
                 f.drop_next -= 1;
                 Injected::Drop
+            } else if f.garble_next > 0 {
+                f.garble_next -= 1;
+                Injected::Garble
             } else if f.error_rate > 0.0 && rand::random::<f64>() < f.error_rate {
                 Injected::Fail(status)
             } else {
@@ -321,16 +328,22 @@ async fn guarded(
                 .insert("retry-after", secs.to_string().parse().expect("a number"));
             r
         }
-        Injected::None | Injected::Drop => match s.refusal(headers, write) {
+        Injected::None | Injected::Drop | Injected::Garble => match s.refusal(headers, write) {
             Some(refusal) => refusal,
             None => handler(&faults).await,
         },
     };
     s.count(endpoint, response.status());
-    if matches!(injected, Injected::Drop) {
-        return dropped(response.status());
+    match injected {
+        Injected::Drop => dropped(response.status()),
+        Injected::Garble => (
+            response.status(),
+            [("content-type", "application/json")],
+            "{\"source_",
+        )
+            .into_response(),
+        _ => response,
     }
-    response
 }
 
 async fn health(State(s): State<StandIn>) -> Response {

@@ -648,3 +648,38 @@ async fn the_token_never_reaches_logs_at_trace_level_events_or_status() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_or_garbled_201_is_recovered_without_a_duplicate() {
+    let env = Env::start("lost201").await;
+    // The first create's connection is cut after the commit; the second's 201 is truncated JSON.
+    env.standin.set_faults(Faults {
+        drop_next: 1,
+        endpoints: vec!["create_source".into()],
+        ..Default::default()
+    });
+    env.create("cut", github("acme/cut")).await;
+    let cut = env.wait_reason("cut", "SourceReady", SOON).await;
+    env.standin.set_faults(Faults {
+        garble_next: 1,
+        endpoints: vec!["create_source".into()],
+        ..Default::default()
+    });
+    env.create("garbled", github("acme/garbled")).await;
+    let garbled = env.wait_reason("garbled", "SourceReady", SOON).await;
+
+    let ids = env.source_ids();
+    assert_eq!(ids.len(), 2, "one source each, no duplicate");
+    for o in [cut, garbled] {
+        let id = o.status.unwrap().source_id.unwrap();
+        assert!(ids.contains(&id));
+    }
+    assert_eq!(
+        env.standin.calls("create_source", "*"),
+        2,
+        "recovered by listing, not by creating again"
+    );
+    assert_eq!(env.standin.calls("list_sources", "200"), 2);
+    env.wait_event("cut", "Adopted", &[]).await;
+    env.wait_event("garbled", "Adopted", &[]).await;
+}
