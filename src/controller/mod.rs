@@ -311,9 +311,18 @@ pub async fn run(
     } else {
         settings.namespaces.iter().cloned().map(Some).collect()
     };
+    // Readiness comes from each watch's first InitDone. (A Store's own readiness future wakes
+    // only one waiter, and the Controller already waits on it.)
+    let synced_ctx = ctx.clone();
+    let secrets_listed = Countdown::new(scopes.len(), move || {
+        synced_ctx.secrets_synced.send_replace(true);
+    });
+    let all_listed = Countdown::new(2 * scopes.len(), move || {
+        info!("caches synced; ready");
+        ready.store(true, Ordering::SeqCst);
+    });
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
     let mut controllers = Vec::new();
-    let mut stores = Vec::new();
     for scope in scopes {
         let (sources, secrets) = match &scope {
             Some(ns) => (
@@ -324,12 +333,19 @@ pub async fn run(
         };
         let (source_reader, source_writer) = reflector::store();
         let (secret_reader, secret_writer) = reflector::store();
+        let sources_done = all_listed.once();
         let source_stream = watcher(sources, watcher::Config::default())
             .default_backoff()
             .modify(slim)
             .reflect(source_writer)
+            .inspect(move |event| {
+                if let Ok(watcher::Event::InitDone) = event {
+                    sources_done();
+                }
+            })
             .applied_objects()
             .predicate_filter(changed, Default::default());
+        let (secrets_done, all_done) = (secrets_listed.once(), all_listed.once());
         let secret_stream = watcher(
             secrets,
             watcher::Config::default().fields(SECRET_FIELD_SELECTOR),
@@ -337,12 +353,17 @@ pub async fn run(
         .default_backoff()
         .modify(slim)
         .reflect(secret_writer)
+        .inspect(move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                secrets_done();
+                all_done();
+            }
+        })
         .applied_objects();
         ctx.secrets
             .lock()
             .expect("secret stores")
-            .push(secret_reader.clone());
-        stores.push((source_reader.clone(), secret_reader));
+            .push(secret_reader);
 
         let waiters = ctx.clone();
         let controller = Controller::for_stream(source_stream, source_reader)
@@ -355,18 +376,34 @@ pub async fn run(
             .for_each(|_| futures::future::ready(()));
         controllers.push(controller);
     }
-    let synced = ctx.clone();
-    tokio::spawn(async move {
-        for (_, secrets) in &stores {
-            let _ = secrets.wait_until_ready().await;
-        }
-        synced.secrets_synced.send_replace(true);
-        for (sources, _) in &stores {
-            let _ = sources.wait_until_ready().await;
-        }
-        info!("caches synced; ready");
-        ready.store(true, Ordering::SeqCst);
-    });
     futures::future::join_all(controllers).await;
     info!("controller stopped");
+}
+
+/// Runs `on_zero` once, when `n` distinct parties have each called their `once()` handle
+/// (a handle's later calls do not count again: watches re-list after every reconnect).
+struct Countdown {
+    remaining: Arc<std::sync::atomic::AtomicUsize>,
+    on_zero: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl Countdown {
+    fn new(n: usize, on_zero: impl Fn() + Send + Sync + 'static) -> Self {
+        Self {
+            remaining: Arc::new(std::sync::atomic::AtomicUsize::new(n)),
+            on_zero: Arc::new(on_zero),
+        }
+    }
+
+    fn once(&self) -> impl Fn() + Send + Sync + 'static {
+        let (remaining, on_zero) = (self.remaining.clone(), self.on_zero.clone());
+        let counted = AtomicBool::new(false);
+        move || {
+            if !counted.swap(true, Ordering::SeqCst)
+                && remaining.fetch_sub(1, Ordering::SeqCst) == 1
+            {
+                on_zero();
+            }
+        }
+    }
 }

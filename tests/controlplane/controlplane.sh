@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # A real Kubernetes control plane on loopback: etcd plus kube-apiserver, as envtest runs them.
 #
-#   controlplane.sh up DIR     build the binaries if needed, start both, write DIR/kubeconfig
-#   controlplane.sh down DIR   stop both and remove DIR
+#   controlplane.sh up DIR              build the binaries if needed, start both, write
+#                                       DIR/kubeconfig
+#   controlplane.sh restart etcd DIR    stop one component and start it again on the same port
+#   controlplane.sh restart kube-apiserver DIR     and data (for fault tests)
+#   controlplane.sh down DIR            stop both and remove DIR
 #
 # The admin identity is a client certificate in group system:masters. The CA, serving and
 # service-account keys are made fresh with openssl for each DIR.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-cmd="${1:?usage: controlplane.sh up|down DIR}"
-dir="${2:?usage: controlplane.sh up|down DIR}"
+usage="usage: controlplane.sh up|down DIR, or restart etcd|kube-apiserver DIR"
+cmd="${1:?$usage}"
+if [[ "$cmd" == restart ]]; then component="${2:?$usage}"; shift; fi
+dir="${2:?$usage}"
 
 say() { printf '[control plane] %s\n' "$*" >&2; }
 
@@ -17,16 +22,20 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+stop_one() {
+  local name="$1" pid
+  if [[ -f "$dir/$name.pid" ]]; then
+    pid="$(cat "$dir/$name.pid")"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    rm -f "$dir/$name.pid"
+  fi
+}
+
 stop() {
-  for name in kube-apiserver etcd; do
-    if [[ -f "$dir/$name.pid" ]]; then
-      pid="$(cat "$dir/$name.pid")"
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-      rm -f "$dir/$name.pid"
-    fi
-  done
+  stop_one kube-apiserver
+  stop_one etcd
 }
 
 certs() {
@@ -53,23 +62,20 @@ extendedKeyUsage=serverAuth,clientAuth"
   )
 }
 
-up() {
-  local bin
-  bin="$("$here/build.sh" | tail -n1)"
-  stop
-  rm -rf "$dir" && mkdir -p "$dir"
-  certs
-  local etcd_port peer_port api_port
-  etcd_port="$(free_port)"; peer_port="$(free_port)"; api_port="$(free_port)"
+# Binaries and ports of DIR's control plane: written by `up`, read by `restart`.
+load_state() { source "$dir/state.env"; }
 
+start_etcd() {
   say "starting etcd on 127.0.0.1:$etcd_port"
   "$bin/etcd" --name test --data-dir "$dir/etcd-data" \
     --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
     --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
     --initial-cluster "test=http://127.0.0.1:$peer_port" --unsafe-no-fsync=true \
-    --log-level warn >"$dir/etcd.log" 2>&1 &
+    --log-level warn >>"$dir/etcd.log" 2>&1 &
   echo $! >"$dir/etcd.pid"
+}
 
+start_apiserver() {
   local advertise=()
   if ! ip route show default 2>/dev/null | grep -q default; then
     advertise=(--advertise-address=127.0.0.1 --endpoint-reconciler-type=none)
@@ -88,9 +94,37 @@ up() {
     --disable-admission-plugins ServiceAccount \
     --audit-policy-file "$here/audit-policy.yaml" --audit-log-path "$dir/audit.log" \
     --audit-log-format json --audit-log-maxsize 0 \
-    "${advertise[@]}" >"$dir/kube-apiserver.log" 2>&1 &
+    "${advertise[@]}" >>"$dir/kube-apiserver.log" 2>&1 &
   echo $! >"$dir/kube-apiserver.pid"
+}
 
+wait_ready() {
+  say "waiting for /readyz (up to 90 s on 2 cores)"
+  for i in $(seq 180); do
+    if "$bin/kubectl" --kubeconfig "$dir/kubeconfig" get --raw /readyz >/dev/null 2>&1; then
+      say "ready after $((i / 2)) s; KUBECONFIG=$dir/kubeconfig"
+      return 0
+    fi
+    if ! kill -0 "$(cat "$dir/kube-apiserver.pid")" 2>/dev/null; then
+      say "kube-apiserver exited; last lines of its log:"; tail -n 30 "$dir/kube-apiserver.log" >&2; return 1
+    fi
+    sleep 0.5
+  done
+  say "kube-apiserver did not become ready; last lines of its log:"
+  tail -n 30 "$dir/kube-apiserver.log" >&2
+  return 1
+}
+
+up() {
+  bin="$("$here/build.sh" | tail -n1)"
+  stop
+  rm -rf "$dir" && mkdir -p "$dir"
+  certs
+  etcd_port="$(free_port)"; peer_port="$(free_port)"; api_port="$(free_port)"
+  printf 'bin=%q\netcd_port=%s\npeer_port=%s\napi_port=%s\n' "$bin" "$etcd_port" "$peer_port" "$api_port" \
+    >"$dir/state.env"
+  start_etcd
+  start_apiserver
   cat >"$dir/kubeconfig" <<EOF
 apiVersion: v1
 kind: Config
@@ -110,25 +144,22 @@ contexts:
 current-context: test
 EOF
   ln -sf "$bin/kubectl" "$dir/kubectl"
+  wait_ready
+}
 
-  say "waiting for /readyz (up to 90 s on 2 cores)"
-  for i in $(seq 180); do
-    if "$bin/kubectl" --kubeconfig "$dir/kubeconfig" get --raw /readyz >/dev/null 2>&1; then
-      say "ready after $((i / 2)) s; KUBECONFIG=$dir/kubeconfig"
-      return 0
-    fi
-    if ! kill -0 "$(cat "$dir/kube-apiserver.pid")" 2>/dev/null; then
-      say "kube-apiserver exited; last lines of its log:"; tail -n 30 "$dir/kube-apiserver.log" >&2; return 1
-    fi
-    sleep 0.5
-  done
-  say "kube-apiserver did not become ready; last lines of its log:"
-  tail -n 30 "$dir/kube-apiserver.log" >&2
-  return 1
+restart() {
+  load_state
+  case "$component" in
+    etcd) stop_one etcd; start_etcd ;;
+    kube-apiserver) stop_one kube-apiserver; start_apiserver ;;
+    *) echo "$usage" >&2; exit 2 ;;
+  esac
+  wait_ready
 }
 
 case "$cmd" in
   up) up ;;
+  restart) restart ;;
   down) stop; rm -rf "$dir" ;;
   *) echo "usage: controlplane.sh up|down DIR" >&2; exit 2 ;;
 esac

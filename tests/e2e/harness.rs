@@ -34,47 +34,48 @@ pub async fn client() -> Client {
 
 /// Installs the CRD once per test binary, by server-side apply, and waits until Established.
 pub async fn install_crd(client: &Client) {
-    CRD_INSTALLED
-        .get_or_init(|| async {
-            let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-            let crd = crd::crd();
-            api.patch(
-                "syncsources.chromasync.dev",
-                &PatchParams::apply("e2e-tests").force(),
-                &Patch::Apply(&crd),
-            )
-            .await
-            .expect("apply the CRD");
-            wait_for(
-                "the CRD to be Established",
-                Duration::from_secs(30),
-                || async {
-                    let c = api.get("syncsources.chromasync.dev").await.ok()?;
-                    let established = c
-                        .status?
-                        .conditions?
-                        .into_iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True");
-                    established.then_some(())
-                },
-            )
-            .await;
-            // Established can precede discovery by a moment.
-            let sources: Api<SyncSource> = Api::all(client.clone());
-            wait_for(
-                "SyncSources to be listable",
-                Duration::from_secs(30),
-                || async {
-                    sources
-                        .list(&ListParams::default().limit(1))
-                        .await
-                        .ok()
-                        .map(|_| ())
-                },
-            )
-            .await;
-        })
-        .await;
+    CRD_INSTALLED.get_or_init(|| apply_crd(client)).await;
+}
+
+/// Applies the CRD and waits until SyncSources can be listed.
+pub async fn apply_crd(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = crd::crd();
+    api.patch(
+        "syncsources.chromasync.dev",
+        &PatchParams::apply("e2e-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("apply the CRD");
+    wait_for(
+        "the CRD to be Established",
+        Duration::from_secs(30),
+        || async {
+            let c = api.get("syncsources.chromasync.dev").await.ok()?;
+            let established = c
+                .status?
+                .conditions?
+                .into_iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            established.then_some(())
+        },
+    )
+    .await;
+    // Established can precede discovery by a moment.
+    let sources: Api<SyncSource> = Api::all(client.clone());
+    wait_for(
+        "SyncSources to be listable",
+        Duration::from_secs(30),
+        || async {
+            sources
+                .list(&ListParams::default().limit(1))
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
+    .await;
 }
 
 /// Polls `probe` until it yields a value; panics with `what` after `timeout`.
@@ -122,6 +123,24 @@ impl Env {
     pub async fn without_operator(test: &str) -> Self {
         let client = client().await;
         install_crd(&client).await;
+        Self::prepare(test, client).await
+    }
+
+    /// An environment on a control plane of its own (for tests that restart it).
+    pub async fn on_private_cluster(test: &str, cluster: &PrivateCluster) -> Self {
+        chroma_sync_operator::chroma::install_crypto_provider();
+        let kubeconfig = kube::config::Kubeconfig::read_from(cluster.kubeconfig()).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        let client = Client::try_from(config).unwrap();
+        apply_crd(&client).await;
+        let mut env = Self::prepare(test, client).await;
+        env.operator_kubeconfig = Some(cluster.kubeconfig());
+        env
+    }
+
+    async fn prepare(test: &str, client: Client) -> Self {
         let ns = format!("{test}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
         let namespaces: Api<Namespace> = Api::all(client.clone());
         namespaces
@@ -178,14 +197,16 @@ impl Env {
             .append(true)
             .open(log_path)
             .expect("open the operator log");
-        Command::new(env!("CARGO_BIN_EXE_chroma-sync-operator"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chroma-sync-operator"));
+        if let Some(kubeconfig) = &self.operator_kubeconfig {
+            command.env("KUBECONFIG", kubeconfig);
+        }
+        let lease_namespace = self.lease_namespace.as_deref().unwrap_or(&self.ns);
+        command
             .args(["--namespaces", &self.ns])
-            .args([
-                "--leader-election-namespace",
-                &self.ns,
-                "--pod-name",
-                replica,
-            ])
+            .args(["--leader-election-namespace", lease_namespace])
+            .args(["--leader-election-id", &format!("lease-{}", self.ns)])
+            .args(["--pod-name", replica])
             .args(["--chroma-url", &self.chroma_url, "--allow-insecure-http"])
             .args(["--metrics-address", "127.0.0.1:0", "--log-format", "text"])
             .args(["--chroma-timeout", "5s"])
@@ -200,6 +221,13 @@ impl Env {
 
     pub fn log_path(&self, replica: &str) -> PathBuf {
         log_dir().join(format!("{}-{replica}.log", self.ns))
+    }
+
+    /// True while the operator process started last is alive.
+    pub fn operator_running(&mut self) -> bool {
+        self.operator
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("poll the operator").is_none())
     }
 
     /// SIGKILL: no chance to finish anything.
@@ -446,4 +474,44 @@ pub fn github(repo: &str) -> Value {
         "github": {"repository": repo},
         "tokenSecretRef": {"name": TOKEN_SECRET},
     })
+}
+
+/// A control plane of a test's own, stopped when dropped.
+pub struct PrivateCluster {
+    dir: PathBuf,
+}
+
+impl PrivateCluster {
+    pub fn start(name: &str) -> Self {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cluster-{name}"));
+        Self::script(&["up", dir.to_str().unwrap()]);
+        Self { dir }
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    /// Stops `component` (etcd or kube-apiserver) and starts it again on the same port and data.
+    pub fn restart(&self, component: &str) {
+        Self::script(&["restart", component, self.dir.to_str().unwrap()]);
+    }
+
+    fn script(args: &[&str]) {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/controlplane/controlplane.sh"
+        );
+        let status = Command::new(script)
+            .args(args)
+            .status()
+            .expect("run controlplane.sh");
+        assert!(status.success(), "controlplane.sh {args:?} failed");
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        Self::script(&["down", self.dir.to_str().unwrap()]);
+    }
 }

@@ -523,11 +523,8 @@ async fn two_replicas_one_leader_and_a_handover_without_duplicates() {
 
     // At rest the leader renews every 5 s: count its Lease writes over 20 s.
     let leases: kube::Api<Lease> = kube::Api::namespaced(env.client.clone(), &env.ns);
-    let before = leases
-        .get("chroma-sync-operator")
-        .await
-        .unwrap()
-        .resource_version();
+    let lease = format!("lease-{}", env.ns);
+    let before = leases.get(&lease).await.unwrap().resource_version();
     let renewals_before = lease_writes(&env).await;
     tokio::time::sleep(Duration::from_secs(20)).await;
     let renewals = lease_writes(&env).await - renewals_before;
@@ -535,14 +532,7 @@ async fn two_replicas_one_leader_and_a_handover_without_duplicates() {
         (3..=5).contains(&renewals),
         "{renewals} Lease writes in 20 s"
     );
-    assert_ne!(
-        leases
-            .get("chroma-sync-operator")
-            .await
-            .unwrap()
-            .resource_version(),
-        before
-    );
+    assert_ne!(leases.get(&lease).await.unwrap().resource_version(), before);
 
     // Kill the leader mid-create: the standby takes over within the lease duration and
     // recovers the create without a duplicate.
@@ -583,7 +573,7 @@ async fn two_replicas_one_leader_and_a_handover_without_duplicates() {
             .contains(&two.status.unwrap().source_id.unwrap())
     );
     assert_eq!(env.standin.calls("create_source", "*"), 2);
-    let holder = leases.get("chroma-sync-operator").await.unwrap();
+    let holder = leases.get(&lease).await.unwrap();
     assert_eq!(
         holder.spec.unwrap().holder_identity.as_deref(),
         Some("replica-b")
@@ -596,7 +586,7 @@ async fn two_replicas_one_leader_and_a_handover_without_duplicates() {
     // A graceful stop hands the Lease back at once.
     kill_term(&b);
     assert!(b.wait().unwrap().success());
-    let released = leases.get("chroma-sync-operator").await.unwrap();
+    let released = leases.get(&lease).await.unwrap();
     assert_eq!(released.spec.unwrap().holder_identity, None);
 }
 
@@ -682,4 +672,38 @@ async fn a_lost_or_garbled_201_is_recovered_without_a_duplicate() {
     assert_eq!(env.standin.calls("list_sources", "200"), 2);
     env.wait_event("cut", "Adopted", &[]).await;
     env.wait_event("garbled", "Adopted", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_rides_out_apiserver_and_etcd_restarts() {
+    let cluster = PrivateCluster::start("restarts");
+    let mut env = Env::on_private_cluster("restarts", &cluster).await;
+    env.start_operator();
+    env.create("before", github("acme/before")).await;
+    env.wait_reason("before", "SourceReady", SOON).await;
+
+    cluster.restart("kube-apiserver");
+    env.create("after-apiserver", github("acme/after-apiserver"))
+        .await;
+    env.wait_reason("after-apiserver", "SourceReady", Duration::from_secs(60))
+        .await;
+
+    cluster.restart("etcd");
+    env.create("after-etcd", github("acme/after-etcd")).await;
+    env.wait_reason("after-etcd", "SourceReady", Duration::from_secs(60))
+        .await;
+    env.delete("before").await;
+    env.wait_gone("before", Duration::from_secs(60)).await;
+
+    assert!(
+        env.operator_running(),
+        "the operator recovered without a restart of its own"
+    );
+    assert_eq!(env.source_ids().len(), 2);
+    assert_eq!(
+        env.standin.calls("create_source", "*"),
+        3,
+        "no duplicate work"
+    );
+    drop(env);
 }
