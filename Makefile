@@ -27,9 +27,12 @@ test: lint controlplane ## Everything: lint, unit, contract and end-to-end tests
 
 reliability: controlplane ## Heavy fault runs: a 500-object SIGKILL storm with 20 kills (prints its figures)
 	CHAOS_OBJECTS=$${CHAOS_OBJECTS:-500} CHAOS_KILLS=$${CHAOS_KILLS:-20} CHAOS_SEED=$${CHAOS_SEED:-7} \
-	  tests/run.sh --test e2e sigkill_storm -- --nocapture
+	  tests/run.sh cargo test --test e2e sigkill_storm -- --nocapture
+
+bench: controlplane ## Benchmark against the null-operator floor (BENCH_N=1000; also 10000); prints a table
+	tests/run.sh cargo bench --bench operator
 
 run: build controlplane ## Local control plane + stand-in + operator; applies the examples and shows them Ready
 	deploy/local/run.sh
 
-.PHONY: help build controlplane crd lint test reliability run
+.PHONY: help build controlplane crd lint test reliability bench run

@@ -53,8 +53,13 @@ struct Observed {
     at: Instant,
 }
 
-/// Waits until this replica holds the Lease.
-pub async fn acquire(client: kube::Client, settings: Settings) -> Result<Leadership, kube::Error> {
+/// Waits until this replica holds the Lease; calls `on_standby` when it first finds another
+/// replica leading.
+pub async fn acquire(
+    client: kube::Client,
+    settings: Settings,
+    on_standby: impl Fn(),
+) -> Result<Leadership, kube::Error> {
     let api: Api<Lease> = Api::namespaced(client, &settings.namespace);
     let mut observed: Option<Observed> = None;
     let mut waiting_logged = false;
@@ -71,6 +76,7 @@ pub async fn acquire(client: kube::Client, settings: Settings) -> Result<Leaders
             Ok(None) => {
                 if !waiting_logged {
                     info!(lease = %settings.name, "another replica leads; standing by");
+                    on_standby();
                     waiting_logged = true;
                 }
             }

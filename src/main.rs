@@ -157,9 +157,9 @@ async fn main() -> anyhow::Result<()> {
         default_token,
         args.pod_name,
     ));
-    // A standby is ready (it serves, and a rollout may go on); a new leader is ready once its
-    // caches have synced.
-    let ready = Arc::new(AtomicBool::new(args.leader_election));
+    // Ready once the caches have synced; a standby is ready too (it serves, and a rollout may go
+    // on), until it becomes the leader and syncs its own caches.
+    let ready = Arc::new(AtomicBool::new(false));
 
     let listener = tokio::net::TcpListener::bind(&args.metrics_address).await?;
     info!(address = %listener.local_addr()?, "serving /healthz, /readyz, /metrics");
@@ -177,8 +177,10 @@ async fn main() -> anyhow::Result<()> {
             args.leader_election_id,
             identity,
         );
+        let standby = ready.clone();
+        let on_standby = move || standby.store(true, std::sync::atomic::Ordering::SeqCst);
         let mut leadership = tokio::select! {
-            held = leader::acquire(client.clone(), settings) => held?,
+            held = leader::acquire(client.clone(), settings, on_standby) => held?,
             _ = wait_for_signal() => {
                 info!("signal received while standing by; exiting");
                 return Ok(());

@@ -1,0 +1,618 @@
+//! `make bench`: the operator against the physical floor, on the real control plane and the local
+//! stand-in, with the release build authenticating as its least-privilege ServiceAccount (so API
+//! Priority and Fairness treats it as in a cluster). Prints one table and writes the same figures
+//! to target/bench/results-N.json.
+//!
+//! BENCH_N (objects, default 1000), BENCH_REST_SECS (default 120), BENCH_CONCURRENCY (default 16).
+
+use chroma_sync_operator::crd::{self, SyncSource};
+use chroma_sync_operator::standin::{StandIn, Tokens};
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "bench-token";
+const SA_USER: &str = "system:serviceaccount:chroma-sync-system:chroma-sync-operator";
+const NS: &str = "bench";
+const NULL_NS: &str = "bench-null";
+
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Report {
+    rows: Vec<(String, String)>,
+    json: BTreeMap<String, Value>,
+}
+
+impl Report {
+    fn add(&mut self, key: &str, label: &str, value: Value, shown: String) {
+        println!("  {label:<58} {shown}");
+        self.rows.push((label.to_owned(), shown));
+        self.json.insert(key.to_owned(), value);
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    chroma_sync_operator::chroma::install_crypto_provider();
+    let n = setting("BENCH_N", 1000) as usize;
+    let rest = Duration::from_secs(setting("BENCH_REST_SECS", 120));
+    let concurrency = setting("BENCH_CONCURRENCY", 16) as usize;
+    let kubeconfig = PathBuf::from(std::env::var("KUBECONFIG").expect("run with `make bench`"));
+    let audit = Audit(kubeconfig.with_file_name("audit.log"));
+    let admin = Client::try_default().await?;
+    let mut report = Report {
+        rows: Vec::new(),
+        json: BTreeMap::new(),
+    };
+    println!(
+        "chroma-sync-operator benchmark: N = {n}, concurrency {concurrency}, {} cores",
+        num_cpus()
+    );
+
+    setup(&admin, &kubeconfig).await?;
+    let sa_kubeconfig = service_account_kubeconfig(&kubeconfig)?;
+    let sa = client_for(&sa_kubeconfig).await?;
+    let standin = StandIn::new(
+        ["docs".to_owned()],
+        Tokens {
+            admin: [TOKEN.to_owned()].into(),
+            viewer: Default::default(),
+        },
+    );
+    let chroma_url = standin.start_local().await?;
+
+    // 1. The floor: a null operator making the same two writes per object, as the same identity.
+    create_objects(&admin, NULL_NS, n, 0).await?;
+    let started = Instant::now();
+    null_operator(&sa, NULL_NS, concurrency).await?;
+    let null_secs = started.elapsed().as_secs_f64();
+    let null_rate = n as f64 / null_secs;
+    report.add(
+        "null_rate",
+        "floor: null operator, 2 writes/object (objects/s)",
+        json!(null_rate),
+        format!("{null_rate:.0}/s ({null_secs:.1} s)"),
+    );
+
+    // 6a. Memory at idle.
+    let op = Operator::start(&sa_kubeconfig, &chroma_url, concurrency)?;
+    op.wait_ready().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = op.rss_kib();
+    report.add(
+        "rss_idle_kib",
+        "RSS at idle, N = 0 (MiB)",
+        json!(idle),
+        mib(idle),
+    );
+    op.terminate().await;
+
+    // 2. Catch-up: N objects created while the operator is stopped.
+    let tracker = ReadyTracker::start(admin.clone());
+    create_objects(&admin, NS, n, 0).await?;
+    let mark = Snapshot::take(&audit, &standin);
+    let op = Operator::start(&sa_kubeconfig, &chroma_url, concurrency)?;
+    let started = Instant::now();
+    let mut peak = 0;
+    while tracker.ready_count() < n {
+        peak = peak.max(op.rss_kib());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "catch-up did not finish"
+        );
+    }
+    let catchup = started.elapsed().as_secs_f64();
+    let rate = n as f64 / catchup;
+    report.add(
+        "catchup_secs",
+        "catch-up: start -> all Ready (s)",
+        json!(catchup),
+        format!("{catchup:.1} s"),
+    );
+    report.add(
+        "catchup_rate",
+        "catch-up rate (objects/s; ratio to floor)",
+        json!(rate),
+        format!("{rate:.0}/s ({:.2} x floor)", rate / null_rate),
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cost = mark.diff(&audit, &standin);
+    let reconciles = op.reconciles().await;
+    report.add("writes_per_object", "API writes per object: syncsource / status / events", json!({"syncsource": per(cost.patches, n), "status": per(cost.status_patches, n), "events": per(cost.event_writes, n)}),
+        format!("{:.2} / {:.2} / {:.2}", per(cost.patches, n), per(cost.status_patches, n), per(cost.event_writes, n)));
+    report.add(
+        "gets_per_object",
+        "API GETs per object (syncsources, secrets)",
+        json!(per(cost.gets, n)),
+        format!("{:.2}", per(cost.gets, n)),
+    );
+    report.add(
+        "chroma_per_object",
+        "Chroma calls per object (all endpoints)",
+        json!(cost.chroma.clone()),
+        format!(
+            "{:.2} {:?}",
+            per(cost.chroma.values().sum(), n),
+            cost.chroma
+        ),
+    );
+    report.add(
+        "reconciles_per_object",
+        "reconciles per object",
+        json!(per(reconciles, n)),
+        format!("{:.2}", per(reconciles, n)),
+    );
+    let at_n = op.rss_kib();
+    report.add(
+        "rss_at_n_kib",
+        "RSS at N, steady (MiB)",
+        json!(at_n),
+        mib(at_n),
+    );
+    report.add(
+        "rss_peak_kib",
+        "RSS peak during catch-up (MiB; ratio to steady)",
+        json!(peak),
+        format!("{} ({:.2} x)", mib(peak), peak as f64 / at_n as f64),
+    );
+
+    // 3. Responsiveness with N present: new objects at 10/s for 10 s.
+    let mut latencies = Vec::new();
+    let mut created_at = HashMap::new();
+    for i in 0..100 {
+        let name = format!("late-{i:03}");
+        create_one(&admin, NS, &name, n + i).await?;
+        created_at.insert(name, Instant::now());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    while tracker.ready_count() < n + 100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (name, at) in &created_at {
+        latencies.push(
+            tracker
+                .ready_at(name)
+                .unwrap()
+                .saturating_duration_since(*at)
+                .as_secs_f64()
+                * 1000.0,
+        );
+    }
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1)];
+    report.add(
+        "ready_latency_ms",
+        "create -> Ready with N present: p50 / p99 / max (ms)",
+        json!({"p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0)}),
+        format!("{:.0} / {:.0} / {:.0}", pct(0.5), pct(0.99), pct(1.0)),
+    );
+
+    // 5. At rest.
+    let mark = Snapshot::take(&audit, &standin);
+    let reconciles_before = op.reconciles().await;
+    tokio::time::sleep(rest).await;
+    let idle_cost = mark.diff(&audit, &standin);
+    let idle_reconciles = op.reconciles().await - reconciles_before;
+    report.add("at_rest", &format!("at rest for {} s: writes / Chroma calls / reconciles", rest.as_secs()),
+        json!({"writes": idle_cost.writes(), "chroma": idle_cost.chroma.values().sum::<u64>(), "reconciles": idle_reconciles, "lease_renewals": idle_cost.lease_writes}),
+        format!("{} / {} / {} (+{} Lease renewals)", idle_cost.writes(), idle_cost.chroma.values().sum::<u64>(), idle_reconciles, idle_cost.lease_writes));
+
+    // 7. Restart: kill -9 at rest.
+    op.kill();
+    let mark = Snapshot::take(&audit, &standin);
+    let op = Operator::start(&sa_kubeconfig, &chroma_url, concurrency)?;
+    let started = Instant::now();
+    op.wait_ready().await;
+    let seen = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let restart_cost = mark.diff(&audit, &standin);
+    report.add("restart", "restart after kill -9: all seen (s) / writes / Chroma calls",
+        json!({"secs": seen, "writes": restart_cost.writes(), "chroma": restart_cost.chroma.values().sum::<u64>()}),
+        format!("{seen:.1} s / {} / {}", restart_cost.writes(), restart_cost.chroma.values().sum::<u64>()));
+
+    // 8. Deletion of everything.
+    let total = n + 100;
+    let mark = Snapshot::take(&audit, &standin);
+    let api: Api<SyncSource> = Api::namespaced(admin.clone(), NS);
+    let started = Instant::now();
+    api.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await?;
+    loop {
+        let left = api
+            .list_metadata(&ListParams::default().limit(1))
+            .await?
+            .items
+            .len();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deletion = started.elapsed().as_secs_f64();
+    let del_cost = mark.diff(&audit, &standin);
+    report.add("delete", "delete all: time (s) / operator writes per object / Chroma DELETEs per object",
+        json!({"secs": deletion, "writes_per_object": per(del_cost.patches, total), "chroma_deletes_per_object": per(*del_cost.chroma.get("delete_source").unwrap_or(&0), total)}),
+        format!("{deletion:.1} s / {:.2} / {:.2}", per(del_cost.patches, total), per(*del_cost.chroma.get("delete_source").unwrap_or(&0), total)));
+    op.terminate().await;
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join(format!("results-{n}.json"));
+    let mut json = report.json;
+    json.insert("n".into(), json!(n));
+    json.insert("cores".into(), json!(num_cpus()));
+    std::fs::write(&file, serde_json::to_string_pretty(&json)?)?;
+    println!("figures written to {}", file.display());
+    Ok(())
+}
+
+fn per(count: u64, n: usize) -> f64 {
+    count as f64 / n as f64
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+async fn setup(admin: &Client, kubeconfig: &Path) -> anyhow::Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    crds.patch(
+        "syncsources.chromasync.dev",
+        &PatchParams::apply("bench").force(),
+        &Patch::Apply(crd::crd()),
+    )
+    .await?;
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    for ns in [NS, NULL_NS, "chroma-sync-system"] {
+        let obj: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
+        namespaces
+            .patch(ns, &PatchParams::apply("bench"), &Patch::Apply(obj))
+            .await?;
+    }
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), NS);
+    let secret: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "chroma-token"}, "stringData": {"token": TOKEN}}),
+    )?;
+    secrets
+        .patch(
+            "chroma-token",
+            &PatchParams::apply("bench"),
+            &Patch::Apply(secret),
+        )
+        .await?;
+    let rbac = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/manifests/rbac.yaml");
+    let out = Command::new(kubeconfig.with_file_name("kubectl"))
+        .args(["apply", "--server-side", "-f", rbac])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "applying RBAC failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await; // the CRD becomes servable
+    Ok(())
+}
+
+fn service_account_kubeconfig(admin: &Path) -> anyhow::Result<PathBuf> {
+    let out = Command::new(admin.with_file_name("kubectl"))
+        .args([
+            "create",
+            "token",
+            "chroma-sync-operator",
+            "-n",
+            "chroma-sync-system",
+            "--duration",
+            "2h",
+        ])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "TokenRequest failed");
+    let mut config: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(admin)?)?;
+    let token = String::from_utf8(out.stdout)?;
+    config["users"] = serde_yaml::from_str(&format!(
+        "[{{name: admin, user: {{token: {}}}}}]",
+        token.trim()
+    ))?;
+    let path = admin.with_file_name("bench-operator.kubeconfig");
+    std::fs::write(&path, serde_yaml::to_string(&config)?)?;
+    Ok(path)
+}
+
+async fn client_for(kubeconfig: &Path) -> anyhow::Result<Client> {
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(kubeconfig)?,
+        &Default::default(),
+    )
+    .await?;
+    Ok(Client::try_from(config)?)
+}
+
+async fn create_one(admin: &Client, ns: &str, name: &str, i: usize) -> anyhow::Result<()> {
+    let api: Api<SyncSource> = Api::namespaced(admin.clone(), ns);
+    let obj: SyncSource = serde_json::from_value(json!({
+        "apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncSource",
+        "metadata": {"name": name},
+        "spec": {"databaseName": "docs", "github": {"repository": format!("bench/repo-{i}")},
+                 "tokenSecretRef": {"name": "chroma-token"}}
+    }))?;
+    api.create(&PostParams::default(), &obj).await?;
+    Ok(())
+}
+
+async fn create_objects(admin: &Client, ns: &str, n: usize, offset: usize) -> anyhow::Result<()> {
+    let started = Instant::now();
+    stream::iter(0..n)
+        .map(|i| async move { create_one(admin, ns, &format!("s{:05}", i + offset), i + offset).await })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await?;
+    println!(
+        "  (created {n} objects in {ns} in {:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The floor: what any operator must do per object here, and nothing else: one guarded metadata
+/// patch (finalizer and mark) and one status patch, at the operator's concurrency.
+async fn null_operator(sa: &Client, ns: &str, concurrency: usize) -> anyhow::Result<()> {
+    let api: Api<SyncSource> = Api::namespaced(sa.clone(), ns);
+    let objects = api.list(&ListParams::default()).await?.items;
+    stream::iter(objects)
+        .map(|o| {
+            let api = api.clone();
+            async move {
+                let name = o.name_any();
+                let meta = json!({"metadata": {"resourceVersion": o.resource_version(),
+                    "finalizers": [crd::FINALIZER], "annotations": {crd::CREATE_PENDING_ANNOTATION: "now"}}});
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(meta)).await?;
+                let status = json!({"status": {"sourceId": "null", "observedGeneration": o.metadata.generation}});
+                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status)).await?;
+                Ok::<_, kube::Error>(())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
+}
+
+/// The release operator binary, as the ServiceAccount.
+struct Operator {
+    child: Child,
+    metrics: String,
+}
+
+impl Operator {
+    fn start(kubeconfig: &Path, chroma_url: &str, concurrency: usize) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(kubeconfig.with_file_name("bench-operator.log"))?;
+        let child = Command::new(env!("CARGO_BIN_EXE_chroma-sync-operator"))
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "warn")
+            .args([
+                "--namespaces",
+                NS,
+                "--leader-election-namespace",
+                "chroma-sync-system",
+            ])
+            .args([
+                "--pod-name",
+                "bench-operator",
+                "--concurrency",
+                &concurrency.to_string(),
+            ])
+            .args(["--chroma-url", chroma_url, "--allow-insecure-http"])
+            .args(["--metrics-address", &format!("127.0.0.1:{port}")])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        Ok(Self {
+            child,
+            metrics: format!("http://127.0.0.1:{port}"),
+        })
+    }
+
+    async fn wait_ready(&self) {
+        let http = reqwest::Client::new();
+        loop {
+            // The operator leads at once here (the Lease names it), so ready means synced.
+            if let Ok(r) = http.get(format!("{}/readyz", self.metrics)).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    async fn reconciles(&self) -> u64 {
+        let text = reqwest::get(format!("{}/metrics", self.metrics))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find(|l| l.starts_with("chroma_sync_operator_reconciles_total "))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0) as u64
+    }
+
+    fn kill(mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+
+    async fn terminate(mut self) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .ok();
+        for _ in 0..200 {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.child.kill().ok();
+    }
+}
+
+/// When each SyncSource in the bench namespace was first seen Ready, from a watch.
+#[derive(Clone)]
+struct ReadyTracker(Arc<Mutex<HashMap<String, Instant>>>);
+
+impl ReadyTracker {
+    fn start(client: Client) -> Self {
+        let seen = Self(Arc::default());
+        let map = seen.0.clone();
+        let api: Api<SyncSource> = Api::namespaced(client, NS);
+        tokio::spawn(async move {
+            let mut events = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .applied_objects()
+                .boxed();
+            while let Some(Ok(o)) = events.next().await {
+                let ready = o.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                });
+                if ready {
+                    map.lock()
+                        .unwrap()
+                        .entry(o.name_any())
+                        .or_insert_with(Instant::now);
+                }
+            }
+        });
+        seen
+    }
+
+    fn ready_count(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
+    fn ready_at(&self, name: &str) -> Option<Instant> {
+        self.0.lock().unwrap().get(name).copied()
+    }
+}
+
+/// The apiserver's audit log: every request on SyncSources, Secrets, Events and Leases.
+struct Audit(PathBuf);
+
+impl Audit {
+    fn lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.0)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+struct Snapshot {
+    audit_lines: usize,
+    chroma: BTreeMap<String, u64>,
+}
+
+#[derive(Default)]
+struct Cost {
+    patches: u64,
+    status_patches: u64,
+    event_writes: u64,
+    other_writes: u64,
+    gets: u64,
+    lease_writes: u64,
+    chroma: BTreeMap<String, u64>,
+}
+
+impl Cost {
+    /// Writes to SyncSources and Events (Lease renewals are reported apart).
+    fn writes(&self) -> u64 {
+        self.patches + self.status_patches + self.event_writes + self.other_writes
+    }
+}
+
+impl Snapshot {
+    fn take(audit: &Audit, standin: &StandIn) -> Self {
+        Self {
+            audit_lines: audit.lines().len(),
+            chroma: standin.all_calls(),
+        }
+    }
+
+    /// What the operator's identity did since the snapshot.
+    fn diff(&self, audit: &Audit, standin: &StandIn) -> Cost {
+        std::thread::sleep(Duration::from_millis(1500)); // audit batches flush
+        let mut cost = Cost::default();
+        for e in audit.lines().into_iter().skip(self.audit_lines) {
+            if e["user"]["username"] != SA_USER || e["stage"] != "ResponseComplete" {
+                continue;
+            }
+            let (verb, resource) = (
+                e["verb"].as_str().unwrap_or(""),
+                e["objectRef"]["resource"].as_str().unwrap_or(""),
+            );
+            let sub = e["objectRef"]["subresource"].as_str().unwrap_or("");
+            match (resource, verb, sub) {
+                ("leases", "update" | "create", _) => cost.lease_writes += 1,
+                ("leases", _, _) => {}
+                ("syncsources", "patch", "status") => cost.status_patches += 1,
+                ("syncsources", "patch", _) => cost.patches += 1,
+                ("events", "create" | "patch", _) => cost.event_writes += 1,
+                (_, "get", _) => cost.gets += 1,
+                (_, "create" | "update" | "patch" | "delete" | "deletecollection", _) => {
+                    cost.other_writes += 1
+                }
+                _ => {}
+            }
+        }
+        for (endpoint, count) in standin.all_calls() {
+            let before = self.chroma.get(&endpoint).copied().unwrap_or(0);
+            if count > before {
+                cost.chroma.insert(endpoint, count - before);
+            }
+        }
+        cost
+    }
+}
