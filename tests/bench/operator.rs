@@ -229,8 +229,27 @@ async fn main() -> anyhow::Result<()> {
     let total = n + 100;
     let mark = Snapshot::take(&audit, &standin);
     let api: Api<SyncSource> = Api::namespaced(admin.clone(), NS);
+    let names: Vec<String> = api
+        .list_metadata(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(|o| o.name_any())
+        .collect();
     let started = Instant::now();
-    api.delete_collection(&DeleteParams::default(), &ListParams::default())
+    // As people delete: one object at a time, 32 at once (a 10k deletecollection outlives the
+    // client's connection).
+    stream::iter(names)
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                api.delete(&name, &DeleteParams::default())
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
         .await?;
     loop {
         let left = api
