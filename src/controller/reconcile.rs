@@ -83,8 +83,11 @@ pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
         replaced = Some(old.id.clone());
     }
 
-    // An earlier attempt may have created the source without recording it.
-    if let Some(marked_at) = pending_mark(&obj) {
+    // An earlier attempt may have created the source without recording it. (Not when a source
+    // was recorded until just now: every create since its mark was recorded.)
+    if replaced.is_none()
+        && let Some(marked_at) = pending_mark(&obj)
+    {
         match find_unrecorded(ctx, &token, &payload, marked_at).await {
             Ok(Some(id)) => {
                 info!(source_id = %id, "found the source of an unrecorded create; adopting it");

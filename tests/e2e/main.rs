@@ -249,6 +249,12 @@ async fn a_spec_change_replaces_the_source() {
         vec![new.clone()],
         "never more than one live source"
     );
+    assert_eq!(
+        env.standin.calls("list_sources", "*"),
+        0,
+        "a replacement needs no search"
+    );
+    assert_eq!(env.standin.calls("delete_source", "204"), 1);
     let (_, body) = &env.standin.sources(DATABASE)[0];
     assert_eq!(body["web_scrape"]["max_depth"], json!(3));
     env.wait_event("site", "Replaced", &[&old, &new]).await;
