@@ -1,0 +1,43 @@
+-- Argo CD health check for chromasync.dev/SyncSource (Argo CD runs gopher-lua, Lua 5.1).
+-- Same reading as kstatus (Flux, Helm 4): deleting or not yet observed -> Progressing;
+-- Stalled=True -> Degraded (checked before Ready, so an old Ready cannot hide a failure);
+-- Reconciling=True -> Progressing; Ready=True -> Healthy; anything else -> Progressing.
+local hs = {}
+if obj.metadata ~= nil and obj.metadata.deletionTimestamp ~= nil then
+  hs.status = "Progressing"
+  hs.message = "Deleting: the operator is removing the Chroma source"
+  return hs
+end
+local status = obj.status
+if status == nil or status.observedGeneration == nil
+    or status.observedGeneration ~= obj.metadata.generation then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the operator to observe the latest spec"
+  return hs
+end
+local ready, stalled, reconciling
+if status.conditions ~= nil then
+  for _, c in ipairs(status.conditions) do
+    if c.type == "Ready" then ready = c end
+    if c.type == "Stalled" then stalled = c end
+    if c.type == "Reconciling" then reconciling = c end
+  end
+end
+if stalled ~= nil and stalled.status == "True" then
+  hs.status = "Degraded"
+  hs.message = (stalled.reason or "Stalled") .. ": " .. (stalled.message or "")
+  return hs
+end
+if reconciling ~= nil and reconciling.status == "True" then
+  hs.status = "Progressing"
+  hs.message = (reconciling.reason or "Reconciling") .. ": " .. (reconciling.message or "")
+  return hs
+end
+if ready ~= nil and ready.status == "True" then
+  hs.status = "Healthy"
+  hs.message = ready.message or "Ready"
+  return hs
+end
+hs.status = "Progressing"
+hs.message = "Waiting for Ready"
+return hs
