@@ -1,6 +1,7 @@
-//! GitOps health: deploy/argocd/health.lua, run by a real Lua 5.1 interpreter (Argo CD runs
-//! gopher-lua, which is 5.1), reads the statuses the operator writes as Argo CD should; and the
-//! argocd-cm snippet installs exactly that script.
+//! GitOps health, on the statuses the operator's own status code writes:
+//! - the real kstatus library (Flux health checks, Helm 4 --wait), via tests/kstatus;
+//! - deploy/argocd/health.lua in a real Lua 5.1 interpreter (Argo CD runs gopher-lua, 5.1), and
+//!   the argocd-cm snippet installs exactly that script.
 
 use chroma_sync_operator::controller::status::{self, Recorded, State, reason};
 use chroma_sync_operator::crd::{LastError, SyncSourceStatus};
@@ -39,8 +40,8 @@ fn object(generation: i64, status: Option<&SyncSourceStatus>, deleting: bool) ->
            "status": status.map(|s| serde_json::to_value(s).unwrap())})
 }
 
-#[test]
-fn argo_cd_reads_every_state_the_operator_writes() {
+/// `(name, object, what Argo CD should show, what kstatus should compute)`.
+fn cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
     let now = jiff::Timestamp::now();
     let rec = Recorded {
         id: "4d81586e".into(),
@@ -71,13 +72,24 @@ fn argo_cd_reads_every_state_the_operator_writes() {
         ..Default::default()
     };
     let ready = at(1, &State::Ready, Some(&rec));
-    let cases = [
+    let no_db = State::Reconciling {
+        reason: reason::DATABASE_NOT_FOUND,
+        message: "404".into(),
+        error: error(404),
+    };
+    vec![
         (
             "new (schema default)",
             object(1, Some(&fresh), false),
             "Progressing",
+            "InProgress",
         ),
-        ("created", object(1, Some(&ready), false), "Healthy"),
+        (
+            "created",
+            object(1, Some(&ready), false),
+            "Healthy",
+            "Current",
+        ),
         (
             "409 SourceExists",
             object(
@@ -86,16 +98,19 @@ fn argo_cd_reads_every_state_the_operator_writes() {
                 false,
             ),
             "Degraded",
+            "Failed",
         ),
         (
             "400 InvalidSpec",
             object(2, Some(&at(2, &stalled(reason::INVALID_SPEC), None)), false),
             "Degraded",
+            "Failed",
         ),
         (
             "401 Unauthorized",
             object(1, Some(&at(1, &stalled(reason::UNAUTHORIZED), None)), false),
             "Degraded",
+            "Failed",
         ),
         (
             "MissingCredentials",
@@ -105,41 +120,89 @@ fn argo_cd_reads_every_state_the_operator_writes() {
                 false,
             ),
             "Degraded",
+            "Failed",
         ),
         (
             "retrying a 503",
             object(1, Some(&at(1, &retrying, None)), false),
             "Progressing",
+            "InProgress",
         ),
         (
             "DatabaseNotFound",
-            object(
-                1,
-                Some(&at(
-                    1,
-                    &State::Reconciling {
-                        reason: reason::DATABASE_NOT_FOUND,
-                        message: "404".into(),
-                        error: error(404),
-                    },
-                    None,
-                )),
-                false,
-            ),
+            object(1, Some(&at(1, &no_db, None)), false),
             "Progressing",
+            "InProgress",
         ),
         (
             "spec changed, not yet seen",
             object(2, Some(&ready), false),
             "Progressing",
+            "InProgress",
         ),
-        ("deleting", object(1, Some(&ready), true), "Progressing"),
-    ];
+        (
+            "deleting",
+            object(1, Some(&ready), true),
+            "Progressing",
+            "Terminating",
+        ),
+    ]
+}
+
+#[test]
+fn kstatus_reads_every_state_the_operator_writes() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let bin = dir.join("kstatus");
+    let build = Command::new("go")
+        .args(["build", "-o", bin.to_str().unwrap(), "."])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kstatus"))
+        .env("GOTOOLCHAIN", "local")
+        .env("CGO_ENABLED", "0")
+        .env("GOFLAGS", "-mod=mod")
+        .status()
+        .expect("Go builds the kstatus checker");
+    assert!(build.success(), "go build of tests/kstatus failed");
+    let cases = cases();
+    let objects: Vec<Value> = cases
+        .iter()
+        .map(|(name, obj, _, _)| {
+            let mut obj = obj.clone();
+            obj["metadata"]["name"] = json!(name.replace([' ', '(', ')', ','], "-"));
+            obj
+        })
+        .collect();
+    let mut child = Command::new(&bin)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_vec(&objects).unwrap().as_slice())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let got: Vec<&str> = text
+        .lines()
+        .map(|l| l.rsplit(' ').next().unwrap())
+        .collect();
+    let want: Vec<&str> = cases.iter().map(|c| c.3).collect();
+    println!("{text}");
+    assert_eq!(got, want, "kstatus read:\n{text}");
+}
+
+#[test]
+fn argo_cd_reads_every_state_the_operator_writes() {
+    let cases = cases();
     let cases_lua = format!(
         "return {{\n{}\n}}\n",
         cases
             .iter()
-            .map(|(name, obj, want)| format!("  {{ {name:?}, {}, {want:?} }},", lua(obj)))
+            .map(|(name, obj, want, _)| format!("  {{ {name:?}, {}, {want:?} }},", lua(obj)))
             .collect::<Vec<_>>()
             .join("\n")
     );
