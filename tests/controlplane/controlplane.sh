@@ -93,7 +93,7 @@ start_apiserver() {
     --authorization-mode RBAC \
     --disable-admission-plugins ServiceAccount \
     --audit-policy-file "$here/audit-policy.yaml" --audit-log-path "$dir/audit.log" \
-    --audit-log-format json --audit-log-maxsize 0 \
+    --audit-log-format json --audit-log-maxsize 100000 \
     "${advertise[@]}" >>"$dir/kube-apiserver.log" 2>&1 &
   echo $! >"$dir/kube-apiserver.pid"
 }
