@@ -15,14 +15,24 @@ build: ## Build the operator and the stand-in
 controlplane: ## Build etcd, kube-apiserver and kubectl from Go modules (cached; cold: ~15 min)
 	tests/controlplane/build.sh
 
-crd: ## Regenerate crds/ from the Rust types
+helm: ## Build helm from Go modules (cached; cold: ~5 min)
+	tests/helm/build.sh
+
+crd: ## Regenerate crds/ (and the chart's copy) from the Rust types
 	$(CARGO) run --quiet --bin chroma-sync-operator -- crd > crds/syncsources.chromasync.dev.yaml
+	cp crds/syncsources.chromasync.dev.yaml deploy/helm/chroma-sync-operator/crds/
+
+manifests: helm ## Render deploy/manifests/install.yaml from the Helm chart
+	helm=$$(tests/helm/build.sh); deploy/render-install.sh "$$helm" deploy/manifests/install.yaml
+
+image: ## Build the OCI image (static binary, buildah) into target/image/oci and check it
+	ref=$$(deploy/build-image.sh); tests/image/check.py "$$ref"
 
 lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-test: lint controlplane ## Everything: lint, unit, contract and end-to-end tests on a real control plane
+test: lint controlplane helm image ## Everything: lint, image, unit, contract, install and end-to-end tests on a real control plane
 	tests/run.sh
 
 reliability: controlplane ## Heavy fault runs: a 500-object SIGKILL storm with 20 kills (prints its figures)
@@ -35,4 +45,4 @@ bench: controlplane ## Benchmark against the null-operator floor (BENCH_N=1000; 
 run: build controlplane ## Local control plane + stand-in + operator; applies the examples and shows them Ready
 	deploy/local/run.sh
 
-.PHONY: help build controlplane crd lint test reliability bench run
+.PHONY: help build controlplane helm crd manifests image lint test reliability bench run

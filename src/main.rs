@@ -132,8 +132,13 @@ async fn main() -> anyhow::Result<()> {
     )?;
 
     let client = kube::Client::try_default().await?;
-    // Fail fast, with a clear message, when the CRD is missing.
-    Api::<SyncSource>::all(client.clone())
+    // Fail fast, with a clear message, when the CRD is missing. (In namespaced mode the
+    // operator may list only its own namespaces.)
+    let probe: Api<SyncSource> = match args.namespaces.first() {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    probe
         .list(&ListParams::default().limit(1))
         .await
         .map_err(|e| {

@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 dir="$PWD/target/controlplane-test"
 tests/controlplane/controlplane.sh up "$dir"
+# helm for the install tests (tests/e2e/install.rs); cached, so instant after the first build.
+HELM="$(tests/helm/build.sh)"
+export HELM
 trap 'tests/controlplane/controlplane.sh down "$dir"' EXIT
 if (($# == 0)); then set -- cargo test; fi
 echo "[tests] running '$*' against $dir/kubeconfig (the end-to-end suite takes about two minutes)" >&2

@@ -5,6 +5,9 @@
 //!
 //! BENCH_N (objects, default 1000), BENCH_REST_SECS (default 120), BENCH_CONCURRENCY (default 16).
 
+#[path = "../support/cli.rs"]
+mod cli;
+
 use chroma_sync_operator::crd::{self, SyncSource};
 use chroma_sync_operator::standin::{StandIn, Tokens};
 use futures::{StreamExt, TryStreamExt, stream};
@@ -63,8 +66,10 @@ async fn main() -> anyhow::Result<()> {
         num_cpus()
     );
 
-    setup(&admin, &kubeconfig).await?;
-    let sa_kubeconfig = service_account_kubeconfig(&kubeconfig)?;
+    setup(&admin).await?;
+    let sa_kubeconfig = kubeconfig.with_file_name("bench-operator.kubeconfig");
+    cli::service_account_kubeconfig("chroma-sync-system", "chroma-sync-operator", &sa_kubeconfig)
+        .map_err(anyhow::Error::msg)?;
     let sa = client_for(&sa_kubeconfig).await?;
     let standin = StandIn::new(
         ["docs".to_owned()],
@@ -294,7 +299,7 @@ fn num_cpus() -> usize {
         .unwrap_or(1)
 }
 
-async fn setup(admin: &Client, kubeconfig: &Path) -> anyhow::Result<()> {
+async fn setup(admin: &Client) -> anyhow::Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
     crds.patch(
         "syncsources.chromasync.dev",
@@ -320,41 +325,12 @@ async fn setup(admin: &Client, kubeconfig: &Path) -> anyhow::Result<()> {
             &Patch::Apply(secret),
         )
         .await?;
-    let rbac = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/manifests/rbac.yaml");
-    let out = Command::new(kubeconfig.with_file_name("kubectl"))
-        .args(["apply", "--server-side", "-f", rbac])
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "applying RBAC failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The operator's identity as the shipped manifests (kustomize base) create it.
+    let base = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/manifests");
+    let (ok, out) = cli::kubectl(&["apply", "--server-side", "--force-conflicts", "-k", base]);
+    anyhow::ensure!(ok, "applying deploy/manifests failed: {out}");
     tokio::time::sleep(Duration::from_secs(2)).await; // the CRD becomes servable
     Ok(())
-}
-
-fn service_account_kubeconfig(admin: &Path) -> anyhow::Result<PathBuf> {
-    let out = Command::new(admin.with_file_name("kubectl"))
-        .args([
-            "create",
-            "token",
-            "chroma-sync-operator",
-            "-n",
-            "chroma-sync-system",
-            "--duration",
-            "2h",
-        ])
-        .output()?;
-    anyhow::ensure!(out.status.success(), "TokenRequest failed");
-    let mut config: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(admin)?)?;
-    let token = String::from_utf8(out.stdout)?;
-    config["users"] = serde_yaml::from_str(&format!(
-        "[{{name: admin, user: {{token: {}}}}}]",
-        token.trim()
-    ))?;
-    let path = admin.with_file_name("bench-operator.kubeconfig");
-    std::fs::write(&path, serde_yaml::to_string(&config)?)?;
-    Ok(path)
 }
 
 async fn client_for(kubeconfig: &Path) -> anyhow::Result<Client> {

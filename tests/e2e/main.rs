@@ -2,7 +2,10 @@
 //! Chroma Sync stand-in and the operator binary. Each test has its own namespace.
 
 mod chaos;
+#[path = "../support/cli.rs"]
+mod cli;
 mod harness;
+mod install;
 mod rbac;
 
 use chroma_sync_operator::crd::{CREATE_PENDING_ANNOTATION, FINALIZER};

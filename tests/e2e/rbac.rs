@@ -1,65 +1,49 @@
-//! The operator runs under the ServiceAccount of deploy/manifests/rbac.yaml (a token from the
-//! TokenRequest API, via `kubectl create token`), does its whole job, and has no permission
-//! beyond what it uses.
+//! The operator runs under the ServiceAccount that the shipped manifests and the Helm chart
+//! create (a token from the TokenRequest API), does its whole job, and has no permission beyond
+//! what it uses: cluster-wide from deploy/manifests (kustomize), and in the chart's namespaced
+//! mode nothing at all outside the watched namespaces.
 
+use crate::cli::{helm, kubectl, service_account_kubeconfig};
 use crate::harness::*;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 const SYSTEM_NS: &str = "chroma-sync-system";
-const SA: &str = "system:serviceaccount:chroma-sync-system:chroma-sync-operator";
 
-fn kubectl(args: &[&str]) -> (bool, String) {
-    let kubeconfig = PathBuf::from(std::env::var_os("KUBECONFIG").unwrap());
-    let out = Command::new(kubeconfig.with_file_name("kubectl"))
-        .args(args)
-        .output()
-        .expect("run kubectl");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+/// What the operator may do in a namespace it watches: `kubectl auth can-i --list` as `sa`,
+/// as sorted "resource [verbs]" lines (the self-review rules every identity has left out).
+fn granted(sa: &str, ns: &str) -> Vec<String> {
+    let (ok, list) = kubectl(&["auth", "can-i", "--list", "--as", sa, "-n", ns]);
+    assert!(ok, "{list}");
+    let mut rules: Vec<String> = list
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim_start().starts_with('['))
+        .filter(|l| !l.contains("selfsubject"))
+        .map(|l| {
+            let resource = l.split_whitespace().next().unwrap_or_default();
+            let verbs = &l[l.rfind('[').unwrap_or(0)..];
+            format!("{resource} {}", verbs.trim())
+        })
+        .collect();
+    rules.sort();
+    rules
 }
 
-/// A kubeconfig for the ServiceAccount: the admin's cluster entry, the SA's bearer token.
-fn service_account_kubeconfig(dir: &std::path::Path) -> PathBuf {
-    let (ok, token) = kubectl(&[
-        "create",
-        "token",
-        "chroma-sync-operator",
-        "-n",
-        SYSTEM_NS,
-        "--duration",
-        "1h",
-    ]);
-    assert!(ok, "TokenRequest failed: {token}");
-    let admin = PathBuf::from(std::env::var_os("KUBECONFIG").unwrap());
-    let mut config: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&admin).unwrap()).unwrap();
-    config["users"] = serde_yaml::from_str(&format!(
-        "[{{name: admin, user: {{token: {}}}}}]",
-        token.trim()
-    ))
-    .unwrap();
-    let path = dir.join("service-account.kubeconfig");
-    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
-    path
+const OPERATOR_RULES: [&str; 4] = [
+    "events.events.k8s.io [create patch]",
+    "secrets [list watch]",
+    "syncsources.chromasync.dev [get list watch patch]",
+    "syncsources.chromasync.dev/status [patch]",
+];
+
+fn can_i(sa: &str, verb: &str, resource: &str, ns: &str) -> bool {
+    let (_, answer) = kubectl(&["auth", "can-i", verb, resource, "--as", sa, "-n", ns]);
+    answer.trim() == "yes"
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_shipped_rbac_is_enough_and_no_more() {
-    let _ = kubectl(&["create", "namespace", SYSTEM_NS]);
-    let rbac = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/manifests/rbac.yaml");
-    let (ok, out) = kubectl(&["apply", "--server-side", "-f", rbac]);
-    assert!(ok, "{out}");
-
-    let mut env = Env::without_operator("rbac").await;
-    env.operator_kubeconfig = Some(service_account_kubeconfig(std::path::Path::new(env!(
-        "CARGO_TARGET_TMPDIR"
-    ))));
-    env.lease_namespace = Some(SYSTEM_NS.into());
-    let env = env.with_operator();
-
+/// Creates, waits Ready (with its Created Event), deletes and waits gone: the operator's whole
+/// job, under whatever identity `env` runs it with. Then checks it was never refused anything.
+async fn does_its_whole_job(env: &Env) {
     env.create("r", github("acme/rbac")).await;
     let o = env
         .wait_reason("r", "SourceReady", Duration::from_secs(30))
@@ -74,34 +58,29 @@ async fn the_shipped_rbac_is_enough_and_no_more() {
         !log.contains("forbidden"),
         "the operator hit a permission it lacks:\n{log}"
     );
+}
 
-    // Nothing beyond what it uses.
-    let (_, list) = kubectl(&["auth", "can-i", "--list", "--as", SA, "-n", &env.ns]);
-    let granted: Vec<&str> = list
-        .lines()
-        .skip(1)
-        .filter(|l| !l.trim_start().starts_with('['))
-        .filter(|l| !l.contains("selfsubject"))
-        .collect();
-    let mut rules: Vec<String> = granted
-        .iter()
-        .map(|l| {
-            let resource = l.split_whitespace().next().unwrap_or_default();
-            let verbs = &l[l.rfind('[').unwrap_or(0)..];
-            format!("{resource} {}", verbs.trim())
-        })
-        .collect();
-    rules.sort();
-    assert_eq!(
-        rules,
-        vec![
-            "events.events.k8s.io [create patch]",
-            "secrets [list watch]",
-            "syncsources.chromasync.dev [get list watch patch]",
-            "syncsources.chromasync.dev/status [patch]",
-        ],
-        "can-i --list:\n{list}"
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_manifests_grant_enough_and_no_more() {
+    // The kubectl path: the kustomize base, applied as a user would.
+    let base = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/manifests");
+    let (ok, out) = kubectl(&["apply", "--server-side", "--force-conflicts", "-k", base]);
+    assert!(ok, "{out}");
+    assert!(
+        !out.contains("would violate PodSecurity"),
+        "the Deployment breaks the restricted Pod Security Standard:\n{out}"
     );
+
+    let mut env = Env::without_operator("rbac").await;
+    let kubeconfig = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("rbac.kubeconfig");
+    service_account_kubeconfig(SYSTEM_NS, "chroma-sync-operator", &kubeconfig).unwrap();
+    env.operator_kubeconfig = Some(kubeconfig);
+    env.lease_namespace = Some(SYSTEM_NS.into());
+    let env = env.with_operator();
+    does_its_whole_job(&env).await;
+
+    let sa = "system:serviceaccount:chroma-sync-system:chroma-sync-operator";
+    assert_eq!(granted(sa, &env.ns), OPERATOR_RULES);
     for (verb, resource, ns) in [
         ("get", "secrets", env.ns.as_str()),
         ("create", "secrets", env.ns.as_str()),
@@ -112,18 +91,54 @@ async fn the_shipped_rbac_is_enough_and_no_more() {
         ("delete", "leases.coordination.k8s.io", SYSTEM_NS),
         ("create", "pods", env.ns.as_str()),
     ] {
-        let (_, answer) = kubectl(&["auth", "can-i", verb, resource, "--as", SA, "-n", ns]);
-        assert_eq!(answer.trim(), "no", "{verb} {resource} in {ns}");
+        assert!(!can_i(sa, verb, resource, ns), "{verb} {resource} in {ns}");
     }
-    let (_, answer) = kubectl(&[
-        "auth",
-        "can-i",
-        "update",
-        "leases.coordination.k8s.io",
-        "--as",
-        SA,
+    assert!(
+        can_i(sa, "update", "leases.coordination.k8s.io", SYSTEM_NS),
+        "leader election in its own namespace"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_in_namespaced_mode_grants_nothing_outside_its_namespaces() {
+    let mut env = Env::without_operator("nsmode").await;
+    let release_ns = format!("{}-system", env.ns);
+    let chart = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/helm/chroma-sync-operator"
+    );
+    let watch = format!("watchNamespaces={{{}}}", env.ns);
+    let (ok, out) = helm(&[
+        "install",
+        "op",
+        chart,
         "-n",
-        SYSTEM_NS,
+        &release_ns,
+        "--create-namespace",
+        "--set",
+        &watch,
     ]);
-    assert_eq!(answer.trim(), "yes", "leader election in its own namespace");
+    assert!(ok, "{out}");
+
+    let kubeconfig = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("nsmode.kubeconfig");
+    service_account_kubeconfig(&release_ns, "op-chroma-sync-operator", &kubeconfig).unwrap();
+    env.operator_kubeconfig = Some(kubeconfig);
+    env.lease_namespace = Some(release_ns.clone());
+    let env = env.with_operator();
+    does_its_whole_job(&env).await;
+
+    let sa = format!("system:serviceaccount:{release_ns}:op-chroma-sync-operator");
+    assert_eq!(granted(&sa, &env.ns), OPERATOR_RULES);
+    // Elsewhere: nothing of its own (another namespace, and the cluster scope).
+    assert_eq!(granted(&sa, "default"), Vec::<String>::new());
+    for (verb, resource) in [
+        ("list", "secrets"),
+        ("list", "syncsources.chromasync.dev"),
+        ("create", "events.events.k8s.io"),
+    ] {
+        let (_, answer) = kubectl(&["auth", "can-i", verb, resource, "--as", &sa, "-A"]);
+        assert_eq!(answer.trim(), "no", "{verb} {resource} in all namespaces");
+    }
+    let (ok, out) = helm(&["uninstall", "op", "-n", &release_ns]);
+    assert!(ok, "{out}");
 }

@@ -1,0 +1,62 @@
+{{/* The release's full name, at most 63 characters (a DNS label). */}}
+{{- define "chroma-sync-operator.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "chroma-sync-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "chroma-sync-operator.labels" -}}
+{{ include "chroma-sync-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "chroma-sync-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "chroma-sync-operator.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "chroma-sync-operator.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+What the operator does with SyncSources, Secrets and Events, in one place for the ClusterRole
+(all namespaces) and the per-namespace Roles. Nothing here writes a Secret or reads one by name.
+*/}}
+{{- define "chroma-sync-operator.rules" -}}
+# Watch SyncSources into the cache; patch them to add or remove the finalizer and the
+# create-pending mark (one resourceVersion-guarded patch before every create). No create,
+# update or delete: the operator never makes or removes a SyncSource.
+- apiGroups: [chromasync.dev]
+  resources: [syncsources]
+  verbs: [get, list, watch, patch]
+# Record sourceId, conditions and errors.
+- apiGroups: [chromasync.dev]
+  resources: [syncsources/status]
+  verbs: [patch]
+# Read the Chroma tokens that SyncSources reference, through a watch cache (no get: a
+# SyncSource author cannot make the operator fetch an arbitrary Secret by name).
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [list, watch]
+# Tell people what happened (kube-runtime's recorder creates an Event, then patches its series).
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end -}}
