@@ -231,6 +231,35 @@ impl ChromaClient {
     }
 }
 
+/// Why a Chroma base URL is refused at start-up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BaseUrlError {
+    #[error("the Chroma URL is not an absolute URL: {0}")]
+    Invalid(String),
+    #[error(
+        "refusing plain http Chroma URL {0}: the token would travel unencrypted; pass --allow-insecure-http for a local stand-in"
+    )]
+    InsecureHttp(String),
+    #[error("the Chroma URL must be https:// (got scheme {0:?})")]
+    Scheme(String),
+}
+
+/// The start-up check of `--chroma-url`: https, or http only with `--allow-insecure-http`. The
+/// scheme is compared as parsed (so `HTTP://` is plain http too), not as typed.
+pub fn check_base_url(url: &str, allow_insecure_http: bool) -> Result<(), BaseUrlError> {
+    let mut parsed = reqwest::Url::parse(url).map_err(|e| BaseUrlError::Invalid(e.to_string()))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if allow_insecure_http => Ok(()),
+        "http" => {
+            // Never echo a password someone put in the URL.
+            let _ = parsed.set_password(None);
+            Err(BaseUrlError::InsecureHttp(parsed.to_string()))
+        }
+        other => Err(BaseUrlError::Scheme(other.to_owned())),
+    }
+}
+
 /// rustls needs one process-wide crypto provider; this crate uses ring (as kube does here).
 pub fn install_crypto_provider() {
     // Err only means one is installed already, which is what we want.
@@ -280,6 +309,34 @@ mod tests {
         let token = Token::new("s3cr3t-value").unwrap();
         assert!(!format!("{token:?}").contains("s3cr3t"));
         assert_eq!(Token::new("  \n"), None);
+    }
+
+    #[test]
+    fn only_https_unless_plain_http_is_allowed() {
+        for url in ["https://sync.trychroma.com", "HTTPS://Sync.trychroma.com/"] {
+            assert_eq!(check_base_url(url, false), Ok(()), "{url}");
+        }
+        // Case does not matter to the URL parser, so it must not matter here either.
+        for url in ["http://127.0.0.1:8089", "HTTP://127.0.0.1:8089", "Http://x"] {
+            assert!(
+                matches!(
+                    check_base_url(url, false),
+                    Err(BaseUrlError::InsecureHttp(_))
+                ),
+                "{url}"
+            );
+            assert_eq!(check_base_url(url, true), Ok(()), "{url}");
+        }
+        let e = check_base_url("http://me:hunter2@x.dev", false).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(matches!(
+            check_base_url("ftp://x.dev", true),
+            Err(BaseUrlError::Scheme(_))
+        ));
+        assert!(matches!(
+            check_base_url("sync.trychroma.com", true),
+            Err(BaseUrlError::Invalid(_))
+        ));
     }
 
     #[test]
