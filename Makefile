@@ -22,7 +22,10 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-test: lint controlplane ## Everything: lint, unit, contract and end-to-end tests on a real control plane
+deny: ## cargo deny check bans licenses sources (deny.toml; installs cargo-deny, cached; cold: ~22 min)
+	.ci/cargo-deny.sh
+
+test: lint deny controlplane ## Everything: lint, deny, unit, contract and end-to-end tests on a real control plane
 	tests/run.sh
 
 reliability: controlplane ## Heavy fault runs: a 500-object SIGKILL storm with 20 kills (prints its figures)
@@ -35,4 +38,4 @@ bench: controlplane ## Benchmark against the null-operator floor (BENCH_N=1000; 
 run: build controlplane ## Local control plane + stand-in + operator; applies the examples and shows them Ready
 	deploy/local/run.sh
 
-.PHONY: help build controlplane crd lint test reliability bench run
+.PHONY: help build controlplane crd lint deny test reliability bench run
