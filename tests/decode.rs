@@ -122,18 +122,18 @@ enum Mutation {
 fn mutation() -> impl Strategy<Value = Mutation> {
     let at = any::<usize>();
     prop_oneof![
-        (at.clone(), 1u8..=255).prop_map(|(at, bits)| Mutation::Flip { at, bits }),
+        (at, 1u8..=255).prop_map(|(at, bits)| Mutation::Flip { at, bits }),
         // Bytes that matter to JSON more often than chance would pick them.
         (
-            at.clone(),
+            at,
             prop_oneof![
                 prop::sample::select(b"{}[]\",:\\0-.eE ".to_vec()),
                 any::<u8>()
             ]
         )
             .prop_map(|(at, byte)| Mutation::Insert { at, byte }),
-        (at.clone(), 1usize..8).prop_map(|(at, len)| Mutation::Delete { at, len }),
-        at.clone().prop_map(|at| Mutation::Truncate { at }),
+        (at, 1usize..8).prop_map(|(at, len)| Mutation::Delete { at, len }),
+        at.prop_map(|at| Mutation::Truncate { at }),
         (at, 1usize..16).prop_map(|(at, len)| Mutation::Duplicate { at, len }),
     ]
 }
