@@ -32,7 +32,10 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-test: lint controlplane helm image ## Everything: lint, image, unit, contract, install and end-to-end tests on a real control plane
+deny: ## cargo deny check bans licenses sources (deny.toml; installs cargo-deny, cached; cold: ~10-20 min)
+	.ci/cargo-deny.sh
+
+test: lint deny controlplane helm image ## Everything: lint, deny, image, unit, contract, install and end-to-end tests on a real control plane
 	tests/run.sh
 
 reliability: controlplane ## Heavy fault runs: a 500-object SIGKILL storm with 20 kills (prints its figures)
@@ -45,4 +48,4 @@ bench: controlplane ## Benchmark against the null-operator floor (BENCH_N=1000; 
 run: build controlplane ## Local control plane + stand-in + operator; applies the examples and shows them Ready
 	deploy/local/run.sh
 
-.PHONY: help build controlplane helm crd manifests image lint test reliability bench run
+.PHONY: help build controlplane helm crd manifests image lint deny test reliability bench run

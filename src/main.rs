@@ -1,7 +1,7 @@
 //! The operator binary: `chroma-sync-operator` runs the controller; `chroma-sync-operator crd`
 //! prints the CustomResourceDefinition.
 
-use chroma_sync_operator::chroma::{ChromaClient, ClientConfig, Token};
+use chroma_sync_operator::chroma::{ChromaClient, ClientConfig, Token, check_base_url};
 use chroma_sync_operator::controller::{self, Context, DefaultToken, Settings};
 use chroma_sync_operator::crd::{self, SyncSource};
 use chroma_sync_operator::metrics::Metrics;
@@ -114,12 +114,7 @@ async fn main() -> anyhow::Result<()> {
     init_logging(args.log_format);
     chroma_sync_operator::chroma::install_crypto_provider();
 
-    if args.chroma_url.starts_with("http://") && !args.allow_insecure_http {
-        anyhow::bail!(
-            "refusing plain http Chroma URL {}: the token would travel unencrypted; pass --allow-insecure-http for a local stand-in",
-            args.chroma_url
-        );
-    }
+    check_base_url(&args.chroma_url, args.allow_insecure_http)?;
     let metrics = Metrics::new();
     let extra_ca_pem = args.ca_file.as_ref().map(std::fs::read).transpose()?;
     let chroma = ChromaClient::new(

@@ -207,3 +207,209 @@ async fn the_stand_in_answers_in_the_published_shapes() {
     assert_eq!(r.status(), 204);
     assert!(r.bytes().await.unwrap().is_empty(), "204 has no body");
 }
+
+/// Property tests: for any spec admission accepts, the request body satisfies both documents
+/// and its fingerprint is a pure function of the payload.
+mod properties {
+    use super::*;
+    use chroma_sync_operator::crd::{DeletionPolicy, SecretKeyRef, SyncSourceSpec};
+    use proptest::collection::btree_set;
+    use proptest::option::of;
+    use proptest::prelude::*;
+    use proptest::string::string_regex;
+    use std::sync::LazyLock;
+
+    static SEED_PAYLOAD: LazyLock<Validator> =
+        LazyLock::new(|| schema(SEED, "components/schemas/CreateSourcePayload"));
+    static PUBLISHED_PAYLOAD: LazyLock<Validator> =
+        LazyLock::new(|| schema(PUBLISHED, "components/schemas/CreateSourcePayload"));
+
+    /// A string of `min..=max` characters: mostly plain, sometimes any printable Unicode.
+    fn text(min: usize, max: usize) -> BoxedStrategy<String> {
+        let re = |pattern: String| string_regex(&pattern).expect("the pattern compiles");
+        prop_oneof![
+            3 => re(format!("[a-z0-9/._-]{{{min},{}}}", max.min(40))),
+            1 => re(format!("\\PC{{{min},{}}}", max.min(40))),
+            // The longest value the CRD admits.
+            1 => re(format!("[a-z]{{{max}}}")),
+        ]
+        .boxed()
+    }
+
+    /// A set-typed list (the CRD's `x-kubernetes-list-type: set`: items unique).
+    fn set_of(item: impl Strategy<Value = String>) -> impl Strategy<Value = Option<Value>> {
+        of(btree_set(item, 0..5).prop_map(|s| json!(s.into_iter().collect::<Vec<_>>())))
+    }
+
+    fn count() -> impl Strategy<Value = Option<i64>> {
+        of(prop_oneof![0i64..100, Just(0), Just(i32::MAX as i64)])
+    }
+
+    fn big_count() -> impl Strategy<Value = Option<i64>> {
+        of(prop_oneof![0i64..100_000, Just(i64::MAX)])
+    }
+
+    fn github() -> impl Strategy<Value = Value> {
+        (text(1, 256), of(text(1, 256)), set_of(text(1, 64))).prop_map(|(repo, app, globs)| {
+            json!({"github": {"repository": repo, "appId": app, "includeGlobs": globs}})
+        })
+    }
+
+    fn web_scrape() -> impl Strategy<Value = Value> {
+        let url = "https?://[a-z]{1,12}\\.[a-z]{2,5}(:[1-9][0-9]{0,3})?(/[a-z0-9._-]{0,12}){0,3}";
+        let regex = "\\^/[a-z]{1,8}(/.*)?\\$?";
+        (url, count(), count(), set_of(regex), set_of(regex)).prop_map(
+            |(url, depth, limit, include, exclude)| {
+                json!({"webScrape": {"startingUrl": url, "maxDepth": depth, "pageLimit": limit,
+                    "includePathRegexes": include, "excludePathRegexes": exclude}})
+            },
+        )
+    }
+
+    fn s3() -> impl Strategy<Value = Value> {
+        (
+            (text(1, 255), text(1, 64), text(1, 512)),
+            any::<i32>(),
+            of(text(0, 64)),
+            of(prop::sample::select(vec!["none", "direct", "metadata"])),
+        )
+            .prop_map(|((bucket, region, collection), credential, prefix, mode)| {
+                json!({"s3": {"bucketName": bucket, "region": region,
+                    "collectionName": collection, "awsCredentialId": credential,
+                    "pathPrefix": prefix, "triggerMode": mode}})
+            })
+    }
+
+    fn chunking() -> impl Strategy<Value = Option<Value>> {
+        of(prop_oneof![
+            big_count().prop_map(|size| json!({"type": "tree_sitter", "maxSizeBytes": size})),
+            (big_count(), big_count()).prop_map(|(lines, size)| json!({"type": "lines",
+                "maxLines": lines, "maxSizeBytes": size})),
+        ])
+    }
+
+    fn dense() -> impl Strategy<Value = Value> {
+        let task = (text(1, 32), of(text(0, 64)), of(text(0, 64))).prop_map(
+            |(name, q, d)| json!({"taskName": name, "queryPrompt": q, "documentPrompt": d}),
+        );
+        of(task).prop_map(|task| json!({"model": "Qwen/Qwen3-Embedding-0.6B", "task": task}))
+    }
+
+    fn embedding() -> impl Strategy<Value = Option<Value>> {
+        let sparse = (
+            of(text(0, 32)),
+            of(prop::sample::select(vec![
+                "Chroma/BM25",
+                "prithivida/Splade_PP_en_v1",
+            ])),
+        )
+            .prop_map(|(key, model)| json!({"key": key, "model": model}));
+        of((of(dense()), of(sparse))
+            .prop_map(|(dense, sparse)| json!({"dense": dense, "sparse": sparse})))
+    }
+
+    /// What the apiserver drops: `null` values (absent optional fields).
+    fn without_nulls(value: Value) -> Value {
+        match value {
+            Value::Object(map) => Value::Object(
+                map.into_iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k, without_nulls(v)))
+                    .collect(),
+            ),
+            Value::Array(items) => Value::Array(items.into_iter().map(without_nulls).collect()),
+            other => other,
+        }
+    }
+
+    /// Any spec the CRD admits: exactly one source kind, every field within its rules.
+    fn valid_spec() -> impl Strategy<Value = Value> {
+        (
+            text(1, 512),
+            prop_oneof![github(), web_scrape(), s3()],
+            chunking(),
+            embedding(),
+            of(dense()),
+            of((text(1, 253), of(text(1, 253)))),
+            of(prop::sample::select(vec!["Delete", "Retain"])),
+        )
+            .prop_map(|(db, kind, chunking, embedding, model, secret, policy)| {
+                let mut spec = json!({"databaseName": db, "chunking": chunking,
+                    "embedding": embedding, "embeddingModel": model, "deletionPolicy": policy,
+                    "tokenSecretRef": secret.map(|(name, key)| json!({"name": name, "key": key}))});
+                for (k, v) in kind.as_object().unwrap() {
+                    spec[k] = v.clone();
+                }
+                without_nulls(spec)
+            })
+    }
+
+    fn decode(spec: &Value) -> SyncSourceSpec {
+        serde_json::from_value(spec.clone()).expect("a valid spec decodes")
+    }
+
+    proptest! {
+        // 200 specs per property: a few seconds for the three on the shared 2-core machine.
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn every_valid_spec_maps_to_a_body_both_documents_accept(spec in valid_spec()) {
+            let body = payload::build(&decode(&spec));
+            prop_assert!(body.is_ok(), "{:?}", body);
+            let body = serde_json::to_value(body.unwrap()).unwrap();
+            for (name, validator) in [("seed", &*SEED_PAYLOAD), ("published", &*PUBLISHED_PAYLOAD)] {
+                let errors: Vec<String> = validator
+                    .iter_errors(&body)
+                    .map(|e| format!("{}: {e}", e.instance_path()))
+                    .collect();
+                prop_assert!(errors.is_empty(), "{} document: {:?}\n{:#}", name, errors, body);
+            }
+        }
+
+        #[test]
+        fn the_fingerprint_depends_on_the_payload_only(
+            spec in valid_spec(),
+            policy in prop::sample::select(vec![DeletionPolicy::Delete, DeletionPolicy::Retain]),
+            secret in of(("[a-z]{1,20}", "[a-z]{1,20}")),
+        ) {
+            let spec = decode(&spec);
+            let hash = payload::fingerprint(&payload::build(&spec).unwrap());
+            prop_assert_eq!(hash.len(), 16);
+            prop_assert!(hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+            // Read back as the apiserver stores it: the same fingerprint, so no replacement.
+            let stored: SyncSourceSpec =
+                serde_json::from_slice(&serde_json::to_vec(&spec).unwrap()).unwrap();
+            prop_assert_eq!(&payload::fingerprint(&payload::build(&stored).unwrap()), &hash);
+            // Fields only the operator reads do not reach the payload.
+            let mut other = spec.clone();
+            other.deletion_policy = policy;
+            other.token_secret_ref = secret.map(|(name, key)| SecretKeyRef { name, key });
+            prop_assert_eq!(&payload::fingerprint(&payload::build(&other).unwrap()), &hash);
+            // A field that does reach it changes it.
+            let mut renamed = spec;
+            renamed.database_name.push('x');
+            prop_assert_ne!(payload::fingerprint(&payload::build(&renamed).unwrap()), hash);
+        }
+
+        #[test]
+        fn specs_without_exactly_one_kind_are_refused(
+            spec in valid_spec(),
+            extra in prop::collection::vec(prop_oneof![github(), web_scrape(), s3()], 0..3),
+            drop_kind in any::<bool>(),
+        ) {
+            let mut spec = spec;
+            if drop_kind {
+                for k in ["github", "webScrape", "s3"] {
+                    spec.as_object_mut().unwrap().remove(k);
+                }
+            }
+            for kind in extra {
+                for (k, v) in kind.as_object().unwrap() {
+                    spec[k] = v.clone();
+                }
+            }
+            let kinds = ["github", "webScrape", "s3"].iter().filter(|k| spec.get(**k).is_some()).count();
+            prop_assert_eq!(payload::build(&decode(&spec)).is_ok(), kinds == 1, "{:#}", spec);
+        }
+    }
+}

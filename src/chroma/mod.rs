@@ -3,6 +3,7 @@
 //! Every outcome is sorted into [`ChromaError`] here, at the edge, so the reconciler decides on
 //! plain values. The token is carried in [`Token`], which never prints itself.
 
+pub mod decode;
 pub mod wire;
 
 use crate::metrics::Metrics;
@@ -10,7 +11,7 @@ use reqwest::header::{HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use std::fmt;
 use std::time::Duration;
-use wire::{CreateSourcePayload, CreateSourceResponse, ErrorResponse, ListedSource};
+use wire::{CreateSourcePayload, ListedSource};
 
 /// The header the service authenticates with.
 pub const TOKEN_HEADER: &str = "x-chroma-token";
@@ -142,18 +143,7 @@ impl ChromaClient {
                 Some(payload),
             )
             .await?;
-        if status != StatusCode::CREATED && status != StatusCode::OK {
-            return Err(ChromaError::Decode {
-                status: status.as_u16(),
-                message: "expected 201 Created".into(),
-            });
-        }
-        serde_json::from_slice::<CreateSourceResponse>(&body)
-            .map(|r| r.source_id)
-            .map_err(|e| ChromaError::Decode {
-                status: status.as_u16(),
-                message: e.to_string(),
-            })
+        decode::created(status.as_u16(), &body)
     }
 
     /// `DELETE /api/v1/sources/{id}`; a 404 means it is already gone.
@@ -187,11 +177,7 @@ impl ChromaClient {
             let (status, body) = self
                 .call::<()>("list_sources", Method::GET, &path, token, None)
                 .await?;
-            let items: Vec<ListedSource> =
-                serde_json::from_slice(&body).map_err(|e| ChromaError::Decode {
-                    status: status.as_u16(),
-                    message: e.to_string(),
-                })?;
+            let items = decode::listed(status.as_u16(), &body)?;
             let more = items.len() == LIST_PAGE && items.last().is_some_and(&mut keep_going);
             all.extend(items);
             if !more {
@@ -223,9 +209,7 @@ impl ChromaClient {
             let retry_after = response
                 .headers()
                 .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+                .and_then(|v| decode::retry_after(v.as_bytes()));
             let body = response.bytes().await?;
             Ok::<_, reqwest::Error>((status, retry_after, body))
         }
@@ -241,20 +225,38 @@ impl ChromaClient {
                 if status.is_success() {
                     return Ok((status, body));
                 }
-                let parsed = serde_json::from_slice::<ErrorResponse>(&body).ok();
-                Err(ChromaError::Api {
-                    status: status.as_u16(),
-                    error: parsed.as_ref().map(|e| e.error.clone()),
-                    message: parsed.map(|e| e.message).unwrap_or_else(|| {
-                        status
-                            .canonical_reason()
-                            .unwrap_or("unexpected status")
-                            .to_owned()
-                    }),
-                    retry_after,
-                })
+                Err(decode::error(status.as_u16(), retry_after, &body))
             }
         }
+    }
+}
+
+/// Why a Chroma base URL is refused at start-up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BaseUrlError {
+    #[error("the Chroma URL is not an absolute URL: {0}")]
+    Invalid(String),
+    #[error(
+        "refusing plain http Chroma URL {0}: the token would travel unencrypted; pass --allow-insecure-http for a local stand-in"
+    )]
+    InsecureHttp(String),
+    #[error("the Chroma URL must be https:// (got scheme {0:?})")]
+    Scheme(String),
+}
+
+/// The start-up check of `--chroma-url`: https, or http only with `--allow-insecure-http`. The
+/// scheme is compared as parsed (so `HTTP://` is plain http too), not as typed.
+pub fn check_base_url(url: &str, allow_insecure_http: bool) -> Result<(), BaseUrlError> {
+    let mut parsed = reqwest::Url::parse(url).map_err(|e| BaseUrlError::Invalid(e.to_string()))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if allow_insecure_http => Ok(()),
+        "http" => {
+            // Never echo a password someone put in the URL.
+            let _ = parsed.set_password(None);
+            Err(BaseUrlError::InsecureHttp(parsed.to_string()))
+        }
+        other => Err(BaseUrlError::Scheme(other.to_owned())),
     }
 }
 
@@ -307,6 +309,34 @@ mod tests {
         let token = Token::new("s3cr3t-value").unwrap();
         assert!(!format!("{token:?}").contains("s3cr3t"));
         assert_eq!(Token::new("  \n"), None);
+    }
+
+    #[test]
+    fn only_https_unless_plain_http_is_allowed() {
+        for url in ["https://sync.trychroma.com", "HTTPS://Sync.trychroma.com/"] {
+            assert_eq!(check_base_url(url, false), Ok(()), "{url}");
+        }
+        // Case does not matter to the URL parser, so it must not matter here either.
+        for url in ["http://127.0.0.1:8089", "HTTP://127.0.0.1:8089", "Http://x"] {
+            assert!(
+                matches!(
+                    check_base_url(url, false),
+                    Err(BaseUrlError::InsecureHttp(_))
+                ),
+                "{url}"
+            );
+            assert_eq!(check_base_url(url, true), Ok(()), "{url}");
+        }
+        let e = check_base_url("http://me:hunter2@x.dev", false).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(matches!(
+            check_base_url("ftp://x.dev", true),
+            Err(BaseUrlError::Scheme(_))
+        ));
+        assert!(matches!(
+            check_base_url("sync.trychroma.com", true),
+            Err(BaseUrlError::Invalid(_))
+        ));
     }
 
     #[test]

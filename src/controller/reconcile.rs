@@ -307,16 +307,12 @@ async fn set_status(
         state,
         jiff::Timestamp::now(),
     );
-    if next == previous {
+    let Some(patch) = status::patch_if_changed(&previous, &next) else {
         return Ok(obj.clone());
-    }
+    };
     let api = ctx.api(obj);
     let stored = api
-        .patch_status(
-            &obj.name_any(),
-            &ctx.patch_params(),
-            &Patch::Merge(status::merge_patch(&next)),
-        )
+        .patch_status(&obj.name_any(), &ctx.patch_params(), &Patch::Merge(patch))
         .await?;
     if let State::Stalled {
         reason, message, ..

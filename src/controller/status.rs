@@ -143,17 +143,32 @@ pub fn next(
 }
 
 /// A JSON merge patch that makes the stored status equal `status`: fields that are unset are
-/// sent as `null`, so they are removed rather than left behind.
+/// sent as `null`, so they are removed rather than left behind. That goes for the fields inside
+/// `lastError` too: a merge patch merges nested objects key by key, so an omitted `httpStatus`
+/// would keep the previous error's.
 pub fn merge_patch(status: &SyncSourceStatus) -> Value {
+    let last_error = status.last_error.as_ref().map(|e| {
+        json!({
+            "httpStatus": e.http_status,
+            "error": e.error,
+            "message": e.message,
+        })
+    });
     json!({
         "status": {
             "observedGeneration": status.observed_generation,
             "sourceId": status.source_id,
             "payloadHash": status.payload_hash,
             "conditions": status.conditions,
-            "lastError": status.last_error,
+            "lastError": last_error,
         }
     })
+}
+
+/// The patch that takes the stored status `previous` to `next`, or `None` when they are equal:
+/// an unchanged outcome costs no write (and so no watch event, no reconcile of our own).
+pub fn patch_if_changed(previous: &SyncSourceStatus, next: &SyncSourceStatus) -> Option<Value> {
+    (next != previous).then(|| merge_patch(next))
 }
 
 /// The `Ready` condition's reason, if any.
@@ -248,11 +263,201 @@ mod tests {
     }
 
     #[test]
+    fn merge_patch_nulls_what_is_unset_inside_last_error() {
+        // A 409 and then a timeout: the stored lastError must not keep the 409's code.
+        let conflict = next(&Default::default(), 1, None, &stalled(), t(1));
+        let timeout = State::Reconciling {
+            reason: reason::TIMEOUT,
+            message: "slow".into(),
+            error: Some(LastError {
+                http_status: None,
+                error: None,
+                message: "slow".into(),
+            }),
+        };
+        let s = next(&conflict, 2, None, &timeout, t(2));
+        let p = merge_patch(&s);
+        assert_eq!(
+            p["status"]["lastError"],
+            json!({"httpStatus": null, "error": null, "message": "slow"})
+        );
+    }
+
+    #[test]
     fn merge_patch_nulls_what_is_unset() {
         let s = next(&Default::default(), 1, None, &stalled(), t(1));
         let p = merge_patch(&s);
         assert_eq!(p["status"]["sourceId"], Value::Null);
         assert!(p["status"].as_object().unwrap().contains_key("sourceId"));
         assert_eq!(p["status"]["lastError"]["httpStatus"], json!(409));
+    }
+}
+
+/// Properties over arbitrary stored statuses and outcomes: the status a reconcile computes is a
+/// fixed point, both in memory and after the apiserver has applied its merge patch and read it
+/// back, so a repeated outcome never writes.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::option::of;
+    use proptest::prelude::*;
+
+    const REASONS: &[&str] = &[
+        reason::SOURCE_READY,
+        reason::SOURCE_EXISTS,
+        reason::INVALID_SPEC,
+        reason::UNAUTHORIZED,
+        reason::SERVER_ERROR,
+        reason::TIMEOUT,
+        reason::REPLACING,
+    ];
+
+    // Seconds from 1970 to 2100, with nanoseconds: `now` in the operator has them, storage not.
+    fn timestamp() -> impl Strategy<Value = jiff::Timestamp> {
+        (0i64..4_102_444_800, 0i32..1_000_000_000)
+            .prop_map(|(s, n)| jiff::Timestamp::new(s, n).unwrap())
+    }
+
+    fn last_error() -> impl Strategy<Value = LastError> {
+        (of(100u16..600), of("[A-Za-z]{0,8}"), ".{0,16}").prop_map(
+            |(http_status, error, message)| LastError {
+                http_status,
+                error,
+                message,
+            },
+        )
+    }
+
+    fn condition() -> impl Strategy<Value = Condition> {
+        (
+            prop::sample::select(vec![READY, RECONCILING, STALLED, "Other"]),
+            prop::sample::select(vec!["True", "False", "Unknown"]),
+            prop::sample::select(REASONS),
+            ".{0,12}",
+            of(any::<i64>()),
+            timestamp(),
+        )
+            .prop_map(|(type_, status, reason, message, gen_, t)| Condition {
+                type_: type_.into(),
+                status: status.into(),
+                reason: reason.to_string(),
+                message,
+                observed_generation: gen_,
+                last_transition_time: Time(t),
+            })
+    }
+
+    /// Any status the apiserver may hold: older versions' writes, hand edits, anything.
+    fn stored_status() -> impl Strategy<Value = SyncSourceStatus> {
+        (
+            of(any::<i64>()),
+            of("[a-f0-9-]{1,36}"),
+            of("[a-f0-9]{16}"),
+            vec(condition(), 0..4),
+            of(last_error()),
+        )
+            .prop_map(
+                |(observed_generation, source_id, payload_hash, conditions, last_error)| {
+                    SyncSourceStatus {
+                        observed_generation,
+                        source_id,
+                        payload_hash,
+                        conditions,
+                        last_error,
+                    }
+                },
+            )
+    }
+
+    fn state() -> impl Strategy<Value = State> {
+        let detail = || (prop::sample::select(REASONS), ".{0,16}", of(last_error()));
+        prop_oneof![
+            Just(State::Ready),
+            detail().prop_map(|(reason, message, error)| State::Reconciling {
+                reason,
+                message,
+                error
+            }),
+            detail().prop_map(|(reason, message, error)| State::Stalled {
+                reason,
+                message,
+                error
+            }),
+        ]
+    }
+
+    fn recorded() -> impl Strategy<Value = Option<Recorded>> {
+        of(("[a-f0-9-]{1,36}", of("[a-f0-9]{16}"))
+            .prop_map(|(id, payload_hash)| Recorded { id, payload_hash }))
+    }
+
+    /// RFC 7386, as the apiserver applies `Patch::Merge`: objects merge key by key, `null`
+    /// removes, anything else (arrays included) replaces.
+    fn apply_merge_patch(target: &mut Value, patch: &Value) {
+        let Value::Object(patch) = patch else {
+            *target = patch.clone();
+            return;
+        };
+        if !target.is_object() {
+            *target = json!({});
+        }
+        let target = target.as_object_mut().unwrap();
+        for (key, value) in patch {
+            if value.is_null() {
+                target.remove(key);
+            } else {
+                apply_merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn the_computed_status_is_a_fixed_point(
+            previous in stored_status(),
+            generation in any::<i64>(),
+            source in recorded(),
+            state in state(),
+            t1 in timestamp(),
+            later in 0i64..10_000_000,
+        ) {
+            let t2 = t1 + jiff::SignedDuration::from_secs(later);
+            let first = next(&previous, generation, source.as_ref(), &state, t1);
+            let again = next(&first, generation, source.as_ref(), &state, t2);
+            prop_assert_eq!(&again, &first);
+            prop_assert_eq!(patch_if_changed(&first, &again), None);
+        }
+
+        #[test]
+        fn the_stored_status_is_a_fixed_point(
+            previous in stored_status(),
+            generation in any::<i64>(),
+            source in recorded(),
+            state in state(),
+            t1 in timestamp(),
+            later in 0i64..10_000_000,
+        ) {
+            let first = next(&previous, generation, source.as_ref(), &state, t1);
+            let Some(patch) = patch_if_changed(&previous, &first) else {
+                // Nothing to write: the stored status already is the outcome.
+                prop_assert_eq!(&first, &previous);
+                return Ok(());
+            };
+            // What the apiserver stores and the next reconcile reads back.
+            let mut stored = json!({ "status": previous });
+            apply_merge_patch(&mut stored, &patch);
+            let stored: SyncSourceStatus = serde_json::from_value(stored["status"].take()).unwrap();
+            // The patch says everything: nothing of `previous` survives that `first` lacks.
+            prop_assert_eq!(
+                serde_json::to_value(&stored).unwrap(),
+                serde_json::to_value(&first).unwrap()
+            );
+            let t2 = t1 + jiff::SignedDuration::from_secs(later);
+            let again = next(&stored, generation, source.as_ref(), &state, t2);
+            prop_assert_eq!(patch_if_changed(&stored, &again), None, "a second write");
+        }
     }
 }

@@ -1,0 +1,125 @@
+//! Pure decoding of the service's answers: status, headers and body bytes in, a value or a typed
+//! [`ChromaError`] out. Kept apart from the IO in [`super::ChromaClient`] so that it can be
+//! fuzzed (`tests/decode.rs`): whatever bytes arrive, decoding returns, it never panics.
+
+use super::ChromaError;
+use super::wire::{CreateSourceResponse, ErrorResponse, ListedSource};
+use reqwest::StatusCode;
+use std::time::Duration;
+
+/// The longest service-supplied error message kept, in bytes. It ends up in `status.lastError`,
+/// conditions and Events; an unbounded one (a proxy's error page as JSON, say) could make the
+/// status write itself fail.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// The answer to `POST /api/v1/sources`: the new source's id.
+pub fn created(status: u16, body: &[u8]) -> Result<String, ChromaError> {
+    let decode_error = |message: String| ChromaError::Decode { status, message };
+    if status != 201 && status != 200 {
+        return Err(decode_error("expected 201 Created".into()));
+    }
+    let id = serde_json::from_slice::<CreateSourceResponse>(body)
+        .map_err(|e| decode_error(e.to_string()))?
+        .source_id;
+    // An empty id would be recorded and later deleted as `/api/v1/sources/`: treat it as the
+    // unreadable answer it is (ambiguous: the create may have happened, recovery lists).
+    if id.trim().is_empty() {
+        return Err(decode_error("the answer has an empty source_id".into()));
+    }
+    Ok(id)
+}
+
+/// One page of `GET /api/v1/sources`.
+pub fn listed(status: u16, body: &[u8]) -> Result<Vec<ListedSource>, ChromaError> {
+    let decode_error = |message: String| ChromaError::Decode { status, message };
+    let items: Vec<ListedSource> =
+        serde_json::from_slice(body).map_err(|e| decode_error(e.to_string()))?;
+    // A source without an id could be adopted and then never deleted: refuse the page instead.
+    if items.iter().any(|s| s.id.trim().is_empty()) {
+        return Err(decode_error("a listed source has an empty id".into()));
+    }
+    Ok(items)
+}
+
+/// The error an unsuccessful status means. The body is the service's `ErrorResponse` when it
+/// decodes; otherwise (a proxy's HTML page, an empty body) the status's reason phrase stands in.
+pub fn error(status: u16, retry_after: Option<Duration>, body: &[u8]) -> ChromaError {
+    let parsed = serde_json::from_slice::<ErrorResponse>(body).ok();
+    let fallback = || {
+        StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("unexpected status")
+            .to_owned()
+    };
+    ChromaError::Api {
+        status,
+        error: parsed.as_ref().map(|e| truncate(&e.error)),
+        message: parsed
+            .map(|e| truncate(&e.message))
+            .unwrap_or_else(fallback),
+        retry_after,
+    }
+}
+
+/// `Retry-After` in delay-seconds; the HTTP-date form is ignored (the service sends seconds).
+pub fn retry_after(value: &[u8]) -> Option<Duration> {
+    std::str::from_utf8(value)
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// At most [`MAX_MESSAGE_BYTES`], cut at a character boundary, marked when cut.
+fn truncate(text: &str) -> String {
+    if text.len() <= MAX_MESSAGE_BYTES {
+        return text.to_owned();
+    }
+    let mut end = MAX_MESSAGE_BYTES - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary() {
+        let long = "é".repeat(MAX_MESSAGE_BYTES);
+        let body = serde_json::json!({"error": "E", "message": long}).to_string();
+        let ChromaError::Api { message, .. } = error(500, None, body.as_bytes()) else {
+            unreachable!()
+        };
+        assert!(message.len() <= MAX_MESSAGE_BYTES, "{}", message.len());
+        assert!(message.ends_with('…'));
+        assert_eq!(truncate("short"), "short");
+    }
+
+    #[test]
+    fn empty_ids_are_unreadable_answers() {
+        assert!(matches!(
+            created(201, br#"{"source_id": " "}"#),
+            Err(ChromaError::Decode { status: 201, .. })
+        ));
+        assert!(matches!(
+            listed(200, br#"[{"id": ""}]"#),
+            Err(ChromaError::Decode { status: 200, .. })
+        ));
+        assert_eq!(created(201, br#"{"source_id": "a"}"#), Ok("a".to_owned()));
+    }
+
+    #[test]
+    fn an_unknown_status_has_a_fallback_reason() {
+        let ChromaError::Api { message, error, .. } = error(42, None, b"<html>") else {
+            unreachable!()
+        };
+        assert_eq!((message.as_str(), error), ("unexpected status", None));
+        assert_eq!(retry_after(b" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(b"Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+}

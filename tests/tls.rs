@@ -1,0 +1,128 @@
+//! The Chroma client over real TLS: a certificate from a CA made in the test is refused unless
+//! `--ca-file` names that CA, and a refused handshake sends no request. Also the start-up check
+//! of `--chroma-url` in the real binary: plain http only with `--allow-insecure-http`.
+//! (Proxies are in `tests/proxy.rs`: they need environment variables, so their own process.)
+
+mod support;
+
+use chroma_sync_operator::chroma::wire::{CreateSourcePayload, GithubConfig, SourceConfig};
+use chroma_sync_operator::chroma::{ChromaClient, ChromaError, ClientConfig, Token, TransportKind};
+use chroma_sync_operator::metrics::Metrics;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use support::{TOKEN, TestCa, create_calls, standin, tls_front};
+
+fn client(base_url: String, ca: Option<Vec<u8>>) -> ChromaClient {
+    let config = ClientConfig {
+        base_url,
+        timeout: Duration::from_secs(5),
+        extra_ca_pem: ca,
+    };
+    ChromaClient::new(&config, Metrics::new()).unwrap()
+}
+
+fn payload() -> CreateSourcePayload {
+    CreateSourcePayload {
+        database_name: "docs".into(),
+        source: SourceConfig::Github(GithubConfig {
+            repository: "acme/tls".into(),
+            app_id: None,
+            include_globs: None,
+        }),
+        chunking: None,
+        embedding: None,
+        embedding_model: None,
+    }
+}
+
+#[tokio::test]
+async fn the_server_is_trusted_only_with_its_ca_configured() {
+    let ca = TestCa::new("tls");
+    let (standin, backend) = standin().await;
+    let (port, handshakes) = tls_front(&ca, backend).await;
+    let token = Token::new(TOKEN).unwrap();
+
+    // Without --ca-file: the system roots do not know the test CA.
+    for base in [
+        format!("https://localhost:{port}"),
+        format!("https://127.0.0.1:{port}"),
+    ] {
+        let e = client(base.clone(), None)
+            .create_source(&token, &payload())
+            .await
+            .unwrap_err();
+        let ChromaError::Transport { kind, message } = &e else {
+            panic!("{base}: {e:?}")
+        };
+        // A failed handshake is a connection that was never made: nothing can have been created.
+        assert_eq!(*kind, TransportKind::Connect, "{base}: {e:?}");
+        assert!(message.contains("certificate"), "{base}: {message}");
+    }
+    // A bundle holding only an unrelated CA is no better.
+    let other = std::fs::read(ca.other_ca_pem()).unwrap();
+    let e = client(format!("https://localhost:{port}"), Some(other.clone()))
+        .create_source(&token, &payload())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ChromaError::Transport { .. }), "{e:?}");
+    // The server side of a refused handshake ends just after the client's error: wait for it.
+    for _ in 0..200 {
+        if handshakes.failed.load(Ordering::SeqCst) >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(handshakes.failed.load(Ordering::SeqCst), 3);
+    assert_eq!(handshakes.ok.load(Ordering::SeqCst), 0);
+    assert_eq!(create_calls(&standin), 0, "no request reached the service");
+
+    // With a bundle that holds the test CA (after the unrelated one): it works, by name and IP.
+    let mut bundle = other;
+    bundle.extend(std::fs::read(&ca.ca_pem).unwrap());
+    let id = client(format!("https://localhost:{port}"), Some(bundle.clone()))
+        .create_source(&token, &payload())
+        .await
+        .unwrap();
+    assert_eq!(standin.sources("docs")[0].0, id);
+    let listed = client(format!("https://127.0.0.1:{port}/"), Some(bundle))
+        .list_sources_while(&token, "docs", |_| true)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(handshakes.ok.load(Ordering::SeqCst), 2);
+    assert_eq!(create_calls(&standin), 1);
+}
+
+/// Runs the operator binary up to its start-up checks; no cluster is reachable, so a run that
+/// passes them stops at the Kubernetes client.
+fn operator(args: &[&str]) -> (bool, String) {
+    let home = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-kubeconfig");
+    let out = Command::new(env!("CARGO_BIN_EXE_chroma-sync-operator"))
+        .args(args)
+        .args(["--metrics-address", "127.0.0.1:0", "--log-format", "text"])
+        .env_clear()
+        .env("HOME", &home)
+        .env("KUBECONFIG", home.join("absent"))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn plain_http_is_refused_at_start_up_unless_allowed() {
+    for url in ["http://127.0.0.1:1", "HTTP://127.0.0.1:1"] {
+        let (ok, stderr) = operator(&["--chroma-url", url]);
+        assert!(!ok);
+        assert!(stderr.contains("refusing plain http"), "{url}: {stderr}");
+        let (ok, stderr) = operator(&["--chroma-url", url, "--allow-insecure-http"]);
+        assert!(!ok, "no cluster, so it still stops");
+        assert!(!stderr.contains("refusing"), "{url}: {stderr}");
+        assert!(stderr.to_lowercase().contains("kube"), "{url}: {stderr}");
+    }
+    let (ok, stderr) = operator(&["--chroma-url", "ftp://x.dev", "--allow-insecure-http"]);
+    assert!(!ok && stderr.contains("must be https"), "{stderr}");
+}
