@@ -38,6 +38,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("the operator is shutting down; no new create is started")]
     ShuttingDown,
+    #[error("Kubernetes API: no answer within {0:?}")]
+    KubeTimeout(std::time::Duration),
 }
 
 impl Error {
@@ -46,6 +48,7 @@ impl Error {
             Error::Kube(kube::Error::Api(s)) if s.code == 409 => "KubeConflict",
             Error::Kube(_) => "KubeApi",
             Error::ShuttingDown => "ShuttingDown",
+            Error::KubeTimeout(_) => "KubeTimeout",
         }
     }
 }
@@ -251,7 +254,7 @@ async fn reconcile(obj: Arc<SyncSource>, ctx: Arc<Context>) -> Result<Action, Er
             Err(e) => Some(e.label()),
         };
         ctx.metrics.reconciled(started.elapsed(), error_reason);
-        if !matches!(result, Err(Error::Kube(_))) {
+        if !matches!(result, Err(Error::Kube(_) | Error::KubeTimeout(_))) {
             ctx.settle_secret_wait(&obj, error_reason);
         }
         match result? {
