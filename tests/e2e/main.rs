@@ -3,6 +3,8 @@
 
 mod chaos;
 mod harness;
+mod kube_faults;
+mod proxy;
 mod rbac;
 
 use chroma_sync_operator::crd::{CREATE_PENDING_ANNOTATION, FINALIZER};
