@@ -141,12 +141,12 @@ pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
                 id: id.clone(),
                 payload_hash: Some(hash),
             };
-            match set_status(ctx, &obj, Some(&rec), &State::Ready).await {
-                Err(e) if is_not_found(&e) => {
+            if let Err(e) = set_status(ctx, &obj, Some(&rec), &State::Ready).await {
+                if is_not_found(&e) || gone(ctx, &obj).await {
                     return vanished(ctx, &obj, &token, Some(id), &payload).await;
                 }
-                other => other?,
-            };
+                return Err(e);
+            }
             let note = match &replaced {
                 Some(old) => format!("Replaced source {old} with {id} after a spec change"),
                 None => format!("Created source {id}"),
@@ -163,7 +163,7 @@ pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
             let failure = decide::classify("creating the source", &e);
             let nothing_created = failure.nothing_created;
             match fail(ctx, &obj, None, failure, true).await {
-                Err(e) if is_not_found(&e) && !nothing_created => {
+                Err(e) if !nothing_created && (is_not_found(&e) || gone(ctx, &obj).await) => {
                     vanished(ctx, &obj, &token, None, &payload).await
                 }
                 other => other,
@@ -208,6 +208,21 @@ async fn vanished(
         }
     }
     Ok(Next::Settled)
+}
+
+/// After a failed write: is the object gone (or replaced by another of the same name)? A
+/// requeue would never reach a gone object, so this is the last chance to notice. Asks the
+/// apiserver a few times, as the write may have failed on the same broken connection.
+async fn gone(ctx: &Context, obj: &SyncSource) -> bool {
+    for _ in 0..3 {
+        match tokio::time::timeout(KUBE_WRITE_TIMEOUT, ctx.api(obj).get_opt(&obj.name_any())).await
+        {
+            Ok(Ok(None)) => return true,
+            Ok(Ok(Some(now))) => return now.uid() != obj.uid(),
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+    false
 }
 
 fn is_not_found(e: &Error) -> bool {
