@@ -38,6 +38,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("the operator is shutting down; no new create is started")]
     ShuttingDown,
+    #[error("Kubernetes API: no answer within {0:?}")]
+    KubeTimeout(std::time::Duration),
 }
 
 impl Error {
@@ -46,6 +48,7 @@ impl Error {
             Error::Kube(kube::Error::Api(s)) if s.code == 409 => "KubeConflict",
             Error::Kube(_) => "KubeApi",
             Error::ShuttingDown => "ShuttingDown",
+            Error::KubeTimeout(_) => "KubeTimeout",
         }
     }
 }
@@ -240,10 +243,30 @@ async fn reconcile(obj: Arc<SyncSource>, ctx: Arc<Context>) -> Result<Action, Er
     async move {
         ctx.secrets_synced().await;
         let started = Instant::now();
-        let result = if obj.meta().deletion_timestamp.is_some() {
-            reconcile::cleanup(&obj, &ctx).await
-        } else {
-            reconcile::apply(&obj, &ctx).await
+        let mut current = obj.clone();
+        let mut attempt = 0;
+        let result = loop {
+            let result = if current.meta().deletion_timestamp.is_some() {
+                reconcile::cleanup(&current, &ctx).await
+            } else {
+                reconcile::apply(&current, &ctx).await
+            };
+            // A 409 on a guarded write means the cached object was stale. Decide again at once on
+            // a fresh read (which is what the guard asks for) instead of waiting on the growing
+            // per-object backoff for the cache: while another client keeps writing the object,
+            // its cache can stay stale and the object kept waiting for minutes (seen in
+            // `conflicts_from_a_busy_writer_cost_no_duplicate_and_no_stuck_object`). A few
+            // tries, then the backoff as before.
+            let conflict =
+                matches!(&result, Err(Error::Kube(kube::Error::Api(s))) if s.code == 409);
+            if !conflict || attempt == CONFLICT_RETRIES {
+                break result;
+            }
+            attempt += 1;
+            match fresh(&ctx.client, &current).await {
+                Some(fresh) => current = Arc::new(fresh),
+                None => break result,
+            }
         };
         let error_reason = match &result {
             Ok(Next::Settled) => None,
@@ -251,7 +274,7 @@ async fn reconcile(obj: Arc<SyncSource>, ctx: Arc<Context>) -> Result<Action, Er
             Err(e) => Some(e.label()),
         };
         ctx.metrics.reconciled(started.elapsed(), error_reason);
-        if !matches!(result, Err(Error::Kube(_))) {
+        if !matches!(result, Err(Error::Kube(_) | Error::KubeTimeout(_))) {
             ctx.settle_secret_wait(&obj, error_reason);
         }
         match result? {
@@ -261,6 +284,23 @@ async fn reconcile(obj: Arc<SyncSource>, ctx: Arc<Context>) -> Result<Action, Er
     }
     .instrument(span)
     .await
+}
+
+/// Immediate re-reads after a 409 within one reconcile.
+const CONFLICT_RETRIES: u32 = 3;
+
+/// The object as stored now (not as cached), or None if it is gone or cannot be read.
+async fn fresh(client: &Client, obj: &SyncSource) -> Option<SyncSource> {
+    let api: Api<SyncSource> =
+        Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
+    let name = obj.name_any();
+    let read = api.get_opt(&name);
+    let mut fresh = tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .ok()?
+        .ok()??;
+    slim(&mut fresh);
+    Some(fresh)
 }
 
 fn error_policy(obj: Arc<SyncSource>, error: &Error, ctx: Arc<Context>) -> Action {

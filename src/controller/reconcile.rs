@@ -24,6 +24,19 @@ use tracing::{info, warn};
 /// object's own: it allows for clock skew between the operator and the service.
 const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(300);
 
+/// The longest wait for one Kubernetes write. kube's client has no read timeout by default, so
+/// a request sent on a connection that died without a reset would hold its reconcile, and so
+/// the object, forever (seen in `cut_apiserver_connections_lose_nothing_and_duplicate_nothing`).
+/// Giving up is safe at any point: it is a lost answer, which the guarded mark already covers.
+const KUBE_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn bounded<T>(call: impl Future<Output = Result<T, kube::Error>>) -> Result<T, Error> {
+    match tokio::time::timeout(KUBE_WRITE_TIMEOUT, call).await {
+        Ok(answer) => Ok(answer?),
+        Err(_) => Err(Error::KubeTimeout(KUBE_WRITE_TIMEOUT)),
+    }
+}
+
 pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
     let mut obj = obj.clone();
     let previous = obj.status.clone().unwrap_or_default();
@@ -128,7 +141,12 @@ pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
                 id: id.clone(),
                 payload_hash: Some(hash),
             };
-            set_status(ctx, &obj, Some(&rec), &State::Ready).await?;
+            if let Err(e) = set_status(ctx, &obj, Some(&rec), &State::Ready).await {
+                if is_not_found(&e) || gone(ctx, &obj).await {
+                    return vanished(ctx, &obj, &token, Some(id), &payload).await;
+                }
+                return Err(e);
+            }
             let note = match &replaced {
                 Some(old) => format!("Replaced source {old} with {id} after a spec change"),
                 None => format!("Created source {id}"),
@@ -143,9 +161,72 @@ pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
         }
         Err(e) => {
             let failure = decide::classify("creating the source", &e);
-            fail(ctx, &obj, None, failure, true).await
+            let nothing_created = failure.nothing_created;
+            match fail(ctx, &obj, None, failure, true).await {
+                Err(e) if !nothing_created && (is_not_found(&e) || gone(ctx, &obj).await) => {
+                    vanished(ctx, &obj, &token, None, &payload).await
+                }
+                other => other,
+            }
         }
     }
+}
+
+/// The object is gone although its create-pending mark put our finalizer on it: a delete that
+/// read the object just before the mark still removes it (the apiserver's finalizer race,
+/// kubernetes/kubernetes#77988, seen in `cut_apiserver_connections_lose_nothing_and_duplicate_nothing`).
+/// No cleanup will ever run for it, so the source this reconcile created (`created`, or the one
+/// an ambiguous create may have made, found by listing) is deleted here, as the object's
+/// deletion would have done; with `deletionPolicy: Retain` it is left, as deletion would.
+async fn vanished(
+    ctx: &Context,
+    obj: &SyncSource,
+    token: &Token,
+    created: Option<String>,
+    payload: &CreateSourcePayload,
+) -> Result<Next, Error> {
+    warn!("the object was deleted while its source was being created");
+    if obj.spec.deletion_policy == DeletionPolicy::Retain {
+        return Ok(Next::Settled);
+    }
+    let target = match (created, pending_mark(obj)) {
+        (Some(id), _) => Some(id),
+        (None, Some(marked_at)) => find_unrecorded(ctx, token, payload, marked_at)
+            .await
+            .unwrap_or_else(|e| {
+                warn!(error = %e, "cannot look for the source of a deleted object; it may be left in Chroma");
+                None
+            }),
+        (None, None) => None,
+    };
+    if let Some(id) = target {
+        match ctx.chroma.delete_source(token, &id).await {
+            Ok(_) => info!(source_id = %id, "deleted the source of an object deleted meanwhile"),
+            Err(e) => {
+                warn!(source_id = %id, error = %e, "cannot delete the source of a deleted object; it is left in Chroma")
+            }
+        }
+    }
+    Ok(Next::Settled)
+}
+
+/// After a failed write: is the object gone (or replaced by another of the same name)? A
+/// requeue would never reach a gone object, so this is the last chance to notice. Asks the
+/// apiserver a few times, as the write may have failed on the same broken connection.
+async fn gone(ctx: &Context, obj: &SyncSource) -> bool {
+    for _ in 0..3 {
+        match tokio::time::timeout(KUBE_WRITE_TIMEOUT, ctx.api(obj).get_opt(&obj.name_any())).await
+        {
+            Ok(Ok(None)) => return true,
+            Ok(Ok(Some(now))) => return now.uid() != obj.uid(),
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+    false
+}
+
+fn is_not_found(e: &Error) -> bool {
+    matches!(e, Error::Kube(kube::Error::Api(s)) if s.code == 404)
 }
 
 pub async fn cleanup(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
@@ -311,9 +392,9 @@ async fn set_status(
         return Ok(obj.clone());
     };
     let api = ctx.api(obj);
-    let stored = api
-        .patch_status(&obj.name_any(), &ctx.patch_params(), &Patch::Merge(patch))
-        .await?;
+    let stored =
+        bounded(api.patch_status(&obj.name_any(), &ctx.patch_params(), &Patch::Merge(patch)))
+            .await?;
     if let State::Stalled {
         reason, message, ..
     }
@@ -357,22 +438,21 @@ async fn guarded_metadata_write(
         metadata["annotations"] = json!({ CREATE_PENDING_ANNOTATION: at.to_string() });
     }
     // The answer is the whole stored object, status included: the newest view to go on from.
-    Ok(ctx
-        .api(obj)
-        .patch(
-            &obj.name_any(),
-            &ctx.patch_params(),
-            &Patch::Merge(json!({ "metadata": metadata })),
-        )
-        .await?)
+    bounded(ctx.api(obj).patch(
+        &obj.name_any(),
+        &ctx.patch_params(),
+        &Patch::Merge(json!({ "metadata": metadata })),
+    ))
+    .await
 }
 
 async fn clear_mark(ctx: &Context, obj: &SyncSource) -> Result<SyncSource, Error> {
     let patch = json!({ "metadata": { "annotations": { CREATE_PENDING_ANNOTATION: null } } });
-    Ok(ctx
-        .api(obj)
-        .patch(&obj.name_any(), &ctx.patch_params(), &Patch::Merge(patch))
-        .await?)
+    bounded(
+        ctx.api(obj)
+            .patch(&obj.name_any(), &ctx.patch_params(), &Patch::Merge(patch)),
+    )
+    .await
 }
 
 fn has_finalizer(obj: &SyncSource) -> bool {
@@ -394,8 +474,12 @@ async fn publish(ctx: &Context, obj: &SyncSource, type_: EventType, reason: &str
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-        warn!(error = %e, "could not publish an event");
+    let reference = obj.object_ref(&());
+    let publish = ctx.recorder.publish(&event, &reference);
+    match tokio::time::timeout(KUBE_WRITE_TIMEOUT, publish).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "could not publish an event"),
+        Err(_) => warn!("could not publish an event: no answer in time"),
     }
 }
 

@@ -21,11 +21,15 @@ pub const TOKEN_SECRET: &str = "chroma-token";
 
 static CRD_INSTALLED: OnceCell<()> = OnceCell::const_new();
 
+/// The shared control plane's kubeconfig.
+pub fn kubeconfig_path() -> PathBuf {
+    PathBuf::from(std::env::var_os("KUBECONFIG").expect(
+        "KUBECONFIG is not set: run the end-to-end tests with `make test`, which starts the control plane",
+    ))
+}
+
 pub async fn client() -> Client {
-    assert!(
-        std::env::var_os("KUBECONFIG").is_some(),
-        "KUBECONFIG is not set: run the end-to-end tests with `make test`, which starts the control plane"
-    );
+    kubeconfig_path();
     chroma_sync_operator::chroma::install_crypto_provider();
     Client::try_default()
         .await
@@ -109,6 +113,8 @@ pub struct Env {
     /// Credentials and Lease namespace for the operators, when not the admin's and the test's.
     pub operator_kubeconfig: Option<PathBuf>,
     pub lease_namespace: Option<String>,
+    /// The apiserver's audit log (next to the kubeconfig).
+    pub audit_log: PathBuf,
     restarts: u32,
 }
 
@@ -137,6 +143,7 @@ impl Env {
         apply_crd(&client).await;
         let mut env = Self::prepare(test, client).await;
         env.operator_kubeconfig = Some(cluster.kubeconfig());
+        env.audit_log = cluster.kubeconfig().with_file_name("audit.log");
         env
     }
 
@@ -171,6 +178,11 @@ impl Env {
             log_filter: "info,chroma_sync_operator=debug".into(),
             operator_kubeconfig: None,
             lease_namespace: None,
+            // (A private cluster's Env replaces it with its own.)
+            audit_log: std::env::var_os("KUBECONFIG")
+                .map(PathBuf::from)
+                .unwrap_or_default()
+                .with_file_name("audit.log"),
         };
         env.put_token_secret(TOKEN).await;
         env
@@ -396,25 +408,32 @@ impl Env {
     /// `(verb, subresource)`, in order. The audit log is the apiserver's own record, so this
     /// counts every write whoever made it.
     pub async fn audited(&self, name: &str) -> Vec<(String, String)> {
-        // Audit entries are flushed asynchronously; give the last one a moment.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let kubeconfig = PathBuf::from(std::env::var_os("KUBECONFIG").unwrap());
-        let log = std::fs::read_to_string(kubeconfig.with_file_name("audit.log"))
-            .expect("the control plane writes an audit log");
-        log.lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|e| {
-                let o = &e["objectRef"];
-                o["resource"] == "syncsources"
-                    && o["namespace"] == self.ns.as_str()
-                    && o["name"] == name
-            })
+        self.audit("syncsources")
+            .await
+            .into_iter()
+            .filter(|e| e["objectRef"]["name"] == name)
             .map(|e| {
                 let sub = e["objectRef"]["subresource"]
                     .as_str()
                     .unwrap_or("")
                     .to_owned();
                 (e["verb"].as_str().unwrap_or("").to_owned(), sub)
+            })
+            .collect()
+    }
+
+    /// Every audit entry (verb, user, `responseStatus.code`, ...) on `resource` in the test's
+    /// namespace, in order.
+    pub async fn audit(&self, resource: &str) -> Vec<Value> {
+        // Audit entries are flushed asynchronously; give the last one a moment.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let log = std::fs::read_to_string(&self.audit_log)
+            .expect("the control plane writes an audit log");
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| {
+                let o = &e["objectRef"];
+                o["resource"] == resource && o["namespace"] == self.ns.as_str()
             })
             .collect()
     }

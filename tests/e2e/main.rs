@@ -6,6 +6,8 @@ mod chaos;
 mod cli;
 mod harness;
 mod install;
+mod kube_faults;
+mod proxy;
 mod rbac;
 
 use chroma_sync_operator::crd::{CREATE_PENDING_ANNOTATION, FINALIZER};

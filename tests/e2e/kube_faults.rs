@@ -1,0 +1,459 @@
+//! Faults on the Kubernetes side, on the real apiserver: broken connections (watch streams and
+//! writes in flight), 409 Conflicts from a stale cache, and the CRD removed and re-installed.
+//! Each test checks the end state and the cost (Chroma calls, from the stand-in's counters) and
+//! that the operator recovered without a restart of its own.
+
+use crate::harness::*;
+use crate::proxy::{Proxy, server_addr};
+use chroma_sync_operator::crd::SyncSource;
+use chroma_sync_operator::standin::Faults;
+use futures::future::join_all;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const SOON: Duration = Duration::from_secs(30);
+
+/// Waits until every object in `live` is Ready at its generation with a recorded source, and
+/// every object in `deleted` is gone; their source ids by name.
+async fn settle(
+    env: &Env,
+    live: &BTreeSet<String>,
+    deleted: &BTreeSet<String>,
+    timeout: Duration,
+) -> BTreeMap<String, String> {
+    wait_for("every object to settle", timeout, || async {
+        let list = env.api().list(&Default::default()).await.ok()?;
+        let mut ids = BTreeMap::new();
+        for o in &list.items {
+            let name = o.name_any();
+            if deleted.contains(&name) {
+                return None; // still finalizing
+            }
+            let ready = ready(o).is_some_and(|r| r.0 == "True");
+            let current = o.status.as_ref()?.observed_generation == o.metadata.generation;
+            if !(ready && current) {
+                return None;
+            }
+            ids.insert(name, o.status.as_ref()?.source_id.clone()?);
+        }
+        (ids.len() == live.len()).then_some(ids)
+    })
+    .await
+}
+
+/// Exactly one source per live object (the one its status records), none for deleted objects,
+/// none without an object. Sources are matched to objects by repository `{prefix}/{name}`.
+fn assert_one_source_each(
+    env: &Env,
+    prefix: &str,
+    recorded: &BTreeMap<String, String>,
+    deleted: &BTreeSet<String>,
+) {
+    let mut by_object: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (id, body) in env.standin.sources(DATABASE) {
+        let repo = body["github"]["repository"].as_str().unwrap_or_default();
+        if let Some(name) = repo.strip_prefix(&format!("{prefix}/")) {
+            by_object.entry(name.to_owned()).or_default().push(id);
+        }
+    }
+    for (name, id) in recorded {
+        assert_eq!(
+            by_object.get(name),
+            Some(&vec![id.clone()]),
+            "{name}: exactly one source, the one in its status"
+        );
+    }
+    for name in deleted {
+        assert_eq!(
+            by_object.get(name),
+            None,
+            "{name} was deleted; so is its source"
+        );
+    }
+    assert_eq!(
+        by_object.len(),
+        recorded.len(),
+        "no source without an object"
+    );
+}
+
+/// Lines of the operator's log that contain `needle`.
+fn log_lines(env: &Env, needle: &str) -> usize {
+    env.operator_log()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+async fn wait_ready_probe(env: &Env) -> String {
+    let base = env.metrics_url().await;
+    wait_for("/readyz to answer 200", SOON, || async {
+        (readyz(&base).await == Some(200)).then_some(())
+    })
+    .await;
+    base
+}
+
+async fn readyz(base: &str) -> Option<u16> {
+    let r = reqwest::get(format!("{base}/readyz")).await.ok()?;
+    Some(r.status().as_u16())
+}
+
+fn tmp_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// The operator talks to the apiserver through a proxy that resets every connection (watch
+/// streams and requests in flight) six times while objects are created and deleted. Nothing is
+/// lost and nothing is done twice: one source per live object, none for deleted ones, one
+/// create call per object, and the operator never restarts. Then: how soon an object created
+/// right after a cut becomes Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_apiserver_connections_lose_nothing_and_duplicate_nothing() {
+    chroma_sync_operator::chroma::install_crypto_provider();
+    let kubeconfig = kubeconfig_path();
+    let proxy = Proxy::start(server_addr(&kubeconfig)).await;
+    let mut env = Env::without_operator("cuts").await;
+    env.operator_kubeconfig = Some(proxy.kubeconfig(&kubeconfig, &tmp_dir()));
+    env.start_operator();
+    wait_ready_probe(&env).await;
+    // A little Chroma latency keeps reconciles in flight when the cuts land.
+    env.standin.set_faults(Faults {
+        latency_ms: 20,
+        ..Default::default()
+    });
+
+    let mut rng = StdRng::seed_from_u64(11);
+    let (mut live, mut deleted) = (BTreeSet::new(), BTreeSet::new());
+    let mut cut_sizes = Vec::new();
+    let mut created = 0;
+    for round in 0..6 {
+        let names: Vec<String> = (0..6).map(|i| format!("k{round}{i}")).collect();
+        join_all(
+            names
+                .iter()
+                .map(|n| env.create(n, github(&format!("cuts/{n}")))),
+        )
+        .await;
+        created += names.len();
+        live.extend(names);
+        // Delete about one in six of the objects so far: some before they are Ready.
+        let doomed: Vec<String> = live
+            .iter()
+            .filter(|_| rng.random_bool(0.15))
+            .cloned()
+            .collect();
+        join_all(doomed.iter().map(|n| env.delete(n))).await;
+        for n in doomed {
+            live.remove(&n);
+            deleted.insert(n);
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(50..400))).await;
+        // Cut once the operator has reconnected (its two watches at least), so that every cut
+        // breaks watch streams, not just an idle moment.
+        wait_for("the operator to reconnect", SOON, || async {
+            (proxy.open() >= 2).then_some(())
+        })
+        .await;
+        cut_sizes.push(proxy.cut_all());
+    }
+    let last_cut = Instant::now();
+    env.standin.set_faults(Faults::default());
+    let recorded = settle(&env, &live, &deleted, Duration::from_secs(45)).await;
+    let converged = last_cut.elapsed();
+    assert_one_source_each(&env, "cuts", &recorded, &deleted);
+    // Every cut found the operator's connections open (at least its two watches).
+    assert!(cut_sizes.iter().all(|&n| n >= 2), "cuts: {cut_sizes:?}");
+
+    let creates = env.standin.calls("create_source", "*");
+    let committed = env.standin.created_total();
+    // Creates go to Chroma, not through the proxy, and each is preceded by a guarded mark: a
+    // mark whose answer was cut is found by the next reconcile (listing), never created again.
+    assert_eq!(creates, committed, "every create call committed");
+    assert!(
+        creates as usize <= created,
+        "{creates} create calls for {created} objects"
+    );
+    assert_eq!(
+        env.standin.calls("delete_source", "204") as usize,
+        creates as usize - live.len(),
+        "each created source of a deleted object deleted once"
+    );
+
+    // Reconnect latency: an object created right after a cut.
+    let mut latencies = Vec::new();
+    for i in 0..3 {
+        let name = format!("after-cut-{i}");
+        proxy.cut_all();
+        let t = Instant::now();
+        env.create(&name, github(&format!("cuts/{name}"))).await;
+        env.wait_reason(&name, "SourceReady", SOON).await;
+        latencies.push(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        env.operator_running(),
+        "the operator recovered without a restart of its own"
+    );
+    assert_eq!(
+        env.standin.calls("create_source", "*"),
+        creates + 3,
+        "one create per new object"
+    );
+    let failed = log_lines(&env, "reconcile failed");
+    println!(
+        "cuts | objects {created} | live {} | deleted {} | cuts {cut_sizes:?} connections | \
+         create calls {creates} | list calls {} | delete calls {} | connections accepted {} | \
+         failed reconciles {failed} | converged {:.1} s after the last cut | \
+         create -> Ready after a cut: {:?}",
+        live.len(),
+        deleted.len(),
+        env.standin.calls("list_sources", "*"),
+        env.standin.calls("delete_source", "*"),
+        proxy.accepted(),
+        converged.as_secs_f64(),
+        latencies
+            .iter()
+            .map(|d| format!("{:.2} s", d.as_secs_f64()))
+            .collect::<Vec<_>>(),
+    );
+    for l in &latencies {
+        assert!(*l < Duration::from_secs(10), "Ready {l:?} after a cut");
+    }
+}
+
+/// Another client rewrites a label on every object in a tight loop while the operator creates
+/// and deletes, so the operator's resourceVersion-guarded writes (the create-pending mark, the
+/// finalizer's removal) meet real 409 Conflicts. The conflicts are counted in the apiserver's
+/// audit log; the operator still makes exactly one source per object, one create call each,
+/// and keeps the other client's labels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicts_from_a_busy_writer_cost_no_duplicate_and_no_stuck_object() {
+    let env = Env::start("conflicts").await;
+    wait_ready_probe(&env).await;
+    let names: Vec<String> = (0..16).map(|i| format!("x{i:02}")).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ticks = Arc::new(AtomicU64::new(0));
+    // Four writers, each bumping a label on every object in turn, as fast as the apiserver
+    // answers: each object changes every few tens of milliseconds.
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (api, names) = (env.api(), names.clone());
+            let (stop, ticks) = (stop.clone(), ticks.clone());
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    for n in names.iter().skip(w).step_by(2) {
+                        i += 1;
+                        let patch =
+                            json!({"metadata": {"labels": {format!("writer-{w}"): i.to_string()}}});
+                        if api
+                            .patch(n, &PatchParams::default(), &Patch::Merge(patch))
+                            .await
+                            .is_ok()
+                        {
+                            ticks.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            })
+        })
+        .collect();
+
+    let started = Instant::now();
+    join_all(
+        names
+            .iter()
+            .map(|n| env.create(n, github(&format!("conflicts/{n}")))),
+    )
+    .await;
+    let live: BTreeSet<String> = names.iter().cloned().collect();
+    let recorded = settle(&env, &live, &BTreeSet::new(), Duration::from_secs(45)).await;
+    let to_ready = started.elapsed();
+    let conflicts_creating = conflicts(&env).await;
+
+    // Deletions under the same load: the finalizer's removal is guarded too.
+    let doomed: BTreeSet<String> = names.iter().take(8).cloned().collect();
+    let started = Instant::now();
+    join_all(doomed.iter().map(|n| env.delete(n))).await;
+    let live: BTreeSet<String> = live.difference(&doomed).cloned().collect();
+    let recorded_after = settle(&env, &live, &doomed, Duration::from_secs(45)).await;
+    let to_gone = started.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    join_all(writers).await;
+
+    let all_conflicts = conflicts(&env).await;
+    let creates = env.standin.calls("create_source", "*");
+    println!(
+        "conflicts | objects {} | other writer's updates {} | 409s on operator writes: {} while \
+         creating, {} in all | create calls {creates} | list calls {} | delete calls {} \
+         (204: {}) | failed reconciles {} | all Ready in {:.1} s | deleted in {:.1} s",
+        names.len(),
+        ticks.load(Ordering::SeqCst),
+        conflicts_creating,
+        all_conflicts,
+        env.standin.calls("list_sources", "*"),
+        env.standin.calls("delete_source", "*"),
+        env.standin.calls("delete_source", "204"),
+        log_lines(&env, "reconcile failed"),
+        to_ready.as_secs_f64(),
+        to_gone.as_secs_f64(),
+    );
+    assert!(all_conflicts > 0, "the load produced conflicts");
+    assert_one_source_each(&env, "conflicts", &recorded_after, &doomed);
+    for (name, id) in &recorded_after {
+        assert_eq!(&recorded[name], id, "{name} kept its source");
+    }
+    assert_eq!(creates as usize, names.len(), "one create call per object");
+    assert_eq!(
+        env.standin.calls("delete_source", "204") as usize,
+        doomed.len(),
+        "one successful delete per deleted object"
+    );
+    // The operator's merge patches never drop what another client wrote.
+    for name in &live {
+        let o = env.get(name).await;
+        assert!(
+            o.labels().keys().any(|k| k.starts_with("writer-")),
+            "{name} kept the other writer's labels: {:?}",
+            o.labels()
+        );
+    }
+}
+
+/// 409 answers to writes on SyncSources in the test's namespace, from the audit log. Only the
+/// operator makes guarded writes here (the test's own patches carry no resourceVersion).
+async fn conflicts(env: &Env) -> usize {
+    env.audit("syncsources")
+        .await
+        .iter()
+        .filter(|e| e["responseStatus"]["code"] == 409)
+        .count()
+}
+
+/// The CRD is deleted while the operator runs (on a control plane of the test's own: it
+/// affects every namespace). Kubernetes deletes every SyncSource; the operator's finalizers
+/// hold them until their sources are deleted (one kept, with `deletionPolicy: Retain`), then
+/// the CRD goes. While it is gone the operator stays up and does not spin; once re-installed,
+/// new objects become Ready without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_crd_removed_and_reinstalled_under_a_running_operator() {
+    let cluster = PrivateCluster::start("crd-gone");
+    let mut env = Env::on_private_cluster("crdgone", &cluster).await;
+    env.start_operator();
+    let base = wait_ready_probe(&env).await;
+    let names: Vec<String> = (0..4).map(|i| format!("before-{i}")).collect();
+    for n in &names {
+        env.create(n, github(&format!("crd/{n}"))).await;
+    }
+    let mut retained = github("crd/retained");
+    retained["deletionPolicy"] = json!("Retain");
+    env.create("retained", retained).await;
+    for n in names.iter().chain([&"retained".to_owned()]) {
+        env.wait_reason(n, "SourceReady", SOON).await;
+    }
+    assert_eq!(env.source_ids().len(), 5);
+
+    let crds: Api<CustomResourceDefinition> = Api::all(env.client.clone());
+    let started = Instant::now();
+    crds.delete("syncsources.chromasync.dev", &DeleteParams::default())
+        .await
+        .expect("delete the CRD");
+    wait_for("the CRD to be gone", SOON, || async {
+        matches!(crds.get_opt("syncsources.chromasync.dev").await, Ok(None)).then_some(())
+    })
+    .await;
+    let crd_gone = started.elapsed();
+    // The finalizers did their work before Kubernetes let the objects go.
+    let remaining: Vec<Value> = env
+        .standin
+        .sources(DATABASE)
+        .into_iter()
+        .map(|s| s.1)
+        .collect();
+    assert_eq!(
+        remaining.len(),
+        1,
+        "only the Retain object's source is left"
+    );
+    assert_eq!(remaining[0]["github"]["repository"], "crd/retained");
+    assert_eq!(env.standin.calls("delete_source", "204"), 4);
+
+    // The gap: no CRD. The operator must neither exit nor spin.
+    let log_before = env.operator_log().lines().count();
+    let lists_before = operator_lists(&env).await;
+    let gap = Duration::from_secs(6);
+    let mut probes = BTreeMap::new();
+    let gap_start = Instant::now();
+    while gap_start.elapsed() < gap {
+        *probes.entry(readyz(&base).await).or_insert(0) += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let gap_lines = env.operator_log().lines().count() - log_before;
+    let gap_lists = operator_lists(&env).await - lists_before;
+    assert!(
+        env.operator_running(),
+        "the operator survives the CRD's absence"
+    );
+
+    let reinstalled = Instant::now();
+    apply_crd(&env.client).await;
+    let after: Vec<String> = (0..3).map(|i| format!("after-{i}")).collect();
+    for n in &after {
+        env.create(n, github(&format!("crd/{n}"))).await;
+    }
+    for n in &after {
+        env.wait_reason(n, "SourceReady", Duration::from_secs(45))
+            .await;
+    }
+    let back = reinstalled.elapsed();
+    let new_object: SyncSource = env.get("after-0").await;
+    assert!(
+        new_object
+            .finalizers()
+            .iter()
+            .any(|f| f.contains("chromasync"))
+    );
+    println!(
+        "crd | deleted with 5 Ready objects: CRD gone in {:.1} s, sources deleted 4, retained 1 \
+         | gap {:.0} s: {gap_lines} log lines, {gap_lists} list/watch requests, /readyz {probes:?} \
+         | re-installed -> 3 new objects Ready in {:.1} s | create calls {}",
+        crd_gone.as_secs_f64(),
+        gap.as_secs_f64(),
+        back.as_secs_f64(),
+        env.standin.calls("create_source", "*"),
+    );
+    assert!(env.operator_running(), "no restart needed");
+    assert_eq!(
+        env.standin.calls("create_source", "*"),
+        8,
+        "one create per object"
+    );
+    assert_eq!(env.source_ids().len(), 4, "retained + three new");
+    // The watches back off while the resource is missing: a handful of attempts, not a loop.
+    assert!(
+        gap_lists <= 20,
+        "{gap_lists} list/watch requests in {gap:?}"
+    );
+    assert!(gap_lines <= 60, "{gap_lines} log lines in {gap:?}");
+    drop(env);
+}
+
+/// List and watch requests on SyncSources in the namespace (the operator's, while the CRD is
+/// gone: the test makes none then).
+async fn operator_lists(env: &Env) -> usize {
+    env.audit("syncsources")
+        .await
+        .iter()
+        .filter(|e| matches!(e["verb"].as_str(), Some("list" | "watch")))
+        .count()
+}
