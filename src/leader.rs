@@ -47,6 +47,12 @@ pub struct Leadership {
     lease: Lease,
 }
 
+enum Renewal {
+    Renewed,
+    /// The Lease names another holder (an empty name: released or cleared).
+    TakenBy(String),
+}
+
 /// What this replica last saw of someone else's Lease, and when.
 struct Observed {
     resource_version: Option<String>,
@@ -165,9 +171,13 @@ impl Leadership {
             tokio::time::sleep(self.settings.renew_every).await;
             loop {
                 match self.renew().await {
-                    Ok(()) => {
+                    Ok(Renewal::Renewed) => {
                         renewed = Instant::now();
                         break;
+                    }
+                    Ok(Renewal::TakenBy(holder)) => {
+                        warn!(%holder, "another replica holds the Lease; leadership lost");
+                        return;
                     }
                     Err(e)
                         if renewed.elapsed() + self.settings.retry_every
@@ -186,17 +196,44 @@ impl Leadership {
     }
 
     /// One renewal: a write guarded by the resourceVersion of our own last write, so it fails
-    /// if anyone else has touched the Lease since.
-    async fn renew(&mut self) -> Result<(), kube::Error> {
-        let mut next = self.lease.clone();
-        if let Some(spec) = next.spec.as_mut() {
-            spec.renew_time = Some(MicroTime(Timestamp::now()));
+    /// if anyone has touched the Lease since. That anyone may be ourselves: a renewal that
+    /// landed but whose answer was lost leaves us with an old resourceVersion. So a conflict
+    /// re-reads the Lease: still ours, the next try goes on from it; someone else's, we lost.
+    async fn renew(&mut self) -> Result<Renewal, kube::Error> {
+        let mut conflicts = 0;
+        loop {
+            let mut next = self.lease.clone();
+            if let Some(spec) = next.spec.as_mut() {
+                spec.renew_time = Some(MicroTime(Timestamp::now()));
+            }
+            match self
+                .api
+                .replace(&self.settings.name, &PostParams::default(), &next)
+                .await
+            {
+                Ok(lease) => {
+                    self.lease = lease;
+                    return Ok(Renewal::Renewed);
+                }
+                Err(kube::Error::Api(conflict)) if conflict.code == 409 => {
+                    let current = self.api.get(&self.settings.name).await?;
+                    let holder = current
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.holder_identity.clone())
+                        .unwrap_or_default();
+                    if holder != self.settings.identity {
+                        return Ok(Renewal::TakenBy(holder));
+                    }
+                    self.lease = current;
+                    conflicts += 1;
+                    if conflicts == 3 {
+                        return Err(kube::Error::Api(conflict));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
-        self.lease = self
-            .api
-            .replace(&self.settings.name, &PostParams::default(), &next)
-            .await?;
-        Ok(())
     }
 
     /// Gives the Lease up (on a graceful stop) so a standby takes over at once.

@@ -226,3 +226,46 @@ async fn listing_pages_until_told_to_stop() {
         .unwrap();
     assert_eq!(first_page.len(), 100);
 }
+
+/// An answer larger than the client reads (not the service's: a proxy's, say) is an unreadable
+/// answer, without reading it whole; a small one from the same server decodes.
+#[tokio::test]
+async fn an_oversized_answer_is_refused_unread() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        for padding in [64 << 20, 0] {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let body = format!(
+                "{{\"source_id\": \"s-1\", \"padding\": \"{}\"}}",
+                "x".repeat(padding)
+            );
+            let head = format!(
+                "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(body.as_bytes()).await;
+        }
+    });
+    let config = ClientConfig {
+        base_url: base,
+        timeout: Duration::from_secs(20),
+        extra_ca_pem: None,
+    };
+    let client = ChromaClient::new(&config, Metrics::new()).unwrap();
+    let token = Token::new("t").unwrap();
+    let e = client
+        .create_source(&token, &payload("a/b"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ChromaError::Decode { status: 201, message } if message.contains("larger than")),
+        "{e:?}"
+    );
+    let id = client.create_source(&token, &payload("a/b")).await.unwrap();
+    assert_eq!(id, "s-1");
+}

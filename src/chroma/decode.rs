@@ -62,14 +62,19 @@ pub fn error(status: u16, retry_after: Option<Duration>, body: &[u8]) -> ChromaE
     }
 }
 
-/// `Retry-After` in delay-seconds; the HTTP-date form is ignored (the service sends seconds).
+/// The longest `Retry-After` honoured. A larger value (a misconfigured proxy's, say) would park
+/// the object for months; past this the operator asks again.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
+
+/// `Retry-After` in delay-seconds, at most [`MAX_RETRY_AFTER`]; the HTTP-date form is ignored
+/// (the service sends seconds).
 pub fn retry_after(value: &[u8]) -> Option<Duration> {
     std::str::from_utf8(value)
         .ok()?
         .trim()
         .parse::<u64>()
         .ok()
-        .map(Duration::from_secs)
+        .map(|secs| Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
 /// At most [`MAX_MESSAGE_BYTES`], cut at a character boundary, marked when cut.
@@ -120,6 +125,7 @@ mod tests {
         };
         assert_eq!((message.as_str(), error), ("unexpected status", None));
         assert_eq!(retry_after(b" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(b"99999999999"), Some(MAX_RETRY_AFTER));
         assert_eq!(retry_after(b"Wed, 21 Oct 2015 07:28:00 GMT"), None);
     }
 }

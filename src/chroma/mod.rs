@@ -210,7 +210,7 @@ impl ChromaClient {
                 .headers()
                 .get(RETRY_AFTER)
                 .and_then(|v| decode::retry_after(v.as_bytes()));
-            let body = response.bytes().await?;
+            let body = read_bounded(response).await?;
             Ok::<_, reqwest::Error>((status, retry_after, body))
         }
         .await;
@@ -220,7 +220,14 @@ impl ChromaClient {
                 self.metrics.chroma_call(endpoint, "error", elapsed);
                 Err(transport_error(e))
             }
-            Ok((status, retry_after, body)) => {
+            Ok((status, _, None)) => {
+                self.metrics.chroma_call(endpoint, status.as_str(), elapsed);
+                Err(ChromaError::Decode {
+                    status: status.as_u16(),
+                    message: format!("the answer is larger than {MAX_BODY_BYTES} bytes"),
+                })
+            }
+            Ok((status, retry_after, Some(body))) => {
                 self.metrics.chroma_call(endpoint, status.as_str(), elapsed);
                 if status.is_success() {
                     return Ok((status, body));
@@ -229,6 +236,24 @@ impl ChromaClient {
             }
         }
     }
+}
+
+/// The largest answer read. The service's answers are small (a list page is well under this);
+/// a larger one is not the service's, and reading it whole would cost memory for nothing.
+pub const MAX_BODY_BYTES: usize = 4 << 20;
+
+/// The body, or None once it passes [`MAX_BODY_BYTES`] (the rest is not read).
+async fn read_bounded(
+    mut response: reqwest::Response,
+) -> Result<Option<bytes::Bytes>, reqwest::Error> {
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body.freeze()))
 }
 
 /// Why a Chroma base URL is refused at start-up.

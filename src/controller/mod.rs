@@ -413,7 +413,15 @@ pub async fn run(
             .with_config(ControllerConfig::default().concurrency(settings.concurrency))
             .graceful_shutdown_on(shutdown.clone())
             .run(reconcile, error_policy, ctx.clone())
-            .for_each(|_| futures::future::ready(()));
+            .for_each(|result| {
+                // A watch that cannot list or watch (the CRD deleted, RBAC changed, the apiserver
+                // away) retries with backoff; say why, once per try. Reconcile errors are
+                // reported by `error_policy`.
+                if let Err(kube::runtime::controller::Error::QueueError(e)) = result {
+                    warn!(error = %e, "watching SyncSources failed; retrying with backoff");
+                }
+                futures::future::ready(())
+            });
         controllers.push(controller);
     }
     futures::future::join_all(controllers).await;

@@ -238,7 +238,7 @@ pub async fn cleanup(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
     let marked = pending_mark(obj);
 
     if obj.spec.deletion_policy == DeletionPolicy::Retain {
-        guarded_metadata_write(ctx, obj, false, None).await?;
+        release_finalizer(ctx, obj).await?;
         if let Some(rec) = &recorded {
             publish(
                 ctx,
@@ -288,8 +288,31 @@ pub async fn cleanup(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
             .await;
         }
     }
-    guarded_metadata_write(ctx, obj, false, None).await?;
+    release_finalizer(ctx, obj).await?;
     Ok(Next::Settled)
+}
+
+/// Removes the finalizer once the source is dealt with. A conflict (another writer touched the
+/// object) re-reads it and tries the write again, instead of failing the reconcile, which would
+/// run the whole cleanup again: a second Chroma DELETE and a second Event.
+async fn release_finalizer(ctx: &Context, obj: &SyncSource) -> Result<(), Error> {
+    let mut current = obj.clone();
+    let mut conflicts = 0;
+    loop {
+        match guarded_metadata_write(ctx, &current, false, None).await {
+            Err(Error::Kube(kube::Error::Api(s))) if s.code == 409 && conflicts < 3 => {
+                conflicts += 1;
+                match super::fresh(&ctx.client, &current).await {
+                    Some(fresh) if fresh.uid() == obj.uid() && has_finalizer(&fresh) => {
+                        current = fresh
+                    }
+                    _ => return Ok(()), // gone (or replaced by a namesake), or released already
+                }
+            }
+            Err(e) if is_not_found(&e) => return Ok(()),
+            result => return result.map(|_| ()),
+        }
+    }
 }
 
 /// Lists the database's sources, newest first, for one created from `payload` no earlier than

@@ -314,6 +314,12 @@ async fn conflicts_from_a_busy_writer_cost_no_duplicate_and_no_stuck_object() {
         assert_eq!(&recorded[name], id, "{name} kept its source");
     }
     assert_eq!(creates as usize, names.len(), "one create call per object");
+    // A conflict on the finalizer's removal retries that write alone: no second DELETE.
+    assert_eq!(
+        env.standin.calls("delete_source", "*") as usize,
+        doomed.len(),
+        "exactly one delete call per deleted object"
+    );
     assert_eq!(
         env.standin.calls("delete_source", "204") as usize,
         doomed.len(),

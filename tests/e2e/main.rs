@@ -7,6 +7,7 @@ mod cli;
 mod harness;
 mod install;
 mod kube_faults;
+mod leader;
 mod proxy;
 mod rbac;
 
