@@ -218,11 +218,14 @@ async fn main() -> anyhow::Result<()> {
             namespaces: args.namespaces,
             concurrency: args.concurrency,
         },
-        ctx,
+        ctx.clone(),
         ready,
         shutdown,
     )
     .await;
+    // Events of the last reconciles are still queued; give them a moment (within the pod's
+    // grace period), then release the Lease.
+    ctx.events.flush(Duration::from_secs(3)).await;
     if let Some(task) = leader_task {
         let _ = release.send(());
         let _ = task.await;

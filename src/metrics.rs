@@ -33,6 +33,7 @@ struct Inner {
     reconcile_duration: Histogram,
     chroma_calls: Family<CallLabels, Counter>,
     chroma_duration: Family<EndpointLabels, Histogram>,
+    events_dropped: Counter,
 }
 
 /// Cheap to clone; all clones share one registry.
@@ -80,7 +81,14 @@ impl Metrics {
             "Latency of calls to the Chroma Sync API",
             chroma_duration.clone(),
         );
+        let events_dropped = Counter::default();
+        registry.register(
+            "events_dropped",
+            "Events not written because the queue was full (the apiserver slower than they came)",
+            events_dropped.clone(),
+        );
         Self(Arc::new(Inner {
+            events_dropped,
             registry,
             reconciles,
             reconcile_errors,
@@ -113,6 +121,10 @@ impl Metrics {
             .chroma_duration
             .get_or_create(&EndpointLabels { endpoint })
             .observe(took.as_secs_f64());
+    }
+
+    pub fn event_dropped(&self) {
+        self.0.events_dropped.inc();
     }
 
     /// The Prometheus text exposition.

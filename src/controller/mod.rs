@@ -2,6 +2,7 @@
 //! flows in [`reconcile`].
 
 pub mod decide;
+pub mod events;
 mod reconcile;
 pub mod status;
 
@@ -13,7 +14,6 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -74,7 +74,7 @@ pub struct DefaultToken {
 pub struct Context {
     pub client: Client,
     pub chroma: ChromaClient,
-    pub recorder: Recorder,
+    pub events: events::Events,
     pub metrics: Metrics,
     default_token: DefaultToken,
     secrets: Mutex<Vec<Store<Secret>>>,
@@ -98,12 +98,14 @@ impl Context {
         default_token: DefaultToken,
         instance: Option<String>,
     ) -> Self {
-        let reporter = Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance,
-        };
+        let instance = instance.unwrap_or_else(|| FIELD_MANAGER.to_owned());
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: events::Events::start(
+                client.clone(),
+                FIELD_MANAGER,
+                &instance,
+                metrics.clone(),
+            ),
             client,
             chroma,
             metrics,

@@ -7,15 +7,15 @@
 //! or the finalizer is removed. The README's design section walks through every crash point.
 
 use super::decide::{self, Failure, Retry};
+use super::events::Kind;
 use super::status::{self, Recorded, State, reason};
 use super::{Context, Error, Next};
 use crate::chroma::wire::CreateSourcePayload;
 use crate::chroma::{ChromaError, Token};
 use crate::crd::{CREATE_PENDING_ANNOTATION, DeletionPolicy, FINALIZER, SyncSource};
 use crate::payload::{self, NaturalKey};
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType};
-use kube::{Resource, ResourceExt};
 use serde_json::json;
 use std::time::Duration;
 use tracing::{info, warn};
@@ -112,11 +112,10 @@ pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
                 publish(
                     ctx,
                     &obj,
-                    EventType::Normal,
+                    Kind::Normal,
                     "Adopted",
                     format!("Recovered source {id}, created by an attempt whose answer was lost"),
-                )
-                .await;
+                );
                 return Ok(Next::Settled);
             }
             Ok(None) => {}
@@ -147,16 +146,11 @@ pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
                 }
                 return Err(e);
             }
-            let note = match &replaced {
-                Some(old) => format!("Replaced source {old} with {id} after a spec change"),
-                None => format!("Created source {id}"),
-            };
-            let reason = if replaced.is_some() {
-                "Replaced"
-            } else {
-                "Created"
-            };
-            publish(ctx, &obj, EventType::Normal, reason, note).await;
+            // A first create is in status alone (see `events`); a replacement is news.
+            if let Some(old) = &replaced {
+                let note = format!("Replaced source {old} with {id} after a spec change");
+                publish(ctx, &obj, Kind::Normal, "Replaced", note);
+            }
             Ok(Next::Settled)
         }
         Err(e) => {
@@ -243,11 +237,10 @@ pub async fn cleanup(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
             publish(
                 ctx,
                 obj,
-                EventType::Normal,
+                Kind::Normal,
                 "Retained",
                 format!("Left source {} in Chroma (deletionPolicy: Retain)", rec.id),
-            )
-            .await;
+            );
         }
         return Ok(Next::Settled);
     }
@@ -277,15 +270,8 @@ pub async fn cleanup(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
                 let failure = decide::classify("deleting the source", &e);
                 return fail(ctx, obj, recorded.as_ref(), failure, false).await;
             }
+            // No Event: it would be about an object that is about to be gone (see `events`).
             info!(source_id = %id, "deleted Chroma source");
-            publish(
-                ctx,
-                obj,
-                EventType::Normal,
-                "Deleted",
-                format!("Deleted source {id}"),
-            )
-            .await;
         }
     }
     release_finalizer(ctx, obj).await?;
@@ -427,11 +413,11 @@ async fn set_status(
         && status::ready_reason(Some(&previous)) != Some(*reason)
     {
         let kind = if matches!(state, State::Stalled { .. }) {
-            EventType::Warning
+            Kind::Warning
         } else {
-            EventType::Normal
+            Kind::Normal
         };
-        publish(ctx, obj, kind, reason, message.clone()).await;
+        publish(ctx, obj, kind, reason, message.clone());
     }
     Ok(stored)
 }
@@ -489,21 +475,8 @@ pub fn pending_mark(obj: &SyncSource) -> Option<jiff::Timestamp> {
         .and_then(|v| v.parse().ok())
 }
 
-async fn publish(ctx: &Context, obj: &SyncSource, type_: EventType, reason: &str, note: String) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    let reference = obj.object_ref(&());
-    let publish = ctx.recorder.publish(&event, &reference);
-    match tokio::time::timeout(KUBE_WRITE_TIMEOUT, publish).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(error = %e, "could not publish an event"),
-        Err(_) => warn!("could not publish an event: no answer in time"),
-    }
+fn publish(ctx: &Context, obj: &SyncSource, kind: Kind, reason: &str, note: String) {
+    ctx.events.publish(obj, kind, reason, note);
 }
 
 impl Context {

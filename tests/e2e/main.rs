@@ -95,9 +95,8 @@ async fn create_records_the_source_id_and_then_rests() {
         body,
         &json!({"database_name": DATABASE, "github": {"repository": "acme/docs"}})
     );
-    env.wait_event("docs", "Created", &[&ids[0]]).await;
-
-    // The floor: one guarded metadata write (finalizer + mark), one status write.
+    // The floor: one guarded metadata write (finalizer + mark), one status write, and no Event
+    // (a create is recorded in status; Events are for what status does not say).
     let writes: Vec<_> = env
         .audited("docs")
         .await
@@ -111,6 +110,13 @@ async fn create_records_the_source_id_and_then_rests() {
             ("patch".to_owned(), "status".to_owned())
         ]
     );
+    let events: Vec<_> = env
+        .audit("events")
+        .await
+        .into_iter()
+        .filter(|e| e["verb"] == "create")
+        .collect();
+    assert!(events.is_empty(), "Events on the normal path: {events:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,6 +137,8 @@ async fn conflict_stalls_without_retrying() {
         !o.annotations().contains_key(CREATE_PENDING_ANNOTATION),
         "a definite 409 clears the create mark"
     );
+    env.wait_event("taken", "SourceExists", &["Source exists"])
+        .await;
     // It waits for a spec change: no further calls.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(env.standin.calls("create_source", "*"), 1);
@@ -634,6 +642,8 @@ async fn the_token_never_reaches_logs_at_trace_level_events_or_status() {
     let env = env.with_operator();
     env.create("t", github("acme/trace")).await;
     env.wait_reason("t", "Unauthorized", SOON).await;
+    // The Warning Event exists, so the search below looks at a real one.
+    env.wait_event("t", "Unauthorized", &["401"]).await;
     env.put_token_secret(TOKEN).await;
     env.wait_reason("t", "SourceReady", SOON).await;
     env.delete("t").await;

@@ -30,7 +30,7 @@ fn granted(sa: &str, ns: &str) -> Vec<String> {
 }
 
 const OPERATOR_RULES: [&str; 4] = [
-    "events.events.k8s.io [create patch]",
+    "events.events.k8s.io [create]",
     "secrets [list watch]",
     "syncsources.chromasync.dev [get list watch patch]",
     "syncsources.chromasync.dev/status [patch]",
@@ -41,15 +41,26 @@ fn can_i(sa: &str, verb: &str, resource: &str, ns: &str) -> bool {
     answer.trim() == "yes"
 }
 
-/// Creates, waits Ready (with its Created Event), deletes and waits gone: the operator's whole
-/// job, under whatever identity `env` runs it with. Then checks it was never refused anything.
+/// Creates, waits Ready, changes the spec (a replacement, with its Event), deletes and waits
+/// gone: the operator's whole job, under whatever identity `env` runs it with. Then checks it
+/// was never refused anything.
 async fn does_its_whole_job(env: &Env) {
     env.create("r", github("acme/rbac")).await;
     let o = env
         .wait_reason("r", "SourceReady", Duration::from_secs(30))
         .await;
-    let id = o.status.unwrap().source_id.unwrap();
-    env.wait_event("r", "Created", &[&id]).await;
+    let old = o.status.unwrap().source_id.unwrap();
+    env.merge_spec(
+        "r",
+        serde_json::json!({"github": {"repository": "acme/rbac-2"}}),
+    )
+    .await;
+    let new = crate::harness::wait_for("the replacement", Duration::from_secs(30), || async {
+        let id = env.get("r").await.status?.source_id?;
+        (id != old).then_some(id)
+    })
+    .await;
+    env.wait_event("r", "Replaced", &[&old, &new]).await;
     env.delete("r").await;
     env.wait_gone("r", Duration::from_secs(30)).await;
     assert!(env.source_ids().is_empty());

@@ -55,8 +55,9 @@ What the operator does with SyncSources, Secrets and Events, in one place for th
 - apiGroups: [""]
   resources: [secrets]
   verbs: [list, watch]
-# Tell people what happened (kube-runtime's recorder creates an Event, then patches its series).
+# Tell people what status does not: a replaced, adopted or retained source, a failure. Each
+# Event is a new one (no series to patch).
 - apiGroups: [events.k8s.io]
   resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
 {{- end -}}
