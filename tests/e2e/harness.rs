@@ -115,6 +115,9 @@ pub struct Env {
     pub lease_namespace: Option<String>,
     /// The apiserver's audit log (next to the kubeconfig).
     pub audit_log: PathBuf,
+    /// Run the operators over all namespaces (only on a private cluster: it would take other
+    /// tests' objects).
+    pub watch_all_namespaces: bool,
     restarts: u32,
 }
 
@@ -178,6 +181,7 @@ impl Env {
             log_filter: "info,chroma_sync_operator=debug".into(),
             operator_kubeconfig: None,
             lease_namespace: None,
+            watch_all_namespaces: false,
             // (A private cluster's Env replaces it with its own.)
             audit_log: std::env::var_os("KUBECONFIG")
                 .map(PathBuf::from)
@@ -214,8 +218,10 @@ impl Env {
             command.env("KUBECONFIG", kubeconfig);
         }
         let lease_namespace = self.lease_namespace.as_deref().unwrap_or(&self.ns);
+        if !self.watch_all_namespaces {
+            command.args(["--namespaces", &self.ns]);
+        }
         command
-            .args(["--namespaces", &self.ns])
             .args(["--leader-election-namespace", lease_namespace])
             .args(["--leader-election-id", &format!("lease-{}", self.ns)])
             .args(["--pod-name", replica])

@@ -729,3 +729,95 @@ async fn the_operator_rides_out_apiserver_and_etcd_restarts() {
     );
     drop(env);
 }
+
+/// Someone who may create SyncSources but not read Secrets cannot use the operator to learn
+/// one: a SyncSource names a Secret of its own namespace only (the field to name another does not
+/// exist), and no field sends the token anywhere but the operator's Chroma URL. With strict field
+/// validation (kubectl's default) such fields are refused; without it they are pruned, and the
+/// operator, watching every namespace, still never uses another namespace's Secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_syncsource_cannot_borrow_another_namespaces_secret_or_redirect_the_token() {
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+    let cluster = PrivateCluster::start("borrow");
+    let mut env = Env::on_private_cluster("borrow", &cluster).await;
+    // The token lives only in the victim's namespace.
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
+    secrets
+        .delete(TOKEN_SECRET, &DeleteParams::default())
+        .await
+        .unwrap();
+    let namespaces: Api<Namespace> = Api::all(env.client.clone());
+    let victim: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "victim"}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &victim)
+        .await
+        .unwrap();
+    let theirs: Secret = serde_json::from_value(json!({
+        "metadata": {"name": TOKEN_SECRET}, "stringData": {"token": TOKEN}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(env.client.clone(), "victim")
+        .create(&PostParams::default(), &theirs)
+        .await
+        .unwrap();
+
+    let raw: Api<DynamicObject> = Api::namespaced_with(
+        env.client.clone(),
+        &env.ns,
+        &kube::api::ApiResource::erase::<chroma_sync_operator::crd::SyncSource>(&()),
+    );
+    let object = |spec: serde_json::Value| -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncSource",
+            "metadata": {"name": "borrow"}, "spec": spec
+        }))
+        .unwrap()
+    };
+    let mut borrowed = github("acme/borrow");
+    borrowed["tokenSecretRef"] = json!({"name": TOKEN_SECRET, "namespace": "victim"});
+    let mut redirected = github("acme/borrow");
+    redirected["chromaUrl"] = json!("http://127.0.0.1:9/collect");
+    // Server-side apply, as kubectl --server-side, Argo CD and Flux send it.
+    let strict = PatchParams::apply("e2e-tests").validation_strict();
+    for (spec, field) in [
+        (&borrowed, ".spec.tokenSecretRef.namespace"),
+        (&redirected, ".spec.chromaUrl"),
+    ] {
+        let refused = raw
+            .patch("borrow", &strict, &Patch::Apply(&object(spec.clone())))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains(&format!("{field}: field not declared in schema")),
+            "{refused}"
+        );
+    }
+    let mut both = borrowed.clone();
+    both["chromaUrl"] = redirected["chromaUrl"].clone();
+    let object = object(both);
+    // Without validation: stored, with both fields pruned.
+    raw.create(&PostParams::default(), &object).await.unwrap();
+    let stored = serde_json::to_value(env.get("borrow").await.spec).unwrap();
+    assert_eq!(
+        stored["tokenSecretRef"],
+        json!({"name": TOKEN_SECRET, "key": "token"})
+    );
+    assert!(stored.get("chromaUrl").is_none(), "{stored}");
+
+    env.watch_all_namespaces = true;
+    env.start_operator();
+    let o = env.wait_reason("borrow", "MissingCredentials", SOON).await;
+    let message = ready(&o).unwrap().2;
+    assert!(
+        message.contains(&format!("{}/{TOKEN_SECRET}", env.ns)),
+        "{message}"
+    );
+    let calls = env.standin.all_calls();
+    assert!(
+        calls.values().all(|&n| n == 0),
+        "calls reached Chroma: {calls:?}"
+    );
+}
