@@ -46,6 +46,8 @@ pub const CREATE_PENDING_ANNOTATION: &str = "chromasync.dev/create-pending";
         "message": "exactly one of github, webScrape or s3 must be set"
     }
 ]))]
+// The source kinds and option groups are boxed: a cached object holds one of the three kinds,
+// and inline they made every cached SyncSource 1 KB larger (issue 5: memory at 10k objects).
 pub struct SyncSourceSpec {
     /// Name of the Chroma database the source writes to. The database must already exist.
     #[schemars(length(min = 1, max = 512))]
@@ -53,23 +55,23 @@ pub struct SyncSourceSpec {
 
     /// Sync a GitHub repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub github: Option<GithubSource>,
+    pub github: Option<Box<GithubSource>>,
 
     /// Sync a web site by crawling it from a starting URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub web_scrape: Option<WebScrapeSource>,
+    pub web_scrape: Option<Box<WebScrapeSource>>,
 
     /// Sync objects of an S3 bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub s3: Option<S3Source>,
+    pub s3: Option<Box<S3Source>>,
 
     /// How documents are split into chunks. The service's default applies when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub chunking: Option<Chunking>,
+    pub chunking: Option<Box<Chunking>>,
 
     /// Dense and sparse embedding settings for the chunks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub embedding: Option<Embedding>,
+    pub embedding: Option<Box<Embedding>>,
 
     /// The dense embedding model (the older, top-level form of `embedding.dense`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

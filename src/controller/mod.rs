@@ -319,13 +319,19 @@ pub struct Settings {
     pub concurrency: u16,
 }
 
-/// Drops what the operator never reads before it enters the cache: managedFields and the
-/// last-applied annotation are most of an object's bytes.
+/// Drops what the operator never reads before it enters the cache: managedFields, labels and
+/// every annotation but its own (the last-applied copy of the object, GitOps tools' tracking
+/// data) are most of an object's bytes. Nothing is written back from the cached copy but the
+/// fields the operator owns, so nothing dropped here is lost.
 fn slim<K: Resource>(obj: &mut K) {
     let meta = obj.meta_mut();
     meta.managed_fields = None;
+    meta.labels = None;
     if let Some(a) = meta.annotations.as_mut() {
-        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+        a.retain(|key, _| key.starts_with(crate::crd::GROUP));
+        if a.is_empty() {
+            meta.annotations = None;
+        }
     }
 }
 
@@ -455,5 +461,35 @@ impl Countdown {
                 on_zero();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_keeps_only_what_the_operator_reads() {
+        let mut obj: SyncSource = serde_json::from_value(serde_json::json!({
+            "apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncSource",
+            "metadata": {
+                "name": "s", "namespace": "n", "finalizers": [crate::crd::FINALIZER],
+                "labels": {"app": "docs"},
+                "annotations": {
+                    crate::crd::CREATE_PENDING_ANNOTATION: "2026-11-28T00:00:00Z",
+                    "kubectl.kubernetes.io/last-applied-configuration": "{}",
+                    "argocd.argoproj.io/tracking-id": "docs:chromasync.dev/SyncSource:n/s"
+                },
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}]
+            },
+            "spec": {"databaseName": "docs", "github": {"repository": "a/b"}}
+        }))
+        .unwrap();
+        slim(&mut obj);
+        assert_eq!(obj.metadata.managed_fields, None);
+        assert_eq!(obj.metadata.labels, None);
+        let annotations: Vec<_> = obj.annotations().keys().cloned().collect();
+        assert_eq!(annotations, [crate::crd::CREATE_PENDING_ANNOTATION]);
+        assert_eq!(obj.finalizers(), [crate::crd::FINALIZER]);
     }
 }
