@@ -2,6 +2,7 @@
 //! Chroma Sync stand-in and the operator binary. Each test has its own namespace.
 
 mod chaos;
+mod chroma_faults;
 #[path = "../support/cli.rs"]
 mod cli;
 mod harness;
