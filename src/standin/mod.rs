@@ -82,6 +82,9 @@ struct Inner {
     received: BTreeMap<String, u64>,
     /// Answers sent, by endpoint and status code.
     counters: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Faults applied, by kind (`fail`, `rate_limit`, `drop`, `garble`, `latency`,
+    /// `commit_delay`): what a test's call budget is measured against.
+    injected: BTreeMap<String, u64>,
 }
 
 #[derive(Clone)]
@@ -156,6 +159,13 @@ impl StandIn {
         self.lock().received.clone()
     }
 
+    /// Faults applied so far, by kind: `fail` (`fail_next` or `error_rate`), `rate_limit`,
+    /// `drop`, `garble`, `latency` (a request delayed by `latency_ms`) and `commit_delay` (a
+    /// committed create whose answer was held).
+    pub fn injected(&self) -> BTreeMap<String, u64> {
+        self.lock().injected.clone()
+    }
+
     /// `(id, payload)` of the sources in `database`, oldest first.
     pub fn sources(&self, database: &str) -> Vec<(String, Value)> {
         self.lock()
@@ -195,6 +205,10 @@ impl StandIn {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().expect("stand-in state")
+    }
+
+    fn note_injected(inner: &mut Inner, kind: &str) {
+        *inner.injected.entry(kind.to_owned()).or_default() += 1;
     }
 
     fn count(&self, endpoint: &str, status: StatusCode) {
@@ -271,7 +285,18 @@ impl StandIn {
             } else {
                 Injected::None
             };
-            (f.latency_ms, injected, f.clone())
+            let (latency, faults) = (f.latency_ms, f.clone());
+            let kind = match injected {
+                Injected::None => None,
+                Injected::Fail(_) => Some("fail"),
+                Injected::RateLimit(_) => Some("rate_limit"),
+                Injected::Drop => Some("drop"),
+                Injected::Garble => Some("garble"),
+            };
+            for kind in kind.into_iter().chain((latency > 0).then_some("latency")) {
+                Self::note_injected(&mut inner, kind);
+            }
+            (latency, injected, faults)
         };
         if latency > 0 {
             tokio::time::sleep(Duration::from_millis(latency)).await;
@@ -400,6 +425,7 @@ async fn create_source(State(s): State<StandIn>, headers: HeaderMap, body: Strin
             id
         };
         if faults.create_commit_delay_ms > 0 {
+            StandIn::note_injected(&mut s.lock(), "commit_delay");
             tokio::time::sleep(Duration::from_millis(faults.create_commit_delay_ms)).await;
         }
         (StatusCode::CREATED, axum::Json(json!({ "source_id": id }))).into_response()
@@ -526,6 +552,7 @@ async fn counters(State(s): State<StandIn>) -> Response {
     axum::Json(json!({
         "received": inner.received,
         "answered": inner.counters,
+        "injected": inner.injected,
         "sources": inner.sources.len(),
     }))
     .into_response()
@@ -535,6 +562,7 @@ async fn reset(State(s): State<StandIn>) -> Response {
     let mut inner = s.lock();
     inner.counters.clear();
     inner.received.clear();
+    inner.injected.clear();
     inner.faults = Faults::default();
     StatusCode::NO_CONTENT.into_response()
 }

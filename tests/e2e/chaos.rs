@@ -9,18 +9,10 @@
 use crate::harness::*;
 use chroma_sync_operator::standin::Faults;
 use futures::future::join_all;
-use kube::ResourceExt;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-
-fn setting(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkill_storm_leaves_exactly_one_source_per_object() {
@@ -29,6 +21,13 @@ async fn a_sigkill_storm_leaves_exactly_one_source_per_object() {
     let kills = setting("CHAOS_KILLS", 6) as usize;
     let mut rng = StdRng::seed_from_u64(seed);
     let mut env = Env::start("chaos").await;
+    let mut report = Report::new("SIGKILL storm", Some(seed), &env.standin);
+    report.set("objects", objects);
+    report.set("kills", kills);
+    report.set(
+        "invariant",
+        "one source per live object, none per deleted one, none stuck",
+    );
     env.standin.set_faults(Faults {
         create_commit_delay_ms: 150,
         latency_ms: 10,
@@ -40,6 +39,7 @@ async fn a_sigkill_storm_leaves_exactly_one_source_per_object() {
     let mut deleted = BTreeSet::new();
     let per_batch = objects.div_ceil(kills + 1);
     let mut next = 0;
+    let mut last_restart = Instant::now();
     for round in 0..=kills {
         let names: Vec<String> = (next..(next + per_batch).min(objects))
             .map(|i| format!("c{i:04}"))
@@ -69,54 +69,18 @@ async fn a_sigkill_storm_leaves_exactly_one_source_per_object() {
             env.kill_operator();
             tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
             env.start_operator();
+            last_restart = Instant::now();
         }
     }
     env.standin.set_faults(Faults::default());
+    report.set("deleted", deleted.len());
 
     let timeout = Duration::from_secs(60 + objects as u64 / 5);
-    let recorded: BTreeMap<String, String> =
-        wait_for("every object to settle", timeout, || async {
-            let list = env.api().list(&Default::default()).await.ok()?;
-            let mut ids = BTreeMap::new();
-            for o in &list.items {
-                let name = o.name_any();
-                if deleted.contains(&name) {
-                    return None; // still finalizing
-                }
-                let ready = ready(o).is_some_and(|r| r.0 == "True");
-                let current = o.status.as_ref()?.observed_generation == o.metadata.generation;
-                if !(ready && current) {
-                    return None;
-                }
-                ids.insert(name, o.status.as_ref()?.source_id.clone()?);
-            }
-            (ids.len() == live.len()).then_some(ids)
-        })
-        .await;
+    let recorded = settle(&env, &live, &deleted, timeout).await;
     let converged = started.elapsed();
-
-    // Every source in Chroma, by the object it was made for (repository chaos/<name>).
-    let mut by_object: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (id, body) in env.standin.sources(DATABASE) {
-        let repo = body["github"]["repository"].as_str().unwrap_or_default();
-        let name = repo.trim_start_matches("chaos/").to_owned();
-        by_object.entry(name).or_default().push(id);
-    }
-    for name in &live {
-        assert_eq!(
-            by_object.get(name),
-            Some(&vec![recorded[name].clone()]),
-            "{name}: exactly one source, the one in its status"
-        );
-    }
-    for name in &deleted {
-        assert_eq!(
-            by_object.get(name),
-            None,
-            "{name} was deleted; its source must be too"
-        );
-    }
-    assert_eq!(by_object.len(), live.len(), "no source without an object");
+    // From the last restart after a kill (the last batch of objects arrives after it).
+    report.set("converge_secs", last_restart.elapsed().as_secs_f64());
+    assert_one_source_each(&env, "chaos", &recorded, &deleted);
 
     let creates = env.standin.calls("create_source", "*");
     let committed = env.standin.created_total();
@@ -131,4 +95,5 @@ async fn a_sigkill_storm_leaves_exactly_one_source_per_object() {
         env.standin.calls("delete_source", "*"),
         converged.as_secs_f64()
     );
+    report.pass();
 }

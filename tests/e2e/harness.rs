@@ -6,9 +6,11 @@ use chroma_sync_operator::crd::{self, SyncSource};
 use chroma_sync_operator::standin::{StandIn, Tokens};
 use k8s_openapi::api::core::v1::{Event, Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,6 +20,8 @@ pub const TOKEN: &str = "test-admin-token";
 pub const VIEWER_TOKEN: &str = "test-viewer-token";
 pub const DATABASE: &str = "docs";
 pub const TOKEN_SECRET: &str = "chroma-token";
+/// The operator's `--chroma-timeout`: a Chroma answer later than this is a timeout.
+pub const CHROMA_TIMEOUT: Duration = Duration::from_secs(5);
 
 static CRD_INSTALLED: OnceCell<()> = OnceCell::const_new();
 
@@ -227,7 +231,10 @@ impl Env {
             .args(["--pod-name", replica])
             .args(["--chroma-url", &self.chroma_url, "--allow-insecure-http"])
             .args(["--metrics-address", "127.0.0.1:0", "--log-format", "text"])
-            .args(["--chroma-timeout", "5s"])
+            .args([
+                "--chroma-timeout",
+                &format!("{}s", CHROMA_TIMEOUT.as_secs()),
+            ])
             .env("RUST_LOG", &self.log_filter)
             .env_remove("CHROMA_SYNC_TOKEN")
             .stdin(Stdio::null())
@@ -485,6 +492,185 @@ pub fn condition(o: &SyncSource, type_: &str) -> Option<String> {
         .iter()
         .find(|c| c.type_ == type_)
         .map(|c| c.status.clone())
+}
+
+/// A numeric setting from the environment: `make reliability` scales the fault tests up with
+/// these, `make test` runs them at their small defaults.
+pub fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Waits until every object in `live` is Ready at its generation with a recorded source, and
+/// every object in `deleted` is gone; their source ids by name.
+pub async fn settle(
+    env: &Env,
+    live: &BTreeSet<String>,
+    deleted: &BTreeSet<String>,
+    timeout: Duration,
+) -> BTreeMap<String, String> {
+    wait_for("every object to settle", timeout, || async {
+        let list = env.api().list(&Default::default()).await.ok()?;
+        let mut ids = BTreeMap::new();
+        for o in &list.items {
+            let name = o.name_any();
+            if deleted.contains(&name) {
+                return None; // still finalizing
+            }
+            let ready = ready(o).is_some_and(|r| r.0 == "True");
+            let current = o.status.as_ref()?.observed_generation == o.metadata.generation;
+            if !(ready && current) {
+                return None;
+            }
+            ids.insert(name, o.status.as_ref()?.source_id.clone()?);
+        }
+        (ids.len() == live.len()).then_some(ids)
+    })
+    .await
+}
+
+/// Exactly one source per live object (the one its status records), none for deleted objects,
+/// none without an object. Sources are matched to objects by repository `{prefix}/{name}`.
+pub fn assert_one_source_each(
+    env: &Env,
+    prefix: &str,
+    recorded: &BTreeMap<String, String>,
+    deleted: &BTreeSet<String>,
+) {
+    let mut by_object: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (id, body) in env.standin.sources(DATABASE) {
+        let repo = body["github"]["repository"].as_str().unwrap_or_default();
+        if let Some(name) = repo.strip_prefix(&format!("{prefix}/")) {
+            by_object.entry(name.to_owned()).or_default().push(id);
+        }
+    }
+    for (name, id) in recorded {
+        assert_eq!(
+            by_object.get(name),
+            Some(&vec![id.clone()]),
+            "{name}: exactly one source, the one in its status"
+        );
+    }
+    for name in deleted {
+        assert_eq!(
+            by_object.get(name),
+            None,
+            "{name} was deleted; so is its source"
+        );
+    }
+    assert_eq!(
+        by_object.len(),
+        recorded.len(),
+        "no source without an object"
+    );
+}
+
+/// Chroma calls beyond the floor, as `(floor, extra)`. The floor is one POST per source that
+/// was created and one DELETE per source that is gone again (an object deleted before its
+/// source was created needs neither); every list and get call is beyond it.
+pub fn calls_beyond_floor(standin: &StandIn) -> (u64, i64) {
+    let calls = |endpoint| standin.calls(endpoint, "*");
+    let all = [
+        "create_source",
+        "delete_source",
+        "list_sources",
+        "get_source",
+    ]
+    .into_iter()
+    .map(calls)
+    .sum::<u64>();
+    let committed = standin.created_total();
+    let removed = committed.saturating_sub(standin.sources(DATABASE).len() as u64);
+    let floor = committed + removed;
+    (floor, all as i64 - floor as i64)
+}
+
+/// One run of a fault case for `make reliability`'s table. When `RELIABILITY_REPORT` names a
+/// file, one JSON line per run is appended to it: the case's own figures (`set`), the Chroma
+/// calls counted by the stand-in, and the outcome. The outcome is "fail" unless `pass` is
+/// called, and the line is written on drop too, so a failed assertion is recorded as a failure
+/// without changing how the test fails.
+pub struct Report {
+    fault: &'static str,
+    standin: StandIn,
+    fields: serde_json::Map<String, Value>,
+    started: Instant,
+    written: bool,
+}
+
+impl Report {
+    /// Starts the run's clock; `seed` is the case's seed, if it has one.
+    pub fn new(fault: &'static str, seed: Option<u64>, standin: &StandIn) -> Self {
+        let mut report = Self {
+            fault,
+            standin: standin.clone(),
+            fields: Default::default(),
+            started: Instant::now(),
+            written: false,
+        };
+        report.set("seed", seed);
+        report
+    }
+
+    /// Records a figure of the case (`objects`, `converge_secs`, `invariant`, ...).
+    pub fn set(&mut self, key: &str, value: impl serde::Serialize) {
+        let value = serde_json::to_value(value).expect("a JSON value");
+        self.fields.insert(key.to_owned(), value);
+    }
+
+    /// Every assertion held.
+    pub fn pass(mut self) {
+        self.write("pass");
+    }
+
+    fn write(&mut self, outcome: &str) {
+        self.written = true;
+        let Some(path) = std::env::var_os("RELIABILITY_REPORT") else {
+            return;
+        };
+        let s = &self.standin;
+        let calls = |endpoint| s.calls(endpoint, "*");
+        let committed = s.created_total();
+        let (floor, extra) = calls_beyond_floor(s);
+        let mut line = json!({
+            "fault": self.fault,
+            "outcome": outcome,
+            "at": jiff::Timestamp::now().to_string(),
+            "creates": calls("create_source"),
+            "committed": committed,
+            "deletes": calls("delete_source"),
+            "removed": floor - committed,
+            "lists": calls("list_sources"),
+            "gets": calls("get_source"),
+            "floor": floor,
+            "extra": extra,
+            "injected": s.injected(),
+            "total_secs": self.started.elapsed().as_secs_f64(),
+        });
+        line.as_object_mut()
+            .unwrap()
+            .extend(std::mem::take(&mut self.fields));
+        // One write per line, so runs in parallel append whole lines. No panic here: this may
+        // run while a failed assertion unwinds.
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
+        if let Err(e) = written {
+            eprintln!("cannot append to {}: {e}", path.display());
+        }
+    }
+}
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        if !self.written {
+            self.write("fail");
+        }
+    }
 }
 
 fn log_dir() -> PathBuf {

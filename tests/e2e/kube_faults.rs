@@ -2,6 +2,9 @@
 //! writes in flight), 409 Conflicts from a stale cache, and the CRD removed and re-installed.
 //! Each test checks the end state and the cost (Chroma calls, from the stand-in's counters) and
 //! that the operator recovered without a restart of its own.
+//!
+//! `make test` runs them small; `make reliability` scales them up (CUTS_ROUNDS,
+//! CUTS_PER_ROUND, CUTS_SEED; CONFLICT_OBJECTS, CONFLICT_WRITERS; CRD_OBJECTS).
 
 use crate::harness::*;
 use crate::proxy::{Proxy, server_addr};
@@ -20,70 +23,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const SOON: Duration = Duration::from_secs(30);
-
-/// Waits until every object in `live` is Ready at its generation with a recorded source, and
-/// every object in `deleted` is gone; their source ids by name.
-async fn settle(
-    env: &Env,
-    live: &BTreeSet<String>,
-    deleted: &BTreeSet<String>,
-    timeout: Duration,
-) -> BTreeMap<String, String> {
-    wait_for("every object to settle", timeout, || async {
-        let list = env.api().list(&Default::default()).await.ok()?;
-        let mut ids = BTreeMap::new();
-        for o in &list.items {
-            let name = o.name_any();
-            if deleted.contains(&name) {
-                return None; // still finalizing
-            }
-            let ready = ready(o).is_some_and(|r| r.0 == "True");
-            let current = o.status.as_ref()?.observed_generation == o.metadata.generation;
-            if !(ready && current) {
-                return None;
-            }
-            ids.insert(name, o.status.as_ref()?.source_id.clone()?);
-        }
-        (ids.len() == live.len()).then_some(ids)
-    })
-    .await
-}
-
-/// Exactly one source per live object (the one its status records), none for deleted objects,
-/// none without an object. Sources are matched to objects by repository `{prefix}/{name}`.
-fn assert_one_source_each(
-    env: &Env,
-    prefix: &str,
-    recorded: &BTreeMap<String, String>,
-    deleted: &BTreeSet<String>,
-) {
-    let mut by_object: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (id, body) in env.standin.sources(DATABASE) {
-        let repo = body["github"]["repository"].as_str().unwrap_or_default();
-        if let Some(name) = repo.strip_prefix(&format!("{prefix}/")) {
-            by_object.entry(name.to_owned()).or_default().push(id);
-        }
-    }
-    for (name, id) in recorded {
-        assert_eq!(
-            by_object.get(name),
-            Some(&vec![id.clone()]),
-            "{name}: exactly one source, the one in its status"
-        );
-    }
-    for name in deleted {
-        assert_eq!(
-            by_object.get(name),
-            None,
-            "{name} was deleted; so is its source"
-        );
-    }
-    assert_eq!(
-        by_object.len(),
-        recorded.len(),
-        "no source without an object"
-    );
-}
 
 /// Lines of the operator's log that contain `needle`.
 fn log_lines(env: &Env, needle: &str) -> usize {
@@ -112,7 +51,8 @@ fn tmp_dir() -> std::path::PathBuf {
 }
 
 /// The operator talks to the apiserver through a proxy that resets every connection (watch
-/// streams and requests in flight) six times while objects are created and deleted. Nothing is
+/// streams and requests in flight) six times (CUTS_ROUNDS) while objects are created, six per
+/// round (CUTS_PER_ROUND), and some deleted. Nothing is
 /// lost and nothing is done twice: one source per live object, none for deleted ones, one
 /// create call per object, and the operator never restarts. Then: how soon an object created
 /// right after a cut becomes Ready.
@@ -131,12 +71,23 @@ async fn cut_apiserver_connections_lose_nothing_and_duplicate_nothing() {
         ..Default::default()
     });
 
-    let mut rng = StdRng::seed_from_u64(11);
+    let seed = setting("CUTS_SEED", 11);
+    let rounds = setting("CUTS_ROUNDS", 6);
+    let per_round = setting("CUTS_PER_ROUND", 6);
+    let mut report = Report::new("apiserver connection cuts", Some(seed), &env.standin);
+    report.set("cuts", rounds);
+    report.set(
+        "invariant",
+        "one source per live object, none per deleted one, every create committed, no restart",
+    );
+    let mut rng = StdRng::seed_from_u64(seed);
     let (mut live, mut deleted) = (BTreeSet::new(), BTreeSet::new());
     let mut cut_sizes = Vec::new();
     let mut created = 0;
-    for round in 0..6 {
-        let names: Vec<String> = (0..6).map(|i| format!("k{round}{i}")).collect();
+    for round in 0..rounds {
+        let names: Vec<String> = (0..per_round)
+            .map(|i| format!("k{round:02}-{i:03}"))
+            .collect();
         join_all(
             names
                 .iter()
@@ -145,10 +96,10 @@ async fn cut_apiserver_connections_lose_nothing_and_duplicate_nothing() {
         .await;
         created += names.len();
         live.extend(names);
-        // Delete about one in six of the objects so far: some before they are Ready.
+        // Over all rounds, delete about half of the objects: some before they are Ready.
         let doomed: Vec<String> = live
             .iter()
-            .filter(|_| rng.random_bool(0.15))
+            .filter(|_| rng.random_bool(0.9 / rounds as f64))
             .cloned()
             .collect();
         join_all(doomed.iter().map(|n| env.delete(n))).await;
@@ -167,8 +118,12 @@ async fn cut_apiserver_connections_lose_nothing_and_duplicate_nothing() {
     }
     let last_cut = Instant::now();
     env.standin.set_faults(Faults::default());
-    let recorded = settle(&env, &live, &deleted, Duration::from_secs(45)).await;
+    report.set("objects", created + 3);
+    report.set("deleted", deleted.len());
+    let timeout = Duration::from_secs(45 + created as u64 / 5);
+    let recorded = settle(&env, &live, &deleted, timeout).await;
     let converged = last_cut.elapsed();
+    report.set("converge_secs", converged.as_secs_f64());
     assert_one_source_each(&env, "cuts", &recorded, &deleted);
     // Every cut found the operator's connections open (at least its two watches).
     assert!(cut_sizes.iter().all(|&n| n >= 2), "cuts: {cut_sizes:?}");
@@ -209,6 +164,9 @@ async fn cut_apiserver_connections_lose_nothing_and_duplicate_nothing() {
         "one create per new object"
     );
     let failed = log_lines(&env, "reconcile failed");
+    let after_cut: Vec<f64> = latencies.iter().map(Duration::as_secs_f64).collect();
+    report.set("ready_after_cut_secs", &after_cut);
+    report.set("failed_reconciles", failed);
     println!(
         "cuts | objects {created} | live {} | deleted {} | cuts {cut_sizes:?} connections | \
          create calls {creates} | list calls {} | delete calls {} | connections accepted {} | \
@@ -228,23 +186,34 @@ async fn cut_apiserver_connections_lose_nothing_and_duplicate_nothing() {
     for l in &latencies {
         assert!(*l < Duration::from_secs(10), "Ready {l:?} after a cut");
     }
+    report.pass();
 }
 
 /// Another client rewrites a label on every object in a tight loop while the operator creates
 /// and deletes, so the operator's resourceVersion-guarded writes (the create-pending mark, the
 /// finalizer's removal) meet real 409 Conflicts. The conflicts are counted in the apiserver's
 /// audit log; the operator still makes exactly one source per object, one create call each,
-/// and keeps the other client's labels.
+/// and keeps the other client's labels. Sizes: CONFLICT_OBJECTS (16), CONFLICT_WRITERS (4).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicts_from_a_busy_writer_cost_no_duplicate_and_no_stuck_object() {
     let env = Env::start("conflicts").await;
     wait_ready_probe(&env).await;
-    let names: Vec<String> = (0..16).map(|i| format!("x{i:02}")).collect();
+    let objects = setting("CONFLICT_OBJECTS", 16) as usize;
+    let writer_count = setting("CONFLICT_WRITERS", 4) as usize;
+    let mut report = Report::new("409 conflicts (busy writer)", None, &env.standin);
+    report.set("objects", objects);
+    report.set("deleted", objects / 2);
+    report.set("writers", writer_count);
+    report.set(
+        "invariant",
+        "one source per live object, one POST per object, one DELETE per deleted one, labels kept",
+    );
+    let names: Vec<String> = (0..objects).map(|i| format!("x{i:03}")).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let ticks = Arc::new(AtomicU64::new(0));
-    // Four writers, each bumping a label on every object in turn, as fast as the apiserver
+    // Writers, each bumping a label on every other object in turn, as fast as the apiserver
     // answers: each object changes every few tens of milliseconds.
-    let writers: Vec<_> = (0..4)
+    let writers: Vec<_> = (0..writer_count)
         .map(|w| {
             let (api, names) = (env.api(), names.clone());
             let (stop, ticks) = (stop.clone(), ticks.clone());
@@ -277,21 +246,27 @@ async fn conflicts_from_a_busy_writer_cost_no_duplicate_and_no_stuck_object() {
     )
     .await;
     let live: BTreeSet<String> = names.iter().cloned().collect();
-    let recorded = settle(&env, &live, &BTreeSet::new(), Duration::from_secs(45)).await;
+    let timeout = Duration::from_secs(45 + objects as u64 / 2);
+    let recorded = settle(&env, &live, &BTreeSet::new(), timeout).await;
     let to_ready = started.elapsed();
+    report.set("ready_secs", to_ready.as_secs_f64());
     let conflicts_creating = conflicts(&env).await;
 
     // Deletions under the same load: the finalizer's removal is guarded too.
-    let doomed: BTreeSet<String> = names.iter().take(8).cloned().collect();
+    let doomed: BTreeSet<String> = names.iter().take(objects / 2).cloned().collect();
     let started = Instant::now();
     join_all(doomed.iter().map(|n| env.delete(n))).await;
     let live: BTreeSet<String> = live.difference(&doomed).cloned().collect();
-    let recorded_after = settle(&env, &live, &doomed, Duration::from_secs(45)).await;
+    let recorded_after = settle(&env, &live, &doomed, timeout).await;
     let to_gone = started.elapsed();
+    report.set("gone_secs", to_gone.as_secs_f64());
+    // The load lasts until here: the time to converge is under it, not after it.
+    report.set("converge_secs", to_ready.max(to_gone).as_secs_f64());
     stop.store(true, Ordering::SeqCst);
     join_all(writers).await;
 
     let all_conflicts = conflicts(&env).await;
+    report.set("conflicts", all_conflicts);
     let creates = env.standin.calls("create_source", "*");
     println!(
         "conflicts | objects {} | other writer's updates {} | 409s on operator writes: {} while \
@@ -334,6 +309,7 @@ async fn conflicts_from_a_busy_writer_cost_no_duplicate_and_no_stuck_object() {
             o.labels()
         );
     }
+    report.pass();
 }
 
 /// 409 answers to writes on SyncSources in the test's namespace, from the audit log. Only the
@@ -350,35 +326,49 @@ async fn conflicts(env: &Env) -> usize {
 /// affects every namespace). Kubernetes deletes every SyncSource; the operator's finalizers
 /// hold them until their sources are deleted (one kept, with `deletionPolicy: Retain`), then
 /// the CRD goes. While it is gone the operator stays up and does not spin; once re-installed,
-/// new objects become Ready without a restart.
+/// new objects become Ready without a restart. Size: CRD_OBJECTS (4) objects to delete, plus
+/// the retained one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_crd_removed_and_reinstalled_under_a_running_operator() {
     let cluster = PrivateCluster::start("crd-gone");
     let mut env = Env::on_private_cluster("crdgone", &cluster).await;
+    let objects = setting("CRD_OBJECTS", 4) as usize;
+    let mut report = Report::new("CRD removed and re-installed", None, &env.standin);
+    report.set("objects", objects + 1 + 3);
+    report.set("deleted", objects + 1);
+    report.set(
+        "invariant",
+        "every source deleted but the Retain one's; operator up, not spinning; new objects Ready",
+    );
     env.start_operator();
     let base = wait_ready_probe(&env).await;
-    let names: Vec<String> = (0..4).map(|i| format!("before-{i}")).collect();
-    for n in &names {
-        env.create(n, github(&format!("crd/{n}"))).await;
-    }
+    let names: Vec<String> = (0..objects).map(|i| format!("before-{i:03}")).collect();
+    join_all(
+        names
+            .iter()
+            .map(|n| env.create(n, github(&format!("crd/{n}")))),
+    )
+    .await;
     let mut retained = github("crd/retained");
     retained["deletionPolicy"] = json!("Retain");
     env.create("retained", retained).await;
+    let timeout = SOON + Duration::from_millis(200 * objects as u64);
     for n in names.iter().chain([&"retained".to_owned()]) {
-        env.wait_reason(n, "SourceReady", SOON).await;
+        env.wait_reason(n, "SourceReady", timeout).await;
     }
-    assert_eq!(env.source_ids().len(), 5);
+    assert_eq!(env.source_ids().len(), objects + 1);
 
     let crds: Api<CustomResourceDefinition> = Api::all(env.client.clone());
     let started = Instant::now();
     crds.delete("syncsources.chromasync.dev", &DeleteParams::default())
         .await
         .expect("delete the CRD");
-    wait_for("the CRD to be gone", SOON, || async {
+    wait_for("the CRD to be gone", timeout, || async {
         matches!(crds.get_opt("syncsources.chromasync.dev").await, Ok(None)).then_some(())
     })
     .await;
     let crd_gone = started.elapsed();
+    report.set("crd_gone_secs", crd_gone.as_secs_f64());
     // The finalizers did their work before Kubernetes let the objects go.
     let remaining: Vec<Value> = env
         .standin
@@ -392,7 +382,7 @@ async fn the_crd_removed_and_reinstalled_under_a_running_operator() {
         "only the Retain object's source is left"
     );
     assert_eq!(remaining[0]["github"]["repository"], "crd/retained");
-    assert_eq!(env.standin.calls("delete_source", "204"), 4);
+    assert_eq!(env.standin.calls("delete_source", "204") as usize, objects);
 
     // The gap: no CRD. The operator must neither exit nor spin.
     let log_before = env.operator_log().lines().count();
@@ -406,6 +396,7 @@ async fn the_crd_removed_and_reinstalled_under_a_running_operator() {
     }
     let gap_lines = env.operator_log().lines().count() - log_before;
     let gap_lists = operator_lists(&env).await - lists_before;
+    report.set("gap_list_watch_requests", gap_lists);
     assert!(
         env.operator_running(),
         "the operator survives the CRD's absence"
@@ -422,6 +413,8 @@ async fn the_crd_removed_and_reinstalled_under_a_running_operator() {
             .await;
     }
     let back = reinstalled.elapsed();
+    // The fault ends with the re-install: from there to the new objects Ready.
+    report.set("converge_secs", back.as_secs_f64());
     let new_object: SyncSource = env.get("after-0").await;
     assert!(
         new_object
@@ -430,9 +423,11 @@ async fn the_crd_removed_and_reinstalled_under_a_running_operator() {
             .any(|f| f.contains("chromasync"))
     );
     println!(
-        "crd | deleted with 5 Ready objects: CRD gone in {:.1} s, sources deleted 4, retained 1 \
+        "crd | deleted with {} Ready objects: CRD gone in {:.1} s, sources deleted {objects}, \
+         retained 1 \
          | gap {:.0} s: {gap_lines} log lines, {gap_lists} list/watch requests, /readyz {probes:?} \
          | re-installed -> 3 new objects Ready in {:.1} s | create calls {}",
+        objects + 1,
         crd_gone.as_secs_f64(),
         gap.as_secs_f64(),
         back.as_secs_f64(),
@@ -440,8 +435,8 @@ async fn the_crd_removed_and_reinstalled_under_a_running_operator() {
     );
     assert!(env.operator_running(), "no restart needed");
     assert_eq!(
-        env.standin.calls("create_source", "*"),
-        8,
+        env.standin.calls("create_source", "*") as usize,
+        objects + 1 + 3,
         "one create per object"
     );
     assert_eq!(env.source_ids().len(), 4, "retained + three new");
@@ -451,6 +446,7 @@ async fn the_crd_removed_and_reinstalled_under_a_running_operator() {
         "{gap_lists} list/watch requests in {gap:?}"
     );
     assert!(gap_lines <= 60, "{gap_lines} log lines in {gap:?}");
+    report.pass();
     drop(env);
 }
 
