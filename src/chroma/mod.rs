@@ -165,7 +165,7 @@ impl ChromaClient {
         &self,
         token: &Token,
         database: &str,
-        mut keep_going: impl FnMut(&ListedSource) -> bool,
+        mut keep_going: impl FnMut(&[ListedSource]) -> bool,
     ) -> Result<Vec<ListedSource>, ChromaError> {
         let mut all = Vec::new();
         for page in 0.. {
@@ -178,7 +178,7 @@ impl ChromaClient {
                 .call::<()>("list_sources", Method::GET, &path, token, None)
                 .await?;
             let items = decode::listed(status.as_u16(), &body)?;
-            let more = items.len() == LIST_PAGE && items.last().is_some_and(&mut keep_going);
+            let more = items.len() == LIST_PAGE && keep_going(&items);
             all.extend(items);
             if !more {
                 break;

@@ -10,7 +10,7 @@ use super::decide::{self, Failure, Retry};
 use super::events::Kind;
 use super::status::{self, Recorded, State, reason};
 use super::{Context, Error, Next};
-use crate::chroma::wire::CreateSourcePayload;
+use crate::chroma::wire::{CreateSourcePayload, ListedSource};
 use crate::chroma::{ChromaError, Token};
 use crate::crd::{CREATE_PENDING_ANNOTATION, DeletionPolicy, FINALIZER, SyncSource};
 use crate::payload::{self, NaturalKey};
@@ -172,6 +172,36 @@ pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
 /// No cleanup will ever run for it, so the source this reconcile created (`created`, or the one
 /// an ambiguous create may have made, found by listing) is deleted here, as the object's
 /// deletion would have done; with `deletionPolicy: Retain` it is left, as deletion would.
+/// The object of a cleanup in `vanished` is gone, so nothing will bring that cleanup back: it
+/// tries a few times, over about half a minute, before it leaves a source in Chroma (seen in the
+/// Chroma fault storm: one 503 on that single delete leaked the source).
+async fn persistently<T, F, Fut>(what: &str, mut call: F) -> Result<T, ChromaError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ChromaError>>,
+{
+    const ATTEMPTS: u32 = 6;
+    let mut delay = Duration::from_millis(500);
+    for attempt in 1.. {
+        match call().await {
+            Err(e) if attempt < ATTEMPTS => {
+                warn!(error = %e, attempt, "{what} failed; trying again");
+                let asked = match &e {
+                    ChromaError::Api {
+                        retry_after: Some(r),
+                        ..
+                    } => *r,
+                    _ => Duration::ZERO,
+                };
+                tokio::time::sleep(delay.max(asked).min(Duration::from_secs(10))).await;
+                delay *= 2;
+            }
+            result => return result,
+        }
+    }
+    unreachable!("the loop returns by the last attempt")
+}
+
 async fn vanished(
     ctx: &Context,
     obj: &SyncSource,
@@ -185,16 +215,21 @@ async fn vanished(
     }
     let target = match (created, pending_mark(obj)) {
         (Some(id), _) => Some(id),
-        (None, Some(marked_at)) => find_unrecorded(ctx, token, payload, marked_at)
+        (None, Some(marked_at)) => {
+            persistently("looking for the source of a deleted object", || {
+                find_unrecorded(ctx, token, payload, marked_at)
+            })
             .await
             .unwrap_or_else(|e| {
                 warn!(error = %e, "cannot look for the source of a deleted object; it may be left in Chroma");
                 None
-            }),
+            })
+        }
         (None, None) => None,
     };
     if let Some(id) = target {
-        match ctx.chroma.delete_source(token, &id).await {
+        let delete = || ctx.chroma.delete_source(token, &id);
+        match persistently("deleting the source of a deleted object", delete).await {
             Ok(_) => info!(source_id = %id, "deleted the source of an object deleted meanwhile"),
             Err(e) => {
                 warn!(source_id = %id, error = %e, "cannot delete the source of a deleted object; it is left in Chroma")
@@ -312,9 +347,16 @@ async fn find_unrecorded(
     let key = NaturalKey::of_payload(payload);
     let since = marked_at - CLOCK_SKEW_ALLOWANCE;
     let recent = |created: Option<jiff::Timestamp>| created.is_none_or(|c| c >= since);
+    let ours =
+        |s: &ListedSource| recent(s.created_at) && NaturalKey::of_listed(s).as_ref() == Some(&key);
+    // Newest first: stop at the page that holds ours, or at the first page that reaches past
+    // the mark (a lookup is then one call in the usual case, not every recent page).
+    let keep_going = |page: &[ListedSource]| {
+        !page.iter().any(ours) && page.last().is_some_and(|s| recent(s.created_at))
+    };
     let listed = match ctx
         .chroma
-        .list_sources_while(token, &payload.database_name, |s| recent(s.created_at))
+        .list_sources_while(token, &payload.database_name, keep_going)
         .await
     {
         Ok(listed) => listed,
@@ -322,10 +364,7 @@ async fn find_unrecorded(
         Err(ChromaError::Api { status: 404, .. }) => return Ok(None),
         Err(e) => return Err(e),
     };
-    Ok(listed
-        .into_iter()
-        .find(|s| recent(s.created_at) && NaturalKey::of_listed(s).as_ref() == Some(&key))
-        .map(|s| s.id))
+    Ok(listed.into_iter().find(ours).map(|s| s.id))
 }
 
 /// Records a failed call. When the call was a create that certainly created nothing, the mark
