@@ -382,9 +382,16 @@ pub async fn run(
         let (source_reader, source_writer) = reflector::store();
         let (secret_reader, secret_writer) = reflector::store();
         let sources_done = all_listed.once();
+        let mut orphans = Orphans::new(source_reader.clone(), ctx.clone());
         let source_stream = watcher(sources, watcher::Config::default())
             .default_backoff()
             .modify(slim)
+            // Before the store takes the event in, while it still holds the last known state.
+            .inspect(move |event| {
+                if let Ok(event) = event {
+                    orphans.observe(event);
+                }
+            })
             .reflect(source_writer)
             .inspect(move |event| {
                 if let Ok(watcher::Event::InitDone) = event {
@@ -434,6 +441,66 @@ pub async fn run(
     }
     futures::future::join_all(controllers).await;
     info!("controller stopped");
+}
+
+/// Objects the apiserver let go with the operator's finalizer still on. A delete that read the
+/// object before the finalizer was added can remove it after (kubernetes/kubernetes#77988): seen
+/// here after a create whose status write had already succeeded, so no reconcile ever learns of
+/// it and the source would be left in Chroma. Such an object shows as a watch Delete event whose
+/// last state still has the finalizer, or, when the watch was down meanwhile, as an object the
+/// relist no longer has. Either way its last known state says which source to delete. (A
+/// normal deletion's last state has the finalizer removed by the operator itself, or at least a
+/// deletionTimestamp; a staler one costs one DELETE answered 404.)
+struct Orphans {
+    store: Store<SyncSource>,
+    ctx: Arc<Context>,
+    /// Uids seen by a relist in progress.
+    relisted: Option<HashSet<String>>,
+}
+
+impl Orphans {
+    fn new(store: Store<SyncSource>, ctx: Arc<Context>) -> Self {
+        Self {
+            store,
+            ctx,
+            relisted: None,
+        }
+    }
+
+    fn observe(&mut self, event: &watcher::Event<SyncSource>) {
+        match event {
+            watcher::Event::Delete(obj) => self.check(obj),
+            watcher::Event::Init => self.relisted = Some(HashSet::new()),
+            watcher::Event::InitApply(obj) => {
+                if let (Some(seen), Some(uid)) = (self.relisted.as_mut(), obj.uid()) {
+                    seen.insert(uid);
+                }
+            }
+            watcher::Event::InitDone => {
+                let Some(seen) = self.relisted.take() else {
+                    return;
+                };
+                for obj in self.store.state() {
+                    if obj.uid().is_some_and(|uid| !seen.contains(&uid)) {
+                        self.check(&obj);
+                    }
+                }
+            }
+            watcher::Event::Apply(_) => {}
+        }
+    }
+
+    fn check(&self, obj: &SyncSource) {
+        let ours = obj.finalizers().iter().any(|f| f == crate::crd::FINALIZER);
+        // A deletion the operator saw begin is its cleanup's to finish; the bypass never has a
+        // deletionTimestamp (the object goes at once).
+        let bypassed = ours && obj.metadata.deletion_timestamp.is_none();
+        if bypassed && obj.spec.deletion_policy != crate::crd::DeletionPolicy::Retain {
+            let (ctx, obj) = (self.ctx.clone(), obj.clone());
+            let span = info_span!("orphan", namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
+            tokio::spawn(async move { reconcile::orphaned(&ctx, &obj).await }.instrument(span));
+        }
+    }
 }
 
 /// Runs `on_zero` once, when `n` distinct parties have each called their `once()` handle

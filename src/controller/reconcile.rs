@@ -172,6 +172,28 @@ pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
 /// No cleanup will ever run for it, so the source this reconcile created (`created`, or the one
 /// an ambiguous create may have made, found by listing) is deleted here, as the object's
 /// deletion would have done; with `deletionPolicy: Retain` it is left, as deletion would.
+/// Deletes the recorded source of an object the apiserver let go with the operator's finalizer
+/// still on (see `Orphans` in mod.rs). Only a recorded id is acted on: a lookup by natural key
+/// could find the source of a newer object with the same spec.
+pub async fn orphaned(ctx: &Context, obj: &SyncSource) {
+    let Some(rec) = obj.status.as_ref().and_then(Recorded::of) else {
+        // A create in flight, if any, finds the object gone at its status write and cleans up.
+        info!("an object with the finalizer vanished before its source was recorded");
+        return;
+    };
+    let token = match ctx.token_for(obj) {
+        Ok(token) => token,
+        Err(why) => {
+            warn!(source_id = %rec.id, %why, "cannot delete the source of a vanished object; it is left in Chroma");
+            return;
+        }
+    };
+    let Ok(payload) = payload::build(&obj.spec) else {
+        return; // an invalid spec was never sent
+    };
+    let _ = vanished(ctx, obj, &token, Some(rec.id), &payload).await;
+}
+
 /// The object of a cleanup in `vanished` is gone, so nothing will bring that cleanup back: it
 /// tries a few times, over about half a minute, before it leaves a source in Chroma (seen in the
 /// Chroma fault storm: one 503 on that single delete leaked the source).
@@ -321,7 +343,7 @@ async fn release_finalizer(ctx: &Context, obj: &SyncSource) -> Result<(), Error>
     let mut conflicts = 0;
     loop {
         match guarded_metadata_write(ctx, &current, false, None).await {
-            Err(Error::Kube(kube::Error::Api(s))) if s.code == 409 && conflicts < 3 => {
+            Err(Error::Kube(kube::Error::Api(s))) if s.code == 409 && conflicts < 10 => {
                 conflicts += 1;
                 match super::fresh(&ctx.client, &current).await {
                     Some(fresh) if fresh.uid() == obj.uid() && has_finalizer(&fresh) => {
