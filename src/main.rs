@@ -1,6 +1,9 @@
 //! The operator binary: `chroma-sync-operator` runs the controller; `chroma-sync-operator crd`
 //! prints the CustomResourceDefinition.
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use chroma_sync_operator::chroma::{ChromaClient, ClientConfig, Token, check_base_url};
 use chroma_sync_operator::controller::{self, Context, DefaultToken, Settings};
 use chroma_sync_operator::crd::{self, SyncSource};

@@ -3,7 +3,8 @@
 //! Priority and Fairness treats it as in a cluster). Prints one table and writes the same figures
 //! to target/bench/results-N.json.
 //!
-//! BENCH_N (objects, default 1000), BENCH_REST_SECS (default 120), BENCH_CONCURRENCY (default 16).
+//! BENCH_N (objects, default 1000), BENCH_REST_SECS (default 120), BENCH_CONCURRENCY (default 16),
+//! BENCH_OPERATOR (the operator binary; default the release build of this checkout).
 
 #[path = "../support/cli.rs"]
 mod cli;
@@ -122,6 +123,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let catchup = started.elapsed().as_secs_f64();
+    let cpu = op.cpu_secs();
     let rate = n as f64 / catchup;
     report.add(
         "catchup_secs",
@@ -134,6 +136,17 @@ async fn main() -> anyhow::Result<()> {
         "catch-up rate (objects/s; ratio to floor)",
         json!(rate),
         format!("{rate:.0}/s ({:.2} x floor)", rate / null_rate),
+    );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    report.add(
+        "catchup_operator_cpu_secs",
+        "catch-up: operator CPU (s; share of the machine)",
+        json!(cpu),
+        format!(
+            "{cpu:.1} s ({:.0}% of {cores} cores; {:.2} ms per object)",
+            100.0 * cpu / (catchup * cores),
+            1000.0 * cpu / n as f64
+        ),
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let cost = mark.diff(&audit, &standin);
@@ -407,7 +420,10 @@ impl Operator {
             .create(true)
             .append(true)
             .open(kubeconfig.with_file_name("bench-operator.log"))?;
-        let child = Command::new(env!("CARGO_BIN_EXE_chroma-sync-operator"))
+        // BENCH_OPERATOR measures another build, e.g. the image's static musl binary.
+        let binary = std::env::var("BENCH_OPERATOR")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_chroma-sync-operator").to_owned());
+        let child = Command::new(binary)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "warn")
             .args([
@@ -445,6 +461,23 @@ impl Operator {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// CPU time the operator has used (user + system), from /proc: where the time of a
+    /// catch-up goes, when the operator and the apiserver share the cores.
+    fn cpu_secs(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (which is in parentheses and may hold spaces): utime
+        // and stime are the 12th and 13th, in clock ticks (100 per second on Linux).
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let field = |i: usize| -> f64 {
+            rest.split_whitespace()
+                .nth(i)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0)
+        };
+        (field(11) + field(12)) / 100.0
     }
 
     fn rss_kib(&self) -> u64 {

@@ -8,10 +8,8 @@
 
 use crate::harness::*;
 use chroma_sync_operator::standin::Faults;
-use futures::future::join_all;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,8 +33,7 @@ async fn a_sigkill_storm_leaves_exactly_one_source_per_object() {
     });
 
     let started = Instant::now();
-    let mut live = BTreeSet::new();
-    let mut deleted = BTreeSet::new();
+    let mut churn = Churn::default();
     let per_batch = objects.div_ceil(kills + 1);
     let mut next = 0;
     let mut last_restart = Instant::now();
@@ -45,25 +42,9 @@ async fn a_sigkill_storm_leaves_exactly_one_source_per_object() {
             .map(|i| format!("c{i:04}"))
             .collect();
         next += names.len();
-        join_all(
-            names
-                .iter()
-                .map(|n| env.create(n, github(&format!("chaos/{n}")))),
-        )
-        .await;
-        live.extend(names);
         // Over the storm, delete about four in ten of the objects.
         let p = 0.5 / (kills + 1) as f64;
-        let doomed: Vec<String> = live
-            .iter()
-            .filter(|_| rng.random_bool(p))
-            .cloned()
-            .collect();
-        join_all(doomed.iter().map(|n| env.delete(n))).await;
-        for n in doomed {
-            live.remove(&n);
-            deleted.insert(n);
-        }
+        churn.round(&env, names, "chaos", p, &mut rng).await;
         tokio::time::sleep(Duration::from_millis(rng.random_range(50..900))).await;
         if round < kills {
             env.kill_operator();
@@ -73,14 +54,14 @@ async fn a_sigkill_storm_leaves_exactly_one_source_per_object() {
         }
     }
     env.standin.set_faults(Faults::default());
-    report.set("deleted", deleted.len());
+    report.set("deleted", churn.deleted.len());
 
     let timeout = Duration::from_secs(60 + objects as u64 / 5);
-    let recorded = settle(&env, &live, &deleted, timeout).await;
+    let recorded = settle(&env, &churn.live, &churn.deleted, timeout).await;
     let converged = started.elapsed();
     // From the last restart after a kill (the last batch of objects arrives after it).
     report.set("converge_secs", last_restart.elapsed().as_secs_f64());
-    assert_one_source_each(&env, "chaos", &recorded, &deleted);
+    assert_one_source_each(&env, "chaos", &recorded, &churn.deleted);
 
     let creates = env.standin.calls("create_source", "*");
     let committed = env.standin.created_total();
@@ -88,8 +69,8 @@ async fn a_sigkill_storm_leaves_exactly_one_source_per_object() {
         "chaos | seed {seed} | objects {objects} | kills {kills} | live {} | deleted {} | \
          create calls {creates} (committed {committed}, extra {}) | list calls {} | \
          delete calls {} | converged in {:.1} s",
-        live.len(),
-        deleted.len(),
+        churn.live.len(),
+        churn.deleted.len(),
         creates - committed,
         env.standin.calls("list_sources", "*"),
         env.standin.calls("delete_source", "*"),

@@ -13,11 +13,10 @@
 
 use crate::harness::*;
 use chroma_sync_operator::standin::Faults;
-use futures::future::join_all;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// The kinds of phase the storm cycles through, each with new objects arriving in it, and the
@@ -91,7 +90,7 @@ async fn a_storm_of_chroma_faults_leaves_exactly_one_source_per_object() {
         round.shuffle(&mut rng);
         kinds.extend(round);
     }
-    let (mut live, mut deleted) = (BTreeSet::new(), BTreeSet::new());
+    let mut churn = Churn::default();
     let mut next = 0;
     for (kind, injects) in &kinds[..phases] {
         let landed = |standin: &chroma_sync_operator::standin::StandIn| {
@@ -107,24 +106,9 @@ async fn a_storm_of_chroma_faults_leaves_exactly_one_source_per_object() {
             .map(|i| format!("s{i:04}"))
             .collect();
         next += names.len();
-        join_all(
-            names
-                .iter()
-                .map(|n| env.create(n, github(&format!("storm/{n}")))),
-        )
-        .await;
-        live.extend(names);
         // Over the storm, delete about a fifth of the objects, some before they are Ready.
-        let doomed: Vec<String> = live
-            .iter()
-            .filter(|_| rng.random_bool(0.4 / phases as f64))
-            .cloned()
-            .collect();
-        join_all(doomed.iter().map(|n| env.delete(n))).await;
-        for n in doomed {
-            live.remove(&n);
-            deleted.insert(n);
-        }
+        let p = 0.4 / phases as f64;
+        churn.round(&env, names, "storm", p, &mut rng).await;
         // A phase lasts until its fault has landed (a busy operator may reach the stand-in
         // only later), and a little longer.
         let phase_start = Instant::now();
@@ -135,13 +119,13 @@ async fn a_storm_of_chroma_faults_leaves_exactly_one_source_per_object() {
     }
     env.standin.set_faults(Faults::default());
     let storm_over = Instant::now();
-    report.set("deleted", deleted.len());
+    report.set("deleted", churn.deleted.len());
     report.set("phases", phases);
 
     let timeout = Duration::from_secs(60 + objects as u64 / 5);
-    let recorded = settle(&env, &live, &deleted, timeout).await;
+    let recorded = settle(&env, &churn.live, &churn.deleted, timeout).await;
     report.set("converge_secs", storm_over.elapsed().as_secs_f64());
-    assert_one_source_each(&env, "storm", &recorded, &deleted);
+    assert_one_source_each(&env, "storm", &recorded, &churn.deleted);
 
     let injected = env.standin.injected();
     let faulty: u64 = injected.values().sum();
@@ -150,8 +134,8 @@ async fn a_storm_of_chroma_faults_leaves_exactly_one_source_per_object() {
         "storm | seed {seed} | objects {objects} | live {} | deleted {} | error rate {rate} | \
          injected {injected:?} | calls {:?} | floor {floor} | extra {extra} | \
          converged {:.1} s after the storm",
-        live.len(),
-        deleted.len(),
+        churn.live.len(),
+        churn.deleted.len(),
         env.standin.all_calls(),
         storm_over.elapsed().as_secs_f64(),
     );

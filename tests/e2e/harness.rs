@@ -687,6 +687,46 @@ pub fn github(repo: &str) -> Value {
     })
 }
 
+/// The objects a churning fault test has made so far: the live ones and the deleted ones.
+#[derive(Default)]
+pub struct Churn {
+    pub live: BTreeSet<String>,
+    pub deleted: BTreeSet<String>,
+}
+
+impl Churn {
+    /// Creates `names` (GitHub sources `{repos}/{name}`), then deletes each live object with
+    /// probability `p`, some before they are Ready. One random draw per live object, in name
+    /// order, so a seed makes the same choices every run.
+    pub async fn round(
+        &mut self,
+        env: &Env,
+        names: Vec<String>,
+        repos: &str,
+        p: f64,
+        rng: &mut impl rand::RngExt,
+    ) {
+        futures::future::join_all(
+            names
+                .iter()
+                .map(|n| env.create(n, github(&format!("{repos}/{n}")))),
+        )
+        .await;
+        self.live.extend(names);
+        let doomed: Vec<String> = self
+            .live
+            .iter()
+            .filter(|_| rng.random_bool(p))
+            .cloned()
+            .collect();
+        futures::future::join_all(doomed.iter().map(|n| env.delete(n))).await;
+        for n in doomed {
+            self.live.remove(&n);
+            self.deleted.insert(n);
+        }
+    }
+}
+
 /// A control plane of a test's own, stopped when dropped.
 pub struct PrivateCluster {
     dir: PathBuf,

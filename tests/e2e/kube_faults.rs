@@ -81,32 +81,17 @@ async fn cut_apiserver_connections_lose_nothing_and_duplicate_nothing() {
         "one source per live object, none per deleted one, every create committed, no restart",
     );
     let mut rng = StdRng::seed_from_u64(seed);
-    let (mut live, mut deleted) = (BTreeSet::new(), BTreeSet::new());
+    let mut churn = Churn::default();
     let mut cut_sizes = Vec::new();
     let mut created = 0;
     for round in 0..rounds {
         let names: Vec<String> = (0..per_round)
             .map(|i| format!("k{round:02}-{i:03}"))
             .collect();
-        join_all(
-            names
-                .iter()
-                .map(|n| env.create(n, github(&format!("cuts/{n}")))),
-        )
-        .await;
         created += names.len();
-        live.extend(names);
         // Over all rounds, delete about half of the objects: some before they are Ready.
-        let doomed: Vec<String> = live
-            .iter()
-            .filter(|_| rng.random_bool(0.9 / rounds as f64))
-            .cloned()
-            .collect();
-        join_all(doomed.iter().map(|n| env.delete(n))).await;
-        for n in doomed {
-            live.remove(&n);
-            deleted.insert(n);
-        }
+        let p = 0.9 / rounds as f64;
+        churn.round(&env, names, "cuts", p, &mut rng).await;
         tokio::time::sleep(Duration::from_millis(rng.random_range(50..400))).await;
         // Cut once the operator has reconnected (its two watches at least), so that every cut
         // breaks watch streams, not just an idle moment.
@@ -119,12 +104,12 @@ async fn cut_apiserver_connections_lose_nothing_and_duplicate_nothing() {
     let last_cut = Instant::now();
     env.standin.set_faults(Faults::default());
     report.set("objects", created + 3);
-    report.set("deleted", deleted.len());
+    report.set("deleted", churn.deleted.len());
     let timeout = Duration::from_secs(45 + created as u64 / 5);
-    let recorded = settle(&env, &live, &deleted, timeout).await;
+    let recorded = settle(&env, &churn.live, &churn.deleted, timeout).await;
     let converged = last_cut.elapsed();
     report.set("converge_secs", converged.as_secs_f64());
-    assert_one_source_each(&env, "cuts", &recorded, &deleted);
+    assert_one_source_each(&env, "cuts", &recorded, &churn.deleted);
     // Every cut found the operator's connections open (at least its two watches).
     assert!(cut_sizes.iter().all(|&n| n >= 2), "cuts: {cut_sizes:?}");
 
@@ -139,7 +124,7 @@ async fn cut_apiserver_connections_lose_nothing_and_duplicate_nothing() {
     );
     assert_eq!(
         env.standin.calls("delete_source", "204") as usize,
-        creates as usize - live.len(),
+        creates as usize - churn.live.len(),
         "each created source of a deleted object deleted once"
     );
 
@@ -172,8 +157,8 @@ async fn cut_apiserver_connections_lose_nothing_and_duplicate_nothing() {
          create calls {creates} | list calls {} | delete calls {} | connections accepted {} | \
          failed reconciles {failed} | converged {:.1} s after the last cut | \
          create -> Ready after a cut: {:?}",
-        live.len(),
-        deleted.len(),
+        churn.live.len(),
+        churn.deleted.len(),
         env.standin.calls("list_sources", "*"),
         env.standin.calls("delete_source", "*"),
         proxy.accepted(),
