@@ -11,15 +11,7 @@ use std::collections::HashMap;
 /// data) are most of an object's bytes. Nothing is written back from the cached copy but the
 /// fields the operator owns, so nothing dropped here is lost.
 pub fn slim<K: Resource>(obj: &mut K) {
-    let meta = obj.meta_mut();
-    meta.managed_fields = None;
-    meta.labels = None;
-    if let Some(a) = meta.annotations.as_mut() {
-        a.retain(|key, _| key.starts_with(crate::crd::GROUP));
-        if a.is_empty() {
-            meta.annotations = None;
-        }
-    }
+    slim_keeping(obj, |_| true);
 }
 
 /// [`slim`], and the create-pending mark once status records a source: the mark is read only
@@ -27,11 +19,17 @@ pub fn slim<K: Resource>(obj: &mut K) {
 /// because removing it would cost a third write. Its map node and strings were a quarter of a
 /// cached object.
 pub fn slim_source(obj: &mut SyncSource) {
-    slim(obj);
     let recorded = obj.status.as_ref().is_some_and(|s| s.source_id.is_some());
-    let meta = &mut obj.metadata;
-    if recorded && let Some(a) = meta.annotations.as_mut() {
-        a.remove(CREATE_PENDING_ANNOTATION);
+    slim_keeping(obj, |key| !(recorded && key == CREATE_PENDING_ANNOTATION));
+}
+
+/// [`slim`], keeping of the operator's own annotations those `keep` accepts.
+fn slim_keeping<K: Resource>(obj: &mut K, keep: impl Fn(&str) -> bool) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    meta.labels = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.retain(|key, _| key.starts_with(crate::crd::GROUP) && keep(key));
         if a.is_empty() {
             meta.annotations = None;
         }
