@@ -6,6 +6,14 @@
 //! Lease's resourceVersion, so two candidates cannot both win. The holder renews every
 //! `renew_every`; if it cannot renew within `renew_deadline`, leadership is lost and the process
 //! must stop reconciling at once (the caller exits).
+//!
+//! The deadline is kept by this replica's clock alone, whatever the network does: every Lease
+//! call is bounded by the time left until it, counted from when the last successful write was
+//! *sent* (the others can have seen it no earlier). A path to the apiserver that goes silent
+//! (packets dropped, no reset) would otherwise hold a renewal forever, kube's client having no
+//! read timeout: the Lease expires for the others while this replica still believes it leads.
+//! With `renew_deadline` < `lease_duration` the holder gives up before any standby may take
+//! over, as client-go's leader election does.
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -45,6 +53,9 @@ pub struct Leadership {
     api: Api<Lease>,
     settings: Settings,
     lease: Lease,
+    /// When the newest write known to have landed was sent: the Lease is ours until
+    /// `renew_deadline` after it, by our own clock.
+    confirmed: Instant,
 }
 
 enum Renewal {
@@ -70,24 +81,30 @@ pub async fn acquire(
     let mut observed: Option<Observed> = None;
     let mut waiting_logged = false;
     loop {
-        match try_acquire(&api, &settings, &mut observed).await {
-            Ok(Some(lease)) => {
+        let sent = Instant::now();
+        let attempt = try_acquire(&api, &settings, &mut observed);
+        match tokio::time::timeout(settings.renew_deadline, attempt).await {
+            // Unanswered in time: the write may have landed, but a leader must know it leads.
+            // The next try finds the Lease ours (and renews it) or someone else's.
+            Err(_) => warn!("leader election: no answer from the apiserver in time"),
+            Ok(Ok(Some(lease))) => {
                 info!(lease = %settings.name, identity = %settings.identity, "acquired leadership");
                 return Ok(Leadership {
                     api,
                     settings,
                     lease,
+                    confirmed: sent,
                 });
             }
-            Ok(None) => {
+            Ok(Ok(None)) => {
                 if !waiting_logged {
                     info!(lease = %settings.name, "another replica leads; standing by");
                     on_standby();
                     waiting_logged = true;
                 }
             }
-            Err(kube::Error::Api(s)) if s.code == 409 => {} // lost a race; look again
-            Err(e) => warn!(error = %e, "leader election: cannot read or write the Lease"),
+            Ok(Err(kube::Error::Api(s))) if s.code == 409 => {} // lost a race; look again
+            Ok(Err(e)) => warn!(error = %e, "leader election: cannot read or write the Lease"),
         }
         tokio::time::sleep(settings.retry_every).await;
     }
@@ -164,35 +181,47 @@ fn held_spec(
 }
 
 impl Leadership {
-    /// Renews until it cannot; returns when leadership is lost.
+    /// Renews until it cannot; returns when leadership is lost: another replica holds the
+    /// Lease, or no renewal was confirmed within `renew_deadline` of the last one.
     pub async fn hold(&mut self) {
-        let mut renewed = Instant::now();
         loop {
             tokio::time::sleep(self.settings.renew_every).await;
             loop {
-                match self.renew().await {
-                    Ok(Renewal::Renewed) => {
-                        renewed = Instant::now();
+                let Some(left) = self.time_left() else {
+                    warn!("could not renew the Lease before the deadline; leadership lost");
+                    return;
+                };
+                let sent = Instant::now();
+                match tokio::time::timeout(left, self.renew()).await {
+                    Ok(Ok(Renewal::Renewed)) => {
+                        self.confirmed = sent;
                         break;
                     }
-                    Ok(Renewal::TakenBy(holder)) => {
+                    Ok(Ok(Renewal::TakenBy(holder))) => {
                         warn!(%holder, "another replica holds the Lease; leadership lost");
                         return;
                     }
-                    Err(e)
-                        if renewed.elapsed() + self.settings.retry_every
-                            < self.settings.renew_deadline =>
-                    {
+                    Ok(Err(e)) => {
                         warn!(error = %e, "could not renew the Lease; retrying");
-                        tokio::time::sleep(self.settings.retry_every).await;
+                        tokio::time::sleep(self.settings.retry_every.min(left)).await;
                     }
-                    Err(e) => {
-                        warn!(error = %e, "could not renew the Lease before the deadline; leadership lost");
+                    Err(_) => {
+                        warn!(
+                            "no answer to the Lease renewal before the deadline; leadership lost"
+                        );
                         return;
                     }
                 }
             }
         }
+    }
+
+    /// Time left before the renew deadline, if any.
+    fn time_left(&self) -> Option<Duration> {
+        self.settings
+            .renew_deadline
+            .checked_sub(self.confirmed.elapsed())
+            .filter(|left| !left.is_zero())
     }
 
     /// One renewal: a write guarded by the resourceVersion of our own last write, so it fails
@@ -243,13 +272,12 @@ impl Leadership {
             spec.acquire_time = None;
             spec.renew_time = None;
         }
-        match self
-            .api
-            .replace(&self.settings.name, &PostParams::default(), &self.lease)
-            .await
-        {
-            Ok(_) => info!("released leadership"),
-            Err(e) => warn!(error = %e, "could not release the Lease; it will expire"),
+        let params = PostParams::default();
+        let release = self.api.replace(&self.settings.name, &params, &self.lease);
+        match tokio::time::timeout(self.settings.renew_deadline, release).await {
+            Ok(Ok(_)) => info!("released leadership"),
+            Ok(Err(e)) => warn!(error = %e, "could not release the Lease; it will expire"),
+            Err(_) => warn!("no answer to the Lease release in time; it will expire"),
         }
     }
 }

@@ -129,7 +129,11 @@ async fn main() -> anyhow::Result<()> {
         metrics.clone(),
     )?;
 
-    let client = kube::Client::try_default().await?;
+    let identity = args
+        .pod_name
+        .clone()
+        .unwrap_or_else(|| format!("chroma-sync-operator-{}", uuid::Uuid::new_v4().simple()));
+    let client = kube_client(&identity).await?;
     // Fail fast, with a clear message, when the CRD is missing. (In namespaced mode the
     // operator may list only its own namespaces.)
     let probe: Api<SyncSource> = match args.namespaces.first() {
@@ -149,10 +153,6 @@ async fn main() -> anyhow::Result<()> {
         value: args.default_token.and_then(Token::new),
         file: args.default_token_file,
     };
-    let identity = args
-        .pod_name
-        .clone()
-        .unwrap_or_else(|| format!("chroma-sync-operator-{}", uuid::Uuid::new_v4().simple()));
     let ctx = Arc::new(Context::new(
         client.clone(),
         chroma,
@@ -234,6 +234,21 @@ async fn main() -> anyhow::Result<()> {
         let _ = task.await;
     }
     Ok(())
+}
+
+/// A client that names this replica in its User-Agent, so the apiserver's audit log tells the
+/// replicas' requests apart (as client-go's `<binary>/<version> (...)` agent does).
+async fn kube_client(identity: &str) -> anyhow::Result<kube::Client> {
+    let mut config = kube::Config::infer().await?;
+    let agent = format!(
+        "chroma-sync-operator/{} ({identity})",
+        env!("CARGO_PKG_VERSION")
+    );
+    config.headers.push((
+        reqwest::header::USER_AGENT,
+        reqwest::header::HeaderValue::from_str(&agent)?,
+    ));
+    Ok(kube::Client::try_from(config)?)
 }
 
 async fn wait_for_signal() {

@@ -179,3 +179,63 @@ async fn a_storm_of_chroma_faults_leaves_exactly_one_source_per_object() {
     );
     report.pass();
 }
+
+/// The path to Chroma goes silent (packets dropped, connection kept open) while a create is in
+/// flight, after the service committed it. The client's own timeout ends the call (status
+/// Timeout within CHROMA_TIMEOUT), every retry while silent times out the same way without a
+/// second create, and once the path is back the lookup finds the committed source: one source,
+/// one POST.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_path_to_chroma_mid_create_times_out_and_duplicates_nothing() {
+    let mut env = Env::without_operator("silent-chroma").await;
+    let upstream = env
+        .chroma_url
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let proxy = crate::proxy::Proxy::start(upstream).await;
+    env.chroma_url = format!("http://{}", proxy.addr);
+    env.start_operator();
+    env.standin.set_faults(Faults {
+        endpoints: vec!["create_source".into()],
+        create_commit_delay_ms: 1_000,
+        ..Default::default()
+    });
+    env.create("docs", github("acme/silent-chroma")).await;
+    wait_for("the create to commit", Duration::from_secs(30), || async {
+        (env.source_ids().len() == 1).then_some(())
+    })
+    .await;
+    proxy.set_silent(true);
+    let silenced = Instant::now();
+    env.wait_reason("docs", "Timeout", Duration::from_secs(30))
+        .await;
+    let waited = silenced.elapsed();
+    assert!(
+        waited <= CHROMA_TIMEOUT + Duration::from_secs(3),
+        "the call outlived the client's timeout: {waited:?}"
+    );
+    // A retry or two while the path is still silent.
+    tokio::time::sleep(CHROMA_TIMEOUT * 2).await;
+    assert_eq!(
+        env.standin.calls("create_source", "*"),
+        1,
+        "no create while silent"
+    );
+
+    proxy.set_silent(false);
+    env.standin.set_faults(Faults::default());
+    let docs = env
+        .wait_reason("docs", "SourceReady", Duration::from_secs(60))
+        .await;
+    assert_eq!(env.source_ids(), [docs.status.unwrap().source_id.unwrap()]);
+    assert_eq!(
+        env.standin.calls("create_source", "*"),
+        1,
+        "one POST in all"
+    );
+    println!(
+        "silent path to Chroma: Timeout after {:.1} s",
+        waited.as_secs_f64()
+    );
+}

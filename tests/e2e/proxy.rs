@@ -1,11 +1,12 @@
 //! A byte-forwarding TCP proxy between the operator and the kube-apiserver, able to cut every
 //! open connection at once. TLS passes through untouched (the apiserver's serving certificate
 //! names 127.0.0.1, which is where the proxy listens), so the operator sees exactly what a
-//! broken network path between it and the apiserver looks like.
+//! broken network path between it and the apiserver looks like: reset (`cut_all`), or silent
+//! (`silence`: packets dropped, connections kept open, no reset ever).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -15,6 +16,7 @@ pub struct Proxy {
     pub addr: SocketAddr,
     connections: Arc<Mutex<Vec<AbortHandle>>>,
     accepted: Arc<AtomicU64>,
+    silent: Arc<AtomicBool>,
     acceptor: AbortHandle,
 }
 
@@ -27,14 +29,22 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let connections: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
         let accepted = Arc::new(AtomicU64::new(0));
-        let (conns, count) = (connections.clone(), accepted.clone());
+        let silent = Arc::new(AtomicBool::new(false));
+        let (conns, count, quiet) = (connections.clone(), accepted.clone(), silent.clone());
         let acceptor = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     continue;
                 };
                 count.fetch_add(1, Ordering::SeqCst);
+                let quiet = quiet.clone();
                 let task = tokio::spawn(async move {
+                    if quiet.load(Ordering::SeqCst) {
+                        // A silent path: the connection opens, and nothing ever comes back.
+                        let (client_rx, _client_tx) = client.into_split();
+                        drain(client_rx).await;
+                        return;
+                    }
                     let Ok(server) = TcpStream::connect(upstream).await else {
                         return;
                     };
@@ -48,8 +58,8 @@ impl Proxy {
                     let (server_rx, server_tx) = server.into_split();
                     // Either direction ending ends the connection (and drops both sockets).
                     tokio::select! {
-                        _ = pump(client_rx, server_tx) => {}
-                        _ = pump(server_rx, client_tx) => {}
+                        _ = pump(client_rx, server_tx, &quiet) => {}
+                        _ = pump(server_rx, client_tx, &quiet) => {}
                     }
                 });
                 let mut open = conns.lock().unwrap();
@@ -62,8 +72,17 @@ impl Proxy {
             addr,
             connections,
             accepted,
+            silent,
             acceptor,
         }
+    }
+
+    /// While silent, nothing gets through, either way, on open connections and new ones alike;
+    /// bytes are read and dropped, so no sender blocks and no connection is ever reset: what a
+    /// path that loses every packet looks like to both ends. Connections opened while silent
+    /// stay dead; new ones after it work again.
+    pub fn set_silent(&self, silent: bool) {
+        self.silent.store(silent, Ordering::SeqCst);
     }
 
     /// Resets every open connection (both sides); returns how many there were. New connections
@@ -110,18 +129,31 @@ impl Drop for Proxy {
     }
 }
 
-/// Copies `from` to `to` until either side ends.
-async fn pump(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf) {
+/// Copies `from` to `to` until either side ends; while `silent`, drops what it reads instead.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    silent: &AtomicBool,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        if silent.load(Ordering::SeqCst) {
+            continue;
+        }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
         }
     }
+}
+
+/// Reads and drops until the peer closes.
+async fn drain(mut from: tokio::net::tcp::OwnedReadHalf) {
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(1..) = from.read(&mut buf).await {}
 }
 
 /// The apiserver address (`server: https://HOST:PORT`) of a kubeconfig.
