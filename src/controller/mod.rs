@@ -484,10 +484,29 @@ impl Orphans {
         // deletionTimestamp (the object goes at once).
         let bypassed = ours && obj.metadata.deletion_timestamp.is_none();
         if bypassed && obj.spec.deletion_policy != crate::crd::DeletionPolicy::Retain {
+            let namesake = self.namesake_of(obj);
             let (ctx, obj) = (self.ctx.clone(), obj.clone());
             let span = info_span!("orphan", namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
-            tokio::spawn(async move { reconcile::orphaned(&ctx, &obj).await }.instrument(span));
+            tokio::spawn(
+                async move { reconcile::orphaned(&ctx, &obj, namesake).await }.instrument(span),
+            );
         }
+    }
+
+    /// Whether another live object declares the same source (database and natural key), so a
+    /// lookup by that key could find its source rather than the vanished object's.
+    fn namesake_of(&self, gone: &SyncSource) -> bool {
+        let key = |o: &SyncSource| {
+            let p = crate::payload::build(&o.spec).ok()?;
+            Some((crate::payload::NaturalKey::of_payload(&p), p.database_name))
+        };
+        let Some(wanted) = key(gone) else {
+            return false;
+        };
+        self.store
+            .state()
+            .iter()
+            .any(|o| o.uid() != gone.uid() && key(o).as_ref() == Some(&wanted))
     }
 }
 

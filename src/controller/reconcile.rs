@@ -166,32 +166,38 @@ pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
     }
 }
 
-/// The object is gone although its create-pending mark put our finalizer on it: a delete that
-/// read the object just before the mark still removes it (the apiserver's finalizer race,
-/// kubernetes/kubernetes#77988, seen in `cut_apiserver_connections_lose_nothing_and_duplicate_nothing`).
-/// No cleanup will ever run for it, so the source this reconcile created (`created`, or the one
-/// an ambiguous create may have made, found by listing) is deleted here, as the object's
-/// deletion would have done; with `deletionPolicy: Retain` it is left, as deletion would.
-/// Deletes the recorded source of an object the apiserver let go with the operator's finalizer
-/// still on (see `Orphans` in mod.rs). Only a recorded id is acted on: a lookup by natural key
-/// could find the source of a newer object with the same spec.
-pub async fn orphaned(ctx: &Context, obj: &SyncSource) {
-    let Some(rec) = obj.status.as_ref().and_then(Recorded::of) else {
-        // A create in flight, if any, finds the object gone at its status write and cleans up.
-        info!("an object with the finalizer vanished before its source was recorded");
-        return;
-    };
+/// Deletes the source of an object the apiserver let go with the operator's finalizer still on
+/// (kubernetes/kubernetes#77988; see `Orphans` in mod.rs), as its deletion would have done; with
+/// `deletionPolicy: Retain` it is left, as deletion would. A recorded id is deleted. Without
+/// one, a create-pending mark means a create may have happened that no status records (the
+/// operator that made it was killed before its status write): that source is found by the mark
+/// and the natural key. Such a lookup could find another object's source when a live object
+/// declares the same source (`namesake`): then nothing is deleted, and the log says so.
+pub async fn orphaned(ctx: &Context, obj: &SyncSource, namesake: bool) {
+    let recorded = obj.status.as_ref().and_then(Recorded::of).map(|r| r.id);
+    if recorded.is_none() {
+        if pending_mark(obj).is_none() {
+            info!("an object with the finalizer vanished before any create; nothing to delete");
+            return;
+        }
+        if namesake {
+            warn!(
+                "an object vanished while its create was unrecorded; another object declares the same source, so any source it made is left in Chroma"
+            );
+            return;
+        }
+    }
     let token = match ctx.token_for(obj) {
         Ok(token) => token,
         Err(why) => {
-            warn!(source_id = %rec.id, %why, "cannot delete the source of a vanished object; it is left in Chroma");
+            warn!(source_id = ?recorded, %why, "cannot delete the source of a vanished object; it is left in Chroma");
             return;
         }
     };
     let Ok(payload) = payload::build(&obj.spec) else {
         return; // an invalid spec was never sent
     };
-    let _ = vanished(ctx, obj, &token, Some(rec.id), &payload).await;
+    let _ = vanished(ctx, obj, &token, recorded, &payload).await;
 }
 
 /// The object of a cleanup in `vanished` is gone, so nothing will bring that cleanup back: it
@@ -224,6 +230,9 @@ where
     unreachable!("the loop returns by the last attempt")
 }
 
+/// The object is gone although our finalizer was on it, so no cleanup will ever run for it: the
+/// source this reconcile created (`created`), or the one an ambiguous create may have made
+/// (found by listing from the mark), is deleted here, as the object's deletion would have done.
 async fn vanished(
     ctx: &Context,
     obj: &SyncSource,

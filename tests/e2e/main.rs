@@ -9,6 +9,7 @@ mod harness;
 mod install;
 mod kube_faults;
 mod leader;
+mod orphans;
 mod proxy;
 mod rbac;
 
