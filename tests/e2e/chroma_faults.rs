@@ -188,6 +188,12 @@ async fn a_storm_of_chroma_faults_leaves_exactly_one_source_per_object() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_path_to_chroma_mid_create_times_out_and_duplicates_nothing() {
     let mut env = Env::without_operator("silent-chroma").await;
+    let mut report = Report::new("silent path to Chroma mid-create", None, &env.standin);
+    report.set("objects", 1);
+    report.set(
+        "invariant",
+        "client timeout ends the call; one POST, one source",
+    );
     let upstream = env
         .chroma_url
         .trim_start_matches("http://")
@@ -211,6 +217,7 @@ async fn a_silent_path_to_chroma_mid_create_times_out_and_duplicates_nothing() {
     env.wait_reason("docs", "Timeout", Duration::from_secs(30))
         .await;
     let waited = silenced.elapsed();
+    report.set("timeout_secs", waited.as_secs_f64());
     assert!(
         waited <= CHROMA_TIMEOUT + Duration::from_secs(3),
         "the call outlived the client's timeout: {waited:?}"
@@ -225,6 +232,7 @@ async fn a_silent_path_to_chroma_mid_create_times_out_and_duplicates_nothing() {
 
     proxy.set_silent(false);
     env.standin.set_faults(Faults::default());
+    let back = Instant::now();
     let docs = env
         .wait_reason("docs", "SourceReady", Duration::from_secs(60))
         .await;
@@ -234,8 +242,10 @@ async fn a_silent_path_to_chroma_mid_create_times_out_and_duplicates_nothing() {
         1,
         "one POST in all"
     );
+    report.set("converge_secs", back.elapsed().as_secs_f64());
     println!(
         "silent path to Chroma: Timeout after {:.1} s",
         waited.as_secs_f64()
     );
+    report.pass();
 }

@@ -81,6 +81,12 @@ async fn a_leader_behind_a_silent_path_stops_before_the_standby_takes_over() {
     let kubeconfig = kubeconfig_path();
     let proxy = Proxy::start(server_addr(&kubeconfig)).await;
     let mut env = Env::without_operator("silent").await;
+    let mut report = Report::new("silent path to the apiserver", None, &env.standin);
+    report.set("objects", 2);
+    report.set(
+        "invariant",
+        "old leader stops before the standby leads, no write of it after the new leader's first",
+    );
     let (log_a, log_b) = (env.log_path("a"), env.log_path("b"));
     env.operator_kubeconfig = Some(proxy.kubeconfig(&kubeconfig, log_a.parent().unwrap()));
     let mut a = env.spawn_operator("replica-a", &log_a);
@@ -123,6 +129,8 @@ async fn a_leader_behind_a_silent_path_stops_before_the_standby_takes_over() {
         a_exit.as_secs_f64(),
         b_lead.as_secs_f64()
     );
+    report.set("stopped_secs", a_exit.as_secs_f64());
+    report.set("converge_secs", b_lead.as_secs_f64());
     assert!(
         a_exit < b_lead,
         "the old leader ran until {a_exit:?}, after the standby took over at {b_lead:?}"
@@ -180,4 +188,5 @@ async fn a_leader_behind_a_silent_path_stops_before_the_standby_takes_over() {
 
     b.kill().unwrap();
     b.wait().unwrap();
+    report.pass();
 }

@@ -18,6 +18,17 @@ const SOON: Duration = Duration::from_secs(30);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_let_go_with_an_unrecorded_create_has_its_source_deleted() {
     let mut env = Env::start("orphan").await;
+    let mut report = Report::new(
+        "object let go mid-create (kubernetes#77988)",
+        None,
+        &env.standin,
+    );
+    report.set("objects", 2);
+    report.set("kills", 1);
+    report.set(
+        "invariant",
+        "the unrecorded source is deleted, the other kept",
+    );
     env.create("kept", github("acme/orphan-kept")).await;
     let kept = env.wait_reason("kept", "SourceReady", SOON).await;
     let kept_id = kept.status.unwrap().source_id.unwrap();
@@ -54,11 +65,13 @@ async fn an_object_let_go_with_an_unrecorded_create_has_its_source_deleted() {
     ))
     .await;
     env.standin.set_faults(Faults::default());
+    let let_go = std::time::Instant::now();
 
     wait_for("the unrecorded source to be deleted", SOON, || async {
         (env.source_ids() == [kept_id.clone()]).then_some(())
     })
     .await;
+    report.set("converge_secs", let_go.elapsed().as_secs_f64());
     assert_eq!(
         env.standin.calls("create_source", "*"),
         2,
@@ -71,6 +84,7 @@ async fn an_object_let_go_with_an_unrecorded_create_has_its_source_deleted() {
         Some(kept_id),
         "the other object's source is untouched"
     );
+    report.pass();
 }
 
 /// Deletes one key from the test control plane's etcd through its JSON gateway (the kubeconfig's

@@ -47,6 +47,12 @@ for seed in $(seq 1 "$runs"); do
     kube_faults::the_crd_removed_and_reinstalled_under_a_running_operator RUN="$seed"
   case_ "apiserver and etcd restarts" \
     the_operator_rides_out_apiserver_and_etcd_restarts RUN="$seed"
+  case_ "silent path to the apiserver" \
+    leader::a_leader_behind_a_silent_path_stops_before_the_standby_takes_over RUN="$seed"
+  case_ "silent path to Chroma mid-create" \
+    chroma_faults::a_silent_path_to_chroma_mid_create_times_out_and_duplicates_nothing RUN="$seed"
+  case_ "object let go mid-create (kubernetes#77988)" \
+    orphans::an_object_let_go_with_an_unrecorded_create_has_its_source_deleted RUN="$seed"
 done
 
 if ((${#failed[@]})); then
