@@ -1,10 +1,12 @@
 //! The local Chroma Sync stand-in, as a server (see `chroma_sync_operator::standin`).
 
-use chroma_sync_operator::standin::{StandIn, Tokens};
+use chroma_sync_operator::standin::{RunPlan, StandIn, Tokens};
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(about = "Local stand-in for the Chroma Sync API (sources endpoints and /health)")]
+#[command(
+    about = "Local stand-in for the Chroma Sync API (sources and invocations endpoints, /health)"
+)]
 struct Args {
     /// Address to listen on.
     #[arg(long, env = "STANDIN_LISTEN", default_value = "127.0.0.1:8089")]
@@ -28,6 +30,12 @@ struct Args {
     /// A token of a member who may read but not create or delete.
     #[arg(long = "viewer-token", value_delimiter = ',', hide_env_values = true)]
     viewer_tokens: Vec<String>,
+    /// How long a new invocation stays pending (changeable at `PUT /_standin/runs`).
+    #[arg(long, env = "STANDIN_RUN_PENDING_MS", default_value_t = RunPlan::default().pending_ms)]
+    run_pending_ms: u64,
+    /// How long a new invocation then processes before it completes.
+    #[arg(long, env = "STANDIN_RUN_PROCESSING_MS", default_value_t = RunPlan::default().processing_ms)]
+    run_processing_ms: u64,
 }
 
 #[tokio::main]
@@ -42,5 +50,11 @@ async fn main() -> std::io::Result<()> {
         "chroma-sync stand-in listening on http://{}",
         listener.local_addr()?
     );
-    StandIn::new(args.databases, tokens).serve(listener).await
+    let standin = StandIn::new(args.databases, tokens);
+    standin.set_run_plan(RunPlan {
+        pending_ms: args.run_pending_ms,
+        processing_ms: args.run_processing_ms,
+        fail_with: None,
+    });
+    standin.serve(listener).await
 }

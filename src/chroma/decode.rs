@@ -3,7 +3,9 @@
 //! fuzzed (`tests/decode.rs`): whatever bytes arrive, decoding returns, it never panics.
 
 use super::ChromaError;
-use super::wire::{CreateSourceResponse, ErrorResponse, ListedSource};
+use super::wire::{
+    CreateJobResponse, CreateSourceResponse, ErrorResponse, Job, JobStatus, ListedSource,
+};
 use reqwest::StatusCode;
 use std::time::Duration;
 
@@ -39,6 +41,54 @@ pub fn listed(status: u16, body: &[u8]) -> Result<Vec<ListedSource>, ChromaError
         return Err(decode_error("a listed source has an empty id".into()));
     }
     Ok(items)
+}
+
+/// The answer to `POST /api/v1/sources/{id}/invocations`: the new invocation's id.
+pub fn invocation_created(status: u16, body: &[u8]) -> Result<String, ChromaError> {
+    let decode_error = |message: String| ChromaError::Decode { status, message };
+    if status != 201 && status != 200 {
+        return Err(decode_error("expected 201 Created".into()));
+    }
+    let id = serde_json::from_slice::<CreateJobResponse>(body)
+        .map_err(|e| decode_error(e.to_string()))?
+        .invocation_id;
+    // An empty id would be polled as `/api/v1/invocations/`, the listing: an unreadable answer
+    // (ambiguous: the run may exist, recovery lists).
+    if id.trim().is_empty() {
+        return Err(decode_error("the answer has an empty invocation_id".into()));
+    }
+    Ok(id)
+}
+
+/// The answer to `GET /api/v1/invocations/{id}`.
+pub fn job(status: u16, body: &[u8]) -> Result<Job, ChromaError> {
+    let decode_error = |message: String| ChromaError::Decode { status, message };
+    let job: Job = serde_json::from_slice(body).map_err(|e| decode_error(e.to_string()))?;
+    if job.id.trim().is_empty() {
+        return Err(decode_error("the invocation has an empty id".into()));
+    }
+    Ok(bounded(job))
+}
+
+/// One page of `GET /api/v1/invocations`: a bare array of `Job`.
+pub fn jobs(status: u16, body: &[u8]) -> Result<Vec<Job>, ChromaError> {
+    let decode_error = |message: String| ChromaError::Decode { status, message };
+    let items: Vec<Job> = serde_json::from_slice(body).map_err(|e| decode_error(e.to_string()))?;
+    // A run without an id could be adopted and then never followed: refuse the page instead.
+    if items.iter().any(|j| j.id.trim().is_empty()) {
+        return Err(decode_error("a listed invocation has an empty id".into()));
+    }
+    Ok(items.into_iter().map(bounded).collect())
+}
+
+/// A job whose service-supplied texts that reach a status (a failure's message, an unknown
+/// status) are at most [`MAX_MESSAGE_BYTES`].
+fn bounded(mut job: Job) -> Job {
+    match &mut job.status {
+        JobStatus::Failed { error: text } | JobStatus::Unknown(text) => *text = truncate(text),
+        _ => {}
+    }
+    job
 }
 
 /// The error an unsuccessful status means. The body is the service's `ErrorResponse` when it

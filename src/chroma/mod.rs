@@ -1,4 +1,4 @@
-//! A small client for the Chroma Sync API: the three source calls the operator makes.
+//! A small client for the Chroma Sync API: the source and invocation calls the operator makes.
 //!
 //! Every outcome is sorted into [`ChromaError`] here, at the edge, so the reconciler decides on
 //! plain values. The token is carried in [`Token`], which never prints itself.
@@ -11,7 +11,7 @@ use reqwest::header::{HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use std::fmt;
 use std::time::Duration;
-use wire::{CreateSourcePayload, ListedSource};
+use wire::{CreateJobPayload, CreateSourcePayload, Job, ListedSource};
 
 /// The header the service authenticates with.
 pub const TOKEN_HEADER: &str = "x-chroma-token";
@@ -87,6 +87,17 @@ impl fmt::Display for TransportKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Deleted {
     Now,
+    AlreadyGone,
+}
+
+/// What a cancel found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelled {
+    /// 202: the run was pending and will not start.
+    Now,
+    /// 412: the run is no longer pending (processing, or already finished); the API cannot stop it.
+    NotPending,
+    /// 404: no such invocation.
     AlreadyGone,
 }
 
@@ -185,6 +196,83 @@ impl ChromaClient {
             }
         }
         Ok(all)
+    }
+
+    /// `POST /api/v1/sources/{id}/invocations`: the new invocation's id. Not idempotent: after
+    /// an ambiguous failure (transport error, unreadable 201) the run may exist.
+    pub async fn create_invocation(
+        &self,
+        token: &Token,
+        source_id: &str,
+        payload: &CreateJobPayload,
+    ) -> Result<String, ChromaError> {
+        let path = format!("/api/v1/sources/{}/invocations", urlencode(source_id));
+        let (status, body) = self
+            .call(
+                "create_invocation",
+                Method::POST,
+                &path,
+                token,
+                Some(payload),
+            )
+            .await?;
+        decode::invocation_created(status.as_u16(), &body)
+    }
+
+    /// `GET /api/v1/invocations/{id}`; a 404 stays an error (`Api { status: 404 }`).
+    pub async fn get_invocation(&self, token: &Token, id: &str) -> Result<Job, ChromaError> {
+        let path = format!("/api/v1/invocations/{}", urlencode(id));
+        let (status, body) = self
+            .call::<()>("get_invocation", Method::GET, &path, token, None)
+            .await?;
+        decode::job(status.as_u16(), &body)
+    }
+
+    /// Invocations of a source, newest first, page by page, until `keep_going` says stop for a
+    /// page or the listing ends.
+    pub async fn list_invocations_while(
+        &self,
+        token: &Token,
+        source_id: &str,
+        mut keep_going: impl FnMut(&[Job]) -> bool,
+    ) -> Result<Vec<Job>, ChromaError> {
+        let mut all = Vec::new();
+        for page in 0.. {
+            let path = format!(
+                "/api/v1/invocations?source_id={}&limit={LIST_PAGE}&offset={}&order_by=DESC",
+                urlencode(source_id),
+                page * LIST_PAGE
+            );
+            let (status, body) = self
+                .call::<()>("list_invocations", Method::GET, &path, token, None)
+                .await?;
+            let items = decode::jobs(status.as_u16(), &body)?;
+            let more = items.len() == LIST_PAGE && keep_going(&items);
+            all.extend(items);
+            if !more {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
+    /// `PUT /api/v1/invocations/{id}` (no body): cancels a pending run. 412 (not pending) and
+    /// 404 (no such run) are answers, not errors.
+    pub async fn cancel_invocation(
+        &self,
+        token: &Token,
+        id: &str,
+    ) -> Result<Cancelled, ChromaError> {
+        let path = format!("/api/v1/invocations/{}", urlencode(id));
+        match self
+            .call::<()>("cancel_invocation", Method::PUT, &path, token, None)
+            .await
+        {
+            Ok(_) => Ok(Cancelled::Now),
+            Err(ChromaError::Api { status: 412, .. }) => Ok(Cancelled::NotPending),
+            Err(ChromaError::Api { status: 404, .. }) => Ok(Cancelled::AlreadyGone),
+            Err(e) => Err(e),
+        }
     }
 
     async fn call<B: serde::Serialize>(

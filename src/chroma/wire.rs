@@ -154,3 +154,222 @@ pub struct ListedS3 {
     pub bucket_name: String,
     pub collection_name: String,
 }
+
+/// Body of `POST /api/v1/sources/{id}/invocations` (`CreateJobPayload`). Every field is
+/// optional; an unset one is left out of the request, not sent as `null`. Which fields a source
+/// kind needs is the caller's business (GitHub: collection and ref; web: collection; S3: object
+/// key, and only S3 takes `object_key`, `custom_id` and `metadata`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct CreateJobPayload {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_collection_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ref_identifier: Option<GitRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A Git ref (`GitRefIdentifier`): `{"sha": ".."}` or `{"branch": ".."}`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum GitRef {
+    Sha(String),
+    Branch(String),
+}
+
+impl GitRef {
+    /// Leniently from an answer: an object with a string `sha` (preferred) or `branch`.
+    fn from_value(value: &serde_json::Value) -> Option<Self> {
+        let field = |key: &str| value.get(key).and_then(serde_json::Value::as_str);
+        field("sha")
+            .map(|s| GitRef::Sha(s.to_owned()))
+            .or_else(|| field("branch").map(|b| GitRef::Branch(b.to_owned())))
+    }
+}
+
+/// Body of a 201 from `POST /api/v1/sources/{id}/invocations` (`CreateJobResponse`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct CreateJobResponse {
+    pub invocation_id: String,
+}
+
+/// An invocation as `GET /api/v1/invocations[/{id}]` returns it (`Job`). Lenient: unknown
+/// fields are ignored, an unknown status or metadata kind decodes, and `created_at`,
+/// `source_id` and `metadata` may be missing. The earlier guide calls the id `invocation_id`.
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+pub struct Job {
+    #[serde(alias = "invocation_id")]
+    pub id: String,
+    pub status: JobStatus,
+    #[serde(default)]
+    pub created_at: Option<jiff::Timestamp>,
+    #[serde(default)]
+    pub source_id: Option<String>,
+    #[serde(default)]
+    pub metadata: JobMetadata,
+}
+
+/// An invocation's state (`JobStatus`). The service spells it in two forms, both accepted: the
+/// plain strings `"pending"`, `"processing"`, `"cancelled"` and the objects
+/// `{"complete": {"finished_at", "duration_ms"}}`, `{"failed": {"error"}}`. Anything else is
+/// kept as [`JobStatus::Unknown`] with its text, never a decode error: a status the service adds
+/// later must not make a run unreadable.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobStatus {
+    Pending,
+    Processing,
+    Cancelled,
+    Complete {
+        finished_at: Option<jiff::Timestamp>,
+        duration_ms: Option<i64>,
+    },
+    Failed {
+        error: String,
+    },
+    /// The raw text: the string itself, or the JSON of anything else.
+    Unknown(String),
+}
+
+impl JobStatus {
+    /// Whether the run has ended and will not change again. An unknown status is not taken as
+    /// an end: the run is followed until it reaches one the operator knows.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            JobStatus::Cancelled | JobStatus::Complete { .. } | JobStatus::Failed { .. }
+        )
+    }
+
+    fn from_value(value: serde_json::Value) -> Self {
+        use serde_json::Value;
+        let unit = |name: &str| match name {
+            "pending" => Some(JobStatus::Pending),
+            "processing" => Some(JobStatus::Processing),
+            "cancelled" => Some(JobStatus::Cancelled),
+            _ => None,
+        };
+        match &value {
+            Value::String(name) => match name.as_str() {
+                // The list filter's names: a bare terminal name carries no details.
+                "complete" => JobStatus::Complete {
+                    finished_at: None,
+                    duration_ms: None,
+                },
+                "failed" => JobStatus::Failed {
+                    error: String::new(),
+                },
+                other => unit(other).unwrap_or_else(|| JobStatus::Unknown(name.clone())),
+            },
+            Value::Object(map) if map.len() == 1 => {
+                let (tag, details) = map.iter().next().expect("one entry");
+                let empty = details.is_null() || details.as_object().is_some_and(|m| m.is_empty());
+                match tag.as_str() {
+                    "complete" => JobStatus::Complete {
+                        finished_at: details
+                            .get("finished_at")
+                            .and_then(Value::as_str)
+                            .and_then(|t| t.parse().ok()),
+                        duration_ms: details.get("duration_ms").and_then(Value::as_i64),
+                    },
+                    "failed" => JobStatus::Failed {
+                        error: details
+                            .get("error")
+                            .or(Some(details))
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
+                    },
+                    // Serde's map form of a unit variant: `{"pending": null}`.
+                    other if empty => {
+                        unit(other).unwrap_or_else(|| JobStatus::Unknown(value.to_string()))
+                    }
+                    _ => JobStatus::Unknown(value.to_string()),
+                }
+            }
+            _ => JobStatus::Unknown(value.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for JobStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde_json::Value::deserialize(deserializer).map(JobStatus::from_value)
+    }
+}
+
+/// What an invocation ran on (`IndexJobMetadata`), reduced to what identifies a run: its target
+/// collection and, by source kind, the Git ref (GitHub) or the object key and custom id (S3).
+///
+/// The published schema is `allOf` of the kind and `{database_name, collection_name}`. As a
+/// Rust service's `#[serde(flatten)]` writes it, the kind's key sits beside those two:
+/// `{"database_name", "collection_name", "github": {"git_ref_identifier": {..}}}`,
+/// `{.., "s3": {"bucket_name", "object_key", "custom_id", "additional_metadata"}}`,
+/// `{.., "web_scrape": null}`. A kind nested under a key of its own (`kind`, `source_type`, as
+/// the earlier guide nests a source's type) is read too; a string kind (`"web_scrape"`,
+/// `"Unknown"`) or any other shape simply identifies nothing. Never a decode error.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct JobMetadata {
+    pub collection_name: Option<String>,
+    pub database_name: Option<String>,
+    pub git_ref: Option<GitRef>,
+    pub object_key: Option<String>,
+    pub custom_id: Option<String>,
+}
+
+impl JobMetadata {
+    /// Keys under which a kind may be nested rather than flattened.
+    const KIND_WRAPPERS: [&'static str; 4] = ["kind", "source_type", "type", "source"];
+
+    fn from_value(value: &serde_json::Value) -> Self {
+        use serde_json::Value;
+        let Some(top) = value.as_object() else {
+            return Self::default();
+        };
+        let holders: Vec<&serde_json::Map<String, Value>> = std::iter::once(top)
+            .chain(
+                Self::KIND_WRAPPERS
+                    .iter()
+                    .filter_map(|k| top.get(*k).and_then(Value::as_object)),
+            )
+            .collect();
+        let find = |key: &str| {
+            holders
+                .iter()
+                .find_map(|h| h.get(key).filter(|v| !v.is_null()))
+        };
+        let text = |v: Option<&Value>, key: &str| {
+            v.and_then(|v| v.get(key))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let name = |key: &str| {
+            holders
+                .iter()
+                .find_map(|h| h.get(key)?.as_str())
+                .map(str::to_owned)
+        };
+        let github = find("github");
+        let s3 = find("s3");
+        Self {
+            collection_name: name("collection_name"),
+            database_name: name("database_name"),
+            git_ref: github.and_then(|g| {
+                g.get("git_ref_identifier")
+                    .and_then(GitRef::from_value)
+                    .or_else(|| GitRef::from_value(g))
+            }),
+            object_key: text(s3, "object_key"),
+            custom_id: text(s3, "custom_id"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for JobMetadata {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde_json::Value::deserialize(deserializer).map(|v| JobMetadata::from_value(&v))
+    }
+}

@@ -1,14 +1,20 @@
 //! A local stand-in for the Chroma Sync service: the sources endpoints and `/health`, with the
 //! published rules (401, 400 naming the field, 404 unknown database, 409 same natural key,
-//! 204 on delete), fault injection, and per-endpoint call counters for tests.
+//! 204 on delete), the invocation endpoints (see [`invocations`]), fault injection, and
+//! per-endpoint call counters for tests.
 //!
-//! Request bodies are checked against the seed document's JSON Schema, not against the
-//! operator's own types, so a mistake in those types cannot hide behind a matching mistake here.
+//! Request bodies are checked against the seed document's JSON Schema (sources) and the
+//! published one (invocations), not against the operator's own types, so a mistake in those
+//! types cannot hide behind a matching mistake here.
 //!
 //! Control endpoints (no token) live under `/_standin/`:
-//! `GET counters`, `POST reset`, `PUT faults`, `PUT tokens`, `PUT databases`.
+//! `GET counters`, `POST reset`, `PUT faults`, `PUT tokens`, `PUT databases`, `PUT runs`.
 
+mod invocations;
+mod published;
 mod schema;
+
+pub use invocations::RunPlan;
 
 use axum::Router;
 use axum::body::Body;
@@ -38,11 +44,13 @@ pub struct Tokens {
 #[serde(default)]
 pub struct Faults {
     /// Endpoints the faults apply to (`create_source`, `list_sources`, `get_source`,
-    /// `delete_source`); empty means all of them.
+    /// `delete_source`, `create_invocation`, `get_invocation`, `list_invocations`,
+    /// `cancel_invocation`, `latest_invocations_by_keys`); empty means all of them.
     pub endpoints: Vec<String>,
     /// Delay before a request is handled.
     pub latency_ms: u64,
-    /// Delay after a create is committed and before it is answered: the crash window.
+    /// Delay after a create (of a source or an invocation) is committed and before it is
+    /// answered: the crash window.
     pub create_commit_delay_ms: u64,
     /// The next N requests answer `error_status` without doing anything.
     pub fail_next: u32,
@@ -85,12 +93,17 @@ struct Inner {
     /// Faults applied, by kind (`fail`, `rate_limit`, `drop`, `garble`, `latency`,
     /// `commit_delay`): what a test's call budget is measured against.
     injected: BTreeMap<String, u64>,
+    /// Invocations ever created (they outlive their source).
+    runs: Vec<invocations::Run>,
+    run_seq: u64,
+    run_plan: RunPlan,
 }
 
 #[derive(Clone)]
 pub struct StandIn {
     inner: Arc<Mutex<Inner>>,
     schemas: Arc<schema::Schemas>,
+    published: Arc<published::Published>,
 }
 
 impl StandIn {
@@ -102,6 +115,7 @@ impl StandIn {
                 ..Default::default()
             })),
             schemas: Arc::new(schema::Schemas::load()),
+            published: Arc::new(published::Published::load()),
         }
     }
 
@@ -113,11 +127,25 @@ impl StandIn {
                 "/api/v1/sources/{id}",
                 get(get_source).delete(delete_source),
             )
+            .route(
+                "/api/v1/sources/{id}/invocations",
+                post(invocations::create_invocation),
+            )
+            .route(
+                "/api/v1/sources/{id}/invocations/latest-by-keys",
+                post(invocations::latest_invocations_by_keys),
+            )
+            .route("/api/v1/invocations", get(invocations::list_invocations))
+            .route(
+                "/api/v1/invocations/{id}",
+                get(invocations::get_invocation).put(invocations::cancel_invocation),
+            )
             .route("/_standin/counters", get(counters))
             .route("/_standin/reset", post(reset))
             .route("/_standin/faults", put(set_faults))
             .route("/_standin/tokens", put(set_tokens))
             .route("/_standin/databases", put(set_databases))
+            .route("/_standin/runs", put(invocations::set_run_plan))
             .with_state(self.clone())
     }
 
@@ -554,6 +582,7 @@ async fn counters(State(s): State<StandIn>) -> Response {
         "answered": inner.counters,
         "injected": inner.injected,
         "sources": inner.sources.len(),
+        "invocations": inner.runs.len(),
     }))
     .into_response()
 }
@@ -564,6 +593,7 @@ async fn reset(State(s): State<StandIn>) -> Response {
     inner.received.clear();
     inner.injected.clear();
     inner.faults = Faults::default();
+    inner.run_plan = RunPlan::default();
     StatusCode::NO_CONTENT.into_response()
 }
 
