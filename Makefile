@@ -25,8 +25,10 @@ helm: ## Build helm from Go modules (cached; cold: ~5 min)
 	tests/helm/build.sh
 
 crd: ## Regenerate crds/ (and the chart's copy) from the Rust types
-	$(CARGO) run --quiet --bin chroma-sync-operator -- crd > crds/syncsources.chromasync.dev.yaml
-	cp crds/syncsources.chromasync.dev.yaml deploy/helm/chroma-sync-operator/crds/
+	for plural in syncsources syncruns; do \
+	  $(CARGO) run --quiet --bin chroma-sync-operator -- crd $$plural > crds/$$plural.chromasync.dev.yaml; \
+	  cp crds/$$plural.chromasync.dev.yaml deploy/helm/chroma-sync-operator/crds/; \
+	done
 
 manifests: helm ## Render deploy/manifests/install.yaml from the Helm chart
 	helm=$$(tests/helm/build.sh); deploy/render-install.sh "$$helm" deploy/manifests/install.yaml

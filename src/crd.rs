@@ -12,6 +12,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+pub mod run;
+
+pub use run::{SyncRun, SyncRunSpec, SyncRunStatus};
+
 /// API group of the operator's resources.
 pub const GROUP: &str = "chromasync.dev";
 /// Finalizer that keeps a SyncSource until its Chroma source is deleted (or retained).
@@ -353,13 +357,25 @@ pub struct LastError {
 /// - `null` is dropped from enums (optional fields are already nullable), so admission errors
 ///   list only values a person can use.
 pub fn crd() -> CustomResourceDefinition {
-    let mut value = serde_json::to_value(SyncSource::crd()).expect("the CRD serialises");
+    tidy(
+        SyncSource::crd(),
+        "A Chroma Sync source, managed by chroma-sync-operator. See spec for what it syncs.",
+        json!({ "observedGeneration": -1 }),
+    )
+}
+
+/// The post-processing every CRD of the operator gets (see [`crd`]).
+fn tidy(
+    crd: CustomResourceDefinition,
+    description: &str,
+    status_default: serde_json::Value,
+) -> CustomResourceDefinition {
+    let mut value = serde_json::to_value(crd).expect("the CRD serialises");
     tidy_schema(&mut value);
     let root = &mut value["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
-    root["description"] =
-        json!("A Chroma Sync source, managed by chroma-sync-operator. See spec for what it syncs.");
+    root["description"] = json!(description);
     let status = &mut root["properties"]["status"];
-    status["default"] = json!({ "observedGeneration": -1 });
+    status["default"] = status_default;
     if let Some(obj) = status.as_object_mut() {
         obj.remove("nullable");
     }
@@ -394,4 +410,11 @@ fn reflow(text: &str) -> String {
 /// The CRD as YAML, exactly as committed in `crds/syncsources.chromasync.dev.yaml`.
 pub fn crd_yaml() -> String {
     serde_yaml::to_string(&crd()).expect("the CRD serialises")
+}
+
+/// Every CRD of the operator by plural name, as YAML, exactly as committed in
+/// `crds/<plural>.chromasync.dev.yaml`.
+pub fn all_crds_yaml() -> Vec<(&'static str, String)> {
+    let run = serde_yaml::to_string(&run::crd()).expect("the CRD serialises");
+    vec![("syncsources", crd_yaml()), ("syncruns", run)]
 }

@@ -8,7 +8,7 @@ use chroma_sync_operator::chroma::{ChromaClient, ClientConfig, Token, check_base
 use chroma_sync_operator::controller::{self, Context, DefaultToken, Settings};
 use chroma_sync_operator::crd::{self, SyncSource};
 use chroma_sync_operator::metrics::Metrics;
-use chroma_sync_operator::{leader, server};
+use chroma_sync_operator::{leader, runs, server};
 use clap::{Parser, Subcommand, ValueEnum};
 use kube::api::{Api, ListParams};
 use std::path::PathBuf;
@@ -31,8 +31,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the SyncSource CustomResourceDefinition as YAML.
-    Crd,
+    /// Print the operator's CustomResourceDefinitions as YAML (all, or the one named by its
+    /// plural: syncsources, syncruns).
+    Crd { name: Option<String> },
 }
 
 #[derive(clap::Args)]
@@ -109,8 +110,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Crd) = cli.command {
-        print!("{}", crd::crd_yaml());
+    if let Some(Command::Crd { name }) = cli.command {
+        let all = crd::all_crds_yaml();
+        let chosen: Vec<_> = all
+            .iter()
+            .filter(|(plural, _)| name.as_deref().is_none_or(|n| n == *plural))
+            .collect();
+        anyhow::ensure!(!chosen.is_empty(), "no CRD named {name:?}");
+        let docs: Vec<&str> = chosen.iter().map(|(_, yaml)| yaml.as_str()).collect();
+        print!("{}", docs.join("---\n"));
         return Ok(());
     }
     let args = cli.run;
@@ -209,23 +217,30 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let stopper = ctx.clone();
-    let shutdown = async move {
+    let shutdown = futures::FutureExt::shared(Box::pin(async move {
         wait_for_signal().await;
         info!("signal received: no new creates; finishing reconciles in flight");
         stopper.stop();
-    };
+    }));
     info!(chroma_url = %args.chroma_url, namespaces = ?args.namespaces, concurrency = args.concurrency, "starting controller");
-    controller::run(
+    let runs = runs::run(
+        client.clone(),
+        &args.namespaces,
+        args.concurrency,
+        ctx.clone(),
+        shutdown.clone(),
+    );
+    let sources = controller::run(
         client,
         Settings {
-            namespaces: args.namespaces,
+            namespaces: args.namespaces.clone(),
             concurrency: args.concurrency,
         },
         ctx.clone(),
         ready,
         shutdown,
-    )
-    .await;
+    );
+    futures::join!(sources, runs);
     // Events of the last reconciles are still queued; give them a moment (within the pod's
     // grace period), then release the Lease.
     ctx.events.flush(Duration::from_secs(3)).await;

@@ -1,5 +1,5 @@
-//! Prometheus metrics: reconciles, their durations and errors by reason, and Chroma calls by
-//! endpoint and status code. Labels never carry object contents or secrets.
+//! Prometheus metrics: reconciles, their durations and errors by reason, Chroma calls by
+//! endpoint and status code, and SyncRuns by phase and source kind. Labels never carry object contents or secrets.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -22,6 +22,12 @@ struct EndpointLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunLabels {
+    phase: &'static str,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
 }
@@ -34,6 +40,8 @@ struct Inner {
     chroma_calls: Family<CallLabels, Counter>,
     chroma_duration: Family<EndpointLabels, Histogram>,
     events_dropped: Counter,
+    runs: Family<RunLabels, Counter>,
+    run_duration: Family<RunLabels, Histogram>,
 }
 
 /// Cheap to clone; all clones share one registry.
@@ -87,8 +95,24 @@ impl Metrics {
             "Events not written because the queue was full (the apiserver slower than they came)",
             events_dropped.clone(),
         );
+        let runs = Family::<RunLabels, Counter>::default();
+        registry.register(
+            "runs",
+            "SyncRuns that reached a phase, by phase and source kind",
+            runs.clone(),
+        );
+        let run_duration = Family::<RunLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(1.0, 2.0, 16))
+        });
+        registry.register(
+            "run_duration_seconds",
+            "Time from a SyncRun's creation to its final phase, by that phase and source kind",
+            run_duration.clone(),
+        );
         Self(Arc::new(Inner {
             events_dropped,
+            runs,
+            run_duration,
             registry,
             reconciles,
             reconcile_errors,
@@ -121,6 +145,23 @@ impl Metrics {
             .chroma_duration
             .get_or_create(&EndpointLabels { endpoint })
             .observe(took.as_secs_f64());
+    }
+
+    /// A SyncRun reached `phase`; `since_created` is set for a final phase.
+    pub fn run_phase(
+        &self,
+        phase: &'static str,
+        kind: &'static str,
+        since_created: Option<Duration>,
+    ) {
+        let labels = RunLabels { phase, kind };
+        self.0.runs.get_or_create(&labels).inc();
+        if let Some(took) = since_created {
+            self.0
+                .run_duration
+                .get_or_create(&labels)
+                .observe(took.as_secs_f64());
+        }
     }
 
     pub fn event_dropped(&self) {

@@ -1,13 +1,18 @@
 //! The committed CRD is exactly what the Rust types generate (regenerate with `make crd`).
 
 #[test]
-fn committed_crd_matches_the_types() {
-    let committed = include_str!("../crds/syncsources.chromasync.dev.yaml");
-    let generated = chroma_sync_operator::crd::crd_yaml();
-    assert!(
-        committed == generated,
-        "crds/syncsources.chromasync.dev.yaml is stale: run `make crd` and commit the result"
-    );
+fn committed_crds_match_the_types() {
+    for (plural, generated) in chroma_sync_operator::crd::all_crds_yaml() {
+        let path = format!(
+            "{}/crds/{plural}.chromasync.dev.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "{path} is stale: run `make crd` and commit the result"
+        );
+    }
 }
 
 #[test]
@@ -23,4 +28,26 @@ fn the_crd_carries_the_admission_rules_and_status_default() {
         "{rules}"
     );
     assert_eq!(crd["spec"]["names"]["shortNames"][0], "syncsrc");
+}
+
+#[test]
+fn the_syncrun_crd_makes_runs_immutable_and_reads_in_progress_when_new() {
+    let crd = serde_json::to_value(chroma_sync_operator::crd::run::crd()).unwrap();
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["subresources"]["status"], serde_json::json!({}));
+    let root = &version["schema"]["openAPIV3Schema"]["properties"];
+    assert_eq!(root["status"]["default"]["observedGeneration"], -1);
+    let rules = root["spec"]["x-kubernetes-validations"].to_string();
+    assert!(rules.contains("self == oldSelf"), "{rules}");
+    assert_eq!(crd["spec"]["names"]["shortNames"][0], "syncrun");
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        columns,
+        ["Source", "Phase", "Invocation", "Duration (ms)", "Age"]
+    );
 }

@@ -1,10 +1,13 @@
-//! GitOps health, on the statuses the operator's own status code writes:
+//! GitOps health, on the statuses the operator's own status code writes (SyncSource and
+//! SyncRun):
 //! - the real kstatus library (Flux health checks, Helm 4 --wait), via tests/kstatus;
 //! - deploy/argocd/health.lua in a real Lua 5.1 interpreter (Argo CD runs gopher-lua, 5.1), and
 //!   the argocd-cm snippet installs exactly that script.
 
 use chroma_sync_operator::controller::status::{self, Recorded, State, reason};
+use chroma_sync_operator::crd::run::{RunPhase, SyncRunStatus};
 use chroma_sync_operator::crd::{LastError, SyncSourceStatus};
+use chroma_sync_operator::runs;
 use serde_json::{Value, json};
 use std::process::Command;
 
@@ -40,8 +43,102 @@ fn object(generation: i64, status: Option<&SyncSourceStatus>, deleting: bool) ->
            "status": status.map(|s| serde_json::to_value(s).unwrap())})
 }
 
+/// A SyncRun at `generation` whose status has the conditions the run flows derive for `phase`
+/// and `problem`.
+fn run_object(
+    phase: Option<RunPhase>,
+    failure: Option<&str>,
+    problem: Option<(&str, &str, bool)>,
+    deleting: bool,
+) -> Value {
+    let now = jiff::Timestamp::now();
+    let status = SyncRunStatus {
+        observed_generation: Some(1),
+        phase,
+        message: failure.map(Into::into),
+        conditions: runs::decide::conditions(&[], 1, phase, failure, problem, now),
+        ..Default::default()
+    };
+    let mut obj = object(1, None, deleting);
+    obj["kind"] = json!("SyncRun");
+    obj["status"] = serde_json::to_value(status).unwrap();
+    obj
+}
+
 /// `(name, object, what Argo CD should show, what kstatus should compute)`.
 fn cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
+    let mut cases = source_cases();
+    let mut fresh_run = run_object(None, None, None, false);
+    fresh_run["status"] = json!({"observedGeneration": -1});
+    let waiting = Some((runs::decide::reason::WAITING_FOR_SOURCE, "not Ready", false));
+    let exists = Some((runs::decide::reason::INVOCATION_EXISTS, "409", true));
+    let invalid = Some((runs::decide::reason::INVALID_SPEC, "spec.ref", true));
+    let (pending, processing, complete, failed) = (
+        Some(RunPhase::Pending),
+        Some(RunPhase::Processing),
+        Some(RunPhase::Complete),
+        Some(RunPhase::Failed),
+    );
+    cases.extend([
+        (
+            "run new (schema default)",
+            fresh_run,
+            "Progressing",
+            "InProgress",
+        ),
+        (
+            "run waiting for its source",
+            run_object(None, None, waiting, false),
+            "Progressing",
+            "InProgress",
+        ),
+        (
+            "run pending",
+            run_object(pending, None, None, false),
+            "Progressing",
+            "InProgress",
+        ),
+        (
+            "run processing",
+            run_object(processing, None, None, false),
+            "Progressing",
+            "InProgress",
+        ),
+        (
+            "run complete",
+            run_object(complete, None, None, false),
+            "Healthy",
+            "Current",
+        ),
+        (
+            "run failed",
+            run_object(failed, Some("no such branch"), None, false),
+            "Degraded",
+            "Failed",
+        ),
+        (
+            "run refused 409",
+            run_object(failed, None, exists, false),
+            "Degraded",
+            "Failed",
+        ),
+        (
+            "run invalid for its source",
+            run_object(None, None, invalid, false),
+            "Degraded",
+            "Failed",
+        ),
+        (
+            "run deleting",
+            run_object(pending, None, None, true),
+            "Progressing",
+            "Terminating",
+        ),
+    ]);
+    cases
+}
+
+fn source_cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
     let now = jiff::Timestamp::now();
     let rec = Recorded {
         id: "4d81586e".into(),
@@ -228,8 +325,8 @@ fn argo_cd_reads_every_state_the_operator_writes() {
 #[test]
 fn the_argocd_cm_snippet_installs_exactly_health_lua() {
     let cm: Value = serde_yaml::from_str(include_str!("../deploy/argocd/argocd-cm.yaml")).unwrap();
-    let script = cm["data"]["resource.customizations.health.chromasync.dev_SyncSource"]
-        .as_str()
-        .unwrap();
-    assert_eq!(script, HEALTH);
+    for kind in ["SyncSource", "SyncRun"] {
+        let key = format!("resource.customizations.health.chromasync.dev_{kind}");
+        assert_eq!(cm["data"][&key].as_str(), Some(HEALTH), "{key}");
+    }
 }

@@ -1,11 +1,12 @@
--- Argo CD health check for chromasync.dev/SyncSource (Argo CD runs gopher-lua, Lua 5.1).
+-- Argo CD health check for chromasync.dev/SyncSource and SyncRun (Argo CD runs gopher-lua,
+-- Lua 5.1); both write the same conditions.
 -- Same reading as kstatus (Flux, Helm 4): deleting or not yet observed -> Progressing;
 -- Stalled=True -> Degraded (checked before Ready, so an old Ready cannot hide a failure);
 -- Reconciling=True -> Progressing; Ready=True -> Healthy; anything else -> Progressing.
 local hs = {}
 if obj.metadata ~= nil and obj.metadata.deletionTimestamp ~= nil then
   hs.status = "Progressing"
-  hs.message = "Deleting: the operator is removing the Chroma source"
+  hs.message = "Deleting: the operator is cleaning up in Chroma Sync"
   return hs
 end
 local status = obj.status

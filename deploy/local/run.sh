@@ -29,7 +29,7 @@ pids+=($!)
 
 say "installing the CRD"
 "$kubectl" apply -f crds/
-"$kubectl" wait --for=condition=Established crd/syncsources.chromasync.dev --timeout=60s
+"$kubectl" wait --for=condition=Established crd/syncsources.chromasync.dev crd/syncruns.chromasync.dev --timeout=60s
 
 say "starting the operator (log: $state/operator.log)"
 "$bin/chroma-sync-operator" --chroma-url "http://127.0.0.1:$port" --allow-insecure-http \

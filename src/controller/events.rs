@@ -13,7 +13,6 @@
 //! is full (Events coming faster than the apiserver takes them) new ones are dropped and
 //! counted, as client-go's broadcaster does.
 
-use crate::crd::SyncSource;
 use crate::metrics::Metrics;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -76,7 +75,13 @@ impl Events {
     }
 
     /// Queues an Event about `obj`; never waits.
-    pub fn publish(&self, obj: &SyncSource, kind: Kind, reason: &str, note: String) {
+    pub fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        kind: Kind,
+        reason: &str,
+        note: String,
+    ) {
         let event = self.event(obj, kind, reason, note, jiff::Timestamp::now());
         self.pending.fetch_add(1, Ordering::SeqCst);
         if self.queue.try_send(event).is_err() {
@@ -94,9 +99,9 @@ impl Events {
         }
     }
 
-    fn event(
+    fn event<K: Resource<DynamicType = ()>>(
         &self,
-        obj: &SyncSource,
+        obj: &K,
         kind: Kind,
         reason: &str,
         note: String,

@@ -4,8 +4,10 @@
 mod cache;
 pub mod decide;
 pub mod events;
-mod reconcile;
+pub(crate) mod reconcile;
 pub mod status;
+
+pub use cache::slim;
 
 use crate::chroma::{ChromaClient, Token};
 use crate::crd::SyncSource;
@@ -142,12 +144,12 @@ impl Context {
             .await;
     }
 
-    fn is_stopping(&self) -> bool {
+    pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
 
     /// The token for an object, or why there is none. Never the token's value in the reason.
-    fn token_for(&self, obj: &SyncSource) -> Result<Token, String> {
+    pub fn token_for(&self, obj: &SyncSource) -> Result<Token, String> {
         let Some(reference) = &obj.spec.token_secret_ref else {
             return self.default_token();
         };

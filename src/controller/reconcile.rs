@@ -30,7 +30,9 @@ const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(300);
 /// Giving up is safe at any point: it is a lost answer, which the guarded mark already covers.
 const KUBE_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn bounded<T>(call: impl Future<Output = Result<T, kube::Error>>) -> Result<T, Error> {
+pub(crate) async fn bounded<T>(
+    call: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, Error> {
     match tokio::time::timeout(KUBE_WRITE_TIMEOUT, call).await {
         Ok(answer) => Ok(answer?),
         Err(_) => Err(Error::KubeTimeout(KUBE_WRITE_TIMEOUT)),

@@ -45,31 +45,33 @@ pub async fn install_crd(client: &Client) {
     CRD_INSTALLED.get_or_init(|| apply_crd(client)).await;
 }
 
-/// Applies the CRD and waits until SyncSources can be listed.
+/// Applies the CRDs and waits until SyncSources can be listed.
 pub async fn apply_crd(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = crd::crd();
-    api.patch(
-        "syncsources.chromasync.dev",
-        &PatchParams::apply("e2e-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("apply the CRD");
-    wait_for(
-        "the CRD to be Established",
-        Duration::from_secs(30),
-        || async {
-            let c = api.get("syncsources.chromasync.dev").await.ok()?;
-            let established = c
-                .status?
-                .conditions?
-                .into_iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            established.then_some(())
-        },
-    )
-    .await;
+    for crd in [crd::crd(), crd::run::crd()] {
+        let name = crd.metadata.name.clone().unwrap();
+        api.patch(
+            &name,
+            &PatchParams::apply("e2e-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("apply the CRD");
+        wait_for(
+            &format!("the CRD {name} to be Established"),
+            Duration::from_secs(30),
+            || async {
+                let c = api.get(&name).await.ok()?;
+                let established = c
+                    .status?
+                    .conditions?
+                    .into_iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                established.then_some(())
+            },
+        )
+        .await;
+    }
     // Established can precede discovery by a moment.
     let sources: Api<SyncSource> = Api::all(client.clone());
     wait_for(

@@ -80,11 +80,15 @@ fn the_chart_follows_the_crate_and_carries_the_crd() {
         chart["appVersion"].as_str(),
         Some(env!("CARGO_PKG_VERSION"))
     );
-    assert_eq!(
-        read("deploy/helm/chroma-sync-operator/crds/syncsources.chromasync.dev.yaml"),
-        read("crds/syncsources.chromasync.dev.yaml"),
-        "the chart's CRD is stale: run `make crd`"
-    );
+    for crd in ["syncsources", "syncruns"] {
+        assert_eq!(
+            read(&format!(
+                "deploy/helm/chroma-sync-operator/crds/{crd}.chromasync.dev.yaml"
+            )),
+            read(&format!("crds/{crd}.chromasync.dev.yaml")),
+            "the chart's {crd} CRD is stale: run `make crd`"
+        );
+    }
 }
 
 #[test]

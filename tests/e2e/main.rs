@@ -12,6 +12,7 @@ mod leader;
 mod orphans;
 mod proxy;
 mod rbac;
+mod runs;
 
 use chroma_sync_operator::crd::{CREATE_PENDING_ANNOTATION, FINALIZER};
 use chroma_sync_operator::standin::{Faults, Tokens};

@@ -29,9 +29,11 @@ fn granted(sa: &str, ns: &str) -> Vec<String> {
     rules
 }
 
-const OPERATOR_RULES: [&str; 4] = [
+const OPERATOR_RULES: [&str; 6] = [
     "events.events.k8s.io [create]",
     "secrets [list watch]",
+    "syncruns.chromasync.dev [get list watch patch]",
+    "syncruns.chromasync.dev/status [patch]",
     "syncsources.chromasync.dev [get list watch patch]",
     "syncsources.chromasync.dev/status [patch]",
 ];

@@ -85,9 +85,10 @@ def main(ref):
         check(out.returncode == 0 and out.stdout.strip() == f"chroma-sync-operator {version}",
               f"--version in the bare root filesystem prints the version ({out.stdout.strip()!r})")
         out = run_in_rootfs(rootfs, "crd")
-        golden = (ROOT / "crds" / "syncsources.chromasync.dev.yaml").read_text()
+        golden = "---\n".join((ROOT / "crds" / f"{plural}.chromasync.dev.yaml").read_text()
+                               for plural in ("syncsources", "syncruns"))
         check(out.returncode == 0 and out.stdout == golden,
-              "`crd` in the bare root filesystem prints crds/syncsources.chromasync.dev.yaml")
+              "`crd` in the bare root filesystem prints every CRD of crds/")
         out = run_in_rootfs(rootfs, "--chroma-url", "http://example.invalid")
         check(out.returncode != 0 and "refusing plain http" in out.stderr,
               "the operator starts, parses its flags and refuses a plain-http URL")

@@ -50,6 +50,14 @@ What the operator does with SyncSources, Secrets and Events, in one place for th
 - apiGroups: [chromasync.dev]
   resources: [syncsources/status]
   verbs: [patch]
+# Follow SyncRuns: watch them, patch the finalizer and create-pending mark, record the run.
+# (A run reads its SyncSource with get, above.)
+- apiGroups: [chromasync.dev]
+  resources: [syncruns]
+  verbs: [get, list, watch, patch]
+- apiGroups: [chromasync.dev]
+  resources: [syncruns/status]
+  verbs: [patch]
 # Read the Chroma tokens that SyncSources reference, through a watch cache (no get: a
 # SyncSource author cannot make the operator fetch an arbitrary Secret by name).
 - apiGroups: [""]

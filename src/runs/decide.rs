@@ -1,0 +1,569 @@
+//! Pure decisions of the SyncRun flows: what a run sends for its source, what the service's
+//! answers mean for its status, which listed invocation is a run's own after a lost answer, and
+//! when to look at a run again.
+
+use crate::chroma::ChromaError;
+use crate::chroma::wire::{CreateJobPayload, GitRef, Job, JobStatus};
+use crate::controller::decide::Retry;
+use crate::crd::run::{RunPhase, SyncRunSpec};
+use crate::crd::{LastError, SyncSourceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use std::time::Duration;
+
+/// Stable reasons (CamelCase) of a SyncRun's conditions and Events.
+pub mod reason {
+    pub const PENDING: &str = "Pending";
+    pub const PROCESSING: &str = "Processing";
+    pub const COMPLETE: &str = "Complete";
+    pub const FAILED: &str = "RunFailed";
+    pub const CANCELLED: &str = "Cancelled";
+    pub const WAITING_FOR_SOURCE: &str = "WaitingForSource";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const INVOCATION_EXISTS: &str = "InvocationExists";
+    pub const MISSING_CREDENTIALS: &str = "MissingCredentials";
+    pub const UNAUTHORIZED: &str = "Unauthorized";
+    pub const FORBIDDEN: &str = "Forbidden";
+    pub const RATE_LIMITED: &str = "RateLimited";
+    pub const SERVER_ERROR: &str = "ServerError";
+    pub const TIMEOUT: &str = "Timeout";
+    pub const CONNECTION_FAILED: &str = "ConnectionFailed";
+    pub const INVALID_RESPONSE: &str = "InvalidResponse";
+}
+
+/// The create-invocation payload of a run on `source`, or what is wrong with the run for that
+/// kind of source (every problem, each naming its field). Rules that need no other object are
+/// enforced at admission; these need the source.
+pub fn payload(run: &SyncRunSpec, source: &SyncSourceSpec) -> Result<CreateJobPayload, String> {
+    let (kind, takes_ref, takes_object) = if source.github.is_some() {
+        ("a GitHub", true, false)
+    } else if source.web_scrape.is_some() {
+        ("a web", false, false)
+    } else {
+        ("an S3", false, true)
+    };
+    let required = [
+        (
+            "spec.targetCollectionName",
+            run.target_collection_name.is_some() || takes_object,
+        ),
+        (
+            "spec.ref (a branch or sha)",
+            run.git_ref.is_some() || !takes_ref,
+        ),
+        ("spec.objectKey", run.object_key.is_some() || !takes_object),
+    ];
+    let mut problems: Vec<String> = required
+        .iter()
+        .filter(|(_, present)| !present)
+        .map(|(field, _)| format!("{field} is required for {kind} source"))
+        .collect();
+    let refused = [
+        ("ref", run.git_ref.is_some() && !takes_ref),
+        ("objectKey", run.object_key.is_some() && !takes_object),
+        ("customId", run.custom_id.is_some() && !takes_object),
+        ("metadata", run.metadata.is_some() && !takes_object),
+    ];
+    for (field, _) in refused.iter().filter(|(_, refused)| *refused) {
+        problems.push(format!("spec.{field} is not allowed for {kind} source"));
+    }
+    let prefix = source.s3.as_ref().and_then(|s3| s3.path_prefix.as_deref());
+    if let (Some(key), Some(prefix)) = (&run.object_key, prefix)
+        && !key.starts_with(prefix)
+    {
+        problems.push(format!(
+            "spec.objectKey must start with the source's pathPrefix {prefix:?}"
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    Ok(CreateJobPayload {
+        target_collection_name: run.target_collection_name.clone(),
+        ref_identifier: run.git_ref.as_ref().map(|r| match (&r.sha, &r.branch) {
+            (Some(sha), _) => GitRef::Sha(sha.clone()),
+            (None, branch) => GitRef::Branch(branch.clone().unwrap_or_default()),
+        }),
+        object_key: run.object_key.clone(),
+        custom_id: run.custom_id.clone(),
+        metadata: run.metadata.clone(),
+    })
+}
+
+/// The source's kind, as the service names it (a metric label).
+pub fn kind_of(source: &SyncSourceSpec) -> &'static str {
+    if source.github.is_some() {
+        "github"
+    } else if source.web_scrape.is_some() {
+        "web_scrape"
+    } else {
+        "s3"
+    }
+}
+
+/// The phase a service status means; `None` for a status this operator does not know (the run
+/// is left as it was, and looked at again).
+pub fn phase_of(status: &JobStatus) -> Option<RunPhase> {
+    Some(match status {
+        JobStatus::Pending => RunPhase::Pending,
+        JobStatus::Processing => RunPhase::Processing,
+        JobStatus::Complete { .. } => RunPhase::Complete,
+        JobStatus::Failed { .. } => RunPhase::Failed,
+        JobStatus::Cancelled => RunPhase::Cancelled,
+        JobStatus::Unknown(_) => return None,
+    })
+}
+
+/// The first look at a run comes this soon after it starts; each later look waits as long as the
+/// run has been going, up to [`POLL_MAX`]. A run of duration D costs about log2(D / POLL_FIRST)
+/// + 2 looks.
+pub const POLL_FIRST: Duration = Duration::from_secs(2);
+pub const POLL_MAX: Duration = Duration::from_secs(60);
+
+/// When to look at a run again that has been going for `elapsed`, scaled by `jitter` (drawn
+/// from 0.9..1.1 by the caller, so runs started together do not poll together).
+pub fn next_poll(elapsed: Duration, jitter: f64) -> Duration {
+    elapsed.clamp(POLL_FIRST, POLL_MAX).mul_f64(jitter)
+}
+
+/// A listed invocation is a run's own when it was created no earlier than the run's
+/// create-pending mark (less `skew`), on the same target, ref, object key and custom id. Among
+/// several, the oldest is the run's: a newer one was started by someone after it.
+pub fn own_invocation<'a>(
+    listed: &'a [Job],
+    payload: &CreateJobPayload,
+    default_collection: Option<&str>,
+    marked_at: jiff::Timestamp,
+    skew: Duration,
+    claimed: &dyn Fn(&str) -> bool,
+) -> Option<&'a Job> {
+    let since = marked_at - skew;
+    let collection = payload
+        .target_collection_name
+        .as_deref()
+        .or(default_collection);
+    listed
+        .iter()
+        .filter(|job| job.created_at.is_none_or(|c| c >= since))
+        .filter(|job| !claimed(&job.id))
+        .filter(|job| collection.is_none() || job.metadata.collection_name.as_deref() == collection)
+        .filter(|job| job.metadata.object_key == payload.object_key)
+        .filter(|job| job.metadata.custom_id == payload.custom_id)
+        .filter(
+            |job| match (&payload.ref_identifier, &job.metadata.git_ref) {
+                // The service resolves a branch to a commit, which it may report instead.
+                (Some(GitRef::Branch(_)), _) | (None, _) => true,
+                (Some(sent), Some(reported)) => sent == reported,
+                (Some(_), None) => false,
+            },
+        )
+        .min_by_key(|job| job.created_at)
+}
+
+/// A failed call, as the run's status and next attempt show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub reason: &'static str,
+    pub message: String,
+    pub error: LastError,
+    /// The person must act: Stalled. Otherwise the operator tries again: Reconciling.
+    pub stalled: bool,
+    /// The service refused the run for good: its phase is Failed.
+    pub refused: bool,
+    pub retry: Retry,
+    /// The call certainly created nothing, so a create-pending mark can go.
+    pub nothing_created: bool,
+}
+
+/// Sorts a failed call on a run. `action` names what was tried, for the message.
+pub fn classify(action: &str, error: &ChromaError) -> Failure {
+    use reason::*;
+    let retry_soon = |after: Option<Duration>| Retry::Soon { not_before: after };
+    match error {
+        ChromaError::Api {
+            status,
+            error,
+            message,
+            retry_after,
+        } => {
+            let (reason, stalled, refused, retry, nothing_created) = match status {
+                400 | 405..=408 | 410..=428 | 430..=499 => {
+                    (INVALID_SPEC, true, true, Retry::OnChange, true)
+                }
+                401 => (UNAUTHORIZED, true, false, Retry::Slow, true),
+                403 => (FORBIDDEN, true, false, Retry::Slow, true),
+                // The source is gone from Chroma Sync: the SyncSource will make it again.
+                404 => (WAITING_FOR_SOURCE, false, false, Retry::Slow, true),
+                409 => (INVOCATION_EXISTS, true, true, Retry::OnChange, true),
+                429 => (RATE_LIMITED, false, false, retry_soon(*retry_after), true),
+                _ => (SERVER_ERROR, false, false, retry_soon(*retry_after), false),
+            };
+            Failure {
+                reason,
+                message: format!("{action}: Chroma Sync answered {status}: {message}"),
+                error: LastError {
+                    http_status: Some(*status),
+                    error: error.clone(),
+                    message: message.clone(),
+                },
+                stalled,
+                refused,
+                retry,
+                nothing_created,
+            }
+        }
+        ChromaError::Transport { kind, message } => {
+            use crate::chroma::TransportKind;
+            let (reason, nothing_created) = match kind {
+                TransportKind::Timeout => (TIMEOUT, false),
+                TransportKind::Connect => (CONNECTION_FAILED, true),
+                TransportKind::Other => (CONNECTION_FAILED, false),
+            };
+            Failure {
+                reason,
+                message: format!("{action}: {kind}: {message}"),
+                error: LastError {
+                    http_status: None,
+                    error: None,
+                    message: message.clone(),
+                },
+                stalled: false,
+                refused: false,
+                retry: retry_soon(None),
+                nothing_created,
+            }
+        }
+        ChromaError::Decode { status, message } => Failure {
+            reason: INVALID_RESPONSE,
+            message: format!("{action}: unreadable answer ({status}): {message}"),
+            error: LastError {
+                http_status: Some(*status),
+                error: None,
+                message: message.clone(),
+            },
+            stalled: false,
+            refused: false,
+            retry: retry_soon(None),
+            nothing_created: false,
+        },
+    }
+}
+
+/// The conditions a run shows for its `phase` (with the service's `failure` message) and its
+/// current `problem` (reason, message, stalled), if any: `Ready` always,
+/// `Reconciling` or `Stalled` only while true (as SyncSource's). Conditions keep their
+/// `lastTransitionTime` unless their status flips, so an unchanged outcome yields an equal
+/// status and costs no write.
+pub fn conditions(
+    previous: &[Condition],
+    generation: i64,
+    phase: Option<RunPhase>,
+    failure: Option<&str>,
+    problem: Option<(&str, &str, bool)>,
+    now: jiff::Timestamp,
+) -> Vec<Condition> {
+    let condition = |type_: &str, status: bool, reason: &str, message: &str| {
+        let status = if status { "True" } else { "False" };
+        let last_transition_time = previous
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or(Time(now));
+        Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+            observed_generation: Some(generation),
+            last_transition_time,
+        }
+    };
+    use crate::controller::status::{READY, RECONCILING, STALLED};
+    let failed = failure.unwrap_or("the run failed").to_owned();
+    let (reason, message, stalled): (&str, String, bool) = match (problem, phase) {
+        (Some((reason, message, stalled)), _) => (reason, message.to_owned(), stalled),
+        (None, Some(RunPhase::Complete)) => {
+            let done = "the run is complete".to_owned();
+            return vec![condition(READY, true, reason::COMPLETE, &done)];
+        }
+        (None, Some(RunPhase::Failed)) => (reason::FAILED, failed, true),
+        (None, Some(RunPhase::Cancelled)) => (
+            reason::CANCELLED,
+            "the run was cancelled before it started".to_owned(),
+            true,
+        ),
+        (None, Some(RunPhase::Processing)) => (
+            reason::PROCESSING,
+            "Chroma Sync is running the sync".to_owned(),
+            false,
+        ),
+        (None, Some(RunPhase::Pending) | None) => (
+            reason::PENDING,
+            "the run waits for Chroma Sync to start it".to_owned(),
+            false,
+        ),
+    };
+    let abnormal = if stalled { STALLED } else { RECONCILING };
+    vec![
+        condition(READY, false, reason, &message),
+        condition(abnormal, true, reason, &message),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chroma::wire::JobMetadata;
+    use serde_json::json;
+
+    fn run(spec: serde_json::Value) -> SyncRunSpec {
+        let mut spec = spec;
+        spec["sourceRef"] = json!({"name": "docs"});
+        serde_json::from_value(spec).unwrap()
+    }
+
+    fn source(kind: serde_json::Value) -> SyncSourceSpec {
+        let mut spec = kind;
+        spec["databaseName"] = json!("docs");
+        serde_json::from_value(spec).unwrap()
+    }
+
+    fn github() -> SyncSourceSpec {
+        source(json!({"github": {"repository": "a/b"}}))
+    }
+    fn web() -> SyncSourceSpec {
+        source(json!({"webScrape": {"startingUrl": "https://docs.example.com"}}))
+    }
+    fn s3() -> SyncSourceSpec {
+        source(json!({"s3": {"bucketName": "b", "region": "eu-west-1",
+            "collectionName": "reports", "awsCredentialId": 1, "pathPrefix": "q3/"}}))
+    }
+
+    #[test]
+    fn each_kind_of_source_gets_the_payload_it_needs() {
+        let gh = run(json!({"targetCollectionName": "docs-main", "ref": {"branch": "main"}}));
+        let p = payload(&gh, &github()).unwrap();
+        assert_eq!(p.target_collection_name.as_deref(), Some("docs-main"));
+        assert_eq!(p.ref_identifier, Some(GitRef::Branch("main".into())));
+        let by_sha = run(json!({"targetCollectionName": "c", "ref": {"sha": "0123abc"}}));
+        assert_eq!(
+            payload(&by_sha, &github()).unwrap().ref_identifier,
+            Some(GitRef::Sha("0123abc".into()))
+        );
+        let site = run(json!({"targetCollectionName": "site"}));
+        assert_eq!(payload(&site, &web()).unwrap().ref_identifier, None);
+        let object = run(json!({"objectKey": "q3/report.pdf", "customId": "r-3",
+            "metadata": {"team": "finance"}}));
+        let p = payload(&object, &s3()).unwrap();
+        assert_eq!(p.object_key.as_deref(), Some("q3/report.pdf"));
+        assert_eq!(p.target_collection_name, None, "the service's default");
+        assert_eq!(p.metadata.unwrap()["team"], "finance");
+    }
+
+    #[test]
+    fn a_run_that_does_not_fit_its_source_is_refused_naming_every_field() {
+        let bare = run(json!({}));
+        let why = payload(&bare, &github()).unwrap_err();
+        assert!(
+            why.contains("spec.targetCollectionName is required for a GitHub source"),
+            "{why}"
+        );
+        assert!(
+            why.contains("spec.ref (a branch or sha) is required"),
+            "{why}"
+        );
+        let why = payload(&bare, &web()).unwrap_err();
+        assert_eq!(
+            why,
+            "spec.targetCollectionName is required for a web source"
+        );
+        let why = payload(&bare, &s3()).unwrap_err();
+        assert_eq!(why, "spec.objectKey is required for an S3 source");
+
+        let s3_fields = run(
+            json!({"targetCollectionName": "c", "ref": {"branch": "main"},
+            "objectKey": "k", "customId": "x", "metadata": {}}),
+        );
+        let why = payload(&s3_fields, &github()).unwrap_err();
+        for field in ["objectKey", "customId", "metadata"] {
+            assert!(
+                why.contains(&format!("spec.{field} is not allowed for a GitHub source")),
+                "{why}"
+            );
+        }
+        let with_ref = run(json!({"targetCollectionName": "c", "ref": {"sha": "1"}}));
+        assert!(
+            payload(&with_ref, &web())
+                .unwrap_err()
+                .contains("spec.ref is not allowed")
+        );
+
+        let outside = run(json!({"objectKey": "q4/report.pdf"}));
+        assert_eq!(
+            payload(&outside, &s3()).unwrap_err(),
+            "spec.objectKey must start with the source's pathPrefix \"q3/\""
+        );
+    }
+
+    #[test]
+    fn polls_start_soon_and_double_to_a_cap() {
+        let secs = |s| Duration::from_secs(s);
+        assert_eq!(next_poll(Duration::ZERO, 1.0), POLL_FIRST);
+        assert_eq!(next_poll(secs(8), 1.0), secs(8));
+        assert_eq!(next_poll(secs(3600), 1.0), POLL_MAX);
+        assert_eq!(next_poll(secs(10), 1.1), Duration::from_millis(11_000));
+        // Looks at a run of 120 s: each waits as long as the run has gone.
+        let (mut t, mut looks) = (Duration::ZERO, 0);
+        while t < secs(120) {
+            t += next_poll(t, 1.0);
+            looks += 1;
+        }
+        let bound = (120f64 / POLL_FIRST.as_secs_f64()).log2() + 2.0;
+        assert!(f64::from(looks) <= bound, "{looks} looks, bound {bound:.1}");
+    }
+
+    fn job(id: &str, at: i64, collection: &str, git: Option<GitRef>, key: Option<&str>) -> Job {
+        Job {
+            id: id.into(),
+            status: JobStatus::Pending,
+            created_at: Some(jiff::Timestamp::from_second(at).unwrap()),
+            source_id: Some("src".into()),
+            metadata: JobMetadata {
+                collection_name: Some(collection.into()),
+                database_name: Some("docs".into()),
+                git_ref: git,
+                object_key: key.map(Into::into),
+                custom_id: None,
+            },
+        }
+    }
+
+    #[test]
+    fn the_own_invocation_is_the_oldest_match_after_the_mark_that_nobody_claims() {
+        let mark = jiff::Timestamp::from_second(1_000).unwrap();
+        let skew = Duration::from_secs(300);
+        let sha = |s: &str| Some(GitRef::Sha(s.into()));
+        let sent = CreateJobPayload {
+            target_collection_name: Some("docs-main".into()),
+            ref_identifier: sha("abc"),
+            ..Default::default()
+        };
+        let listed = vec![
+            job("newer", 1_200, "docs-main", sha("abc"), None),
+            job("ours", 1_001, "docs-main", sha("abc"), None),
+            job("other-collection", 1_001, "other", sha("abc"), None),
+            job("other-sha", 1_001, "docs-main", sha("def"), None),
+            job("before-the-mark", 600, "docs-main", sha("abc"), None),
+        ];
+        let nobody = |_: &str| false;
+        let own = own_invocation(&listed, &sent, None, mark, skew, &nobody);
+        assert_eq!(own.map(|j| j.id.as_str()), Some("ours"));
+        let ours_claimed = |id: &str| id == "ours";
+        let own = own_invocation(&listed, &sent, None, mark, skew, &ours_claimed);
+        assert_eq!(own.map(|j| j.id.as_str()), Some("newer"));
+        let later_mark = jiff::Timestamp::from_second(2_000).unwrap();
+        assert_eq!(
+            own_invocation(&listed, &sent, None, later_mark, skew, &nobody),
+            None
+        );
+
+        // A branch may come back resolved to a commit; S3 runs default to the source's
+        // collection and match by object key.
+        let by_branch = CreateJobPayload {
+            ref_identifier: Some(GitRef::Branch("main".into())),
+            ..sent.clone()
+        };
+        assert!(own_invocation(&listed, &by_branch, None, mark, skew, &nobody).is_some());
+        let object = CreateJobPayload {
+            object_key: Some("q3/a.pdf".into()),
+            ..Default::default()
+        };
+        let s3_jobs = vec![
+            job("a", 1_010, "reports", None, Some("q3/a.pdf")),
+            job("b", 1_005, "reports", None, Some("q3/b.pdf")),
+        ];
+        let own = own_invocation(&s3_jobs, &object, Some("reports"), mark, skew, &nobody);
+        assert_eq!(own.map(|j| j.id.as_str()), Some("a"));
+        assert_eq!(
+            own_invocation(&s3_jobs, &object, Some("elsewhere"), mark, skew, &nobody),
+            None
+        );
+    }
+
+    #[test]
+    fn service_answers_map_to_phases_and_failures() {
+        assert_eq!(phase_of(&JobStatus::Processing), Some(RunPhase::Processing));
+        assert_eq!(
+            phase_of(&JobStatus::Failed { error: "e".into() }),
+            Some(RunPhase::Failed)
+        );
+        assert_eq!(phase_of(&JobStatus::Unknown("paused".into())), None);
+        let api = |status| ChromaError::Api {
+            status,
+            error: None,
+            message: "m".into(),
+            retry_after: Some(Duration::from_secs(7)),
+        };
+        let exists = classify("create", &api(409));
+        assert_eq!(exists.reason, reason::INVOCATION_EXISTS);
+        assert!(exists.stalled && exists.refused && exists.nothing_created);
+        let busy = classify("create", &api(429));
+        assert_eq!(
+            busy.retry,
+            Retry::Soon {
+                not_before: Some(Duration::from_secs(7))
+            }
+        );
+        assert!(!busy.refused && busy.nothing_created);
+        let down = classify("create", &api(503));
+        assert!(!down.nothing_created, "a 5xx create may have happened");
+        assert_eq!(
+            classify("create", &api(404)).reason,
+            reason::WAITING_FOR_SOURCE
+        );
+    }
+
+    #[test]
+    fn conditions_read_as_kstatus_expects() {
+        let now = jiff::Timestamp::from_second(10).unwrap();
+        let types = |cs: &[Condition]| {
+            cs.iter()
+                .map(|c| format!("{}={}:{}", c.type_, c.status, c.reason))
+                .collect::<Vec<_>>()
+        };
+        let pending = conditions(&[], 1, Some(RunPhase::Pending), None, None, now);
+        assert_eq!(
+            types(&pending),
+            ["Ready=False:Pending", "Reconciling=True:Pending"]
+        );
+        let done = conditions(&pending, 1, Some(RunPhase::Complete), None, None, now);
+        assert_eq!(types(&done), ["Ready=True:Complete"]);
+        let failed = conditions(
+            &pending,
+            1,
+            Some(RunPhase::Failed),
+            Some("no repo"),
+            None,
+            now,
+        );
+        assert_eq!(
+            types(&failed),
+            ["Ready=False:RunFailed", "Stalled=True:RunFailed"]
+        );
+        assert_eq!(failed[0].message, "no repo");
+        let waiting = (reason::WAITING_FOR_SOURCE, "not Ready", false);
+        let w = conditions(&[], 1, None, None, Some(waiting), now);
+        assert_eq!(
+            types(&w),
+            [
+                "Ready=False:WaitingForSource",
+                "Reconciling=True:WaitingForSource"
+            ]
+        );
+        // An unchanged outcome keeps its transition time, so it costs no write.
+        let later = jiff::Timestamp::from_second(99).unwrap();
+        assert_eq!(
+            conditions(&pending, 1, Some(RunPhase::Pending), None, None, later),
+            pending
+        );
+    }
+}

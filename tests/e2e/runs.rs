@@ -1,0 +1,166 @@
+//! SyncRuns on the real control plane against the stand-in: one invocation per run, followed to
+//! its end at a cost of a few looks, never looked at again once finished (not even after a
+//! restart); waiting for its source; refused before any call when it does not fit its source;
+//! a lost answer recovered without a second invocation; a pending run cancelled on delete.
+
+use crate::harness::*;
+use chroma_sync_operator::crd::run::{RunPhase, SyncRun};
+use chroma_sync_operator::standin::{Faults, RunPlan};
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const SOON: Duration = Duration::from_secs(30);
+
+fn runs(env: &Env) -> Api<SyncRun> {
+    Api::namespaced(env.client.clone(), &env.ns)
+}
+
+async fn create_run(env: &Env, name: &str, spec: Value) -> SyncRun {
+    let run = serde_json::from_value(json!({
+        "apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncRun",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap();
+    runs(env)
+        .create(&PostParams::default(), &run)
+        .await
+        .expect("create the SyncRun")
+}
+
+/// Waits until the run's Ready condition has `reason` (for its current generation).
+async fn wait_run(env: &Env, name: &str, reason: &str, timeout: Duration) -> SyncRun {
+    let what = format!("SyncRun {name} to reach reason {reason}");
+    wait_for(&what, timeout, || async {
+        let run = runs(env).get(name).await.ok()?;
+        let status = run.status.as_ref()?;
+        let current = status.observed_generation == run.metadata.generation;
+        let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+        (current && ready.reason == reason).then_some(run)
+    })
+    .await
+}
+
+fn run_spec(collection: &str) -> Value {
+    json!({"sourceRef": {"name": "docs"}, "targetCollectionName": collection,
+           "ref": {"branch": "main"}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_goes_from_pending_to_complete_with_one_invocation_and_few_looks() {
+    let mut env = Env::start("runs").await;
+    env.standin.set_run_plan(RunPlan {
+        pending_ms: 1_000,
+        processing_ms: 3_000,
+        fail_with: None,
+    });
+    // A run may come before its source: it waits, then runs.
+    create_run(&env, "first", run_spec("docs-main")).await;
+    wait_run(&env, "first", "WaitingForSource", SOON).await;
+    assert_eq!(env.standin.calls("create_invocation", "*"), 0);
+    env.create("docs", github("acme/runs")).await;
+    let source = env.wait_reason("docs", "SourceReady", SOON).await;
+    let source_id = source.status.unwrap().source_id.unwrap();
+
+    let done = wait_run(&env, "first", "Complete", Duration::from_secs(60)).await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Some(RunPhase::Complete));
+    assert_eq!(status.source_id.as_deref(), Some(source_id.as_str()));
+    let invocations = env.standin.invocations(&source_id);
+    assert_eq!(invocations.len(), 1, "one invocation: {invocations:?}");
+    assert_eq!(
+        invocations[0]["id"].as_str(),
+        status.invocation_id.as_deref()
+    );
+    assert!(status.duration_ms.is_some_and(|d| d >= 3_000), "{status:?}");
+    assert!(status.completion_time.is_some() && status.start_time.is_some());
+    let looks = env.standin.calls("get_invocation", "*");
+    // A 4 s run: looks at about 2 s and 4 s (and one more if the first comes early).
+    assert!((1..=4).contains(&looks), "{looks} looks at a 4 s run");
+    assert_eq!(env.standin.calls("create_invocation", "*"), 1);
+
+    // At rest, and after a restart: a finished run costs no call and no write.
+    let writes = |audit: Vec<Value>| {
+        audit
+            .iter()
+            .filter(|e| e["verb"] == "patch" || e["verb"] == "update")
+            .count()
+    };
+    let writes_before = writes(env.audit("syncruns").await);
+    env.kill_operator();
+    env.start_operator();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(env.standin.calls("get_invocation", "*"), looks);
+    assert_eq!(writes(env.audit("syncruns").await), writes_before);
+    println!("a 4 s run: {looks} looks; 0 calls and 0 writes at rest and after a restart");
+
+    // The same collection again: the service refuses a second finished sync (409), and the
+    // run says so as Failed, without retrying.
+    create_run(&env, "again", run_spec("docs-main")).await;
+    let again = wait_run(&env, "again", "InvocationExists", SOON).await;
+    assert_eq!(again.status.unwrap().phase, Some(RunPhase::Failed));
+    assert_eq!(env.standin.calls("create_invocation", "409"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_that_do_not_fit_lost_answers_and_deletes_of_pending_runs() {
+    let env = Env::start("runs-edge").await;
+    env.create("docs", github("acme/runs-edge")).await;
+    let source = env.wait_reason("docs", "SourceReady", SOON).await;
+    let source_id = source.status.unwrap().source_id.unwrap();
+
+    // Refused before any call, naming the field.
+    create_run(
+        &env,
+        "no-ref",
+        json!({"sourceRef": {"name": "docs"}, "targetCollectionName": "c"}),
+    )
+    .await;
+    let refused = wait_run(&env, "no-ref", "InvalidSpec", SOON).await;
+    let stalled = refused.status.unwrap().conditions;
+    let message = &stalled
+        .iter()
+        .find(|c| c.type_ == "Stalled")
+        .unwrap()
+        .message;
+    assert!(message.contains("spec.ref"), "{message}");
+    assert_eq!(env.standin.calls("create_invocation", "*"), 0);
+
+    // The answer to the create is lost (the connection cut after the work): the run finds its
+    // invocation by listing, and there is still exactly one.
+    env.standin.set_run_plan(RunPlan {
+        pending_ms: 60_000,
+        processing_ms: 1_000,
+        fail_with: None,
+    });
+    env.standin.set_faults(Faults {
+        endpoints: vec!["create_invocation".into()],
+        drop_next: 1,
+        ..Default::default()
+    });
+    create_run(&env, "lost", run_spec("lost")).await;
+    let lost = wait_run(&env, "lost", "Pending", SOON).await;
+    assert_eq!(env.standin.invocations(&source_id).len(), 1);
+    assert_eq!(env.standin.calls("create_invocation", "*"), 1);
+    assert!(env.standin.calls("list_invocations", "200") >= 1);
+    let id = lost.status.unwrap().invocation_id.unwrap();
+
+    // Deleting a pending run cancels its invocation.
+    runs(&env)
+        .delete("lost", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("the run to be gone", SOON, || async {
+        runs(&env)
+            .get_opt("lost")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let invocation = env.standin.invocations(&source_id).remove(0);
+    assert_eq!(invocation["id"], id.as_str());
+    assert_eq!(invocation["status"], "cancelled");
+    assert_eq!(env.standin.calls("cancel_invocation", "202"), 1);
+}
