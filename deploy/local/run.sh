@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make run`: the operator end to end on the embedded default. Starts a local control plane and
 # the local Chroma Sync stand-in, installs the CRD, runs the operator, applies deploy/examples and
-# shows the SyncSources Ready with their source ids. Then it keeps running until Ctrl-C, so you can
-# try things (it prints the KUBECONFIG to use). EXIT_WHEN_READY=1 stops once they are Ready.
+# shows the SyncSources Ready with their source ids, and the example SyncRun Complete. Then it
+# keeps running until Ctrl-C, so you can try things (it prints the KUBECONFIG to use).
+# EXIT_WHEN_READY=1 stops once they are Ready.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 state="$PWD/.run"
@@ -41,6 +42,9 @@ say "applying deploy/examples"
 "$kubectl" wait --for=condition=Ready syncsource --all --timeout=60s
 say "the examples, Ready with their Chroma source ids:"
 "$kubectl" get syncsources
+say "the example sync run, from Pending to Complete (it waits for its source to be Ready):"
+"$kubectl" wait --for=condition=Ready syncrun --all --timeout=90s
+"$kubectl" get syncruns
 if [[ "${EXIT_WHEN_READY:-0}" == 1 ]]; then
   exit 0
 fi
