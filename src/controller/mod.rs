@@ -136,7 +136,7 @@ impl Context {
 
     /// Waits until every Secret cache has listed its Secrets, so a token that exists is never
     /// reported missing just because the operator has only started.
-    async fn secrets_synced(&self) {
+    pub async fn secrets_synced(&self) {
         let _ = self
             .secrets_synced
             .subscribe()

@@ -56,6 +56,8 @@ async fn reconcile(run: Arc<SyncRun>, runs: Arc<Runs>) -> Result<Action, Error> 
     let span =
         info_span!("run", namespace = %run.namespace().unwrap_or_default(), name = %run.name_any());
     async {
+        // A token that exists must not read as missing just because the operator has started.
+        runs.ctx.secrets_synced().await;
         let next = if run.metadata.deletion_timestamp.is_some() {
             reconcile::cleanup(&run, &runs.ctx).await?
         } else {

@@ -164,3 +164,95 @@ async fn runs_that_do_not_fit_lost_answers_and_deletes_of_pending_runs() {
     assert_eq!(invocation["status"], "cancelled");
     assert_eq!(env.standin.calls("cancel_invocation", "202"), 1);
 }
+
+/// SIGKILL storm over a burst of runs: the operator is killed at seeded random moments while
+/// SyncRuns are created, with the stand-in holding every create's answer for a while (so kills
+/// land in the create window). Afterwards every run is Complete with exactly one invocation
+/// (each run has a collection of its own, so a duplicate would show as a second invocation
+/// there): 0 duplicates, 0 runs lost. `make reliability` runs a large one (RUNS_CHAOS_RUNS,
+/// RUNS_CHAOS_KILLS, RUNS_CHAOS_SEED).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_storm_over_runs_leaves_exactly_one_invocation_per_run() {
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+    let seed = setting("RUNS_CHAOS_SEED", 5);
+    let count = setting("RUNS_CHAOS_RUNS", 30) as usize;
+    let kills = setting("RUNS_CHAOS_KILLS", 4) as usize;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut env = Env::start("runs-chaos").await;
+    let mut report = Report::new("SIGKILL storm over runs", Some(seed), &env.standin);
+    report.set("objects", count);
+    report.set("kills", kills);
+    report.set("invariant", "one invocation per run, every run Complete");
+    env.create("docs", github("acme/runs-chaos")).await;
+    let source = env.wait_reason("docs", "SourceReady", SOON).await;
+    let source_id = source.status.unwrap().source_id.unwrap();
+    env.standin.set_run_plan(RunPlan {
+        pending_ms: 500,
+        processing_ms: 1_500,
+        fail_with: None,
+    });
+    env.standin.set_faults(Faults {
+        endpoints: vec!["create_invocation".into()],
+        create_commit_delay_ms: 600,
+        ..Default::default()
+    });
+
+    let started = std::time::Instant::now();
+    let per_batch = count.div_ceil(kills + 1);
+    let names: Vec<String> = (0..count).map(|i| format!("r{i:04}")).collect();
+    for (round, batch) in names.chunks(per_batch).enumerate() {
+        for name in batch {
+            create_run(&env, name, run_spec(name)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(50..900))).await;
+        if round < kills {
+            env.kill_operator();
+            tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
+            env.start_operator();
+        }
+    }
+    env.standin.set_faults(Faults::default());
+    let lists_before_settling = env.standin.calls("list_invocations", "*");
+
+    let timeout = Duration::from_secs(60 + count as u64 / 5);
+    let mut recorded = Vec::new();
+    for name in &names {
+        let run = wait_run(&env, name, "Complete", timeout).await;
+        recorded.push(run.status.unwrap().invocation_id.unwrap());
+    }
+    let converged = started.elapsed();
+    report.set("converge_secs", converged.as_secs_f64());
+
+    let invocations = env.standin.invocations(&source_id);
+    for name in &names {
+        let theirs: Vec<&Value> = invocations
+            .iter()
+            .filter(|i| i["metadata"]["collection_name"] == name.as_str())
+            .collect();
+        assert_eq!(theirs.len(), 1, "{name}: invocations {theirs:?}");
+    }
+    assert_eq!(invocations.len(), count, "no invocation beyond one per run");
+    let mut distinct = recorded.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        count,
+        "no two runs record the same invocation"
+    );
+    let creates = env.standin.calls("create_invocation", "*");
+    let lists = env.standin.calls("list_invocations", "*");
+    let looks = env.standin.calls("get_invocation", "*");
+    report.set("create_invocation_calls", creates);
+    report.set("list_invocation_calls", lists);
+    report.set("looks_per_run", looks as f64 / count as f64);
+    println!(
+        "runs chaos | seed {seed} | runs {count} | kills {kills} | create calls {creates} | \
+         list calls {lists} ({lists_before_settling} during the storm) | looks {looks} \
+         ({:.1} per run) | all Complete in {:.1} s",
+        looks as f64 / count as f64,
+        converged.as_secs_f64()
+    );
+    report.pass();
+}
