@@ -140,6 +140,9 @@ pub(super) fn target(source: &Value, payload: &Value) -> Result<Target, String> 
             kind.key()
         ));
     }
+    if given("target_collection_name").and_then(Value::as_str) == Some("") {
+        return Err("target_collection_name: must not be empty".into());
+    }
     let required = |field: &str| {
         text(field).ok_or_else(|| format!("{field}: required for {} sources", kind.key()))
     };
@@ -814,6 +817,11 @@ mod tests {
             )
             .starts_with("ref_identifier:")
         );
+        let empty = refusal(
+            &source,
+            json!({"object_key": "docs/a", "target_collection_name": ""}),
+        );
+        assert!(empty.starts_with("target_collection_name:"), "{empty}");
         // No prefix: any key.
         assert!(target(&s3(None), &json!({"object_key": "any/key"})).is_ok());
         // A source kind without invocations here (one inserted directly, say).
