@@ -269,3 +269,558 @@ async fn an_oversized_answer_is_refused_unread() {
     let id = client.create_source(&token, &payload("a/b")).await.unwrap();
     assert_eq!(id, "s-1");
 }
+
+// Invocations (sync runs), each call against the stand-in's rules and faults.
+
+mod invocations {
+    use super::*;
+    use chroma_sync_operator::chroma::Cancelled;
+    use chroma_sync_operator::chroma::wire::{
+        CreateJobPayload, GitRef, JobStatus, S3Config, WebScrapeConfig,
+    };
+    use chroma_sync_operator::standin::RunPlan;
+
+    struct Env {
+        standin: StandIn,
+        client: ChromaClient,
+        metrics: Metrics,
+        token: Token,
+        github: String,
+        web: String,
+        s3: String,
+    }
+
+    /// A stand-in with one source of each kind in `docs` (the S3 one under `docs/`).
+    async fn env() -> Env {
+        let standin = StandIn::new(
+            ["docs".to_owned()],
+            Tokens {
+                admin: ["t".to_owned()].into(),
+                viewer: ["v".to_owned()].into(),
+            },
+        );
+        let base = standin.start_local().await.unwrap();
+        let config = ClientConfig {
+            base_url: base,
+            timeout: Duration::from_millis(800),
+            extra_ca_pem: None,
+        };
+        let metrics = Metrics::new();
+        let client = ChromaClient::new(&config, metrics.clone()).unwrap();
+        let token = Token::new("t").unwrap();
+        let mut ids = Vec::new();
+        for source in [
+            payload("o/repo").source,
+            SourceConfig::WebScrape(WebScrapeConfig {
+                starting_url: "https://docs.example.dev".into(),
+                max_depth: None,
+                page_limit: None,
+                include_path_regexes: None,
+                exclude_path_regexes: None,
+            }),
+            SourceConfig::S3(S3Config {
+                bucket_name: "bucket".into(),
+                region: "eu-west-1".into(),
+                collection_name: "files".into(),
+                aws_credential_id: 1,
+                path_prefix: Some("docs/".into()),
+                trigger_mode: None,
+            }),
+        ] {
+            let body = CreateSourcePayload {
+                source,
+                ..payload("unused")
+            };
+            ids.push(client.create_source(&token, &body).await.unwrap());
+        }
+        let [github, web, s3] = ids.try_into().unwrap();
+        Env {
+            standin,
+            client,
+            metrics,
+            token,
+            github,
+            web,
+            s3,
+        }
+    }
+
+    fn plan(pending_ms: u64, processing_ms: u64, fail_with: Option<&str>) -> RunPlan {
+        RunPlan {
+            pending_ms,
+            processing_ms,
+            fail_with: fail_with.map(str::to_owned),
+        }
+    }
+
+    fn github_run(collection: &str, git_ref: GitRef) -> CreateJobPayload {
+        CreateJobPayload {
+            target_collection_name: Some(collection.into()),
+            ref_identifier: Some(git_ref),
+            ..Default::default()
+        }
+    }
+
+    fn s3_run(key: &str) -> CreateJobPayload {
+        CreateJobPayload {
+            object_key: Some(key.into()),
+            ..Default::default()
+        }
+    }
+
+    fn api_status(e: &ChromaError) -> Option<u16> {
+        match e {
+            ChromaError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_is_followed_through_both_status_forms() {
+        let env = env().await;
+        let (c, t) = (&env.client, &env.token);
+        let main = GitRef::Branch("main".into());
+
+        // Pending (a plain string), then cancelled; a second cancel finds it not pending.
+        env.standin.set_run_plan(plan(60_000, 0, None));
+        let pending = c
+            .create_invocation(t, &env.github, &github_run("a", main.clone()))
+            .await
+            .unwrap();
+        let job = c.get_invocation(t, &pending).await.unwrap();
+        assert_eq!(job.status, JobStatus::Pending);
+        assert_eq!(job.id, pending);
+        assert_eq!(job.source_id.as_deref(), Some(env.github.as_str()));
+        assert_eq!(job.metadata.collection_name.as_deref(), Some("a"));
+        assert_eq!(job.metadata.database_name.as_deref(), Some("docs"));
+        assert_eq!(job.metadata.git_ref, Some(main.clone()));
+        assert!(job.created_at.is_some());
+        assert_eq!(c.cancel_invocation(t, &pending).await, Ok(Cancelled::Now));
+        let job = c.get_invocation(t, &pending).await.unwrap();
+        assert_eq!(job.status, JobStatus::Cancelled);
+        assert!(job.status.is_terminal());
+        assert_eq!(
+            c.cancel_invocation(t, &pending).await,
+            Ok(Cancelled::NotPending)
+        );
+
+        // Processing cannot be cancelled.
+        env.standin.set_run_plan(plan(0, 60_000, None));
+        let processing = c
+            .create_invocation(t, &env.github, &github_run("b", main.clone()))
+            .await
+            .unwrap();
+        let job = c.get_invocation(t, &processing).await.unwrap();
+        assert_eq!(job.status, JobStatus::Processing);
+        assert!(!job.status.is_terminal());
+        assert_eq!(
+            c.cancel_invocation(t, &processing).await,
+            Ok(Cancelled::NotPending)
+        );
+
+        // Complete and failed are objects, with their details.
+        env.standin.set_run_plan(plan(0, 0, None));
+        let sha = GitRef::Sha("0123abcd".into());
+        let done = c
+            .create_invocation(t, &env.github, &github_run("c", sha.clone()))
+            .await
+            .unwrap();
+        let job = c.get_invocation(t, &done).await.unwrap();
+        let JobStatus::Complete {
+            finished_at: Some(finished_at),
+            duration_ms: Some(0),
+        } = job.status
+        else {
+            panic!("{:?}", job.status)
+        };
+        assert_eq!(
+            Some(finished_at),
+            job.created_at,
+            "no time pending or processing"
+        );
+        assert_eq!(job.metadata.git_ref, Some(sha));
+        env.standin
+            .set_run_plan(plan(0, 0, Some("repository not reachable")));
+        let failed = c
+            .create_invocation(
+                t,
+                &env.web,
+                &CreateJobPayload {
+                    target_collection_name: Some("site".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            c.get_invocation(t, &failed).await.unwrap().status,
+            JobStatus::Failed {
+                error: "repository not reachable".into()
+            }
+        );
+
+        // An unknown run and an unknown source.
+        let e = c.get_invocation(t, "no-such-run").await.unwrap_err();
+        let ChromaError::Api {
+            status: 404,
+            message,
+            ..
+        } = e
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!(message, "Invocation not found");
+        assert_eq!(
+            c.cancel_invocation(t, "no-such-run").await,
+            Ok(Cancelled::AlreadyGone)
+        );
+        let e = c
+            .create_invocation(t, "no-such-source", &github_run("d", main.clone()))
+            .await
+            .unwrap_err();
+        let ChromaError::Api {
+            status: 404,
+            message,
+            ..
+        } = e
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!(message, "Source not found");
+
+        // Newest first.
+        let listed = c
+            .list_invocations_while(t, &env.github, |_| true)
+            .await
+            .unwrap();
+        let ids: Vec<&str> = listed.iter().map(|j| j.id.as_str()).collect();
+        assert_eq!(ids, [done.as_str(), &processing, &pending]);
+
+        assert_eq!(env.standin.calls("cancel_invocation", "202"), 1);
+        assert_eq!(env.standin.calls("cancel_invocation", "412"), 2);
+        assert_eq!(env.standin.calls("cancel_invocation", "404"), 1);
+        assert_eq!(env.standin.calls("get_invocation", "200"), 5);
+        assert_eq!(env.standin.invocations(&env.github).len(), 3);
+        let metrics = env.metrics.render();
+        for line in [
+            r#"endpoint="cancel_invocation",code="412"} 2"#,
+            r#"endpoint="get_invocation",code="404"} 1"#,
+            r#"endpoint="create_invocation",code="201"} 4"#,
+            r#"endpoint="list_invocations",code="200"} 1"#,
+        ] {
+            assert!(metrics.contains(line), "{line} in\n{metrics}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_finished_collection_refuses_another_sync_but_s3_appends() {
+        let env = env().await;
+        let (c, t) = (&env.client, &env.token);
+        // A second of processing: margin for the second create on a loaded machine.
+        env.standin.set_run_plan(plan(0, 1000, None));
+        let run = github_run("kb", GitRef::Branch("main".into()));
+        c.create_invocation(t, &env.github, &run).await.unwrap();
+        // Still processing: the collection is appended to.
+        c.create_invocation(t, &env.github, &run).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let e = c.create_invocation(t, &env.github, &run).await.unwrap_err();
+        let ChromaError::Api {
+            status: 409,
+            message,
+            ..
+        } = &e
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!(message, "Invocation exists");
+        // The web source into the same collection of the same database is refused too.
+        let into_kb = CreateJobPayload {
+            target_collection_name: Some("kb".into()),
+            ..Default::default()
+        };
+        let e = c
+            .create_invocation(t, &env.web, &into_kb)
+            .await
+            .unwrap_err();
+        assert_eq!(api_status(&e), Some(409), "{e:?}");
+
+        // S3: the same key twice, both finished, is indexed twice.
+        env.standin.set_run_plan(plan(0, 0, None));
+        let key = s3_run("docs/a.md");
+        let first = c.create_invocation(t, &env.s3, &key).await.unwrap();
+        let second = c.create_invocation(t, &env.s3, &key).await.unwrap();
+        assert_ne!(first, second);
+        let job = c.get_invocation(t, &second).await.unwrap();
+        assert_eq!(job.metadata.collection_name.as_deref(), Some("files"));
+        assert_eq!(job.metadata.object_key.as_deref(), Some("docs/a.md"));
+        assert_eq!(env.standin.calls("create_invocation", "409"), 2);
+    }
+
+    #[tokio::test]
+    async fn the_kind_rules_are_400s_naming_the_field() {
+        let env = env().await;
+        let (c, t) = (&env.client, &env.token);
+        for (source, payload, field) in [
+            (
+                &env.github,
+                CreateJobPayload::default(),
+                "target_collection_name",
+            ),
+            (
+                &env.github,
+                CreateJobPayload {
+                    target_collection_name: Some("c".into()),
+                    ..Default::default()
+                },
+                "ref_identifier",
+            ),
+            (
+                &env.web,
+                CreateJobPayload::default(),
+                "target_collection_name",
+            ),
+            (&env.web, s3_run("docs/a"), "object_key"),
+            (&env.s3, CreateJobPayload::default(), "object_key"),
+            (&env.s3, s3_run("other/a"), "object_key"),
+            (
+                &env.s3,
+                CreateJobPayload {
+                    custom_id: Some("x".repeat(121)),
+                    ..s3_run("docs/a")
+                },
+                "custom_id",
+            ),
+        ] {
+            let e = c.create_invocation(t, source, &payload).await.unwrap_err();
+            let ChromaError::Api {
+                status: 400,
+                message,
+                ..
+            } = &e
+            else {
+                panic!("{payload:?}: {e:?}")
+            };
+            assert!(message.starts_with(field), "{payload:?}: {message}");
+        }
+        // S3 with a custom id and metadata is recorded as sent.
+        let mut metadata = serde_json::Map::new();
+        metadata.insert("team".into(), json!("docs"));
+        let id = c
+            .create_invocation(
+                t,
+                &env.s3,
+                &CreateJobPayload {
+                    custom_id: Some("x".repeat(120)),
+                    metadata: Some(metadata),
+                    target_collection_name: Some("other".into()),
+                    ..s3_run("docs/b.md")
+                },
+            )
+            .await
+            .unwrap();
+        let job = c.get_invocation(t, &id).await.unwrap();
+        assert_eq!(job.metadata.custom_id, Some("x".repeat(120)));
+        assert_eq!(job.metadata.collection_name.as_deref(), Some("other"));
+        let stored = env.standin.invocations(&env.s3);
+        assert_eq!(stored.len(), 1, "nothing refused was created");
+        assert_eq!(
+            stored[0]["metadata"]["s3"]["additional_metadata"],
+            json!({"team": "docs"})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_viewer_reads_but_may_not_create_or_cancel() {
+        let env = env().await;
+        let viewer = Token::new("v").unwrap();
+        let c = &env.client;
+        env.standin.set_run_plan(plan(60_000, 0, None));
+        let id = c
+            .create_invocation(&env.token, &env.s3, &s3_run("docs/a"))
+            .await
+            .unwrap();
+        let e = c
+            .create_invocation(&viewer, &env.s3, &s3_run("docs/a"))
+            .await
+            .unwrap_err();
+        assert_eq!(api_status(&e), Some(403), "{e:?}");
+        let e = c.cancel_invocation(&viewer, &id).await.unwrap_err();
+        assert_eq!(api_status(&e), Some(403), "{e:?}");
+        assert_eq!(
+            c.get_invocation(&viewer, &id).await.unwrap().status,
+            JobStatus::Pending,
+            "the viewer's cancel changed nothing"
+        );
+        assert_eq!(
+            c.list_invocations_while(&viewer, &env.s3, |_| true)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        let e = c
+            .get_invocation(&Token::new("wrong").unwrap(), &id)
+            .await
+            .unwrap_err();
+        assert_eq!(api_status(&e), Some(401), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_lost_created_answer_leaves_one_run_to_find_by_listing() {
+        let env = env().await;
+        let (c, t) = (&env.client, &env.token);
+        env.standin
+            .set_faults(chroma_sync_operator::standin::Faults {
+                endpoints: vec!["create_invocation".into()],
+                drop_next: 1,
+                ..Default::default()
+            });
+        let run = github_run("lost", GitRef::Sha("feed".into()));
+        let e = c.create_invocation(t, &env.github, &run).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ChromaError::Transport {
+                    kind: TransportKind::Other,
+                    ..
+                } | ChromaError::Decode { .. }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(env.standin.invocations(&env.github).len(), 1, "committed");
+        let listed = c
+            .list_invocations_while(t, &env.github, |_| true)
+            .await
+            .unwrap();
+        let found: Vec<_> = listed
+            .iter()
+            .filter(|j| {
+                j.metadata.collection_name.as_deref() == Some("lost")
+                    && j.metadata.git_ref == Some(GitRef::Sha("feed".into()))
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "{listed:?}");
+        assert_eq!(env.standin.calls("create_invocation", "201"), 1);
+        assert_eq!(env.standin.injected().get("drop"), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn rate_limits_and_garbled_answers_are_sorted() {
+        let env = env().await;
+        let (c, t) = (&env.client, &env.token);
+        env.standin.set_run_plan(plan(60_000, 0, None));
+        let id = c
+            .create_invocation(t, &env.s3, &s3_run("docs/a"))
+            .await
+            .unwrap();
+        for endpoint in [
+            "create_invocation",
+            "get_invocation",
+            "list_invocations",
+            "cancel_invocation",
+        ] {
+            env.standin
+                .set_faults(chroma_sync_operator::standin::Faults {
+                    endpoints: vec![endpoint.into()],
+                    rate_limit_next: 1,
+                    retry_after_secs: 9,
+                    ..Default::default()
+                });
+            let e = match endpoint {
+                "create_invocation" => c
+                    .create_invocation(t, &env.s3, &s3_run("docs/b"))
+                    .await
+                    .unwrap_err(),
+                "get_invocation" => c.get_invocation(t, &id).await.unwrap_err(),
+                "list_invocations" => c
+                    .list_invocations_while(t, &env.s3, |_| true)
+                    .await
+                    .unwrap_err(),
+                _ => c.cancel_invocation(t, &id).await.unwrap_err(),
+            };
+            let ChromaError::Api {
+                status: 429,
+                retry_after,
+                ..
+            } = e
+            else {
+                panic!("{endpoint}: {e:?}")
+            };
+            assert_eq!(retry_after, Some(Duration::from_secs(9)), "{endpoint}");
+            assert_eq!(env.standin.calls(endpoint, "429"), 1, "{endpoint}");
+        }
+        assert_eq!(
+            env.standin.invocations(&env.s3).len(),
+            1,
+            "a rate-limited create made nothing"
+        );
+        assert_eq!(
+            c.get_invocation(t, &id).await.unwrap().status,
+            JobStatus::Pending,
+            "a rate-limited cancel changed nothing"
+        );
+
+        // A 200 whose body is cut is an unreadable answer, not an API error.
+        env.standin
+            .set_faults(chroma_sync_operator::standin::Faults {
+                endpoints: vec!["get_invocation".into()],
+                garble_next: 1,
+                ..Default::default()
+            });
+        let e = c.get_invocation(t, &id).await.unwrap_err();
+        assert!(
+            matches!(e, ChromaError::Decode { status: 200, .. }),
+            "{e:?}"
+        );
+        // A 5xx on the create: nothing committed.
+        env.standin
+            .set_faults(chroma_sync_operator::standin::Faults {
+                endpoints: vec!["create_invocation".into()],
+                fail_next: 1,
+                error_status: 500,
+                ..Default::default()
+            });
+        let e = c
+            .create_invocation(t, &env.s3, &s3_run("docs/c"))
+            .await
+            .unwrap_err();
+        assert_eq!(api_status(&e), Some(500), "{e:?}");
+        assert_eq!(env.standin.invocations(&env.s3).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn listing_invocations_pages_until_told_to_stop() {
+        let env = env().await;
+        let (c, t) = (&env.client, &env.token);
+        for i in 0..205 {
+            c.create_invocation(t, &env.s3, &s3_run(&format!("docs/{i}")))
+                .await
+                .unwrap();
+        }
+        let mut pages = 0;
+        let all = c
+            .list_invocations_while(t, &env.s3, |_| {
+                pages += 1;
+                true
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 205);
+        assert_eq!(pages, 2, "asked about the two full pages only");
+        assert_eq!(all[0].metadata.object_key.as_deref(), Some("docs/204"));
+        assert_eq!(all[204].metadata.object_key.as_deref(), Some("docs/0"));
+        let first_page = c
+            .list_invocations_while(t, &env.s3, |_| false)
+            .await
+            .unwrap();
+        assert_eq!(first_page.len(), 100);
+        assert_eq!(env.standin.calls("list_invocations", "200"), 4);
+        // Another source's listing is its own.
+        assert!(
+            c.list_invocations_while(t, &env.github, |_| true)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

@@ -413,3 +413,583 @@ mod properties {
         }
     }
 }
+
+// Invocations (sync runs): the client's `CreateJobPayload` bodies against the published schema,
+// and every answer of the stand-in's invocation endpoints against the published responses.
+
+/// The copy the stand-in validates requests with (`src/standin/`), beside the one used here.
+const STANDIN_PUBLISHED: &str = include_str!("../src/standin/chroma-sync-openapi.yaml");
+
+#[test]
+fn the_stand_in_checks_runs_against_the_same_published_document() {
+    assert!(
+        STANDIN_PUBLISHED == PUBLISHED,
+        "src/standin/chroma-sync-openapi.yaml and tests/contract/chroma-sync-openapi.yaml differ"
+    );
+}
+
+/// The published `IndexJobMetadataKind` admits no web (or `Unknown`) run at all: its string
+/// kinds cannot meet `IndexJobMetadata`'s `allOf` with an object. A web run's answer is checked
+/// against the document with that kind added as serde's `flatten` writes it
+/// (`"web_scrape": null` beside the names); everything else against the document as published.
+fn published_with_flattened_web_kind() -> String {
+    let anchor = "    IndexJobMetadataKind:\n      oneOf:\n";
+    assert!(PUBLISHED.contains(anchor), "the published document moved");
+    let web = "      - type: object\n        required:\n        - web_scrape\n        properties:\n          web_scrape:\n            type: 'null'\n";
+    PUBLISHED.replacen(anchor, &format!("{anchor}{web}"), 1)
+}
+
+const LIST_JOBS_200: &str =
+    "paths/~1api~1v1~1invocations/get/responses/200/content/application~1json/schema";
+
+#[test]
+fn the_published_job_schemas_reject_what_they_should() {
+    // Guards the validators: a contract test that accepts everything proves nothing.
+    let payload = schema(PUBLISHED, "components/schemas/CreateJobPayload");
+    for bad in [
+        json!({"custom_id": "x".repeat(121)}),
+        json!({"ref_identifier": {"tag": "v1"}}),
+        json!({"ref_identifier": {"sha": "a", "branch": "b"}}),
+        json!({"metadata": "k=v"}),
+        json!({"target_collection_name": 1}),
+        json!("body"),
+    ] {
+        assert!(!payload.is_valid(&bad), "accepted {bad}");
+    }
+    let job = schema(PUBLISHED, "components/schemas/Job");
+    let good = json!({"id": "j", "created_at": "2026-01-01T00:00:00Z", "status": "pending",
+        "metadata": {"database_name": "d", "collection_name": "c",
+                     "github": {"git_ref_identifier": {"sha": "a"}}}});
+    assert_valid(&job, &good, "a github job");
+    for (pointer, value) in [
+        ("/status", json!("complete")),
+        (
+            "/status",
+            json!({"complete": {"finished_at": "2026-01-01T00:00:00Z"}}),
+        ),
+        ("/status", json!({"failed": {}})),
+        ("/metadata/github", json!({"branch": "main"})),
+        ("/created_at", Value::Null),
+    ] {
+        let mut bad = good.clone();
+        *bad.pointer_mut(pointer).unwrap() = value.clone();
+        assert!(!job.is_valid(&bad), "accepted {pointer} = {value}");
+    }
+    // The gap worked around above: no web run's metadata passes the published schema.
+    let web = |kind: Value| {
+        let mut v = good.clone();
+        let meta = v["metadata"].as_object_mut().unwrap();
+        meta.remove("github");
+        for (k, x) in kind.as_object().unwrap() {
+            meta.insert(k.clone(), x.clone());
+        }
+        v
+    };
+    for kind in [
+        json!({"web_scrape": null}),
+        json!({"kind": "web_scrape"}),
+        json!({}),
+    ] {
+        assert!(
+            !job.is_valid(&web(kind.clone())),
+            "published accepts {kind}"
+        );
+    }
+    let patched = schema(
+        &published_with_flattened_web_kind(),
+        "components/schemas/Job",
+    );
+    assert_valid(
+        &patched,
+        &web(json!({"web_scrape": null})),
+        "patched web job",
+    );
+    assert!(
+        !patched.is_valid(&web(json!({}))),
+        "the patch admits only the web kind"
+    );
+}
+
+#[tokio::test]
+async fn the_stand_in_answers_invocations_in_the_published_shapes() {
+    use chroma_sync_operator::standin::RunPlan;
+    let standin = StandIn::new(
+        ["docs".to_owned()],
+        Tokens {
+            admin: ["t".to_owned()].into(),
+            viewer: ["v".to_owned()].into(),
+        },
+    );
+    let github =
+        standin.insert_source(json!({"database_name": "docs", "github": {"repository": "o/r"}}));
+    let web = standin.insert_source(
+        json!({"database_name": "docs", "web_scrape": {"starting_url": "https://x.dev"}}),
+    );
+    let s3 = standin.insert_source(json!({"database_name": "docs", "s3": {"bucket_name": "b",
+        "region": "r", "collection_name": "files", "aws_credential_id": 1, "path_prefix": "p/"}}));
+    let base = standin.start_local().await.unwrap();
+    chroma_sync_operator::chroma::install_crypto_provider();
+    let http = reqwest::Client::new();
+    let patched = published_with_flattened_web_kind();
+    let created = schema(PUBLISHED, "components/schemas/CreateJobResponse");
+    let job = schema(PUBLISHED, "components/schemas/Job");
+    let web_job = schema(&patched, "components/schemas/Job");
+    let list = schema(PUBLISHED, LIST_JOBS_200);
+    let web_list = schema(&patched, LIST_JOBS_200);
+    let by_keys = schema(PUBLISHED, "components/schemas/HashMap");
+    let cancel = schema(PUBLISHED, "components/schemas/CancelJobResponse");
+    let error = schema(PUBLISHED, "components/schemas/ErrorResponse");
+
+    let send = async |request: reqwest::RequestBuilder| {
+        let r = request.header("x-chroma-token", "t").send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().await.unwrap())
+    };
+    let create = async |source: &str, body: Value| {
+        send(
+            http.post(format!("{base}/api/v1/sources/{source}/invocations"))
+                .json(&body),
+        )
+        .await
+    };
+
+    // One run in each state, of each kind.
+    let mut runs = Vec::new();
+    for (plan, source, body) in [
+        (
+            (60_000, 0, None),
+            &github,
+            json!({"target_collection_name": "a", "ref_identifier": {"branch": "main"}}),
+        ),
+        (
+            (60_000, 0, None),
+            &s3,
+            json!({"object_key": "p/k", "custom_id": "c-1", "metadata": {"x": [1]}}),
+        ),
+        (
+            (60_000, 0, None),
+            &web,
+            json!({"target_collection_name": "site"}),
+        ),
+        (
+            (0, 60_000, None),
+            &github,
+            json!({"target_collection_name": "b", "ref_identifier": {"sha": "abc"}}),
+        ),
+        (
+            (0, 0, None),
+            &github,
+            json!({"target_collection_name": "c", "ref_identifier": {"sha": "abc"}}),
+        ),
+        (
+            (0, 0, None),
+            &web,
+            json!({"target_collection_name": "site2"}),
+        ),
+        ((0, 0, Some("boom")), &s3, json!({"object_key": "p/k"})),
+    ] {
+        standin.set_run_plan(RunPlan {
+            pending_ms: plan.0,
+            processing_ms: plan.1,
+            fail_with: plan.2.map(str::to_owned),
+        });
+        let (status, v) = create(source, body).await;
+        assert_eq!(status, 201, "{v}");
+        assert_valid(&created, &v, "create answer");
+        runs.push((
+            source.clone(),
+            v["invocation_id"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let (status, v) = send(http.put(format!("{base}/api/v1/invocations/{}", runs[0].1))).await;
+    assert_eq!(status, 202);
+    assert_valid(&cancel, &v, "cancel answer");
+
+    let mut statuses = Vec::new();
+    for (source, id) in &runs {
+        let (status, v) = send(http.get(format!("{base}/api/v1/invocations/{id}"))).await;
+        assert_eq!(status, 200);
+        if source == &web {
+            assert!(!job.is_valid(&v), "the published schema has no web kind");
+            assert_valid(&web_job, &v, "web get answer");
+        } else {
+            assert_valid(&job, &v, "get answer");
+        }
+        statuses.push(v["status"].clone());
+    }
+    let names: Vec<&str> = statuses
+        .iter()
+        .map(|s| {
+            s.as_str()
+                .or_else(|| s.as_object()?.keys().next().map(String::as_str))
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "cancelled",
+            "pending",
+            "pending",
+            "processing",
+            "complete",
+            "complete",
+            "failed"
+        ]
+    );
+
+    for source in [&github, &s3] {
+        let (status, v) =
+            send(http.get(format!("{base}/api/v1/invocations?source_id={source}"))).await;
+        assert_eq!(status, 200);
+        assert_valid(&list, &v, "list answer");
+    }
+    let (status, v) = send(http.get(format!(
+        "{base}/api/v1/invocations?database_name=docs&order_by=ASC&limit=50"
+    )))
+    .await;
+    assert_eq!(status, 200);
+    assert_valid(&web_list, &v, "list answer with web runs");
+    assert_eq!(v.as_array().unwrap().len(), runs.len());
+    assert_eq!(v[0]["id"], json!(runs[0].1), "oldest first when asked");
+
+    let (status, v) = send(
+        http.post(format!(
+            "{base}/api/v1/sources/{s3}/invocations/latest-by-keys"
+        ))
+        .json(&json!({"object_keys": ["p/k", "p/none"]})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_valid(&by_keys, &v, "latest-by-keys answer");
+    assert_eq!(v.as_object().unwrap().len(), 1, "{v}");
+    assert_eq!(
+        v["p/k"]["id"],
+        json!(runs[6].1),
+        "the newest run of the key"
+    );
+
+    // Every refusal is an ErrorResponse.
+    let unknown = "00000000-0000-0000-0000-000000000000";
+    let gh_run = json!({"target_collection_name": "c", "ref_identifier": {"sha": "abc"}});
+    for (request, expected) in [
+        (
+            http.post(format!("{base}/api/v1/sources/{github}/invocations"))
+                .body("{"),
+            400,
+        ),
+        (
+            http.post(format!("{base}/api/v1/sources/{github}/invocations"))
+                .json(&json!({"custom_id": 5})),
+            400,
+        ),
+        (
+            http.post(format!("{base}/api/v1/sources/{web}/invocations"))
+                .json(&json!({"object_key": "k"})),
+            400,
+        ),
+        (
+            http.get(format!(
+                "{base}/api/v1/invocations?source_id={github}&database_name=docs"
+            )),
+            400,
+        ),
+        (
+            http.get(format!("{base}/api/v1/invocations?status=done")),
+            400,
+        ),
+        (
+            http.post(format!(
+                "{base}/api/v1/sources/{s3}/invocations/latest-by-keys"
+            ))
+            .json(&json!({})),
+            400,
+        ),
+        (
+            http.post(format!("{base}/api/v1/sources/{unknown}/invocations"))
+                .json(&gh_run),
+            404,
+        ),
+        (
+            http.get(format!("{base}/api/v1/invocations/{unknown}")),
+            404,
+        ),
+        (
+            http.put(format!("{base}/api/v1/invocations/{unknown}")),
+            404,
+        ),
+        (
+            http.get(format!("{base}/api/v1/invocations?source_id={unknown}")),
+            404,
+        ),
+        (
+            http.post(format!(
+                "{base}/api/v1/sources/{unknown}/invocations/latest-by-keys"
+            ))
+            .json(&json!({"object_keys": []})),
+            404,
+        ),
+        (
+            http.post(format!("{base}/api/v1/sources/{github}/invocations"))
+                .json(&gh_run),
+            409,
+        ),
+        (
+            http.put(format!("{base}/api/v1/invocations/{}", runs[3].1)),
+            412,
+        ),
+        (
+            http.put(format!("{base}/api/v1/invocations/{}", runs[0].1)),
+            412,
+        ),
+    ] {
+        let (status, v) = send(request).await;
+        assert_eq!(status, expected, "{v}");
+        assert_valid(&error, &v, "error answer");
+    }
+    for (token, expected) in [(None, 401), (Some("wrong"), 401), (Some("v"), 403)] {
+        let mut request = http
+            .post(format!("{base}/api/v1/sources/{github}/invocations"))
+            .json(&json!({"target_collection_name": "z", "ref_identifier": {"sha": "a"}}));
+        if let Some(token) = token {
+            request = request.header("x-chroma-token", token);
+        }
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status(), expected);
+        assert_valid(
+            &error,
+            &r.json::<Value>().await.unwrap(),
+            "auth error answer",
+        );
+    }
+}
+
+/// Property tests: any payload the client can send satisfies the published `CreateJobPayload`;
+/// whatever the stand-in answers to a create, valid or not, is in a published shape.
+mod invocation_properties {
+    use super::*;
+    use chroma_sync_operator::chroma::wire::{CreateJobPayload, GitRef};
+    use chroma_sync_operator::standin::RunPlan;
+    use proptest::collection::{btree_map, vec};
+    use proptest::option::of;
+    use proptest::prelude::*;
+    use std::sync::LazyLock;
+
+    static PAYLOAD: LazyLock<Validator> =
+        LazyLock::new(|| schema(PUBLISHED, "components/schemas/CreateJobPayload"));
+
+    fn text(max: usize) -> BoxedStrategy<String> {
+        prop_oneof![
+            3 => proptest::string::string_regex(&format!("[a-z0-9/._-]{{1,{}}}", max.min(40))).unwrap(),
+            1 => proptest::string::string_regex(&format!("\\PC{{0,{}}}", max.min(40))).unwrap(),
+            // The longest value allowed.
+            1 => proptest::string::string_regex(&format!("\\PC{{{max}}}")).unwrap(),
+        ]
+        .boxed()
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            (-1e12f64..1e12).prop_map(Value::from),
+            text(16).prop_map(Value::from),
+        ];
+        leaf.prop_recursive(2, 12, 4, |inner| {
+            prop_oneof![
+                vec(inner.clone(), 0..4).prop_map(Value::from),
+                btree_map("[a-z_]{1,8}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn git_ref() -> impl Strategy<Value = GitRef> {
+        prop_oneof![
+            text(64).prop_map(GitRef::Sha),
+            text(255).prop_map(GitRef::Branch),
+        ]
+    }
+
+    /// Any payload the client's types can hold, with `custom_id` within the SyncRun's limit.
+    fn job_payload() -> impl Strategy<Value = CreateJobPayload> {
+        (
+            of(text(512)),
+            of(git_ref()),
+            of(text(1024)),
+            of(text(120)),
+            of(btree_map("[a-z_]{1,12}", json_value(), 0..5)),
+        )
+            .prop_map(
+                |(collection, git_ref, key, custom_id, metadata)| CreateJobPayload {
+                    target_collection_name: collection,
+                    ref_identifier: git_ref,
+                    object_key: key,
+                    custom_id,
+                    metadata: metadata.map(|m| m.into_iter().collect()),
+                },
+            )
+    }
+
+    struct Live {
+        runtime: tokio::runtime::Runtime,
+        base: String,
+        http: reqwest::Client,
+        /// (kind, source id) of one source per kind; the S3 one under `p/`.
+        sources: [(&'static str, String); 3],
+    }
+
+    /// One stand-in for all cases: runs finish at once, so repeated collections meet 409s.
+    static LIVE: LazyLock<Live> = LazyLock::new(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let standin = StandIn::new(
+            ["docs".to_owned()],
+            Tokens {
+                admin: ["t".to_owned()].into(),
+                viewer: Default::default(),
+            },
+        );
+        standin.set_run_plan(RunPlan {
+            pending_ms: 0,
+            processing_ms: 0,
+            fail_with: None,
+        });
+        let sources = [
+            ("github", json!({"github": {"repository": "o/r"}})),
+            (
+                "web_scrape",
+                json!({"web_scrape": {"starting_url": "https://x.dev"}}),
+            ),
+            (
+                "s3",
+                json!({"s3": {"bucket_name": "b", "region": "r", "collection_name": "files",
+                                 "aws_credential_id": 1, "path_prefix": "p/"}}),
+            ),
+        ]
+        .map(|(kind, mut body)| {
+            body["database_name"] = json!("docs");
+            (kind, standin.insert_source(body))
+        });
+        let base = runtime.block_on(standin.start_local()).unwrap();
+        chroma_sync_operator::chroma::install_crypto_provider();
+        Live {
+            runtime,
+            base,
+            http: reqwest::Client::new(),
+            sources,
+        }
+    });
+
+    /// A payload for a source kind: half the time made to follow the kind's rules, otherwise
+    /// as generated (mostly breaking them).
+    fn run_request() -> impl Strategy<Value = (usize, CreateJobPayload)> {
+        (
+            0usize..3,
+            any::<bool>(),
+            job_payload(),
+            "[a-e]{1,2}",
+            git_ref(),
+        )
+            .prop_map(|(kind, follow_rules, mut p, collection, git_ref)| {
+                if follow_rules {
+                    // Few collection names, so that finished ones are met again.
+                    p.target_collection_name = Some(collection);
+                    if kind == 2 {
+                        // S3 runs append: their own collections, or the source's.
+                        p.target_collection_name = p
+                            .target_collection_name
+                            .filter(|c| c.len() == 2)
+                            .map(|c| format!("s3-{c}"));
+                        p.object_key = Some(format!("p/{}", p.object_key.unwrap_or_default()));
+                        p.ref_identifier = None;
+                    } else {
+                        p.object_key = None;
+                        p.custom_id = None;
+                        p.metadata = None;
+                        p.ref_identifier = (kind == 0).then_some(git_ref);
+                    }
+                }
+                (kind, p)
+            })
+    }
+
+    fn violations(validator: &Validator, instance: &Value) -> Vec<String> {
+        validator
+            .iter_errors(instance)
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn every_payload_the_client_sends_satisfies_the_published_schema(payload in job_payload()) {
+            let body = serde_json::to_value(&payload).unwrap();
+            let errors = violations(&PAYLOAD, &body);
+            prop_assert!(errors.is_empty(), "{:?}\n{:#}", errors, body);
+            // Unset fields are left out, not sent as null; what is sent reads back the same.
+            prop_assert!(body.as_object().unwrap().values().all(|v| !v.is_null()), "{:#}", body);
+            prop_assert_eq!(serde_json::from_value::<CreateJobPayload>(body).unwrap(), payload);
+        }
+    }
+
+    proptest! {
+        // Each case is two HTTP calls; 100 keep this at a few seconds.
+        #![proptest_config(ProptestConfig::with_cases(100))]
+
+        #[test]
+        fn every_answer_to_a_create_is_in_a_published_shape((kind, payload) in run_request()) {
+            static SHAPES: LazyLock<[Validator; 4]> = LazyLock::new(|| [
+                schema(PUBLISHED, "components/schemas/CreateJobResponse"),
+                schema(PUBLISHED, "components/schemas/ErrorResponse"),
+                schema(PUBLISHED, "components/schemas/Job"),
+                schema(&published_with_flattened_web_kind(), "components/schemas/Job"),
+            ]);
+            let [created, error, job, web_job] = &*SHAPES;
+            let live = &*LIVE;
+            let (kind_name, source) = &live.sources[kind];
+            live.runtime.block_on(async {
+                let r = live.http
+                    .post(format!("{}/api/v1/sources/{source}/invocations", live.base))
+                    .header("x-chroma-token", "t")
+                    .json(&payload)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                let v: Value = r.json().await.unwrap();
+                if status != 201 {
+                    prop_assert!([400, 409].contains(&status), "{} {}", status, v);
+                    let errors = violations(error, &v);
+                    prop_assert!(errors.is_empty(), "{:?} {}", errors, v);
+                    return Ok(());
+                }
+                let errors = violations(created, &v);
+                prop_assert!(errors.is_empty(), "{:?} {}", errors, v);
+                let id = v["invocation_id"].as_str().unwrap();
+                let r = live.http
+                    .get(format!("{}/api/v1/invocations/{id}", live.base))
+                    .header("x-chroma-token", "t")
+                    .send()
+                    .await
+                    .unwrap();
+                prop_assert_eq!(r.status().as_u16(), 200);
+                let v: Value = r.json().await.unwrap();
+                let schema = if *kind_name == "web_scrape" { web_job } else { job };
+                let errors = violations(schema, &v);
+                prop_assert!(errors.is_empty(), "{:?} {:#}", errors, v);
+                prop_assert_eq!(
+                    v["metadata"]["collection_name"].as_str(),
+                    payload.target_collection_name.as_deref().or(Some("files"))
+                );
+                Ok(())
+            })?;
+        }
+    }
+}

@@ -239,3 +239,247 @@ fn decoded_values_are_the_ones_sent() {
         Err(ChromaError::Decode { status: 202, .. })
     ));
 }
+
+// Invocations: the created answer, one `Job`, a page of them. Same invariants as above: never
+// a panic; a value with a non-empty id and bounded service texts, or `Decode` with the status.
+
+use chroma_sync_operator::chroma::wire::{GitRef, Job, JobMetadata, JobStatus};
+
+fn check_decoded<T>(
+    what: &str,
+    status: u16,
+    decoded: Result<T, ChromaError>,
+    valid: impl Fn(&T) -> bool,
+) -> Result<(), TestCaseError> {
+    match decoded {
+        Ok(value) => prop_assert!(valid(&value), "{}: an invalid value decoded", what),
+        Err(ChromaError::Decode { status: s, message }) => {
+            prop_assert_eq!(s, status);
+            prop_assert!(!message.is_empty());
+        }
+        Err(other) => prop_assert!(false, "{}: unexpected error kind {:?}", what, other),
+    }
+    Ok(())
+}
+
+fn job_is_sound(job: &Job) -> bool {
+    let bounded = match &job.status {
+        JobStatus::Failed { error: text } | JobStatus::Unknown(text) => {
+            text.len() <= MAX_MESSAGE_BYTES
+        }
+        _ => true,
+    };
+    !job.id.trim().is_empty() && bounded
+}
+
+fn decode_invocation_answers(status: u16, body: &[u8]) -> Result<(), TestCaseError> {
+    check_decoded(
+        "invocation_created",
+        status,
+        decode::invocation_created(status, body),
+        |id| !id.trim().is_empty(),
+    )?;
+    check_decoded("job", status, decode::job(status, body), job_is_sound)?;
+    check_decoded("jobs", status, decode::jobs(status, body), |jobs| {
+        jobs.iter().all(job_is_sound)
+    })
+}
+
+fn job_status() -> impl Strategy<Value = (Value, JobStatus)> {
+    prop_oneof![
+        Just((json!("pending"), JobStatus::Pending)),
+        Just((json!("processing"), JobStatus::Processing)),
+        Just((json!("cancelled"), JobStatus::Cancelled)),
+        (timestamp(), 0i64..i64::MAX).prop_map(|(at, ms)| (
+            json!({"complete": {"finished_at": at, "duration_ms": ms}}),
+            JobStatus::Complete {
+                finished_at: Some(at.parse().unwrap()),
+                duration_ms: Some(ms),
+            }
+        )),
+        any::<String>().prop_map(|e| (
+            json!({"failed": {"error": e}}),
+            JobStatus::Failed { error: e }
+        )),
+        "[a-z_]{1,12}"
+            .prop_filter("not a known name", |s| {
+                !["pending", "processing", "cancelled", "complete", "failed"].contains(&s.as_str())
+            })
+            .prop_map(|s| (json!(s), JobStatus::Unknown(s))),
+    ]
+}
+
+fn git_ref() -> impl Strategy<Value = (Value, GitRef)> {
+    prop_oneof![
+        text().prop_map(|s| (json!({"sha": s}), GitRef::Sha(s))),
+        text().prop_map(|b| (json!({"branch": b}), GitRef::Branch(b))),
+    ]
+}
+
+/// Metadata in each plausible spelling, and what it identifies.
+fn job_metadata() -> impl Strategy<Value = (Value, JobMetadata)> {
+    let kind =
+        prop_oneof![
+        (git_ref(), any::<bool>()).prop_map(|((r, expected), nested)| {
+            let kind = json!({"github": {"git_ref_identifier": r}});
+            let meta = JobMetadata {
+                git_ref: Some(expected),
+                ..Default::default()
+            };
+            (if nested { json!({ "kind": kind }) } else { kind }, meta)
+        }),
+        (text(), of(text())).prop_map(|(key, custom_id)| {
+            let kind = json!({"s3": {"bucket_name": "b", "object_key": key, "custom_id": custom_id,
+                                     "additional_metadata": {"k": [1]}}});
+            let meta = JobMetadata {
+                object_key: Some(key),
+                custom_id,
+                ..Default::default()
+            };
+            (kind, meta)
+        }),
+        Just((json!({"web_scrape": null}), JobMetadata::default())),
+        Just((json!({"Unknown": null}), JobMetadata::default())),
+    ];
+    (text(), text(), kind).prop_map(|(db, collection, (kind, mut meta))| {
+        let mut value = json!({"database_name": db, "collection_name": collection});
+        for (k, v) in kind.as_object().unwrap() {
+            value[k] = v.clone();
+        }
+        meta.database_name = Some(db);
+        meta.collection_name = Some(collection);
+        (value, meta)
+    })
+}
+
+/// A `Job` as the service may spell it (either id key, extra fields), and its decoded value.
+fn job() -> impl Strategy<Value = (Value, Job)> {
+    (
+        "[a-f0-9-]{1,36}",
+        any::<bool>(),
+        job_status(),
+        of(timestamp()),
+        of("[a-f0-9-]{1,36}"),
+        job_metadata(),
+    )
+        .prop_map(
+            |(
+                id,
+                old_name,
+                (status, expected_status),
+                created_at,
+                source_id,
+                (meta, expected_meta),
+            )| {
+                let mut value = json!({"status": status, "metadata": meta, "source_id": source_id,
+                                       "unknown_field": {"a": [1]}});
+                value[if old_name { "invocation_id" } else { "id" }] = json!(id);
+                if let Some(t) = &created_at {
+                    value["created_at"] = json!(t);
+                }
+                let expected = Job {
+                    id,
+                    status: expected_status,
+                    created_at: created_at.map(|t| t.parse().unwrap()),
+                    source_id,
+                    metadata: expected_meta,
+                };
+                (value, expected)
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_invocation_decoders(
+        status in any::<u16>(),
+        body in vec(any::<u8>(), 0..256),
+    ) {
+        decode_invocation_answers(status, &body)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    #[test]
+    fn valid_jobs_decode_to_what_was_sent_and_mutated_ones_never_panic(
+        jobs in vec(job(), 1..4),
+        which in 0usize..3,
+        mutations in vec(mutation(), 1..6),
+    ) {
+        let (values, expected): (Vec<Value>, Vec<Job>) = jobs.into_iter().unzip();
+        let mut body = match which {
+            0 => {
+                prop_assert_eq!(&decode::job(200, values[0].to_string().as_bytes()).unwrap(), &expected[0]);
+                values[0].to_string().into_bytes()
+            }
+            1 => {
+                let page = Value::from(values).to_string();
+                prop_assert_eq!(&decode::jobs(200, page.as_bytes()).unwrap(), &expected);
+                page.into_bytes()
+            }
+            _ => {
+                let id = &expected[0].id;
+                let body = json!({"invocation_id": id}).to_string();
+                prop_assert_eq!(&decode::invocation_created(201, body.as_bytes()).unwrap(), id);
+                body.into_bytes()
+            }
+        };
+        for m in &mutations {
+            mutate(&mut body, m);
+            decode_invocation_answers(200, &body)?;
+            decode_invocation_answers(201, &body)?;
+        }
+    }
+}
+
+#[test]
+fn decoded_invocations_are_the_ones_sent() {
+    let job = decode::job(
+        200,
+        br#"{"id": "j-1", "created_at": "2026-01-01T00:00:00Z", "source_id": "s-1",
+             "status": {"failed": {"error": "clone failed"}},
+             "metadata": {"database_name": "d", "collection_name": "c",
+                          "github": {"git_ref_identifier": {"sha": "abc"}}}}"#,
+    )
+    .unwrap();
+    assert_eq!(job.id, "j-1");
+    assert_eq!(job.source_id.as_deref(), Some("s-1"));
+    assert_eq!(
+        job.status,
+        JobStatus::Failed {
+            error: "clone failed".into()
+        }
+    );
+    assert_eq!(job.metadata.git_ref, Some(GitRef::Sha("abc".into())));
+    assert_eq!(
+        job.created_at,
+        Some("2026-01-01T00:00:00Z".parse().unwrap())
+    );
+    let page = decode::jobs(
+        200,
+        br#"[{"id": "b", "status": "pending", "metadata": {"database_name": "d",
+               "collection_name": "c", "web_scrape": null}},
+             {"id": "a", "status": {"complete": {"finished_at": "2026-01-01T00:00:09Z",
+                                                 "duration_ms": 9000}}}]"#,
+    )
+    .unwrap();
+    assert_eq!(
+        page.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        ["b", "a"]
+    );
+    assert!(page[1].status.is_terminal() && !page[0].status.is_terminal());
+    assert_eq!(decode::jobs(200, b"[]"), Ok(vec![]));
+    // A bare object is not a page; a page is not one job.
+    assert!(matches!(
+        decode::jobs(200, br#"{"id": "a", "status": "pending"}"#),
+        Err(ChromaError::Decode { .. })
+    ));
+    assert!(matches!(
+        decode::job(200, br#"[{"id": "a", "status": "pending"}]"#),
+        Err(ChromaError::Decode { .. })
+    ));
+}

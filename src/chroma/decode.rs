@@ -142,6 +142,7 @@ fn truncate(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn long_messages_are_cut_at_a_character_boundary() {
@@ -166,6 +167,48 @@ mod tests {
             Err(ChromaError::Decode { status: 200, .. })
         ));
         assert_eq!(created(201, br#"{"source_id": "a"}"#), Ok("a".to_owned()));
+    }
+
+    #[test]
+    fn invocation_answers_refuse_empty_ids_and_bound_messages() {
+        assert_eq!(
+            invocation_created(201, br#"{"invocation_id": "i"}"#),
+            Ok("i".to_owned())
+        );
+        for (status, body) in [
+            (201, &br#"{"invocation_id": ""}"#[..]),
+            (201, br#"{"source_id": "s"}"#),
+            (202, br#"{"invocation_id": "i"}"#),
+        ] {
+            assert!(matches!(
+                invocation_created(status, body),
+                Err(ChromaError::Decode { status: s, .. }) if s == status
+            ));
+        }
+        assert!(matches!(
+            job(200, br#"{"id": " ", "status": "pending"}"#),
+            Err(ChromaError::Decode { status: 200, .. })
+        ));
+        assert!(matches!(
+            jobs(
+                200,
+                br#"[{"id": "a", "status": "pending"}, {"id": "", "status": "pending"}]"#
+            ),
+            Err(ChromaError::Decode { status: 200, .. })
+        ));
+        let long = "x".repeat(10 * MAX_MESSAGE_BYTES);
+        for status in [json!({"failed": {"error": long}}), json!(long)] {
+            let body = json!({"id": "a", "status": status}).to_string();
+            let (JobStatus::Failed { error: text } | JobStatus::Unknown(text)) =
+                job(200, body.as_bytes()).unwrap().status
+            else {
+                unreachable!()
+            };
+            assert!(text.len() <= MAX_MESSAGE_BYTES && text.ends_with('…'));
+            let page = format!("[{body}]");
+            let listed = jobs(200, page.as_bytes()).unwrap();
+            assert_eq!(listed[0].status, job(200, body.as_bytes()).unwrap().status);
+        }
     }
 
     #[test]

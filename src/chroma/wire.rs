@@ -373,3 +373,217 @@ impl<'de> Deserialize<'de> for JobMetadata {
         serde_json::Value::deserialize(deserializer).map(|v| JobMetadata::from_value(&v))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn status(value: serde_json::Value) -> JobStatus {
+        serde_json::from_value(value).expect("a status always decodes")
+    }
+
+    #[test]
+    fn unset_payload_fields_are_left_out_and_refs_are_tagged() {
+        assert_eq!(
+            serde_json::to_value(CreateJobPayload::default()).unwrap(),
+            json!({})
+        );
+        let payload = CreateJobPayload {
+            target_collection_name: Some("c".into()),
+            ref_identifier: Some(GitRef::Branch("main".into())),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&payload).unwrap(),
+            json!({"target_collection_name": "c", "ref_identifier": {"branch": "main"}})
+        );
+        assert_eq!(
+            serde_json::to_value(GitRef::Sha("abc".into())).unwrap(),
+            json!({"sha": "abc"})
+        );
+    }
+
+    #[test]
+    fn both_status_forms_decode() {
+        assert_eq!(status(json!("pending")), JobStatus::Pending);
+        assert_eq!(status(json!("processing")), JobStatus::Processing);
+        assert_eq!(status(json!("cancelled")), JobStatus::Cancelled);
+        assert_eq!(status(json!({"pending": null})), JobStatus::Pending);
+        assert_eq!(status(json!({"cancelled": {}})), JobStatus::Cancelled);
+        assert_eq!(
+            status(json!({"complete": {"finished_at": "2026-01-02T03:04:05Z", "duration_ms": 42}})),
+            JobStatus::Complete {
+                finished_at: Some("2026-01-02T03:04:05Z".parse().unwrap()),
+                duration_ms: Some(42),
+            }
+        );
+        // The earlier guide's form has no duration; a bad time is no reason to lose the end.
+        assert_eq!(
+            status(json!({"complete": {"finished_at": "yesterday"}})),
+            JobStatus::Complete {
+                finished_at: None,
+                duration_ms: None
+            }
+        );
+        assert_eq!(
+            status(json!({"failed": {"error": "clone failed"}})),
+            JobStatus::Failed {
+                error: "clone failed".into()
+            }
+        );
+        assert_eq!(
+            status(json!({"failed": "bare message"})),
+            JobStatus::Failed {
+                error: "bare message".into()
+            }
+        );
+        assert_eq!(
+            status(json!("complete")),
+            JobStatus::Complete {
+                finished_at: None,
+                duration_ms: None
+            }
+        );
+        assert_eq!(
+            status(json!("failed")),
+            JobStatus::Failed {
+                error: String::new()
+            }
+        );
+        for (value, raw) in [
+            (json!("queued"), "queued"),
+            (json!("Pending"), "Pending"),
+            (json!({"paused": {}}), r#"{"paused":{}}"#),
+            (
+                json!({"pending": {"since": 1}}),
+                r#"{"pending":{"since":1}}"#,
+            ),
+            (
+                json!({"complete": {}, "failed": {}}),
+                r#"{"complete":{},"failed":{}}"#,
+            ),
+            (json!(7), "7"),
+            (json!(null), "null"),
+        ] {
+            assert_eq!(status(value), JobStatus::Unknown(raw.into()));
+        }
+    }
+
+    #[test]
+    fn only_ended_runs_are_terminal() {
+        for (s, terminal) in [
+            (JobStatus::Pending, false),
+            (JobStatus::Processing, false),
+            (JobStatus::Unknown("queued".into()), false),
+            (JobStatus::Cancelled, true),
+            (
+                JobStatus::Complete {
+                    finished_at: None,
+                    duration_ms: None,
+                },
+                true,
+            ),
+            (
+                JobStatus::Failed {
+                    error: String::new(),
+                },
+                true,
+            ),
+        ] {
+            assert_eq!(s.is_terminal(), terminal, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn metadata_decodes_in_every_plausible_form() {
+        let meta = |v: serde_json::Value| -> JobMetadata { serde_json::from_value(v).unwrap() };
+        let github = JobMetadata {
+            collection_name: Some("c".into()),
+            database_name: Some("d".into()),
+            git_ref: Some(GitRef::Branch("main".into())),
+            ..Default::default()
+        };
+        // Flattened, as the published allOf and serde's flatten write it.
+        assert_eq!(
+            meta(json!({"database_name": "d", "collection_name": "c",
+                        "github": {"git_ref_identifier": {"branch": "main"}}})),
+            github
+        );
+        // Nested under a key of its own.
+        for wrapper in ["kind", "source_type"] {
+            assert_eq!(
+                meta(json!({"database_name": "d", "collection_name": "c",
+                            wrapper: {"github": {"git_ref_identifier": {"branch": "main"}}}})),
+                github,
+                "{wrapper}"
+            );
+        }
+        // The ref directly under `github`.
+        assert_eq!(
+            meta(
+                json!({"database_name": "d", "collection_name": "c", "github": {"branch": "main"}})
+            ),
+            github
+        );
+        assert_eq!(
+            meta(
+                json!({"collection_name": "c", "s3": {"bucket_name": "b", "object_key": "p/k",
+                        "custom_id": "id-1", "additional_metadata": {"x": 1}}})
+            ),
+            JobMetadata {
+                collection_name: Some("c".into()),
+                object_key: Some("p/k".into()),
+                custom_id: Some("id-1".into()),
+                ..Default::default()
+            }
+        );
+        for plain in [
+            json!({"database_name": "d", "collection_name": "c", "web_scrape": null}),
+            json!({"database_name": "d", "collection_name": "c", "kind": "web_scrape"}),
+            json!({"database_name": "d", "collection_name": "c", "Unknown": null}),
+        ] {
+            assert_eq!(
+                meta(plain.clone()),
+                JobMetadata {
+                    collection_name: Some("c".into()),
+                    database_name: Some("d".into()),
+                    ..Default::default()
+                },
+                "{plain}"
+            );
+        }
+        for nothing in [
+            json!("web_scrape"),
+            json!("Unknown"),
+            json!(null),
+            json!([1]),
+        ] {
+            assert_eq!(meta(nothing), JobMetadata::default());
+        }
+    }
+
+    #[test]
+    fn a_job_decodes_leniently() {
+        let job: Job = serde_json::from_value(json!({
+            "invocation_id": "j-1", "status": "processing", "extra": [1],
+            "metadata": null, "source_id": null,
+        }))
+        .unwrap();
+        assert_eq!(
+            (job.id.as_str(), &job.status, job.created_at, job.source_id),
+            ("j-1", &JobStatus::Processing, None, None)
+        );
+        assert_eq!(job.metadata, JobMetadata::default());
+        assert!(
+            serde_json::from_value::<Job>(json!({"id": "j"})).is_err(),
+            "no status"
+        );
+        assert!(
+            serde_json::from_value::<Job>(json!({"id": "j", "status": "pending",
+                                                  "created_at": "not a time"}))
+            .is_err(),
+            "a created_at that is there must be a time"
+        );
+    }
+}

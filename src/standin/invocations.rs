@@ -140,6 +140,9 @@ pub(super) fn target(source: &Value, payload: &Value) -> Result<Target, String> 
             kind.key()
         ));
     }
+    if given("target_collection_name").and_then(Value::as_str) == Some("") {
+        return Err("target_collection_name: must not be empty".into());
+    }
     let required = |field: &str| {
         text(field).ok_or_else(|| format!("{field}: required for {} sources", kind.key()))
     };
@@ -645,4 +648,392 @@ pub(super) async fn set_run_plan(
 ) -> Response {
     s.set_run_plan(plan);
     StatusCode::NO_CONTENT.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn github() -> Value {
+        json!({"database_name": "db", "github": {"repository": "o/r"}})
+    }
+
+    fn web() -> Value {
+        json!({"database_name": "db", "web_scrape": {"starting_url": "https://x.dev"}})
+    }
+
+    fn s3(prefix: Option<&str>) -> Value {
+        json!({"database_name": "db", "s3": {"bucket_name": "b", "region": "r",
+            "collection_name": "default-c", "aws_credential_id": 1, "path_prefix": prefix}})
+    }
+
+    fn at(second: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + second).unwrap()
+    }
+
+    fn run(kind: Kind, collection: &str, created: Timestamp, plan: RunPlan) -> Run {
+        Run {
+            id: format!("run-{collection}-{}", created.as_second()),
+            source_id: "src".into(),
+            database: "db".into(),
+            kind,
+            collection: collection.into(),
+            kind_metadata: Map::new(),
+            object_key: None,
+            created_at: created,
+            seq: 0,
+            plan,
+            cancelled_at: None,
+        }
+    }
+
+    fn plan(pending_s: u64, processing_s: u64, fail_with: Option<&str>) -> RunPlan {
+        RunPlan {
+            pending_ms: pending_s * 1000,
+            processing_ms: processing_s * 1000,
+            fail_with: fail_with.map(str::to_owned),
+        }
+    }
+
+    fn refusal(source: &Value, payload: Value) -> String {
+        target(source, &payload).unwrap_err()
+    }
+
+    #[test]
+    fn each_kind_needs_its_fields_and_refuses_the_others() {
+        // GitHub: a collection and a ref.
+        let t = target(
+            &github(),
+            &json!({"target_collection_name": "c", "ref_identifier": {"sha": "abc"}}),
+        )
+        .unwrap();
+        assert_eq!((t.kind, t.collection.as_str()), (Kind::Github, "c"));
+        assert_eq!(
+            Value::Object(t.kind_metadata),
+            json!({"github": {"git_ref_identifier": {"sha": "abc"}}})
+        );
+        for (payload, field) in [
+            (
+                json!({"ref_identifier": {"branch": "main"}}),
+                "target_collection_name:",
+            ),
+            (
+                json!({"target_collection_name": "", "ref_identifier": {"branch": "m"}}),
+                "target_collection_name:",
+            ),
+            (json!({"target_collection_name": "c"}), "ref_identifier:"),
+            (
+                json!({"target_collection_name": "c", "ref_identifier": null}),
+                "ref_identifier:",
+            ),
+            (
+                json!({"target_collection_name": "c", "ref_identifier": {"branch": ""}}),
+                "ref_identifier.branch:",
+            ),
+            (
+                json!({"target_collection_name": "c", "ref_identifier": {"sha": "a"}, "object_key": "k"}),
+                "object_key:",
+            ),
+            (
+                json!({"target_collection_name": "c", "ref_identifier": {"sha": "a"}, "custom_id": "i"}),
+                "custom_id:",
+            ),
+            (
+                json!({"target_collection_name": "c", "ref_identifier": {"sha": "a"}, "metadata": {}}),
+                "metadata:",
+            ),
+        ] {
+            let message = refusal(&github(), payload.clone());
+            assert!(message.starts_with(field), "{payload}: {message}");
+        }
+        // Web: a collection, nothing else.
+        let t = target(&web(), &json!({"target_collection_name": "w"})).unwrap();
+        assert_eq!(Value::Object(t.kind_metadata), json!({"web_scrape": null}));
+        assert!(refusal(&web(), json!({})).starts_with("target_collection_name:"));
+        assert!(
+            refusal(
+                &web(),
+                json!({"target_collection_name": "w", "ref_identifier": {"sha": "a"}})
+            )
+            .starts_with("ref_identifier:")
+        );
+        assert!(
+            refusal(
+                &web(),
+                json!({"target_collection_name": "w", "object_key": "k"})
+            )
+            .starts_with("object_key:")
+        );
+        // Null is the same as absent.
+        assert!(
+            target(
+                &web(),
+                &json!({"target_collection_name": "w", "object_key": null, "custom_id": null})
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn s3_needs_a_full_key_under_the_prefix_and_defaults_the_collection() {
+        let source = s3(Some("docs/"));
+        let t = target(
+            &source,
+            &json!({"object_key": "docs/a.md", "custom_id": "id-1", "metadata": {"k": 1}}),
+        )
+        .unwrap();
+        assert_eq!(
+            t.collection, "default-c",
+            "the source's collection by default"
+        );
+        assert_eq!(t.object_key.as_deref(), Some("docs/a.md"));
+        assert_eq!(
+            Value::Object(t.kind_metadata),
+            json!({"s3": {"bucket_name": "b", "object_key": "docs/a.md", "custom_id": "id-1",
+                          "additional_metadata": {"k": 1}}})
+        );
+        let t = target(
+            &source,
+            &json!({"object_key": "docs/b", "target_collection_name": "o"}),
+        );
+        assert_eq!(t.unwrap().collection, "o");
+        for payload in [
+            json!({"object_key": "a.md"}),
+            json!({"object_key": "doc/a.md"}),
+        ] {
+            let message = refusal(&source, payload.clone());
+            assert!(
+                message.starts_with("object_key:") && message.contains("docs/"),
+                "{message}"
+            );
+        }
+        assert!(
+            refusal(&source, json!({"target_collection_name": "o"})).starts_with("object_key:")
+        );
+        assert!(
+            refusal(
+                &source,
+                json!({"object_key": "docs/a", "ref_identifier": {"sha": "a"}})
+            )
+            .starts_with("ref_identifier:")
+        );
+        let empty = refusal(
+            &source,
+            json!({"object_key": "docs/a", "target_collection_name": ""}),
+        );
+        assert!(empty.starts_with("target_collection_name:"), "{empty}");
+        // No prefix: any key.
+        assert!(target(&s3(None), &json!({"object_key": "any/key"})).is_ok());
+        // A source kind without invocations here (one inserted directly, say).
+        let upload = json!({"database_name": "db", "file_upload": {}});
+        assert!(refusal(&upload, json!({})).starts_with("source_id:"));
+    }
+
+    #[test]
+    fn the_lifecycle_follows_the_plan_from_the_creation_time() {
+        let r = run(Kind::Github, "c", at(0), plan(2, 3, None));
+        assert_eq!(phase_at(&r, at(-1)), Phase::Pending, "a clock step back");
+        assert_eq!(phase_at(&r, at(0)), Phase::Pending);
+        assert_eq!(phase_at(&r, at(2)), Phase::Processing);
+        assert_eq!(phase_at(&r, at(4)), Phase::Processing);
+        let done = Phase::Complete {
+            finished_at: at(5),
+            duration_ms: 3000,
+        };
+        assert_eq!(phase_at(&r, at(5)), done);
+        assert_eq!(phase_at(&r, at(500)), done, "finished runs do not change");
+        assert_eq!(
+            done.to_json(),
+            json!({"complete": {"finished_at": at(5).to_string(), "duration_ms": 3000}})
+        );
+        assert_eq!(Phase::Processing.to_json(), json!("processing"));
+
+        let failing = run(Kind::Github, "c", at(0), plan(0, 1, Some("clone failed")));
+        assert_eq!(phase_at(&failing, at(0)), Phase::Processing);
+        let failed = phase_at(&failing, at(1));
+        assert_eq!(
+            failed.to_json(),
+            json!({"failed": {"error": "clone failed"}})
+        );
+
+        let mut cancelled = run(Kind::Github, "c", at(0), plan(10, 1, None));
+        cancelled.cancelled_at = Some(at(1));
+        assert_eq!(phase_at(&cancelled, at(100)), Phase::Cancelled);
+        assert_eq!(Phase::Cancelled.to_json(), json!("cancelled"));
+
+        // Plans far beyond any clock saturate instead of overflowing.
+        let forever = run(
+            Kind::Github,
+            "c",
+            at(0),
+            RunPlan {
+                pending_ms: u64::MAX,
+                processing_ms: u64::MAX,
+                fail_with: None,
+            },
+        );
+        assert_eq!(phase_at(&forever, at(1_000_000_000)), Phase::Pending);
+        let instant = run(Kind::Github, "c", at(0), plan(0, 0, None));
+        assert!(matches!(
+            phase_at(&instant, at(0)),
+            Phase::Complete { duration_ms: 0, .. }
+        ));
+    }
+
+    #[test]
+    fn only_a_finished_github_or_web_sync_closes_its_collection() {
+        let done = plan(0, 1, None);
+        let runs = [
+            run(Kind::Github, "gh", at(0), done.clone()),
+            run(Kind::WebScrape, "web", at(0), done.clone()),
+            run(Kind::S3, "s3", at(0), done.clone()),
+            run(Kind::Github, "failed", at(0), plan(0, 1, Some("boom"))),
+            run(Kind::Github, "slow", at(0), plan(0, 100, None)),
+        ];
+        let closed = |collection: &str, now| holds_finished_sync(&runs, "db", collection, now);
+        assert!(!closed("gh", at(0)), "still processing: appended to");
+        assert!(closed("gh", at(1)));
+        assert!(closed("web", at(1)));
+        assert!(!closed("s3", at(1)), "S3 runs append");
+        assert!(!closed("failed", at(1)));
+        assert!(!closed("slow", at(50)));
+        assert!(!closed("new", at(1)));
+        assert!(
+            !holds_finished_sync(&runs, "other-db", "gh", at(1)),
+            "per database"
+        );
+    }
+
+    fn query(pairs: &[(&str, &str)]) -> RunsQuery {
+        let mut q = RunsQuery::default();
+        for (k, v) in pairs {
+            let v = Some(v.to_string());
+            match *k {
+                "source_id" => q.source_id = v,
+                "database_name" => q.database_name = v,
+                "source_type" => q.source_type = v,
+                "status" => q.status = v,
+                "limit" => q.limit = v,
+                "offset" => q.offset = v,
+                "order_by" => q.order_by = v,
+                _ => unreachable!(),
+            }
+        }
+        q
+    }
+
+    #[test]
+    fn list_parameters_are_checked_and_named() {
+        for (pairs, field) in [
+            (
+                &[("source_id", "a"), ("database_name", "d")][..],
+                "source_id:",
+            ),
+            (&[("status", "Pending")], "status:"),
+            (&[("status", "{\"complete\":{}}")], "status:"),
+            (&[("limit", "-1")], "limit:"),
+            (&[("offset", "x")], "offset:"),
+            (&[("order_by", "desc")], "order_by:"),
+            (&[("source_type", "file_upload")], "source_type:"),
+        ] {
+            let message = Filter::parse(query(pairs)).unwrap_err();
+            assert!(message.starts_with(field), "{pairs:?}: {message}");
+        }
+        let f = Filter::parse(query(&[])).unwrap();
+        assert_eq!((f.limit, f.offset, f.ascending), (100, 0, false));
+    }
+
+    #[test]
+    fn listing_is_newest_first_filtered_and_paged() {
+        let mut runs: Vec<Run> = (0..5)
+            .map(|i| {
+                let mut r = run(Kind::Github, &format!("c{i}"), at(i), plan(0, 10, None));
+                r.seq = i as u64;
+                r
+            })
+            .collect();
+        runs[4].kind = Kind::S3;
+        runs[3].source_id = "other".into();
+        let ids = |f: &Filter, now| {
+            f.apply(&runs, now)
+                .into_iter()
+                .map(|r| r.collection.clone())
+                .collect::<Vec<_>>()
+        };
+        let all = Filter::parse(query(&[])).unwrap();
+        assert_eq!(ids(&all, at(5)), ["c4", "c3", "c2", "c1", "c0"]);
+        let page = Filter::parse(query(&[("limit", "2"), ("offset", "1")])).unwrap();
+        assert_eq!(ids(&page, at(5)), ["c3", "c2"]);
+        let asc = Filter::parse(query(&[("order_by", "ASC"), ("limit", "2")])).unwrap();
+        assert_eq!(ids(&asc, at(5)), ["c0", "c1"]);
+        let of_source = Filter::parse(query(&[("source_id", "src")])).unwrap();
+        assert_eq!(ids(&of_source, at(5)), ["c4", "c2", "c1", "c0"]);
+        let s3 = Filter::parse(query(&[("source_type", "s3")])).unwrap();
+        assert_eq!(ids(&s3, at(5)), ["c4"]);
+        // At 11 s the first two have finished (10 s of processing), the rest still process.
+        let complete = Filter::parse(query(&[("status", "complete")])).unwrap();
+        assert_eq!(ids(&complete, at(11)), ["c1", "c0"]);
+        let processing = Filter::parse(query(&[("status", "processing")])).unwrap();
+        assert_eq!(ids(&processing, at(11)), ["c4", "c3", "c2"]);
+        // Same creation time: the later one is newer.
+        let mut tied = runs.clone();
+        tied[1].created_at = at(0);
+        let order: Vec<&str> = all
+            .apply(&tied, at(5))
+            .into_iter()
+            .map(|r| r.collection.as_str())
+            .collect();
+        assert_eq!(order[3..], ["c1", "c0"]);
+    }
+
+    #[test]
+    fn latest_by_keys_takes_the_newest_run_per_key_of_that_source() {
+        let keyed = |key: &str, second: i64, source: &str| {
+            let mut r = run(Kind::S3, key, at(second), plan(0, 0, None));
+            r.object_key = Some(key.into());
+            r.source_id = source.into();
+            r.id = format!("{key}@{second}");
+            r
+        };
+        let runs = [
+            keyed("a", 0, "src"),
+            keyed("a", 2, "src"),
+            keyed("b", 1, "src"),
+            keyed("a", 9, "elsewhere"),
+        ];
+        let keys = ["a", "b", "missing"].map(String::from);
+        let found: Vec<(String, String)> = latest_by_keys(&runs, "src", &keys)
+            .into_iter()
+            .map(|(k, r)| (k, r.id.clone()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("a".to_owned(), "a@2".to_owned()),
+                ("b".into(), "b@1".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_rendered_job_has_the_published_fields() {
+        let mut r = run(Kind::Github, "c", at(0), plan(5, 5, None));
+        r.kind_metadata = target(
+            &github(),
+            &json!({"target_collection_name": "c", "ref_identifier": {"branch": "main"}}),
+        )
+        .unwrap()
+        .kind_metadata;
+        assert_eq!(
+            render(&r, at(1)),
+            json!({
+                "id": r.id,
+                "status": "pending",
+                "metadata": {"database_name": "db", "collection_name": "c",
+                             "github": {"git_ref_identifier": {"branch": "main"}}},
+                "created_at": at(0).to_string(),
+                "source_id": "src",
+            })
+        );
+    }
 }
