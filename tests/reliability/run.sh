@@ -7,6 +7,7 @@
 # Sizes and runs (environment, with their defaults):
 #   RELIABILITY_RUNS=3        runs (seeds 1..N) of every case but the SIGKILL storm
 #   CHAOS_OBJECTS=500 CHAOS_KILLS=20 CHAOS_SEED=7        one SIGKILL storm
+#   RUNS_CHAOS_RUNS=300 RUNS_CHAOS_KILLS=20 RUNS_CHAOS_SEED=5   one SIGKILL storm over SyncRuns
 #   STORM_OBJECTS=300 STORM_ERROR_PERCENT=30             Chroma fault storm
 #   CUTS_ROUNDS=20 CUTS_PER_ROUND=15                     apiserver connection cuts (300 objects)
 #   CONFLICT_OBJECTS=64 CONFLICT_WRITERS=8               409 conflicts from busy writers
@@ -17,6 +18,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 : "${RELIABILITY_REPORT:?set RELIABILITY_REPORT to the JSON-lines file to append to}"
 runs=${RELIABILITY_RUNS:-3}
 export CHAOS_OBJECTS=${CHAOS_OBJECTS:-500} CHAOS_KILLS=${CHAOS_KILLS:-20}
+export RUNS_CHAOS_RUNS=${RUNS_CHAOS_RUNS:-300} RUNS_CHAOS_KILLS=${RUNS_CHAOS_KILLS:-20}
 export STORM_OBJECTS=${STORM_OBJECTS:-300} STORM_ERROR_PERCENT=${STORM_ERROR_PERCENT:-30}
 export CUTS_ROUNDS=${CUTS_ROUNDS:-20} CUTS_PER_ROUND=${CUTS_PER_ROUND:-15}
 export CONFLICT_OBJECTS=${CONFLICT_OBJECTS:-64} CONFLICT_WRITERS=${CONFLICT_WRITERS:-8}
@@ -36,6 +38,8 @@ case_() {
 
 case_ "SIGKILL storm" chaos::a_sigkill_storm_leaves_exactly_one_source_per_object \
   CHAOS_SEED="${CHAOS_SEED:-7}"
+case_ "SIGKILL storm over runs" runs::a_sigkill_storm_over_runs_leaves_exactly_one_invocation_per_run \
+  RUNS_CHAOS_SEED="${RUNS_CHAOS_SEED:-5}"
 for seed in $(seq 1 "$runs"); do
   case_ "Chroma fault storm" \
     chroma_faults::a_storm_of_chroma_faults_leaves_exactly_one_source_per_object STORM_SEED="$seed"
