@@ -34,6 +34,14 @@ enum Command {
     /// Print the operator's CustomResourceDefinitions as YAML (all, or the one named by its
     /// plural: syncsources, syncruns).
     Crd { name: Option<String> },
+    /// GET an http:// URL (such as the operator's /readyz) and exit 0 on a 2xx answer, 1
+    /// otherwise: a health check for images without a shell (the chart's `helm test` hook).
+    Probe {
+        url: String,
+        /// Give up after this long.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
 }
 
 #[derive(clap::Args)]
@@ -110,6 +118,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Probe { url, timeout }) = &cli.command {
+        return probe(url, *timeout).await;
+    }
     if let Some(Command::Crd { name }) = cli.command {
         let all = crd::all_crds_yaml();
         let chosen: Vec<_> = all
@@ -248,6 +259,15 @@ async fn main() -> anyhow::Result<()> {
         let _ = release.send(());
         let _ = task.await;
     }
+    Ok(())
+}
+
+async fn probe(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    chroma_sync_operator::chroma::install_crypto_provider();
+    let client = reqwest::Client::builder().timeout(timeout).build()?;
+    let status = client.get(url).send().await?.status();
+    anyhow::ensure!(status.is_success(), "{url} answered {status}");
+    println!("{url} answered {status}");
     Ok(())
 }
 
