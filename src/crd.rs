@@ -48,6 +48,18 @@ pub const CREATE_PENDING_ANNOTATION: &str = "chromasync.dev/create-pending";
     {
         "rule": "[has(self.github), has(self.webScrape), has(self.s3)].filter(x, x).size() == 1",
         "message": "exactly one of github, webScrape or s3 must be set"
+    },
+    {
+        "rule": "!has(self.sync) || !has(self.s3)",
+        "message": "sync is for GitHub and web sources; sync S3 objects with SyncRuns (objectKey)"
+    },
+    {
+        "rule": "!has(self.sync) || !has(self.github) || has(self.sync.ref)",
+        "message": "sync.ref (a branch or sha) is required for a GitHub source"
+    },
+    {
+        "rule": "!has(self.sync) || !has(self.webScrape) || !has(self.sync.ref)",
+        "message": "sync.ref is for GitHub sources only"
     }
 ]))]
 // The source kinds and option groups are boxed: a cached object holds one of the three kinds,
@@ -90,6 +102,42 @@ pub struct SyncSourceSpec {
     /// deletes it, `Retain` leaves it in Chroma.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// Keep the source's collection in sync: the operator starts a SyncRun (owned by this
+    /// object) when the source is first created or replaced, when this field changes (say a
+    /// new `ref.sha`), and at each tick of `schedule`; never two at once. GitHub and web
+    /// sources only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<Box<SyncPolicy>>,
+}
+
+/// How a SyncSource keeps its collection in sync.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncPolicy {
+    /// The name the runs' collections start with. Chroma Sync refuses a second finished sync
+    /// into one collection, so each run writes its own, `<targetCollectionName>-<suffix>`
+    /// (GitHub: forked copy-on-write from the previous one, only the diff processed);
+    /// `status.lastSync.collectionName` names the newest.
+    #[schemars(length(min = 1, max = 480))]
+    pub target_collection_name: String,
+    /// The Git ref to sync (GitHub sources; required there).
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<run::GitRef>,
+    /// When to sync again: a standard five-field cron expression, in UTC (`0 * * * *` is
+    /// hourly). A tick that finds a run still going is skipped; ticks missed while the operator
+    /// was down start one run, not one each. Unset: only the first run and changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 9, max = 128), regex(pattern = r"^\S+(\s+\S+){4}$"))]
+    pub schedule: Option<String>,
+    /// Finished runs that completed to keep (the newest); older ones are deleted. Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub successful_runs_history_limit: Option<i32>,
+    /// Failed (or cancelled) runs to keep. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub failed_runs_history_limit: Option<i32>,
 }
 
 /// A GitHub repository to sync.
@@ -332,6 +380,46 @@ pub struct SyncSourceStatus {
     /// The last error the Chroma Sync service (or the operator) reported; cleared on success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<LastError>,
+    /// The newest SyncRun that `spec.sync` started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync: Option<LastSync>,
+    /// Where `spec.sync` stands: what its newest run was started for, and the latest schedule
+    /// tick handled (run or skipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_state: Option<SyncState>,
+}
+
+/// A summary of the newest SyncRun that `spec.sync` started.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastSync {
+    /// The SyncRun's name.
+    pub name: String,
+    /// The collection it writes (each run of `spec.sync` writes its own; see there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection_name: Option<String>,
+    /// Its Chroma Sync invocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocation_id: Option<String>,
+    /// Its phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<run::RunPhase>,
+    /// When it reached a final phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+}
+
+/// The operator's bookkeeping of `spec.sync`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncState {
+    /// Fingerprint of the source id and the sync settings (collection, ref) the newest run was
+    /// started for: a change starts a run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_for: Option<String>,
+    /// The latest schedule tick handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 /// An error reported by the Chroma Sync service.

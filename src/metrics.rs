@@ -41,6 +41,7 @@ struct Inner {
     chroma_duration: Family<EndpointLabels, Histogram>,
     events_dropped: Counter,
     runs: Family<RunLabels, Counter>,
+    sync_ticks_skipped: Counter,
     run_duration: Family<RunLabels, Histogram>,
 }
 
@@ -109,8 +110,15 @@ impl Metrics {
             "Time from a SyncRun's creation to its final phase, by that phase and source kind",
             run_duration.clone(),
         );
+        let sync_ticks_skipped = Counter::default();
+        registry.register(
+            "sync_ticks_skipped",
+            "Schedule ticks of spec.sync that found a run still going, and so started none",
+            sync_ticks_skipped.clone(),
+        );
         Self(Arc::new(Inner {
             events_dropped,
+            sync_ticks_skipped,
             runs,
             run_duration,
             registry,
@@ -162,6 +170,10 @@ impl Metrics {
                 .get_or_create(&labels)
                 .observe(took.as_secs_f64());
         }
+    }
+
+    pub fn sync_tick_skipped(&self) {
+        self.0.sync_ticks_skipped.inc();
     }
 
     pub fn event_dropped(&self) {

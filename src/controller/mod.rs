@@ -69,6 +69,8 @@ impl Error {
 pub enum Next {
     /// Nothing to do until something changes.
     Settled,
+    /// Fine, and something is due then (`spec.sync`: a run to follow, the next tick).
+    LookAgainIn(std::time::Duration),
     /// The outcome needs attention (`reason`); try again as `retry` says.
     Retry { retry: Retry, reason: &'static str },
 }
@@ -282,7 +284,7 @@ async fn reconcile(obj: Arc<SyncSource>, ctx: Arc<Context>) -> Result<Action, Er
             }
         };
         let error_reason = match &result {
-            Ok(Next::Settled) => None,
+            Ok(Next::Settled | Next::LookAgainIn(_)) => None,
             Ok(Next::Retry { reason, .. }) => Some(*reason),
             Err(e) => Some(e.label()),
         };
@@ -292,6 +294,10 @@ async fn reconcile(obj: Arc<SyncSource>, ctx: Arc<Context>) -> Result<Action, Er
         }
         match result? {
             Next::Settled => Ok(ctx.requeue(&obj, None)),
+            Next::LookAgainIn(after) => {
+                ctx.requeue(&obj, None);
+                Ok(Action::requeue(after))
+            }
             Next::Retry { retry, .. } => Ok(ctx.requeue(&obj, Some(retry))),
         }
     }

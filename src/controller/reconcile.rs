@@ -70,7 +70,7 @@ pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
             obj = guarded_metadata_write(ctx, &obj, true, None).await?;
         }
         set_status(ctx, &obj, recorded.as_ref(), &State::Ready).await?;
-        return Ok(Next::Settled);
+        return settled(ctx, &obj, &rec.id).await;
     }
 
     let token = match ctx.token_for(&obj) {
@@ -118,7 +118,7 @@ pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
                     "Adopted",
                     format!("Recovered source {id}, created by an attempt whose answer was lost"),
                 );
-                return Ok(Next::Settled);
+                return settled(ctx, &obj, &id).await;
             }
             Ok(None) => {}
             Err(e) => {
@@ -153,7 +153,7 @@ pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
                 let note = format!("Replaced source {old} with {id} after a spec change");
                 publish(ctx, &obj, Kind::Normal, "Replaced", note);
             }
-            Ok(Next::Settled)
+            settled(ctx, &obj, &id).await
         }
         Err(e) => {
             let failure = decide::classify("creating the source", &e);
@@ -166,6 +166,17 @@ pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
             }
         }
     }
+}
+
+/// The source is Ready: what `spec.sync` asks for next (a run, a look at the run going, the
+/// next tick).
+async fn settled(ctx: &Context, obj: &SyncSource, source_id: &str) -> Result<Next, Error> {
+    Ok(
+        match crate::runs::sync::ensure(ctx, obj, source_id).await? {
+            Some(after) => Next::LookAgainIn(after),
+            None => Next::Settled,
+        },
+    )
 }
 
 /// Deletes the source of an object the apiserver let go with the operator's finalizer still on

@@ -139,6 +139,9 @@ pub fn next(
         payload_hash: source.and_then(|s| s.payload_hash.clone()),
         conditions,
         last_error,
+        // spec.sync's own fields, written by its own patch (runs::sync).
+        last_sync: previous.last_sync.clone(),
+        sync_state: previous.sync_state.clone(),
     }
 }
 
@@ -365,6 +368,7 @@ mod properties {
                         payload_hash,
                         conditions,
                         last_error,
+                        ..Default::default()
                     }
                 },
             )

@@ -6,6 +6,7 @@
 
 pub mod decide;
 mod reconcile;
+pub mod sync;
 
 use crate::controller::decide::{Retry, backoff};
 use crate::controller::{Context, Error};

@@ -32,7 +32,7 @@ fn granted(sa: &str, ns: &str) -> Vec<String> {
 const OPERATOR_RULES: [&str; 6] = [
     "events.events.k8s.io [create]",
     "secrets [list watch]",
-    "syncruns.chromasync.dev [get list watch patch]",
+    "syncruns.chromasync.dev [get list watch create patch delete]",
     "syncruns.chromasync.dev/status [patch]",
     "syncsources.chromasync.dev [get list watch patch]",
     "syncsources.chromasync.dev/status [patch]",

@@ -256,3 +256,97 @@ async fn a_sigkill_storm_over_runs_leaves_exactly_one_invocation_per_run() {
     );
     report.pass();
 }
+
+/// `spec.sync`: a new source starts one run (owned by it, writing a collection of its own);
+/// a GitOps-style bump of `ref.sha` starts exactly one more; the history limit prunes the older
+/// one; `status.lastSync` follows the newest; and once every run is finished the SyncSource is
+/// at rest again (no write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_sync_starts_one_run_per_change_and_keeps_the_history_short() {
+    let env = Env::start("sync").await;
+    env.standin.set_run_plan(RunPlan {
+        pending_ms: 500,
+        processing_ms: 1_000,
+        fail_with: None,
+    });
+    let mut spec = github("acme/sync");
+    spec["sync"] = json!({"targetCollectionName": "docs", "ref": {"branch": "main"},
+                          "successfulRunsHistoryLimit": 1});
+    env.create("docs", spec).await;
+    let source = env.wait_reason("docs", "SourceReady", SOON).await;
+    let source_id = source.status.unwrap().source_id.unwrap();
+
+    let last_sync = |phase: RunPhase| {
+        let env = &env;
+        async move {
+            let status = env.get("docs").await.status?;
+            let last = status.last_sync?;
+            (last.phase == Some(phase)).then_some(last)
+        }
+    };
+    let first = wait_for(
+        "the first sync run to complete",
+        Duration::from_secs(60),
+        || last_sync(RunPhase::Complete),
+    )
+    .await;
+    let run = runs(&env).get(&first.name).await.unwrap();
+    let owner = &run.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("SyncSource", "docs")
+    );
+    assert_eq!(owner.controller, Some(true));
+    let collection = first.collection_name.clone().unwrap();
+    assert!(collection.starts_with("docs-"), "{collection}");
+    assert_eq!(env.standin.invocations(&source_id).len(), 1);
+
+    // A GitOps user bumps the commit: exactly one new run, into a collection of its own.
+    env.merge_spec(
+        "docs",
+        json!({"sync": {"ref": {"branch": null, "sha": "0a1b2c3d"}}}),
+    )
+    .await;
+    let second = wait_for(
+        "the second sync run to complete",
+        Duration::from_secs(60),
+        || {
+            let first = first.name.clone();
+            let last = last_sync(RunPhase::Complete);
+            async move { last.await.filter(|l| l.name != first) }
+        },
+    )
+    .await;
+    assert_ne!(second.collection_name, first.collection_name);
+    assert_eq!(
+        env.standin.invocations(&source_id).len(),
+        2,
+        "one run per change"
+    );
+    assert_eq!(env.standin.calls("create_invocation", "409"), 0);
+    // History limit 1: the older complete run goes.
+    wait_for("the older run to be pruned", SOON, || async {
+        runs(&env)
+            .get_opt(&first.name)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let names: Vec<String> = runs(&env)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(kube::ResourceExt::name_any)
+        .collect();
+    assert_eq!(names, std::slice::from_ref(&second.name));
+
+    // At rest: nothing is written to the SyncSource any more.
+    let writes = |audit: Vec<Value>| audit.iter().filter(|e| e["verb"] == "patch").count();
+    let before = writes(env.audit("syncsources").await);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(writes(env.audit("syncsources").await), before);
+}

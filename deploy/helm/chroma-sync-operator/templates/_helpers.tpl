@@ -51,10 +51,11 @@ What the operator does with SyncSources, Secrets and Events, in one place for th
   resources: [syncsources/status]
   verbs: [patch]
 # Follow SyncRuns: watch them, patch the finalizer and create-pending mark, record the run.
-# (A run reads its SyncSource with get, above.)
+# (A run reads its SyncSource with get, above.) spec.sync creates the runs it asks for and
+# deletes those beyond its history limits.
 - apiGroups: [chromasync.dev]
   resources: [syncruns]
-  verbs: [get, list, watch, patch]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [chromasync.dev]
   resources: [syncruns/status]
   verbs: [patch]
