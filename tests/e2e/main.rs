@@ -13,6 +13,7 @@ mod orphans;
 mod proxy;
 mod rbac;
 mod runs;
+mod sharding;
 
 use chroma_sync_operator::crd::{CREATE_PENDING_ANNOTATION, FINALIZER};
 use chroma_sync_operator::standin::{Faults, Tokens};
