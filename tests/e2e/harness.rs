@@ -124,6 +124,8 @@ pub struct Env {
     /// Run the operators over all namespaces (only on a private cluster: it would take other
     /// tests' objects).
     pub watch_all_namespaces: bool,
+    /// Run the operators with leader election (the default, as the chart does).
+    pub leader_election: bool,
     restarts: u32,
 }
 
@@ -188,6 +190,7 @@ impl Env {
             operator_kubeconfig: None,
             lease_namespace: None,
             watch_all_namespaces: false,
+            leader_election: true,
             // (A private cluster's Env replaces it with its own.)
             audit_log: std::env::var_os("KUBECONFIG")
                 .map(PathBuf::from)
@@ -226,6 +229,9 @@ impl Env {
         let lease_namespace = self.lease_namespace.as_deref().unwrap_or(&self.ns);
         if !self.watch_all_namespaces {
             command.args(["--namespaces", &self.ns]);
+        }
+        if !self.leader_election {
+            command.arg("--leader-election=false");
         }
         command
             .args(["--leader-election-namespace", lease_namespace])
@@ -315,15 +321,20 @@ impl Env {
     }
 
     pub async fn put_token_secret(&self, token: &str) {
+        self.put_secret(TOKEN_SECRET, token).await;
+    }
+
+    /// Creates or updates the Secret `name` with `token` under the key `token`.
+    pub async fn put_secret(&self, name: &str, token: &str) {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.ns);
         let secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": TOKEN_SECRET},
+            "metadata": {"name": name},
             "stringData": {"token": token}
         }))
         .unwrap();
         secrets
             .patch(
-                TOKEN_SECRET,
+                name,
                 &PatchParams::apply("e2e-tests").force(),
                 &Patch::Apply(&secret),
             )
