@@ -33,6 +33,9 @@ crd: ## Regenerate crds/ (and the chart's copy) from the Rust types
 manifests: helm ## Render deploy/manifests/install.yaml from the Helm chart
 	helm=$$(tests/helm/build.sh); deploy/render-install.sh "$$helm" deploy/manifests/install.yaml
 
+chart-docs: ## Regenerate the chart's README.md (values table) from values.yaml with helm-docs
+	docs=$$(tests/helm/docs.sh); "$$docs" --chart-search-root deploy/helm/chroma-sync-operator --skip-version-footer
+
 image: ## Build the OCI image (static binary, buildah) into target/image/oci and check it
 	ref=$$(deploy/build-image.sh); tests/image/check.py "$$ref"
 
@@ -58,4 +61,4 @@ bench: controlplane ## Benchmark against the null-operator floor (BENCH_N=1000; 
 run: setup-run build controlplane ## Local control plane + stand-in + operator; applies the examples and shows them Ready
 	deploy/local/run.sh
 
-.PHONY: help setup-run setup-test build controlplane helm crd manifests image lint deny test reliability bench run
+.PHONY: help setup-run setup-test build controlplane helm crd manifests chart-docs image lint deny test reliability bench run

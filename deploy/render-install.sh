@@ -26,5 +26,5 @@ metadata:
     pod-security.kubernetes.io/warn: restricted
 HEADER
   "$helm" template chroma-sync-operator deploy/helm/chroma-sync-operator \
-    --namespace "$namespace" --include-crds
+    --namespace "$namespace" --include-crds --skip-tests
 } > "$out"
