@@ -34,7 +34,7 @@ manifests: helm ## Render deploy/manifests/install.yaml from the Helm chart
 	helm=$$(tests/helm/build.sh); deploy/render-install.sh "$$helm" deploy/manifests/install.yaml
 
 chart-docs: ## Regenerate the chart's README.md (values table) from values.yaml with helm-docs
-	docs=$$(tests/helm/docs.sh); "$$docs" --chart-search-root deploy/helm/chroma-sync-operator --skip-version-footer
+	tests/helm/docs.sh deploy/helm/chroma-sync-operator
 
 image: ## Build the OCI image (static binary, buildah) into target/image/oci and check it
 	ref=$$(deploy/build-image.sh); tests/image/check.py "$$ref"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: the operator end to end on the embedded default. Starts a local control plane and
-# the local Chroma Sync stand-in, installs the CRD, runs the operator, applies deploy/examples and
-# shows the SyncSources Ready with their source ids, and the example SyncRun Complete. Then it
+# the local Chroma Sync stand-in, installs the CRD, runs the operator, applies the stand-in's token
+# Secret (deploy/local/token-secret.yaml) and deploy/examples, and shows the SyncSources Ready
+# with their source ids, and the example SyncRun Complete. Then it
 # keeps running until Ctrl-C, so you can try things (it prints the KUBECONFIG to use).
 # EXIT_WHEN_READY=1 stops once they are Ready.
 set -euo pipefail
@@ -37,7 +38,8 @@ say "starting the operator (log: $state/operator.log)"
   --metrics-address 127.0.0.1:0 --log-format text >"$state/operator.log" 2>&1 &
 pids+=($!)
 
-say "applying deploy/examples"
+say "applying the stand-in's token Secret and deploy/examples"
+"$kubectl" apply -f deploy/local/token-secret.yaml
 "$kubectl" apply -f deploy/examples/
 "$kubectl" wait --for=condition=Ready syncsource --all --timeout=60s
 say "the examples, Ready with their Chroma source ids:"

@@ -121,6 +121,32 @@ fn helm_lint_passes_and_the_values_schema_refuses_typos() {
             "replicas=2,leaderElection.enabled=false",
             "replicas > 1 needs leaderElection.enabled=true",
         ),
+        (
+            "extraEnv[0].value=x",
+            "at '/extraEnv/0': missing property 'name'",
+        ),
+        (
+            "extraEnvFrom[0].secretRef.optional=true",
+            "at '/extraEnvFrom/0/secretRef': missing property 'name'",
+        ),
+        ("nameOverride=Bad_Name", "at '/nameOverride'"),
+        ("fullnameOverride=a.b", "at '/fullnameOverride'"),
+        (
+            "podSecurityContext.runAsUser=-1",
+            "at '/podSecurityContext/runAsUser': minimum: got -1, want 0",
+        ),
+        (
+            "topologySpreadConstraints[0].maxSkew=0",
+            "at '/topologySpreadConstraints/0/maxSkew': minimum: got 0, want 1",
+        ),
+        (
+            "metrics.serviceMonitor.interval=5min",
+            "at '/metrics/serviceMonitor/interval'",
+        ),
+        (
+            "metrics.serviceMonitor.relabelings[0].action=explode",
+            "at '/metrics/serviceMonitor/relabelings/0/action'",
+        ),
     ] {
         let (ok, out) = helm(&["template", "x", CHART, "--set", value]);
         assert!(!ok, "--set {value} was accepted");
@@ -128,38 +154,91 @@ fn helm_lint_passes_and_the_values_schema_refuses_typos() {
     }
 }
 
-/// Every optional part on, rendered and dry-run on the apiserver (which validates each object
-/// against its real schema), in a namespace that enforces the restricted Pod Security Standard.
-#[test]
-fn every_chart_option_renders_objects_the_apiserver_accepts() {
-    let ns = fresh_namespace("chart-dry-run", true);
-    let (ok, rendered) = helm(&[
+/// Every chart value that is not the default: the options the platform engineer reaches for, all
+/// at once. (`watchNamespaces` is set per test, to its fresh namespace.)
+const FULL_VALUES: &str = r#"
+fullnameOverride: op-full
+nameOverride: sync
+replicas: 3
+defaultToken: {secretName: chroma-token}
+chroma:
+  caBundle: {configMapName: corp-ca}
+networkPolicy:
+  enabled: true
+  metricsFrom:
+    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}
+podAnnotations: {team: search}
+podLabels: {tier: control}
+nodeSelector: {pool: system}
+tolerations: [{operator: Exists}]
+imagePullSecrets: [{name: regcred}]
+metrics:
+  port: 9090
+  serviceMonitor:
+    enabled: true
+    interval: 15s
+    labels: {release: prometheus}
+    relabelings:
+      - {sourceLabels: [__meta_kubernetes_pod_node_name], targetLabel: node, action: replace}
+    metricRelabelings:
+      - {sourceLabels: [__name__], regex: "go_.*", action: drop}
+extraEnv:
+  - {name: HTTPS_PROXY, value: "http://proxy.corp:3128"}
+  - name: NO_PROXY
+    valueFrom: {configMapKeyRef: {name: proxy, key: no_proxy}}
+extraEnvFrom:
+  - configMapRef: {name: proxy-env}
+  - {secretRef: {name: proxy-auth, optional: true}, prefix: PROXY_}
+podSecurityContext:
+  runAsNonRoot: true
+  runAsUser: 65532
+  runAsGroup: 65532
+  fsGroup: 65532
+  seccompProfile: {type: RuntimeDefault}
+securityContext:
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  runAsNonRoot: true
+  capabilities: {drop: [ALL]}
+  seccompProfile: {type: RuntimeDefault}
+topologySpreadConstraints:
+  - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway}
+  - maxSkew: 1
+    topologyKey: kubernetes.io/hostname
+    whenUnsatisfiable: DoNotSchedule
+    labelSelector: {matchLabels: {tier: control}}
+"#;
+
+/// Renders the chart with `values` (YAML) and `--set` pairs into namespace `ns`.
+fn render(ns: &str, name: &str, values: &str, set: &[&str]) -> String {
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-values.yaml"));
+    std::fs::write(&file, values).unwrap();
+    let mut args = vec![
         "template",
-        "full",
+        name,
         CHART,
         "-n",
-        &ns,
-        "--set",
-        &format!("watchNamespaces={{{ns},default}}"),
-        "--set",
-        "defaultToken.secretName=chroma-token,chroma.caBundle.configMapName=corp-ca",
-        "--set",
-        "networkPolicy.enabled=true,replicas=3,podAnnotations.team=search",
-        "--set",
-        "nodeSelector.pool=system,tolerations[0].operator=Exists",
-    ]);
-    assert!(ok, "{rendered}");
-    let expected =
-        "Deployment NetworkPolicy PodDisruptionBudget Role RoleBinding Service ServiceAccount";
-    assert_eq!(kinds(&rendered), words(expected));
-    for token_leak in ["stringData", "kind: Secret", "kind: ConfigMap"] {
-        assert!(
-            !rendered.contains(token_leak),
-            "the chart renders {token_leak}"
-        );
+        ns,
+        "-f",
+        file.to_str().unwrap(),
+    ];
+    for pair in set {
+        args.extend(["--set", pair]);
     }
-    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("chart-full.yaml");
-    std::fs::write(&file, &rendered).unwrap();
+    let (ok, rendered) = helm(&args);
+    assert!(ok, "{rendered}");
+    rendered
+}
+
+/// Server-side dry-run of `docs` in `ns`: the apiserver checks each object against its schema
+/// (labels included) and, in a restricted namespace, against Pod Security.
+fn dry_run(name: &str, docs: &[&Value]) {
+    let yaml: String = docs
+        .iter()
+        .map(|d| format!("---\n{}", serde_yaml::to_string(d).unwrap()))
+        .collect();
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.yaml"));
+    std::fs::write(&file, yaml).unwrap();
     let (ok, out) = kubectl(&[
         "apply",
         "--server-side",
@@ -167,8 +246,174 @@ fn every_chart_option_renders_objects_the_apiserver_accepts() {
         "-f",
         file.to_str().unwrap(),
     ]);
-    assert!(ok, "{out}");
-    assert!(!out.contains("would violate PodSecurity"), "{out}");
+    assert!(ok, "{name}: {out}");
+    assert!(!out.contains("would violate PodSecurity"), "{name}: {out}");
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"].as_str() == Some(kind))
+        .unwrap_or_else(|| panic!("no {kind} rendered"))
+}
+
+fn yaml(text: &str) -> Value {
+    serde_yaml::from_str(text).unwrap()
+}
+
+/// A label value Kubernetes accepts: at most 63 characters, alphanumerics, `-`, `_`, `.`, and
+/// alphanumeric at both ends (so no `+`).
+fn valid_label_value(v: &str) -> bool {
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    v.is_empty()
+        || (v.len() <= 63
+            && alnum(v.chars().next())
+            && alnum(v.chars().last())
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+}
+
+/// Every optional part on, rendered and dry-run on the apiserver (which validates each object
+/// against its real schema), in a namespace that enforces the restricted Pod Security Standard;
+/// then the same with the UIDs unset, as OpenShift's restricted SCC needs.
+#[test]
+fn every_chart_option_renders_objects_the_apiserver_accepts() {
+    let ns = fresh_namespace("chart-dry-run", true);
+    let watch = format!("watchNamespaces={{{ns},default}}");
+    let rendered = render(&ns, "full", FULL_VALUES, &[&watch]);
+    let expected = "Deployment NetworkPolicy Pod PodDisruptionBudget Role RoleBinding Service \
+                    ServiceAccount ServiceMonitor";
+    assert_eq!(kinds(&rendered), words(expected));
+    for token_leak in ["stringData", "kind: Secret", "kind: ConfigMap"] {
+        assert!(
+            !rendered.contains(token_leak),
+            "the chart renders {token_leak}"
+        );
+    }
+    let docs = documents(&rendered);
+    for doc in &docs {
+        for (key, value) in doc["metadata"]["labels"].as_mapping().into_iter().flatten() {
+            let value = value.as_str().unwrap();
+            assert!(valid_label_value(value), "label {key:?}: {value:?}");
+        }
+    }
+    let values = yaml(FULL_VALUES);
+
+    // Names and labels follow fullnameOverride and nameOverride.
+    let deployment = find(&docs, "Deployment");
+    assert_eq!(deployment["metadata"]["name"].as_str(), Some("op-full"));
+    let selector = &deployment["spec"]["selector"]["matchLabels"];
+    assert_eq!(selector["app.kubernetes.io/name"].as_str(), Some("sync"));
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+
+    // extraEnv after the chart's own variables, extraEnvFrom as given.
+    let env = container["env"].as_sequence().unwrap();
+    let names: Vec<&str> = env.iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "RUST_LOG",
+            "POD_NAME",
+            "POD_NAMESPACE",
+            "HTTPS_PROXY",
+            "NO_PROXY"
+        ]
+    );
+    assert_eq!(env[3], values["extraEnv"][0]);
+    assert_eq!(env[4], values["extraEnv"][1]);
+    assert_eq!(container["envFrom"], values["extraEnvFrom"]);
+
+    // Security contexts exactly as given.
+    assert_eq!(pod["securityContext"], values["podSecurityContext"]);
+    assert_eq!(container["securityContext"], values["securityContext"]);
+
+    // A spread constraint without a labelSelector gets the pods' selector labels; one with a
+    // selector keeps it.
+    let spread = pod["topologySpreadConstraints"].as_sequence().unwrap();
+    assert_eq!(spread[0]["labelSelector"]["matchLabels"], *selector);
+    assert_eq!(
+        spread[0]["topologyKey"].as_str(),
+        Some("topology.kubernetes.io/zone")
+    );
+    assert_eq!(spread[1], values["topologySpreadConstraints"][1]);
+
+    // The ServiceMonitor scrapes at the interval, with both relabeling lists.
+    let monitor = find(&docs, "ServiceMonitor");
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    let wanted = &values["metrics"]["serviceMonitor"];
+    assert_eq!(endpoint["interval"].as_str(), Some("15s"));
+    assert_eq!(endpoint["relabelings"], wanted["relabelings"]);
+    assert_eq!(endpoint["metricRelabelings"], wanted["metricRelabelings"]);
+    assert_eq!(
+        monitor["metadata"]["labels"]["release"].as_str(),
+        Some("prometheus")
+    );
+
+    // The helm test pod probes /readyz through the rendered Service, is not selected by it, and
+    // the NetworkPolicy lets it in next to metricsFrom.
+    let service = find(&docs, "Service");
+    let test_pod = find(&docs, "Pod");
+    assert_eq!(
+        test_pod["metadata"]["annotations"]["helm.sh/hook"].as_str(),
+        Some("test")
+    );
+    let url = format!(
+        "http://{}.{ns}.svc:{}/readyz",
+        service["metadata"]["name"].as_str().unwrap(),
+        service["spec"]["ports"][0]["port"].as_u64().unwrap()
+    );
+    assert!(url.ends_with(":9090/readyz"), "{url}");
+    let command = &test_pod["spec"]["containers"][0]["command"];
+    assert_eq!(
+        *command,
+        yaml(&format!("[/chroma-sync-operator, probe, {url:?}]"))
+    );
+    let service_selector = service["spec"]["selector"].as_mapping().unwrap();
+    let test_labels = test_pod["metadata"]["labels"].as_mapping().unwrap();
+    assert!(
+        !service_selector
+            .iter()
+            .all(|(k, v)| test_labels.get(k) == Some(v)),
+        "the Service selects the helm test pod"
+    );
+    let from = &find(&docs, "NetworkPolicy")["spec"]["ingress"][0]["from"];
+    assert_eq!(from[0], values["networkPolicy"]["metricsFrom"][0]);
+    assert_eq!(
+        from[1]["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
+        test_labels[&Value::from("app.kubernetes.io/component")]
+    );
+
+    // The ServiceMonitor needs the Prometheus Operator's CRD, absent here: checked above only.
+    let applicable: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"].as_str() != Some("ServiceMonitor"))
+        .collect();
+    dry_run("chart-full", &applicable);
+
+    // OpenShift's restricted SCC assigns the UID: with the IDs unset the pods still meet the
+    // restricted Pod Security Standard.
+    let unset = "podSecurityContext.runAsUser=null,podSecurityContext.runAsGroup=null";
+    let rendered = render(&ns, "full", FULL_VALUES, &[&watch, unset]);
+    let docs = documents(&rendered);
+    for kind in ["Deployment", "Pod"] {
+        let doc = find(&docs, kind);
+        let spec = if kind == "Pod" {
+            &doc["spec"]
+        } else {
+            &doc["spec"]["template"]["spec"]
+        };
+        let context = &spec["securityContext"];
+        assert!(
+            context["runAsUser"].is_null() && context["runAsGroup"].is_null(),
+            "{kind}: {context:?}"
+        );
+        assert_eq!(context["runAsNonRoot"].as_bool(), Some(true));
+    }
+    let applicable: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"].as_str() != Some("ServiceMonitor"))
+        .collect();
+    dry_run("chart-openshift", &applicable);
 
     // The check above is live: a privileged pod template in the same namespace is flagged.
     let (_, out) = kubectl(&[
@@ -181,16 +426,6 @@ fn every_chart_option_renders_objects_the_apiserver_accepts() {
         "--dry-run=server",
     ]);
     assert!(out.contains("would violate PodSecurity"), "{out}");
-
-    // The ServiceMonitor needs the Prometheus Operator's CRD, absent here: rendered only.
-    let (ok, out) = helm(&[
-        "template",
-        "x",
-        CHART,
-        "--set",
-        "metrics.serviceMonitor.enabled=true",
-    ]);
-    assert!(ok && out.contains("kind: ServiceMonitor"), "{out}");
 }
 
 #[test]
@@ -246,6 +481,27 @@ fn helm_installs_upgrades_and_uninstalls_the_operator() {
     let args = deployment(&format!("{container}.args}}"));
     assert!(args.contains("--concurrency=8"), "{args}");
     assert_eq!(deployment(&format!("{container}.env[0].value}}")), "debug");
+
+    // `helm test` creates its pod on the real apiserver (restricted namespace) with the probe
+    // command. This control plane has no kubelet, so the pod never runs: the test times out.
+    let (ok, out) = helm(&["test", "op", "-n", &ns, "--timeout", "5s"]);
+    assert!(!ok, "helm test passed without a kubelet: {out}");
+    let (ok, command) = kubectl(&[
+        "get",
+        "pod",
+        "op-chroma-sync-operator-test-readyz",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.spec.containers[0].command}",
+    ]);
+    assert!(ok, "{command}");
+    assert_eq!(
+        command,
+        format!(
+            r#"["/chroma-sync-operator","probe","http://op-chroma-sync-operator-metrics.{ns}.svc:8080/readyz"]"#
+        )
+    );
 
     let (ok, out) = helm(&["uninstall", "op", "-n", &ns]);
     assert!(ok, "{out}");
@@ -330,7 +586,7 @@ fn the_gitops_examples_point_at_what_this_repository_holds() {
     let (ok, out) = helm(&["template", "x", CHART, "-f", values.to_str().unwrap()]);
     assert!(ok, "{out}");
     assert!(
-        out.contains("replicas: 2") && out.contains("secretName: chroma-token"),
+        out.contains("replicas: 2") && out.contains("secretName: chroma-sync-token"),
         "{out}"
     );
     let source = &documents(&read("deploy/flux/gitrepository.yaml"))[0];
@@ -338,4 +594,211 @@ fn the_gitops_examples_point_at_what_this_repository_holds() {
         release["spec"]["chart"]["spec"]["sourceRef"]["name"],
         source["metadata"]["name"]
     );
+}
+
+/// A copy of the chart in a fresh directory, to change or regenerate without touching the tree.
+fn chart_copy(name: &str) -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "{name}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..6]
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let status = std::process::Command::new("cp")
+        .args(["-r", CHART])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    dir.join("chroma-sync-operator")
+}
+
+/// A SemVer build suffix (`+build.7`) is legal in a chart version but not in a label value:
+/// `helm.sh/chart` carries it as `_`, and the apiserver accepts every object.
+#[test]
+fn the_chart_label_survives_a_build_version() {
+    let chart = chart_copy("chart-build-version");
+    let manifest = chart.join("Chart.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let text = text.replace("\nversion: 0.1.0\n", "\nversion: 0.1.0+build.7\n");
+    assert!(text.contains("0.1.0+build.7"));
+    std::fs::write(&manifest, text).unwrap();
+
+    let ns = fresh_namespace("chart-label", true);
+    let (ok, rendered) = helm(&["template", "x", chart.to_str().unwrap(), "-n", &ns]);
+    assert!(ok, "{rendered}");
+    let docs = documents(&rendered);
+    for doc in &docs {
+        assert_eq!(
+            doc["metadata"]["labels"]["helm.sh/chart"].as_str(),
+            Some("chroma-sync-operator-0.1.0_build.7"),
+            "{doc:?}"
+        );
+    }
+    dry_run("chart-build-version", &docs.iter().collect::<Vec<_>>());
+}
+
+/// The chart's README.md is what helm-docs makes of README.md.gotmpl and values.yaml now, and its
+/// values table describes every value.
+#[test]
+fn the_chart_readme_is_generated_from_the_current_values() {
+    let chart = chart_copy("chart-docs");
+    let out = std::process::Command::new(Path::new(ROOT).join("tests/helm/docs.sh"))
+        .arg(&chart)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fresh = std::fs::read_to_string(chart.join("README.md")).unwrap();
+    let committed = read("deploy/helm/chroma-sync-operator/README.md");
+    assert!(
+        fresh == committed,
+        "deploy/helm/chroma-sync-operator/README.md is stale: run `make chart-docs`"
+    );
+
+    let rows: Vec<Vec<&str>> = committed
+        .lines()
+        .skip_while(|l| !l.starts_with("| Key |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| l.split(" | ").collect())
+        .collect();
+    let keys: BTreeSet<&str> = rows.iter().map(|r| r[0].trim_start_matches("| ")).collect();
+    for row in &rows {
+        assert!(
+            row.len() >= 4 && row[3].trim_end_matches(" |").len() > 1,
+            "{row:?}"
+        );
+    }
+    // Every top-level value appears, itself or through its children.
+    let values: Value =
+        serde_yaml::from_str(&read("deploy/helm/chroma-sync-operator/values.yaml")).unwrap();
+    for (key, _) in values.as_mapping().unwrap() {
+        let key = key.as_str().unwrap();
+        assert!(
+            keys.iter()
+                .any(|k| *k == key || k.starts_with(&format!("{key}."))),
+            "{key} is not in the chart README's values table"
+        );
+    }
+    for new in [
+        "extraEnv",
+        "extraEnvFrom",
+        "podSecurityContext",
+        "securityContext",
+        "nameOverride",
+        "fullnameOverride",
+        "topologySpreadConstraints",
+        "metrics.serviceMonitor.relabelings",
+        "metrics.serviceMonitor.metricRelabelings",
+        "metrics.serviceMonitor.interval",
+    ] {
+        assert!(keys.contains(new), "{new} missing from {keys:?}");
+    }
+}
+
+/// Chart.yaml tells Artifact Hub the truth: the CRDs in crds/, the image the chart deploys by
+/// default, the crate's license; its CRD examples are valid SyncSource and SyncRun objects.
+#[test]
+fn the_chart_metadata_matches_its_crds_image_and_license() {
+    let chart: Value = serde_yaml::from_str(&read("deploy/helm/chroma-sync-operator/Chart.yaml"))
+        .expect("Chart.yaml");
+    let home = chart["home"].as_str().unwrap();
+    assert!(home.starts_with("https://"), "{home}");
+    assert_eq!(chart["sources"][0].as_str(), Some(home));
+    let annotations = &chart["annotations"];
+    assert_eq!(
+        annotations["artifacthub.io/license"].as_str(),
+        Some(env!("CARGO_PKG_LICENSE"))
+    );
+
+    let listed: BTreeSet<(String, String, String)> =
+        serde_yaml::from_str::<Vec<Value>>(annotations["artifacthub.io/crds"].as_str().unwrap())
+            .unwrap()
+            .iter()
+            .map(|c| {
+                assert!(c["displayName"].is_string() && c["description"].is_string());
+                let field = |f: &str| c[f].as_str().unwrap().to_owned();
+                (field("kind"), field("name"), field("version"))
+            })
+            .collect();
+    let mut shipped = BTreeSet::new();
+    for entry in std::fs::read_dir(Path::new(CHART).join("crds")).unwrap() {
+        let crd: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap()).unwrap();
+        for version in crd["spec"]["versions"].as_sequence().unwrap() {
+            shipped.insert((
+                crd["spec"]["names"]["kind"].as_str().unwrap().to_owned(),
+                crd["metadata"]["name"].as_str().unwrap().to_owned(),
+                version["name"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed, shipped);
+
+    let images: Vec<Value> =
+        serde_yaml::from_str(annotations["artifacthub.io/images"].as_str().unwrap()).unwrap();
+    let values: Value =
+        serde_yaml::from_str(&read("deploy/helm/chroma-sync-operator/values.yaml")).unwrap();
+    let default_image = format!(
+        "{}:{}",
+        values["image"]["repository"].as_str().unwrap(),
+        chart["appVersion"].as_str().unwrap()
+    );
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0]["image"].as_str(), Some(default_image.as_str()));
+    let install = documents(&read("deploy/manifests/install.yaml"));
+    let deployment = install
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("Deployment"))
+        .unwrap();
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"].as_str(),
+        Some(default_image.as_str())
+    );
+
+    // The examples Artifact Hub shows are objects the apiserver accepts.
+    let (ok, out) = kubectl(&["apply", "--server-side", "-f", &format!("{CHART}/crds/")]);
+    assert!(ok, "{out}");
+    let (ok, out) = kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/syncsources.chromasync.dev",
+        "crd/syncruns.chromasync.dev",
+        "--timeout=60s",
+    ]);
+    assert!(ok, "{out}");
+    let examples: Vec<Value> =
+        serde_yaml::from_str(annotations["artifacthub.io/crdsExamples"].as_str().unwrap()).unwrap();
+    let kinds: BTreeSet<&str> = examples
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        words("SyncRun SyncSource")
+            .iter()
+            .map(String::as_str)
+            .collect()
+    );
+    let ns = fresh_namespace("chart-examples", false);
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{ns}.yaml"));
+    let yaml: String = examples
+        .iter()
+        .map(|e| format!("---\n{}", serde_yaml::to_string(e).unwrap()))
+        .collect();
+    std::fs::write(&file, yaml).unwrap();
+    let (ok, out) = kubectl(&[
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "-n",
+        &ns,
+        "-f",
+        file.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
 }
