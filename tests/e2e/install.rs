@@ -434,6 +434,10 @@ fn helm_installs_upgrades_and_uninstalls_the_operator() {
     let (ok, out) = helm(&["install", "op", CHART, "-n", &ns]);
     assert!(ok && out.contains("STATUS: deployed"), "{out}");
     assert!(out.contains("watches all namespaces"), "NOTES: {out}");
+    assert!(
+        out.contains(&format!("helm test op -n {ns}")),
+        "NOTES: {out}"
+    );
 
     let deployment = |field: &str| {
         let (ok, out) = kubectl(&[
@@ -761,6 +765,21 @@ fn the_chart_metadata_matches_its_crds_image_and_license() {
     );
 
     // The examples Artifact Hub shows are objects the apiserver accepts.
+    let examples: Vec<Value> =
+        serde_yaml::from_str(annotations["artifacthub.io/crdsExamples"].as_str().unwrap()).unwrap();
+    let kinds: BTreeSet<String> = examples
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, words("SyncRun SyncSource"));
+    let ns = fresh_namespace("chart-examples", false);
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{ns}.yaml"));
+    let yaml: String = examples
+        .iter()
+        .map(|e| format!("---\n{}", serde_yaml::to_string(e).unwrap()))
+        .collect();
+    std::fs::write(&file, yaml).unwrap();
+    // The CRDs as the chart ships them (the other tests' harness installs the same).
     let (ok, out) = kubectl(&["apply", "--server-side", "-f", &format!("{CHART}/crds/")]);
     assert!(ok, "{out}");
     let (ok, out) = kubectl(&[
@@ -771,26 +790,6 @@ fn the_chart_metadata_matches_its_crds_image_and_license() {
         "--timeout=60s",
     ]);
     assert!(ok, "{out}");
-    let examples: Vec<Value> =
-        serde_yaml::from_str(annotations["artifacthub.io/crdsExamples"].as_str().unwrap()).unwrap();
-    let kinds: BTreeSet<&str> = examples
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        kinds,
-        words("SyncRun SyncSource")
-            .iter()
-            .map(String::as_str)
-            .collect()
-    );
-    let ns = fresh_namespace("chart-examples", false);
-    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{ns}.yaml"));
-    let yaml: String = examples
-        .iter()
-        .map(|e| format!("---\n{}", serde_yaml::to_string(e).unwrap()))
-        .collect();
-    std::fs::write(&file, yaml).unwrap();
     let (ok, out) = kubectl(&[
         "apply",
         "--server-side",
