@@ -21,8 +21,9 @@ build: ## Build the operator and the stand-in
 controlplane: ## Build etcd, kube-apiserver and kubectl from Go modules (cached; cold: ~15 min)
 	tests/controlplane/build.sh
 
-helm: ## Build helm from Go modules (cached; cold: ~5 min)
+helm: ## Build helm and helm-docs from Go modules (cached; cold: ~5 min)
 	tests/helm/build.sh
+	tests/helm/docs.sh
 
 crd: ## Regenerate crds/ (and the chart's copy) from the Rust types
 	for plural in syncsources syncruns; do \
