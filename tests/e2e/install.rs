@@ -801,3 +801,61 @@ fn the_chart_metadata_matches_its_crds_image_and_license() {
     ]);
     assert!(ok, "{out}");
 }
+
+/// The `helm test` hook's command line, run as written with the operator binary against the
+/// operator's own /readyz router (only the URL's host changes, from the Service's DNS name to a
+/// local port): it fails while the operator is not ready and passes once it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_helm_test_hook_runs_the_operators_probe() {
+    use chroma_sync_operator::{metrics::Metrics, server};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let (ok, rendered) = helm(&[
+        "template",
+        "op",
+        CHART,
+        "-n",
+        "ops",
+        "--show-only",
+        "templates/tests/readyz.yaml",
+    ]);
+    assert!(ok, "{rendered}");
+    let pod = &documents(&rendered)[0];
+    let command: Vec<String> = pod["spec"]["containers"][0]["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    // The binary where the image puts it (there is no shell to find it).
+    assert!(
+        read("deploy/Dockerfile").contains(&format!("COPY chroma-sync-operator {}", command[0]))
+    );
+    let service_url = "http://op-chroma-sync-operator-metrics.ops.svc:8080/readyz";
+    assert_eq!(command[1..], ["probe", service_url]);
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = format!("http://{}/readyz", listener.local_addr().unwrap());
+    let app = server::router(ready.clone(), Metrics::new());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let args: Vec<String> = command[1..]
+        .iter()
+        .map(|a| a.replace(service_url, &local))
+        .collect();
+    let hook = move || {
+        let args = args.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_chroma-sync-operator"))
+                .args(&args)
+                .output()
+                .expect("run the probe")
+        })
+    };
+    let out = hook().await.unwrap();
+    assert!(!out.status.success(), "passed while not ready: {out:?}");
+    ready.store(true, Ordering::SeqCst);
+    let out = hook().await.unwrap();
+    assert!(out.status.success(), "failed while ready: {out:?}");
+}
