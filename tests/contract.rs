@@ -3,9 +3,13 @@
 //! document's `CreateSourcePayload` and the published one; every answer of the local stand-in
 //! must satisfy the published response schemas. No cluster needed.
 
+#[path = "support"]
+mod support {
+    pub mod standin;
+}
+
 use chroma_sync_operator::crd::SyncSource;
 use chroma_sync_operator::payload;
-use chroma_sync_operator::standin::{StandIn, Tokens};
 use jsonschema::Validator;
 use serde_json::{Value, json};
 
@@ -122,14 +126,7 @@ fn the_seed_schema_rejects_what_it_should() {
 
 #[tokio::test]
 async fn the_stand_in_answers_in_the_published_shapes() {
-    let standin = StandIn::new(
-        ["docs".to_owned()],
-        Tokens {
-            admin: ["t".to_owned()].into(),
-            viewer: Default::default(),
-        },
-    );
-    let base = standin.start_local().await.unwrap();
+    let (_, base) = support::standin::start("t", &[]).await;
     chroma_sync_operator::chroma::install_crypto_provider();
     let http = reqwest::Client::new();
     let created = schema(PUBLISHED, "components/schemas/CreateSourceResponse");
@@ -513,13 +510,7 @@ fn the_published_job_schemas_reject_what_they_should() {
 #[tokio::test]
 async fn the_stand_in_answers_invocations_in_the_published_shapes() {
     use chroma_sync_operator::standin::RunPlan;
-    let standin = StandIn::new(
-        ["docs".to_owned()],
-        Tokens {
-            admin: ["t".to_owned()].into(),
-            viewer: ["v".to_owned()].into(),
-        },
-    );
+    let (standin, base) = support::standin::start("t", &["v"]).await;
     let github =
         standin.insert_source(json!({"database_name": "docs", "github": {"repository": "o/r"}}));
     let web = standin.insert_source(
@@ -527,7 +518,6 @@ async fn the_stand_in_answers_invocations_in_the_published_shapes() {
     );
     let s3 = standin.insert_source(json!({"database_name": "docs", "s3": {"bucket_name": "b",
         "region": "r", "collection_name": "files", "aws_credential_id": 1, "path_prefix": "p/"}}));
-    let base = standin.start_local().await.unwrap();
     chroma_sync_operator::chroma::install_crypto_provider();
     let http = reqwest::Client::new();
     let patched = published_with_flattened_web_kind();
@@ -847,13 +837,8 @@ mod invocation_properties {
             .enable_all()
             .build()
             .unwrap();
-        let standin = StandIn::new(
-            ["docs".to_owned()],
-            Tokens {
-                admin: ["t".to_owned()].into(),
-                viewer: Default::default(),
-            },
-        );
+        // Served on this runtime, which outlives the test that first reads LIVE.
+        let (standin, base) = runtime.block_on(support::standin::start("t", &[]));
         standin.set_run_plan(RunPlan {
             pending_ms: 0,
             processing_ms: 0,
@@ -875,7 +860,6 @@ mod invocation_properties {
             body["database_name"] = json!("docs");
             (kind, standin.insert_source(body))
         });
-        let base = runtime.block_on(standin.start_local()).unwrap();
         chroma_sync_operator::chroma::install_crypto_provider();
         Live {
             runtime,

@@ -6,16 +6,20 @@
 //! gets exactly the variables of its case; the parent runs the stand-in, its TLS front and the
 //! proxy, and checks what each saw. No other test shares this process.
 
-mod support;
+#[path = "support"]
+mod support {
+    pub mod chroma;
+    pub mod standin;
+    pub mod tls;
+}
 
-use chroma_sync_operator::chroma::wire::{CreateSourcePayload, GithubConfig, SourceConfig};
-use chroma_sync_operator::chroma::{ChromaClient, ClientConfig, Token};
-use chroma_sync_operator::metrics::Metrics;
+use chroma_sync_operator::chroma::Token;
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{TOKEN, TestCa, create_calls, standin, tls_front};
+use support::chroma::{client, github_payload};
+use support::tls::{TOKEN, TestCa, create_calls, standin, tls_front};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -51,24 +55,8 @@ fn child() {
     let ca = std::fs::read(std::env::var("CHILD_CA").unwrap()).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let result = runtime.block_on(async {
-        let config = ClientConfig {
-            base_url: url,
-            timeout: Duration::from_secs(5),
-            extra_ca_pem: Some(ca),
-        };
-        let client = ChromaClient::new(&config, Metrics::new()).unwrap();
-        let payload = CreateSourcePayload {
-            database_name: "docs".into(),
-            source: SourceConfig::Github(GithubConfig {
-                repository: format!("acme/{}", std::process::id()),
-                app_id: None,
-                include_globs: None,
-            }),
-            chunking: None,
-            embedding: None,
-            embedding_model: None,
-        };
-        client
+        let payload = github_payload(&format!("acme/{}", std::process::id()));
+        client(url, Duration::from_secs(5), Some(ca))
             .create_source(&Token::new(TOKEN).unwrap(), &payload)
             .await
     });

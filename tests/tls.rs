@@ -3,38 +3,21 @@
 //! of `--chroma-url` in the real binary: plain http only with `--allow-insecure-http`.
 //! (Proxies are in `tests/proxy.rs`: they need environment variables, so their own process.)
 
-mod support;
+#[path = "support"]
+mod support {
+    pub mod chroma;
+    pub mod standin;
+    pub mod tls;
+}
 
-use chroma_sync_operator::chroma::wire::{CreateSourcePayload, GithubConfig, SourceConfig};
-use chroma_sync_operator::chroma::{ChromaClient, ChromaError, ClientConfig, Token, TransportKind};
-use chroma_sync_operator::metrics::Metrics;
+use chroma_sync_operator::chroma::{ChromaError, Token, TransportKind};
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use support::{TOKEN, TestCa, create_calls, standin, tls_front};
+use support::chroma::{client, github_payload};
+use support::tls::{TOKEN, TestCa, create_calls, make_ca, standin, tls_front};
 
-fn client(base_url: String, ca: Option<Vec<u8>>) -> ChromaClient {
-    let config = ClientConfig {
-        base_url,
-        timeout: Duration::from_secs(5),
-        extra_ca_pem: ca,
-    };
-    ChromaClient::new(&config, Metrics::new()).unwrap()
-}
-
-fn payload() -> CreateSourcePayload {
-    CreateSourcePayload {
-        database_name: "docs".into(),
-        source: SourceConfig::Github(GithubConfig {
-            repository: "acme/tls".into(),
-            app_id: None,
-            include_globs: None,
-        }),
-        chunking: None,
-        embedding: None,
-        embedding_model: None,
-    }
-}
+const TIMEOUT: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn the_server_is_trusted_only_with_its_ca_configured() {
@@ -42,14 +25,15 @@ async fn the_server_is_trusted_only_with_its_ca_configured() {
     let (standin, backend) = standin().await;
     let (port, handshakes) = tls_front(&ca, backend).await;
     let token = Token::new(TOKEN).unwrap();
+    let payload = github_payload("acme/tls");
 
     // Without --ca-file: the system roots do not know the test CA.
     for base in [
         format!("https://localhost:{port}"),
         format!("https://127.0.0.1:{port}"),
     ] {
-        let e = client(base.clone(), None)
-            .create_source(&token, &payload())
+        let e = client(base.clone(), TIMEOUT, None)
+            .create_source(&token, &payload)
             .await
             .unwrap_err();
         let ChromaError::Transport { kind, message } = &e else {
@@ -60,9 +44,11 @@ async fn the_server_is_trusted_only_with_its_ca_configured() {
         assert!(message.contains("certificate"), "{base}: {message}");
     }
     // A bundle holding only an unrelated CA is no better.
-    let other = std::fs::read(ca.other_ca_pem()).unwrap();
-    let e = client(format!("https://localhost:{port}"), Some(other.clone()))
-        .create_source(&token, &payload())
+    let other = make_ca(ca.ca_pem.parent().unwrap(), "other-ca");
+    let other = std::fs::read(other).unwrap();
+    let localhost = format!("https://localhost:{port}");
+    let e = client(localhost.clone(), TIMEOUT, Some(other.clone()))
+        .create_source(&token, &payload)
         .await
         .unwrap_err();
     assert!(matches!(e, ChromaError::Transport { .. }), "{e:?}");
@@ -80,12 +66,12 @@ async fn the_server_is_trusted_only_with_its_ca_configured() {
     // With a bundle that holds the test CA (after the unrelated one): it works, by name and IP.
     let mut bundle = other;
     bundle.extend(std::fs::read(&ca.ca_pem).unwrap());
-    let id = client(format!("https://localhost:{port}"), Some(bundle.clone()))
-        .create_source(&token, &payload())
+    let id = client(localhost, TIMEOUT, Some(bundle.clone()))
+        .create_source(&token, &payload)
         .await
         .unwrap();
     assert_eq!(standin.sources("docs")[0].0, id);
-    let listed = client(format!("https://127.0.0.1:{port}/"), Some(bundle))
+    let listed = client(format!("https://127.0.0.1:{port}/"), TIMEOUT, Some(bundle))
         .list_sources_while(&token, "docs", |_| true)
         .await
         .unwrap();

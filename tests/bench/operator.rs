@@ -6,35 +6,44 @@
 //! BENCH_N (objects, default 1000), BENCH_REST_SECS (default 120), BENCH_CONCURRENCY (default 16),
 //! BENCH_OPERATOR (the operator binary; default the release build of this checkout).
 
-#[path = "../support/cli.rs"]
-mod cli;
+#[path = "../support"]
+mod support {
+    pub mod audit;
+    pub mod control_plane;
+    pub mod objects;
+    pub mod operator;
+    pub mod settings;
+    pub mod standin;
+    pub mod wait;
+}
 
 use chroma_sync_operator::crd::{self, SyncSource};
-use chroma_sync_operator::standin::{StandIn, Tokens};
+use chroma_sync_operator::standin::StandIn;
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::audit::AuditLog;
+use support::control_plane::{
+    apply_crd, client_for, kubeconfig_path, kubectl, service_account_kubeconfig,
+};
+use support::objects::{TOKEN_SECRET, github, namespace, sync_source, token_secret};
+use support::operator::{BINARY, OperatorProcess};
+use support::settings::setting;
 
 const TOKEN: &str = "bench-token";
 const SA_USER: &str = "system:serviceaccount:chroma-sync-system:chroma-sync-operator";
 const NS: &str = "bench";
 const NULL_NS: &str = "bench-null";
-
-fn setting(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+/// The field manager of the benchmark's server-side applies.
+const MANAGER: &str = "bench";
 
 struct Report {
     rows: Vec<(String, String)>,
@@ -55,9 +64,9 @@ async fn main() -> anyhow::Result<()> {
     let n = setting("BENCH_N", 1000) as usize;
     let rest = Duration::from_secs(setting("BENCH_REST_SECS", 120));
     let concurrency = setting("BENCH_CONCURRENCY", 16) as usize;
-    let kubeconfig = PathBuf::from(std::env::var("KUBECONFIG").expect("run with `make bench`"));
-    let audit = Audit(kubeconfig.with_file_name("audit.log"));
-    let admin = Client::try_default().await?;
+    let kubeconfig = kubeconfig_path();
+    let audit = AuditLog::of(&kubeconfig);
+    let admin = client_for(&kubeconfig).await;
     let mut report = Report {
         rows: Vec::new(),
         json: BTreeMap::new(),
@@ -69,17 +78,10 @@ async fn main() -> anyhow::Result<()> {
 
     setup(&admin).await?;
     let sa_kubeconfig = kubeconfig.with_file_name("bench-operator.kubeconfig");
-    cli::service_account_kubeconfig("chroma-sync-system", "chroma-sync-operator", &sa_kubeconfig)
+    service_account_kubeconfig("chroma-sync-system", "chroma-sync-operator", &sa_kubeconfig)
         .map_err(anyhow::Error::msg)?;
-    let sa = client_for(&sa_kubeconfig).await?;
-    let standin = StandIn::new(
-        ["docs".to_owned()],
-        Tokens {
-            admin: [TOKEN.to_owned()].into(),
-            viewer: Default::default(),
-        },
-    );
-    let chroma_url = standin.start_local().await?;
+    let sa = client_for(&sa_kubeconfig).await;
+    let (standin, chroma_url) = support::standin::start(TOKEN, &[]).await;
 
     // 1. The floor: a null operator making the same two writes per object, as the same identity.
     create_objects(&admin, NULL_NS, n, 0).await?;
@@ -137,7 +139,7 @@ async fn main() -> anyhow::Result<()> {
         json!(rate),
         format!("{rate:.0}/s ({:.2} x floor)", rate / null_rate),
     );
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cores = num_cpus() as f64;
     report.add(
         "catchup_operator_cpu_secs",
         "catch-up: operator CPU (s; share of the machine)",
@@ -313,56 +315,29 @@ fn num_cpus() -> usize {
 }
 
 async fn setup(admin: &Client) -> anyhow::Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
-    crds.patch(
-        "syncsources.chromasync.dev",
-        &PatchParams::apply("bench").force(),
-        &Patch::Apply(crd::crd()),
-    )
-    .await?;
+    apply_crd(admin, MANAGER).await;
+    let apply = PatchParams::apply(MANAGER);
     let namespaces: Api<Namespace> = Api::all(admin.clone());
     for ns in [NS, NULL_NS, "chroma-sync-system"] {
-        let obj: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
         namespaces
-            .patch(ns, &PatchParams::apply("bench"), &Patch::Apply(obj))
+            .patch(ns, &apply, &Patch::Apply(namespace(ns)))
             .await?;
     }
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), NS);
-    let secret: Secret = serde_json::from_value(
-        json!({"metadata": {"name": "chroma-token"}, "stringData": {"token": TOKEN}}),
-    )?;
+    let secret = token_secret(TOKEN_SECRET, TOKEN);
     secrets
-        .patch(
-            "chroma-token",
-            &PatchParams::apply("bench"),
-            &Patch::Apply(secret),
-        )
+        .patch(TOKEN_SECRET, &apply, &Patch::Apply(secret))
         .await?;
     // The operator's identity as the shipped manifests (kustomize base) create it.
     let base = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/manifests");
-    let (ok, out) = cli::kubectl(&["apply", "--server-side", "--force-conflicts", "-k", base]);
+    let (ok, out) = kubectl(&["apply", "--server-side", "--force-conflicts", "-k", base]);
     anyhow::ensure!(ok, "applying deploy/manifests failed: {out}");
-    tokio::time::sleep(Duration::from_secs(2)).await; // the CRD becomes servable
     Ok(())
-}
-
-async fn client_for(kubeconfig: &Path) -> anyhow::Result<Client> {
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(kubeconfig)?,
-        &Default::default(),
-    )
-    .await?;
-    Ok(Client::try_from(config)?)
 }
 
 async fn create_one(admin: &Client, ns: &str, name: &str, i: usize) -> anyhow::Result<()> {
     let api: Api<SyncSource> = Api::namespaced(admin.clone(), ns);
-    let obj: SyncSource = serde_json::from_value(json!({
-        "apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncSource",
-        "metadata": {"name": name},
-        "spec": {"databaseName": "docs", "github": {"repository": format!("bench/repo-{i}")},
-                 "tokenSecretRef": {"name": "chroma-token"}}
-    }))?;
+    let obj = sync_source(name, github(&format!("bench/repo-{i}")));
     api.create(&PostParams::default(), &obj).await?;
     Ok(())
 }
@@ -407,7 +382,7 @@ async fn null_operator(sa: &Client, ns: &str, concurrency: usize) -> anyhow::Res
 
 /// The release operator binary, as the ServiceAccount.
 struct Operator {
-    child: Child,
+    process: OperatorProcess,
     metrics: String,
 }
 
@@ -416,14 +391,10 @@ impl Operator {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(kubeconfig.with_file_name("bench-operator.log"))?;
         // BENCH_OPERATOR measures another build, e.g. the image's static musl binary.
-        let binary = std::env::var("BENCH_OPERATOR")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_chroma-sync-operator").to_owned());
-        let child = Command::new(binary)
+        let binary = std::env::var("BENCH_OPERATOR").unwrap_or_else(|_| BINARY.to_owned());
+        let mut command = Command::new(binary);
+        command
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "warn")
             .args([
@@ -439,13 +410,10 @@ impl Operator {
                 &concurrency.to_string(),
             ])
             .args(["--chroma-url", chroma_url, "--allow-insecure-http"])
-            .args(["--metrics-address", &format!("127.0.0.1:{port}")])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
+            .args(["--metrics-address", &format!("127.0.0.1:{port}")]);
+        let log = kubeconfig.with_file_name("bench-operator.log");
         Ok(Self {
-            child,
+            process: OperatorProcess::spawn(&mut command, &log),
             metrics: format!("http://127.0.0.1:{port}"),
         })
     }
@@ -466,8 +434,8 @@ impl Operator {
     /// CPU time the operator has used (user + system), from /proc: where the time of a
     /// catch-up goes, when the operator and the apiserver share the cores.
     fn cpu_secs(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.process.id()))
+            .unwrap_or_default();
         // Fields after the command name (which is in parentheses and may hold spaces): utime
         // and stime are the 12th and 13th, in clock ticks (100 per second on Linux).
         let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
@@ -481,7 +449,7 @@ impl Operator {
     }
 
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.id()))
             .unwrap_or_default();
         status
             .lines()
@@ -506,22 +474,14 @@ impl Operator {
     }
 
     fn kill(mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
+        self.process.kill().ok();
+        self.process.wait().ok();
     }
 
+    /// SIGTERM, and up to 10 s to exit; then it is killed (on drop).
     async fn terminate(mut self) {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .ok();
-        for _ in 0..200 {
-            if self.child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        self.child.kill().ok();
+        self.process.terminate();
+        self.process.wait_exit(Duration::from_secs(10)).await;
     }
 }
 
@@ -565,19 +525,6 @@ impl ReadyTracker {
     }
 }
 
-/// The apiserver's audit log: every request on SyncSources, Secrets, Events and Leases.
-struct Audit(PathBuf);
-
-impl Audit {
-    fn lines(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.0)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-}
-
 struct Snapshot {
     audit_lines: usize,
     chroma: BTreeMap<String, u64>,
@@ -602,18 +549,18 @@ impl Cost {
 }
 
 impl Snapshot {
-    fn take(audit: &Audit, standin: &StandIn) -> Self {
+    fn take(audit: &AuditLog, standin: &StandIn) -> Self {
         Self {
-            audit_lines: audit.lines().len(),
+            audit_lines: audit.entries().len(),
             chroma: standin.all_calls(),
         }
     }
 
     /// What the operator's identity did since the snapshot.
-    fn diff(&self, audit: &Audit, standin: &StandIn) -> Cost {
+    fn diff(&self, audit: &AuditLog, standin: &StandIn) -> Cost {
         std::thread::sleep(Duration::from_millis(1500)); // audit batches flush
         let mut cost = Cost::default();
-        for e in audit.lines().into_iter().skip(self.audit_lines) {
+        for e in audit.entries().into_iter().skip(self.audit_lines) {
             if e["user"]["username"] != SA_USER || e["stage"] != "ResponseComplete" {
                 continue;
             }

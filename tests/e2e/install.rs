@@ -3,7 +3,8 @@
 //! uninstall, Pod Security), the rendered install.yaml and its kustomize base, and the GitOps
 //! examples. (RBAC under the installed identities: rbac.rs.)
 
-use crate::cli::{helm, kubectl};
+use crate::support::control_plane::kubectl;
+use crate::support::helm::helm;
 use serde_yaml::Value;
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -3,8 +3,9 @@
 //! what it uses: cluster-wide from deploy/manifests (kustomize), and in the chart's namespaced
 //! mode nothing at all outside the watched namespaces.
 
-use crate::cli::{helm, kubectl, service_account_kubeconfig};
 use crate::harness::*;
+use crate::support::control_plane::{kubectl, service_account_kubeconfig};
+use crate::support::helm::helm;
 use std::time::Duration;
 
 const SYSTEM_NS: &str = "chroma-sync-system";
@@ -57,7 +58,7 @@ async fn does_its_whole_job(env: &Env) {
         serde_json::json!({"github": {"repository": "acme/rbac-2"}}),
     )
     .await;
-    let new = crate::harness::wait_for("the replacement", Duration::from_secs(30), || async {
+    let new = wait_for("the replacement", Duration::from_secs(30), || async {
         let id = env.get("r").await.status?.source_id?;
         (id != old).then_some(id)
     })

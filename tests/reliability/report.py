@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Prints the table of `make reliability` from the JSON lines the fault tests append to
-RELIABILITY_REPORT (one line per run; see `Report` in tests/e2e/harness.rs).
+RELIABILITY_REPORT (one line per run; see `Report` in tests/e2e/harness/report.rs).
 
     tests/reliability/report.py FILE.jsonl [MORE.jsonl ...]
 

@@ -50,7 +50,7 @@ for seed in $(seq 1 "$runs"); do
   case_ "CRD removed and re-installed" \
     kube_faults::the_crd_removed_and_reinstalled_under_a_running_operator RUN="$seed"
   case_ "apiserver and etcd restarts" \
-    the_operator_rides_out_apiserver_and_etcd_restarts RUN="$seed"
+    kube_faults::the_operator_rides_out_apiserver_and_etcd_restarts RUN="$seed"
   case_ "silent path to the apiserver" \
     leader::a_leader_behind_a_silent_path_stops_before_the_standby_takes_over RUN="$seed"
   case_ "silent path to Chroma mid-create" \

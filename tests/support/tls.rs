@@ -1,9 +1,8 @@
-//! Shared by the TLS and proxy test targets: a test CA made with the openssl CLI, and a TLS
-//! front (rustls) that terminates TLS with a certificate of that CA and forwards to the plain
-//! stand-in, counting handshakes. Each target uses a part of it.
-#![allow(dead_code)]
+//! For the TLS and proxy test targets: a test CA made with the openssl CLI, and a TLS front
+//! (rustls) that terminates TLS with a certificate of that CA and forwards to the plain stand-in,
+//! counting handshakes.
 
-use chroma_sync_operator::standin::{StandIn, Tokens};
+use chroma_sync_operator::standin::StandIn;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,7 +19,6 @@ pub const TOKEN: &str = "tok-3f9c1d-never-in-plaintext";
 
 /// A CA and a server certificate for `localhost` and `127.0.0.1`, in a fresh directory.
 pub struct TestCa {
-    pub dir: PathBuf,
     pub ca_pem: PathBuf,
     pub server_pem: PathBuf,
     pub server_key: PathBuf,
@@ -39,9 +37,9 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-/// A self-signed CA named `name` in `dir` (`<name>.pem`, `<name>.key`).
+/// A self-signed CA named `name` in `dir` (`<name>.pem`, `<name>.key`); its certificate's path.
 #[rustfmt::skip]
-fn make_ca(dir: &Path, name: &str) {
+pub fn make_ca(dir: &Path, name: &str) -> PathBuf {
     openssl(
         dir,
         &[
@@ -52,6 +50,7 @@ fn make_ca(dir: &Path, name: &str) {
             "-addext", "keyUsage=critical,keyCertSign,cRLSign",
         ],
     );
+    dir.join(format!("{name}.pem"))
 }
 
 impl TestCa {
@@ -61,9 +60,7 @@ impl TestCa {
             .join(format!("{label}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        make_ca(&dir, "ca");
-        // A second, unrelated CA: a bundle may hold several, and trusting it alone is not enough.
-        make_ca(&dir, "other-ca");
+        let ca_pem = make_ca(&dir, "ca");
         std::fs::write(
             dir.join("server.ext"),
             "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n\
@@ -85,28 +82,16 @@ impl TestCa {
             ],
         );
         Self {
-            ca_pem: dir.join("ca.pem"),
+            ca_pem,
             server_pem: dir.join("server.pem"),
             server_key: dir.join("server.key"),
-            dir,
         }
-    }
-
-    pub fn other_ca_pem(&self) -> PathBuf {
-        self.dir.join("other-ca.pem")
     }
 }
 
-/// A stand-in with database `docs` that accepts [`TOKEN`]; and its plain address.
+/// A stand-in that accepts [`TOKEN`]; and its plain address.
 pub async fn standin() -> (StandIn, SocketAddr) {
-    let s = StandIn::new(
-        ["docs".to_owned()],
-        Tokens {
-            admin: [TOKEN.to_owned()].into(),
-            viewer: Default::default(),
-        },
-    );
-    let base = s.start_local().await.unwrap();
+    let (s, base) = super::standin::start(TOKEN, &[]).await;
     let addr = base.trim_start_matches("http://").parse().unwrap();
     (s, addr)
 }
@@ -159,6 +144,7 @@ pub async fn tls_front(ca: &TestCa, backend: SocketAddr) -> (u16, Arc<Handshakes
     (port, counts)
 }
 
+/// Create calls the stand-in received.
 pub fn create_calls(standin: &StandIn) -> u64 {
     standin.calls("create_source", "*")
 }
