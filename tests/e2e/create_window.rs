@@ -6,17 +6,15 @@ use crate::harness::*;
 use chroma_sync_operator::crd::CREATE_PENDING_ANNOTATION;
 use chroma_sync_operator::standin::Faults;
 use kube::ResourceExt;
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_inside_the_create_window_leaves_exactly_one_source() {
     let mut env = Env::start("crash").await;
     // The stand-in commits the source, then holds the answer: the operator dies in between.
-    env.standin.set_faults(on_creates(Faults {
-        create_commit_delay_ms: 5_000,
-        ..Default::default()
-    }));
-    env.create("window", github("acme/window")).await;
-    env.wait_sources(1).await;
+    let hold = Duration::from_secs(5);
+    env.create_and_hold_answer("window", github("acme/window"), hold)
+        .await;
     env.kill_operator();
     let o = env.get("window").await;
     assert!(o.annotations().contains_key(CREATE_PENDING_ANNOTATION));

@@ -40,12 +40,9 @@ async fn two_replicas_one_leader_and_a_handover_without_duplicates() {
 
     // Kill the leader mid-create: the standby takes over within the lease duration and
     // recovers the create without a duplicate.
-    env.standin.set_faults(on_creates(Faults {
-        create_commit_delay_ms: 3_000,
-        ..Default::default()
-    }));
-    env.create("two", github("acme/ha-two")).await;
-    env.wait_sources(2).await;
+    let hold = Duration::from_secs(3);
+    env.create_and_hold_answer("two", github("acme/ha-two"), hold)
+        .await;
     a.kill().unwrap();
     a.wait().unwrap();
     let killed = Instant::now();

@@ -3,7 +3,8 @@
 //! operator.rs.)
 
 use super::{
-    MANAGER, PrivateCluster, SOON, TOKEN, VIEWER_TOKEN, client, install_crd, ready, wait_for,
+    MANAGER, PrivateCluster, SOON, TOKEN, VIEWER_TOKEN, client, install_crd, on_creates, ready,
+    wait_for,
 };
 use crate::support::audit::AuditLog;
 use crate::support::control_plane::{apply_crd, client_for, kubeconfig_path};
@@ -11,7 +12,7 @@ use crate::support::objects::{TOKEN_SECRET, github, namespace, sync_source, toke
 use crate::support::operator::OperatorProcess;
 use crate::support::standin::{self, DATABASE};
 use chroma_sync_operator::crd::SyncSource;
-use chroma_sync_operator::standin::StandIn;
+use chroma_sync_operator::standin::{Faults, StandIn};
 use k8s_openapi::api::core::v1::{Event, Namespace, Secret};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -237,12 +238,19 @@ impl Env {
             .collect()
     }
 
-    /// Waits until the stand-in holds `n` sources (a create is committed even while its answer
-    /// is held back).
-    pub async fn wait_sources(&self, n: usize) {
-        let what = format!("{n} sources in the stand-in");
+    /// Creates `name` with the stand-in holding each create's answer for `hold` after it
+    /// commits the source (the window a crash can fall into), and waits until its source is
+    /// committed: the answer is still held.
+    pub async fn create_and_hold_answer(&self, name: &str, spec: Value, hold: Duration) {
+        let committed = self.source_ids().len() + 1;
+        self.standin.set_faults(on_creates(Faults {
+            create_commit_delay_ms: hold.as_millis() as u64,
+            ..Default::default()
+        }));
+        self.create(name, spec).await;
+        let what = format!("the source of {name} to be committed");
         wait_for(&what, SOON, || async {
-            (self.source_ids().len() == n).then_some(())
+            (self.source_ids().len() == committed).then_some(())
         })
         .await
     }
