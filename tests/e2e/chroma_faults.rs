@@ -202,16 +202,9 @@ async fn a_silent_path_to_chroma_mid_create_times_out_and_duplicates_nothing() {
     let proxy = crate::proxy::Proxy::start(upstream).await;
     env.chroma_url = format!("http://{}", proxy.addr);
     env.start_operator();
-    env.standin.set_faults(Faults {
-        endpoints: vec!["create_source".into()],
-        create_commit_delay_ms: 1_000,
-        ..Default::default()
-    });
-    env.create("docs", github("acme/silent-chroma")).await;
-    wait_for("the create to commit", Duration::from_secs(30), || async {
-        (env.source_ids().len() == 1).then_some(())
-    })
-    .await;
+    let hold = Duration::from_secs(1);
+    env.create_and_hold_answer("docs", github("acme/silent-chroma"), hold)
+        .await;
     proxy.set_silent(true);
     let silenced = Instant::now();
     env.wait_reason("docs", "Timeout", Duration::from_secs(30))
