@@ -77,7 +77,8 @@ impl OperatorProcess {
 
 impl Drop for OperatorProcess {
     fn drop(&mut self) {
-        // After an exit that was waited for, both are no-ops.
+        // Kills and reaps it if it still runs; after an exit that was waited for, both are
+        // no-ops.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
