@@ -848,7 +848,7 @@ async fn the_helm_test_hook_runs_the_operators_probe() {
     let hook = move || {
         let args = args.clone();
         tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_chroma-sync-operator"))
+            std::process::Command::new(crate::support::operator::BINARY)
                 .args(&args)
                 .output()
                 .expect("run the probe")
