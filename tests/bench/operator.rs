@@ -3,8 +3,9 @@
 //! Priority and Fairness treats it as in a cluster). Prints one table and writes the same figures
 //! to target/bench/results-N.json.
 //!
-//! BENCH_N (objects, default 1000), BENCH_REST_SECS (default 120), BENCH_CONCURRENCY (default 16),
-//! BENCH_OPERATOR (the operator binary; default the release build of this checkout).
+//! BENCH_N (objects, default 1000), BENCH_RUNS (SyncRuns, default 100, at most N),
+//! BENCH_REST_SECS (default 120), BENCH_CONCURRENCY (default 16), BENCH_OPERATOR (the operator
+//! binary; default the release build of this checkout).
 
 #[path = "../support"]
 mod support {
@@ -17,8 +18,10 @@ mod support {
     pub mod wait;
 }
 
+use chroma_sync_operator::crd::run::{RunPhase, SyncRun};
 use chroma_sync_operator::crd::{self, SyncSource};
-use chroma_sync_operator::standin::StandIn;
+use chroma_sync_operator::runs::decide::POLL_FIRST;
+use chroma_sync_operator::standin::{RunPlan, StandIn};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -222,7 +225,83 @@ async fn main() -> anyhow::Result<()> {
         format!("{:.0} / {:.0} / {:.0}", pct(0.5), pct(0.99), pct(1.0)),
     );
 
-    // 5. At rest.
+    // 4. Sync runs: BENCH_RUNS runs of 8 s at once, one on each of as many Ready sources, and
+    // what following them to Complete costs.
+    let runs_n = (setting("BENCH_RUNS", 100) as usize).min(n);
+    let run_secs = 8.0;
+    standin.set_run_plan(RunPlan {
+        pending_ms: 1_000,
+        processing_ms: 7_000,
+        fail_with: None,
+    });
+    let mark = Snapshot::take(&audit, &standin);
+    let runs: Api<SyncRun> = Api::namespaced(admin.clone(), NS);
+    let started = Instant::now();
+    stream::iter(0..runs_n)
+        .map(|i| {
+            let runs = runs.clone();
+            async move {
+                let run: SyncRun = serde_json::from_value(json!({
+                    "apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncRun",
+                    "metadata": {"name": format!("run-{i:05}")},
+                    "spec": {"sourceRef": {"name": format!("s{i:05}")},
+                             "targetCollectionName": format!("bench-{i}"),
+                             "ref": {"branch": "main"}},
+                }))
+                .expect("a SyncRun");
+                runs.create(&PostParams::default(), &run).await.map(|_| ())
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await?;
+    loop {
+        let complete = runs
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|r| r.status.as_ref().and_then(|s| s.phase) == Some(RunPhase::Complete))
+            .count();
+        if complete == runs_n {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "{complete} of {runs_n} runs complete after 300 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let all_complete = started.elapsed().as_secs_f64();
+    let run_cost = mark.diff(&audit, &standin);
+    let calls = |endpoint: &str| run_cost.chroma.get(endpoint).copied().unwrap_or(0);
+    let bound = (run_secs / POLL_FIRST.as_secs_f64()).log2() + 2.0;
+    report.add(
+        "runs",
+        &format!("{runs_n} runs of {run_secs:.0} s at once: all Complete after (s)"),
+        json!({"runs": runs_n, "secs": all_complete}),
+        format!("{all_complete:.1} s"),
+    );
+    report.add(
+        "run_cost",
+        "per run: POST / looks (bound) / lists / run writes / source GETs",
+        json!({"create_invocation": per(calls("create_invocation"), runs_n),
+               "get_invocation": per(calls("get_invocation"), runs_n),
+               "poll_bound": bound,
+               "list_invocations": per(calls("list_invocations"), runs_n),
+               "run_writes": per(run_cost.run_writes, runs_n),
+               "gets": per(run_cost.gets, runs_n)}),
+        format!(
+            "{:.2} / {:.2} ({bound:.1}) / {:.2} / {:.2} / {:.2}",
+            per(calls("create_invocation"), runs_n),
+            per(calls("get_invocation"), runs_n),
+            per(calls("list_invocations"), runs_n),
+            per(run_cost.run_writes, runs_n),
+            per(run_cost.gets, runs_n)
+        ),
+    );
+
+    // 5. At rest (the finished runs included).
     let mark = Snapshot::take(&audit, &standin);
     let reconciles_before = op.reconciles().await;
     tokio::time::sleep(rest).await;
@@ -534,6 +613,8 @@ struct Snapshot {
 struct Cost {
     patches: u64,
     status_patches: u64,
+    /// Writes to SyncRuns (finalizer and mark, status).
+    run_writes: u64,
     event_writes: u64,
     other_writes: u64,
     gets: u64,
@@ -544,7 +625,7 @@ struct Cost {
 impl Cost {
     /// Writes to SyncSources and Events (Lease renewals are reported apart).
     fn writes(&self) -> u64 {
-        self.patches + self.status_patches + self.event_writes + self.other_writes
+        self.patches + self.status_patches + self.run_writes + self.event_writes + self.other_writes
     }
 }
 
@@ -574,6 +655,7 @@ impl Snapshot {
                 ("leases", _, _) => {}
                 ("syncsources", "patch", "status") => cost.status_patches += 1,
                 ("syncsources", "patch", _) => cost.patches += 1,
+                ("syncruns", "patch", _) => cost.run_writes += 1,
                 ("events", "create" | "patch", _) => cost.event_writes += 1,
                 (_, "get", _) => cost.gets += 1,
                 (_, "create" | "update" | "patch" | "delete" | "deletecollection", _) => {
