@@ -5,6 +5,10 @@ SHELL := bash
 
 CARGO ?= cargo
 TEST_DIR := target/controlplane-test
+# The image's org.opencontainers.image.source: Cargo.toml's `repository` when it has one. It has
+# none yet, so this placeholder stands until it does: set the real URL when you publish, e.g.
+# `make image IMAGE_SOURCE=https://github.com/your-org/chroma-sync-operator`.
+IMAGE_SOURCE ?= $(or $(shell sed -nE 's/^repository = "([^"]+)"/\1/p' Cargo.toml | head -n1),https://example.invalid/chroma-sync-operator)
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -37,8 +41,9 @@ manifests: helm ## Render deploy/manifests/install.yaml from the Helm chart
 chart-docs: ## Regenerate the chart's README.md (values table) from values.yaml with helm-docs
 	tests/helm/docs.sh deploy/helm/chroma-sync-operator
 
-image: ## Build the OCI image (static binary, buildah) into target/image/oci and check it
-	ref=$$(deploy/build-image.sh); tests/image/check.py "$$ref"
+image: ## Build the OCI image for amd64 and arm64 (static binaries, buildah) into target/image/oci and check it
+	tests/setup.sh image
+	ref=$$(IMAGE_SOURCE='$(IMAGE_SOURCE)' deploy/build-image.sh); tests/image/check.py "$$ref"
 
 lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --check

@@ -1,29 +1,61 @@
 #!/usr/bin/env bash
-# Builds the operator's OCI image from deploy/Dockerfile with buildah (no daemon), into the OCI
-# layout target/image/oci, tagged with the crate's version. Prints the image reference last.
-# Push it with skopeo, e.g.:
-#   skopeo copy oci:target/image/oci:0.1.0 docker://registry.example.com/chroma-sync-operator:0.1.0
+# Builds the operator's OCI image for linux/amd64 and linux/arm64 from deploy/Dockerfile with
+# buildah (no daemon), as one OCI index in the layout target/image/oci, tagged with the crate's
+# version. Prints the image reference last. Push both platforms with skopeo, e.g.:
+#   skopeo copy --all oci:target/image/oci:0.1.0 docker://registry.example.com/chroma-sync-operator:0.1.0
+# IMAGE_SOURCE sets org.opencontainers.image.source (the Makefile passes its variable).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-target=x86_64-unknown-linux-musl
-version="$(sed -nE 's/^version = "([^"]+)"/\1/p' Cargo.toml | head -n1)"
+cargo_field() { sed -nE "s/^$1 = \"([^\"]+)\"/\\1/p" Cargo.toml | head -n1; }
+version="$(cargo_field version)"
+source_url="${IMAGE_SOURCE:-$(cargo_field repository)}"
+source_url="${source_url:-https://example.invalid/chroma-sync-operator}"
+revision="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
 out=target/image
+list="chroma-sync-operator:$version"
 for tool in buildah:buildah musl-gcc:musl-tools; do
   command -v "${tool%%:*}" >/dev/null || { echo "make image needs ${tool%%:*} (apt-get install ${tool##*:})" >&2; exit 1; }
 done
-rustup target list --installed | grep -qx "$target" || rustup target add "$target"
+declare -A targets=([amd64]=x86_64-unknown-linux-musl [arm64]=aarch64-unknown-linux-musl)
+installed="$(rustup target list --installed)"
+for target in "${targets[@]}"; do
+  grep -qx "$target" <<<"$installed" || rustup target add "$target"
+done
 
-# ring compiles C: with musl-gcc (Debian musl-tools) for the static musl target.
-CC_x86_64_unknown_linux_musl="${CC_x86_64_unknown_linux_musl:-musl-gcc}" CARGO_PROFILE_RELEASE_STRIP=symbols \
-  cargo build --quiet --release --locked --target "$target" --bin chroma-sync-operator
-rm -rf "$out/context" "$out/oci"
-mkdir -p "$out/context"
-cp "target/$target/release/chroma-sync-operator" "$out/context/"
-cp /etc/ssl/certs/ca-certificates.crt "$out/context/"
+# Static musl binaries, stripped. amd64: ring compiles C with musl-gcc (Debian musl-tools).
+# arm64: cross-compiled with zig as C compiler and linker (deploy/zigbuild.sh), which also builds
+# jemalloc's C for the target; no emulation at build time.
+export CARGO_PROFILE_RELEASE_STRIP=symbols
+CC_x86_64_unknown_linux_musl="${CC_x86_64_unknown_linux_musl:-musl-gcc}" \
+  cargo build --quiet --release --locked --target "${targets[amd64]}" --bin chroma-sync-operator
+deploy/zigbuild.sh --quiet --release --locked --target "${targets[arm64]}" --bin chroma-sync-operator
+
 # A private store under target/: nothing touches the machine's container storage.
 store=(--root "$PWD/$out/storage" --runroot "$PWD/$out/run" --storage-driver vfs)
-buildah "${store[@]}" build --quiet --timestamp 0 -f deploy/Dockerfile \
-  -t "chroma-sync-operator:$version" "$out/context" >/dev/null
-buildah "${store[@]}" push --quiet "chroma-sync-operator:$version" "oci:$PWD/$out/oci:$version"
-buildah "${store[@]}" rmi --all >/dev/null
+# A list left by an interrupted run would collect a second image per platform.
+buildah "${store[@]}" rmi --all --force >/dev/null 2>&1 || true
+rm -rf "$out"/context* "$out/oci"
+labels=(
+  "org.opencontainers.image.title=chroma-sync-operator"
+  "org.opencontainers.image.description=$(cargo_field description)"
+  "org.opencontainers.image.source=$source_url"
+  "org.opencontainers.image.version=$version"
+  "org.opencontainers.image.revision=$revision"
+  "org.opencontainers.image.licenses=$(cargo_field license)"
+)
+metadata=()
+for label in "${labels[@]}"; do
+  metadata+=(--label "$label" --annotation "$label")
+done
+for arch in amd64 arm64; do
+  context="$out/context-$arch"
+  mkdir -p "$context"
+  cp "target/${targets[$arch]}/release/chroma-sync-operator" "$context/"
+  cp /etc/ssl/certs/ca-certificates.crt "$context/"
+  # FROM scratch with COPY only: building for another platform runs nothing of that platform.
+  buildah "${store[@]}" build --quiet --timestamp 0 --platform "linux/$arch" --manifest "$list" \
+    "${metadata[@]}" -f deploy/Dockerfile "$context" >/dev/null
+done
+buildah "${store[@]}" manifest push --quiet --all --format oci "$list" "oci:$PWD/$out/oci:$version"
+buildah "${store[@]}" rmi --all --force >/dev/null
 echo "oci:$out/oci:$version"
