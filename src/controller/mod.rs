@@ -4,6 +4,10 @@
 mod cache;
 pub mod decide;
 pub mod events;
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod flows;
 pub(crate) mod reconcile;
 pub mod status;
 

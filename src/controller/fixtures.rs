@@ -1,0 +1,304 @@
+//! Test fixtures for the reconcile flows: a mock apiserver that a test answers request by
+//! request (kube-rs's controller-rs pattern: `tower_test::mock::pair` behind a real
+//! `kube::Client`), and the Chroma stand-in on a loopback port with its published rules, fault
+//! injection and call counters.
+//!
+//! The mock holds one SyncSource and applies merge patches to it as the apiserver would, so a
+//! test asserts each request's method, path and body and the answer follows from them. Event
+//! writes are answered and recorded aside: they come from a background task, so their order
+//! relative to the flow's own writes is not the flow's to promise.
+
+use super::{Context, DefaultToken};
+use crate::chroma::{ChromaClient, ClientConfig, Token};
+use crate::crd::{SyncSource, SyncSourceSpec};
+use crate::metrics::Metrics;
+use crate::standin::{StandIn, Tokens};
+use http::{Method, Request, Response, StatusCode};
+use kube::client::Body;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+pub const NS: &str = "ns";
+pub const NAME: &str = "docs";
+pub const DATABASE: &str = "db";
+pub const ADMIN: &str = "admin-token";
+pub const VIEWER: &str = "viewer-token";
+pub const OBJECT_PATH: &str = "/apis/chromasync.dev/v1alpha1/namespaces/ns/syncsources/docs";
+pub const STATUS_PATH: &str = "/apis/chromasync.dev/v1alpha1/namespaces/ns/syncsources/docs/status";
+
+/// How long a test waits for the flow's next request before it calls the request missing.
+const WAIT: Duration = Duration::from_secs(5);
+
+type Pending = tower_test::mock::SendResponse<Response<Body>>;
+
+/// The apiserver side of a test.
+pub struct ApiServer {
+    requests: mpsc::UnboundedReceiver<(Request<Body>, Pending)>,
+    /// Event bodies written so far.
+    events: Arc<Mutex<Vec<Value>>>,
+    /// The SyncSource as stored, or `None` once deleted.
+    pub stored: Option<Value>,
+}
+
+/// One request of the flow, not yet answered.
+pub struct Call {
+    pub method: Method,
+    /// Path without the query.
+    pub path: String,
+    pub query: String,
+    pub body: Value,
+    pending: Pending,
+}
+
+impl Call {
+    pub fn reply(self, status: StatusCode, body: &Value) {
+        let bytes = serde_json::to_vec(body).expect("a JSON answer");
+        let response = Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(Body::from(bytes))
+            .expect("a valid response");
+        self.pending.send_response(response);
+    }
+
+    /// Answers with a `Status` failure, as the apiserver does.
+    pub fn refuse(self, code: u16, reason: &str) {
+        let status = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": format!("refused by the test: {reason}"), "reason": reason, "code": code,
+        });
+        self.reply(StatusCode::from_u16(code).expect("a status code"), &status);
+    }
+}
+
+impl ApiServer {
+    /// A client whose every request comes to the returned `ApiServer`.
+    pub fn start(obj: &SyncSource) -> (kube::Client, Self) {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let (forward, requests) = mpsc::unbounded_channel();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let recorded = events.clone();
+        tokio::spawn(async move {
+            while let Some((request, pending)) = handle.next_request().await {
+                if request.uri().path().starts_with("/apis/events.k8s.io/") {
+                    let body = request.into_body().collect_bytes().await.expect("a body");
+                    let event: Value = serde_json::from_slice(&body).expect("an Event");
+                    let bytes = serde_json::to_vec(&event).expect("JSON");
+                    recorded.lock().expect("events").push(event);
+                    pending.send_response(
+                        Response::builder()
+                            .status(StatusCode::CREATED)
+                            .body(Body::from(bytes))
+                            .expect("a valid response"),
+                    );
+                } else if forward.send((request, pending)).is_err() {
+                    return;
+                }
+            }
+        });
+        let client = kube::Client::new(service, "default");
+        let stored = Some(serde_json::to_value(obj).expect("a SyncSource"));
+        (
+            client,
+            Self {
+                requests,
+                events,
+                stored,
+            },
+        )
+    }
+
+    /// The flow's next request (not an Event); panics if none comes in time.
+    pub async fn next(&mut self) -> Call {
+        let (request, pending) = tokio::time::timeout(WAIT, self.requests.recv())
+            .await
+            .expect("the flow made no further request in time")
+            .expect("the client is alive");
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        let bytes = request.into_body().collect_bytes().await.expect("a body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("a JSON body")
+        };
+        Call {
+            method,
+            path,
+            query,
+            body,
+            pending,
+        }
+    }
+
+    /// The next request, which must be `method` on `path`.
+    pub async fn expect(&mut self, method: Method, path: &str) -> Call {
+        let call = self.next().await;
+        assert_eq!(
+            (&call.method, call.path.as_str()),
+            (&method, path),
+            "unexpected request; its body: {}",
+            call.body
+        );
+        call
+    }
+
+    /// Expects a merge patch of the object (`path` is [`OBJECT_PATH`] or [`STATUS_PATH`]),
+    /// applies it to the stored object as the apiserver would and answers with the result.
+    /// Returns the patch.
+    pub async fn patch(&mut self, path: &str) -> Value {
+        let call = self.expect(Method::PATCH, path).await;
+        assert!(
+            call.query.contains("fieldManager=chroma-sync-operator"),
+            "every write names the field manager: {}",
+            call.query
+        );
+        let stored = self.stored.as_mut().expect("the object exists");
+        if let Some(expected) = call.body.pointer("/metadata/resourceVersion") {
+            assert_eq!(
+                Some(expected),
+                stored.pointer("/metadata/resourceVersion"),
+                "a guarded write names the stored resourceVersion"
+            );
+        }
+        merge(stored, &call.body);
+        let version: u64 = stored["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_default();
+        stored["metadata"]["resourceVersion"] = json!((version + 1).to_string());
+        let answer = stored.clone();
+        let patch = call.body.clone();
+        call.reply(StatusCode::OK, &answer);
+        patch
+    }
+
+    /// Expects a read of the object and answers with it as stored (404 once deleted).
+    pub async fn get(&mut self) {
+        let call = self.expect(Method::GET, OBJECT_PATH).await;
+        match &self.stored {
+            Some(obj) => {
+                let obj = obj.clone();
+                call.reply(StatusCode::OK, &obj)
+            }
+            None => call.refuse(404, "NotFound"),
+        }
+    }
+
+    /// Asserts the flow made no request it was not answered for.
+    pub fn assert_idle(&mut self) {
+        if let Ok((request, _)) = self.requests.try_recv() {
+            panic!(
+                "an unexpected request: {} {}",
+                request.method(),
+                request.uri()
+            );
+        }
+    }
+
+    /// `(type, reason)` of the Events written, after waiting for the queue to drain.
+    pub async fn events(&self, ctx: &Context) -> Vec<(String, String)> {
+        ctx.events.flush(WAIT).await;
+        self.events
+            .lock()
+            .expect("events")
+            .iter()
+            .map(|e| {
+                (
+                    e["type"].as_str().unwrap_or_default().to_owned(),
+                    e["reason"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// RFC 7386, as the apiserver applies `Patch::Merge`.
+fn merge(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let target = target.as_object_mut().expect("an object");
+    for (key, value) in patch {
+        if value.is_null() {
+            target.remove(key);
+        } else {
+            merge(target.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
+}
+
+/// A SyncSource for a GitHub repository in [`DATABASE`], as the apiserver would hand it over.
+pub fn source() -> SyncSource {
+    let spec: SyncSourceSpec = serde_json::from_value(json!({
+        "databaseName": DATABASE,
+        "github": { "repository": "acme/docs" },
+    }))
+    .expect("a valid spec");
+    let mut obj = SyncSource::new(NAME, spec);
+    obj.metadata.namespace = Some(NS.into());
+    obj.metadata.uid = Some("6f1c3c64-1b8e-4d0c-9a38-0d7b1f7f9d21".into());
+    obj.metadata.resource_version = Some("1".into());
+    obj.metadata.generation = Some(1);
+    obj
+}
+
+/// The body the stand-in keeps for a source created from [`source`]'s spec.
+pub fn standin_body() -> Value {
+    json!({ "database_name": DATABASE, "github": { "repository": "acme/docs" } })
+}
+
+/// The Chroma stand-in and a client for it.
+pub struct Chroma {
+    pub standin: StandIn,
+    pub client: ChromaClient,
+}
+
+impl Chroma {
+    pub async fn start() -> Self {
+        Self::start_with(&[DATABASE], Duration::from_secs(5)).await
+    }
+
+    /// With `databases` only, and a client whose calls give up after `timeout`.
+    pub async fn start_with(databases: &[&str], timeout: Duration) -> Self {
+        let tokens = Tokens {
+            admin: [ADMIN.to_owned()].into(),
+            viewer: [VIEWER.to_owned()].into(),
+        };
+        let standin = StandIn::new(databases.iter().map(|d| d.to_string()), tokens);
+        let base_url = standin.start_local().await.expect("the stand-in starts");
+        let client = client_for(&base_url, timeout);
+        Self { standin, client }
+    }
+}
+
+pub fn client_for(base_url: &str, timeout: Duration) -> ChromaClient {
+    let config = ClientConfig {
+        base_url: base_url.to_owned(),
+        timeout,
+        extra_ca_pem: None,
+    };
+    ChromaClient::new(&config, Metrics::new()).expect("a Chroma client")
+}
+
+/// A context on the mock apiserver and `chroma`, with `token` as the default token.
+pub fn context(client: kube::Client, chroma: ChromaClient, token: Option<&str>) -> Arc<Context> {
+    let default_token = DefaultToken {
+        value: token.and_then(Token::new),
+        file: None,
+    };
+    Arc::new(Context::new(
+        client,
+        chroma,
+        Metrics::new(),
+        default_token,
+        None,
+    ))
+}

@@ -1,0 +1,832 @@
+//! The reconcile flows against a mock apiserver and the Chroma stand-in: every Kubernetes
+//! request a flow makes is asserted (method, path, body) and answered in order, and the Chroma
+//! calls are read from the stand-in's counters. The end-to-end suite runs the same flows on a
+//! real control plane; these pin their exact writes and calls, in milliseconds.
+
+use super::decide::Retry;
+use super::fixtures::{
+    self, ADMIN, ApiServer, Chroma, DATABASE, OBJECT_PATH, STATUS_PATH, VIEWER, source,
+    standin_body,
+};
+use super::status::{self, Recorded, State};
+use super::{Context, Error, Next, reconcile};
+use crate::crd::{CREATE_PENDING_ANNOTATION, DeletionPolicy, FINALIZER, SyncSource};
+use crate::payload;
+use crate::standin::Faults;
+use http::Method;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+fn apply(obj: &SyncSource, ctx: &Arc<Context>) -> JoinHandle<Result<Next, Error>> {
+    let (obj, ctx) = (obj.clone(), ctx.clone());
+    tokio::spawn(async move { reconcile::apply(&obj, &ctx).await })
+}
+
+fn cleanup(obj: &SyncSource, ctx: &Arc<Context>) -> JoinHandle<Result<Next, Error>> {
+    let (obj, ctx) = (obj.clone(), ctx.clone());
+    tokio::spawn(async move { reconcile::cleanup(&obj, &ctx).await })
+}
+
+async fn outcome(flow: JoinHandle<Result<Next, Error>>) -> Next {
+    flow.await
+        .expect("the flow ran")
+        .expect("the flow succeeded")
+}
+
+/// `(type, status, reason)` of each condition a status patch writes.
+fn conditions(patch: &Value) -> Vec<(String, String, String)> {
+    patch["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .map(|c| {
+            let field = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
+            (field("type"), field("status"), field("reason"))
+        })
+        .collect()
+}
+
+fn ready() -> Vec<(String, String, String)> {
+    vec![("Ready".into(), "True".into(), "SourceReady".into())]
+}
+
+fn failing(abnormal: &str, reason: &str) -> Vec<(String, String, String)> {
+    vec![
+        ("Ready".into(), "False".into(), reason.into()),
+        (abnormal.into(), "True".into(), reason.into()),
+    ]
+}
+
+fn hash_of(obj: &SyncSource) -> String {
+    payload::fingerprint(&payload::build(&obj.spec).expect("a valid spec"))
+}
+
+/// `obj` as a previous reconcile left it: finalizer on, `id` recorded with `hash`, Ready.
+fn recorded(mut obj: SyncSource, id: &str, hash: &str) -> SyncSource {
+    obj.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    let rec = Recorded {
+        id: id.into(),
+        payload_hash: Some(hash.into()),
+    };
+    let at = "2026-01-01T00:00:00Z".parse().expect("a timestamp");
+    obj.status = Some(status::next(
+        &Default::default(),
+        1,
+        Some(&rec),
+        &State::Ready,
+        at,
+    ));
+    obj
+}
+
+fn marked(mut obj: SyncSource, at: jiff::Timestamp) -> SyncSource {
+    obj.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    obj.metadata.annotations = Some([(CREATE_PENDING_ANNOTATION.into(), at.to_string())].into());
+    obj
+}
+
+fn deleting(mut obj: SyncSource) -> SyncSource {
+    obj.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::now(),
+    ));
+    obj
+}
+
+/// Asserts the guarded finalizer-and-mark write: resourceVersion, our finalizer, a fresh mark.
+fn assert_mark(patch: &Value) {
+    let meta = &patch["metadata"];
+    assert_eq!(meta["finalizers"], json!([FINALIZER]));
+    assert!(meta["resourceVersion"].is_string(), "guarded: {patch}");
+    let mark: jiff::Timestamp = meta["annotations"][CREATE_PENDING_ANNOTATION]
+        .as_str()
+        .expect("a mark")
+        .parse()
+        .expect("the mark is a timestamp");
+    let age = jiff::Timestamp::now().duration_since(mark);
+    assert!(age.as_secs() < 60, "the mark is the time of the write");
+    assert_eq!(meta.as_object().unwrap().len(), 3, "nothing else: {patch}");
+}
+
+#[tokio::test]
+async fn first_create_marks_then_creates_once_then_records() {
+    let obj = source();
+    let chroma = Chroma::start().await;
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = apply(&obj, &ctx);
+    let mark = api.patch(OBJECT_PATH).await;
+    assert_mark(&mark);
+    assert_eq!(mark["metadata"]["resourceVersion"], "1");
+    assert_eq!(
+        chroma.standin.calls("create_source", "*"),
+        0,
+        "no create before the mark"
+    );
+    let status = api.patch(STATUS_PATH).await;
+    assert_eq!(outcome(flow).await, Next::Settled);
+
+    let created = chroma.standin.sources(DATABASE);
+    assert_eq!(created.len(), 1);
+    assert_eq!(status["status"]["sourceId"], json!(created[0].0));
+    assert_eq!(status["status"]["payloadHash"], json!(hash_of(&obj)));
+    assert_eq!(status["status"]["observedGeneration"], json!(1));
+    assert_eq!(status["status"]["lastError"], Value::Null);
+    assert_eq!(conditions(&status), ready());
+    assert_eq!(
+        chroma.standin.all_calls(),
+        [("create_source".into(), 1)].into()
+    );
+    assert_eq!(chroma.standin.calls("create_source", "201"), 1);
+    api.assert_idle();
+    assert_eq!(
+        api.events(&ctx).await,
+        vec![],
+        "a first create is in status alone"
+    );
+}
+
+#[tokio::test]
+async fn at_rest_makes_no_call_and_no_write() {
+    let chroma = Chroma::start().await;
+    let id = chroma.standin.insert_source(standin_body());
+    let obj = recorded(source(), &id, &hash_of(&source()));
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+
+    assert_eq!(outcome(apply(&obj, &ctx)).await, Next::Settled);
+    api.assert_idle();
+    assert!(
+        chroma.standin.all_calls().is_empty(),
+        "no Chroma call at rest"
+    );
+    assert_eq!(api.events(&ctx).await, vec![]);
+}
+
+#[tokio::test]
+async fn at_rest_without_the_finalizer_puts_it_back_and_calls_nothing() {
+    let chroma = Chroma::start().await;
+    let mut obj = recorded(source(), "kept", &hash_of(&source()));
+    obj.metadata.finalizers = None;
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = apply(&obj, &ctx);
+    let patch = api.patch(OBJECT_PATH).await;
+    assert_eq!(
+        patch,
+        json!({ "metadata": { "resourceVersion": "1", "finalizers": [FINALIZER] } })
+    );
+    assert_eq!(outcome(flow).await, Next::Settled);
+    api.assert_idle();
+    assert!(chroma.standin.all_calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_payload_change_deletes_the_old_source_before_creating_the_new() {
+    let chroma = Chroma::start().await;
+    let old = chroma.standin.insert_source(standin_body());
+    let obj = recorded(source(), &old, "the hash of an older spec");
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = apply(&obj, &ctx);
+    let replacing = api.patch(STATUS_PATH).await;
+    assert_eq!(
+        chroma.standin.calls("delete_source", "204"),
+        1,
+        "deleted first"
+    );
+    assert!(chroma.standin.sources(DATABASE).is_empty());
+    assert_eq!(
+        replacing["status"]["sourceId"],
+        Value::Null,
+        "the old id is forgotten"
+    );
+    assert_eq!(conditions(&replacing), failing("Reconciling", "Replacing"));
+    assert_mark(&api.patch(OBJECT_PATH).await);
+    let ready_patch = api.patch(STATUS_PATH).await;
+    assert_eq!(outcome(flow).await, Next::Settled);
+
+    let now = chroma.standin.sources(DATABASE);
+    assert_eq!(now.len(), 1);
+    assert_ne!(now[0].0, old);
+    assert_eq!(ready_patch["status"]["sourceId"], json!(now[0].0));
+    assert_eq!(conditions(&ready_patch), ready());
+    let calls = [("create_source".into(), 1), ("delete_source".into(), 1)];
+    assert_eq!(chroma.standin.all_calls(), calls.into());
+    api.assert_idle();
+    let events = api.events(&ctx).await;
+    assert_eq!(
+        events,
+        vec![
+            ("Normal".into(), "Replacing".into()),
+            ("Normal".into(), "Replaced".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_mark_without_an_id_adopts_the_listed_source_and_creates_nothing() {
+    let chroma = Chroma::start().await;
+    let obj = marked(source(), jiff::Timestamp::now());
+    // The create of an earlier attempt, whose answer was lost.
+    let id = chroma.standin.insert_source(standin_body());
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = apply(&obj, &ctx);
+    let status = api.patch(STATUS_PATH).await;
+    assert_eq!(outcome(flow).await, Next::Settled);
+    assert_eq!(status["status"]["sourceId"], json!(id));
+    assert_eq!(status["status"]["payloadHash"], json!(hash_of(&obj)));
+    assert_eq!(conditions(&status), ready());
+    assert_eq!(
+        chroma.standin.all_calls(),
+        [("list_sources".into(), 1)].into()
+    );
+    assert_eq!(chroma.standin.created_total(), 1, "no second source");
+    api.assert_idle();
+    assert_eq!(
+        api.events(&ctx).await,
+        vec![("Normal".into(), "Adopted".into())]
+    );
+}
+
+#[tokio::test]
+async fn a_source_made_long_before_the_mark_is_not_adopted() {
+    // A source of the same key made long before the mark is someone else's: not adopted, and
+    // the create meets the service's 409.
+    let chroma = Chroma::start().await;
+    chroma.standin.insert_source(standin_body());
+    let long_after = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
+    let obj = marked(source(), long_after);
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = apply(&obj, &ctx);
+    assert_mark(&api.patch(OBJECT_PATH).await);
+    let cleared = api.patch(OBJECT_PATH).await;
+    assert_eq!(
+        cleared,
+        json!({ "metadata": { "annotations": { CREATE_PENDING_ANNOTATION: null } } })
+    );
+    let status = api.patch(STATUS_PATH).await;
+    assert_eq!(conditions(&status), failing("Stalled", "SourceExists"));
+    assert_eq!(
+        outcome(flow).await,
+        Next::Retry {
+            retry: Retry::OnChange,
+            reason: "SourceExists"
+        }
+    );
+    assert_eq!(chroma.standin.calls("list_sources", "200"), 1);
+    assert_eq!(chroma.standin.calls("create_source", "409"), 1);
+    api.assert_idle();
+}
+
+#[tokio::test]
+async fn cleanup_deletes_the_source_then_releases_the_finalizer() {
+    let chroma = Chroma::start().await;
+    let id = chroma.standin.insert_source(standin_body());
+    let obj = deleting(recorded(source(), &id, &hash_of(&source())));
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = cleanup(&obj, &ctx);
+    let release = api.patch(OBJECT_PATH).await;
+    assert_eq!(
+        chroma.standin.calls("delete_source", "204"),
+        1,
+        "deleted first"
+    );
+    assert_eq!(
+        release,
+        json!({ "metadata": { "resourceVersion": "1", "finalizers": [] } })
+    );
+    assert_eq!(outcome(flow).await, Next::Settled);
+    assert!(chroma.standin.sources(DATABASE).is_empty());
+    assert_eq!(
+        chroma.standin.all_calls(),
+        [("delete_source".into(), 1)].into()
+    );
+    api.assert_idle();
+    assert_eq!(
+        api.events(&ctx).await,
+        vec![],
+        "no Event about a vanishing object"
+    );
+}
+
+#[tokio::test]
+async fn cleanup_with_retain_releases_the_finalizer_and_deletes_nothing() {
+    let chroma = Chroma::start().await;
+    let id = chroma.standin.insert_source(standin_body());
+    let mut obj = deleting(recorded(source(), &id, &hash_of(&source())));
+    obj.spec.deletion_policy = DeletionPolicy::Retain;
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = cleanup(&obj, &ctx);
+    let release = api.patch(OBJECT_PATH).await;
+    assert_eq!(release["metadata"]["finalizers"], json!([]));
+    assert_eq!(outcome(flow).await, Next::Settled);
+    assert!(chroma.standin.all_calls().is_empty(), "no Chroma call");
+    assert_eq!(
+        chroma.standin.sources(DATABASE).len(),
+        1,
+        "the source stays"
+    );
+    api.assert_idle();
+    assert_eq!(
+        api.events(&ctx).await,
+        vec![("Normal".into(), "Retained".into())]
+    );
+}
+
+#[tokio::test]
+async fn a_source_already_gone_counts_as_deleted() {
+    let chroma = Chroma::start().await;
+    let obj = deleting(recorded(source(), "gone-already", &hash_of(&source())));
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = cleanup(&obj, &ctx);
+    let release = api.patch(OBJECT_PATH).await;
+    assert_eq!(release["metadata"]["finalizers"], json!([]));
+    assert_eq!(outcome(flow).await, Next::Settled);
+    assert_eq!(chroma.standin.calls("delete_source", "404"), 1);
+    api.assert_idle();
+}
+
+#[tokio::test]
+async fn an_object_gone_at_finalizer_release_is_done() {
+    let chroma = Chroma::start().await;
+    let id = chroma.standin.insert_source(standin_body());
+    let obj = deleting(recorded(source(), &id, &hash_of(&source())));
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = cleanup(&obj, &ctx);
+    api.expect(Method::PATCH, OBJECT_PATH)
+        .await
+        .refuse(404, "NotFound");
+    assert_eq!(outcome(flow).await, Next::Settled);
+    assert_eq!(chroma.standin.calls("delete_source", "204"), 1);
+    api.assert_idle();
+}
+
+#[tokio::test]
+async fn cleanup_of_a_mark_without_an_id_finds_and_deletes_the_source() {
+    let chroma = Chroma::start().await;
+    let obj = deleting(marked(source(), jiff::Timestamp::now()));
+    chroma.standin.insert_source(standin_body());
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = cleanup(&obj, &ctx);
+    let release = api.patch(OBJECT_PATH).await;
+    assert_eq!(release["metadata"]["finalizers"], json!([]));
+    assert_eq!(outcome(flow).await, Next::Settled);
+    assert!(chroma.standin.sources(DATABASE).is_empty());
+    let calls = [("delete_source".into(), 1), ("list_sources".into(), 1)];
+    assert_eq!(chroma.standin.all_calls(), calls.into());
+    api.assert_idle();
+}
+
+#[tokio::test]
+async fn a_conflict_on_finalizer_release_rereads_and_deletes_once() {
+    let chroma = Chroma::start().await;
+    let id = chroma.standin.insert_source(standin_body());
+    let obj = deleting(recorded(source(), &id, &hash_of(&source())));
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = cleanup(&obj, &ctx);
+    api.expect(Method::PATCH, OBJECT_PATH)
+        .await
+        .refuse(409, "Conflict");
+    // Someone else wrote meanwhile.
+    let stored = api.stored.as_mut().unwrap();
+    stored["metadata"]["resourceVersion"] = json!("7");
+    api.get().await;
+    let release = api.patch(OBJECT_PATH).await;
+    assert_eq!(release["metadata"]["resourceVersion"], "7");
+    assert_eq!(outcome(flow).await, Next::Settled);
+    assert_eq!(
+        chroma.standin.all_calls(),
+        [("delete_source".into(), 1)].into()
+    );
+    api.assert_idle();
+}
+
+#[tokio::test]
+async fn an_object_deleted_before_its_status_write_has_its_new_source_deleted() {
+    let chroma = Chroma::start().await;
+    let obj = source();
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = apply(&obj, &ctx);
+    assert_mark(&api.patch(OBJECT_PATH).await);
+    // kubernetes#77988: a delete that read the object before the mark removes it anyway.
+    api.stored = None;
+    api.expect(Method::PATCH, STATUS_PATH)
+        .await
+        .refuse(404, "NotFound");
+    assert_eq!(outcome(flow).await, Next::Settled);
+    assert_eq!(chroma.standin.created_total(), 1);
+    assert!(chroma.standin.sources(DATABASE).is_empty(), "not leaked");
+    let calls = [("create_source".into(), 1), ("delete_source".into(), 1)];
+    assert_eq!(chroma.standin.all_calls(), calls.into());
+    api.assert_idle();
+}
+
+#[tokio::test]
+async fn a_conflict_on_the_mark_rereads_the_object_and_creates_once() {
+    let chroma = Chroma::start().await;
+    let obj = source();
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    ctx.secrets_synced.send_replace(true);
+
+    let flow = {
+        let (obj, ctx) = (Arc::new(obj.clone()), ctx.clone());
+        tokio::spawn(super::reconcile(obj, ctx))
+    };
+    api.expect(Method::PATCH, OBJECT_PATH)
+        .await
+        .refuse(409, "Conflict");
+    assert_eq!(chroma.standin.calls("create_source", "*"), 0);
+    api.stored.as_mut().unwrap()["metadata"]["resourceVersion"] = json!("5");
+    api.get().await;
+    let mark = api.patch(OBJECT_PATH).await;
+    assert_eq!(
+        mark["metadata"]["resourceVersion"], "5",
+        "guarded by the fresh read"
+    );
+    api.patch(STATUS_PATH).await;
+    let action = flow.await.unwrap().expect("reconciled");
+    assert_eq!(action, kube::runtime::controller::Action::await_change());
+    assert_eq!(
+        chroma.standin.all_calls(),
+        [("create_source".into(), 1)].into()
+    );
+    api.assert_idle();
+}
+
+#[tokio::test]
+async fn a_spec_that_cannot_become_a_payload_stalls_without_a_call() {
+    let chroma = Chroma::start().await;
+    let mut obj = source();
+    obj.spec.github = None;
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = apply(&obj, &ctx);
+    let status = api.patch(STATUS_PATH).await;
+    assert_eq!(conditions(&status), failing("Stalled", "InvalidSpec"));
+    let next = outcome(flow).await;
+    assert_eq!(
+        next,
+        Next::Retry {
+            retry: Retry::OnChange,
+            reason: "InvalidSpec"
+        }
+    );
+    assert!(chroma.standin.all_calls().is_empty());
+    api.assert_idle();
+    assert_eq!(
+        api.events(&ctx).await,
+        vec![("Warning".into(), "InvalidSpec".into())]
+    );
+}
+
+#[tokio::test]
+async fn no_token_stalls_on_missing_credentials_without_a_call() {
+    let chroma = Chroma::start().await;
+    let obj = source();
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), None);
+
+    let flow = apply(&obj, &ctx);
+    let status = api.patch(STATUS_PATH).await;
+    assert_eq!(
+        conditions(&status),
+        failing("Stalled", "MissingCredentials")
+    );
+    assert_eq!(
+        outcome(flow).await,
+        Next::Retry {
+            retry: Retry::Slow,
+            reason: "MissingCredentials"
+        }
+    );
+    assert!(chroma.standin.all_calls().is_empty());
+    api.assert_idle();
+    assert_eq!(
+        api.events(&ctx).await,
+        vec![("Warning".into(), "MissingCredentials".into())]
+    );
+}
+
+/// How a failed first create is expected to end.
+struct Expected {
+    abnormal: &'static str,
+    reason: &'static str,
+    retry: Retry,
+    http_status: Option<u16>,
+    /// The create certainly made nothing, so the mark is cleared before the status write.
+    clears_mark: bool,
+}
+
+/// A first create whose POST fails as `chroma` is set up to fail it (the stand-in with
+/// `faults`): the mark, the POST, then (when nothing was created) the mark cleared, the status
+/// and the retry.
+async fn failed_create(chroma: Chroma, token: &str, faults: Faults, expected: Expected) {
+    chroma.standin.set_faults(faults);
+    let obj = source();
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(token));
+
+    let flow = apply(&obj, &ctx);
+    assert_mark(&api.patch(OBJECT_PATH).await);
+    if expected.clears_mark {
+        let cleared = api.patch(OBJECT_PATH).await;
+        assert_eq!(
+            cleared,
+            json!({ "metadata": { "annotations": { CREATE_PENDING_ANNOTATION: null } } })
+        );
+    }
+    let status = api.patch(STATUS_PATH).await;
+    let next = outcome(flow).await;
+
+    let reason = expected.reason;
+    assert_eq!(
+        conditions(&status),
+        failing(expected.abnormal, reason),
+        "{reason}"
+    );
+    assert_eq!(status["status"]["sourceId"], Value::Null, "{reason}");
+    let last_error = &status["status"]["lastError"];
+    assert_eq!(
+        last_error["httpStatus"],
+        json!(expected.http_status),
+        "{reason}"
+    );
+    assert!(last_error["message"].is_string(), "{reason}: {last_error}");
+    assert_eq!(
+        next,
+        Next::Retry {
+            retry: expected.retry,
+            reason
+        }
+    );
+    assert_eq!(chroma.standin.calls("create_source", "*"), 1, "{reason}");
+    assert_eq!(chroma.standin.all_calls().len(), 1, "{reason}: create only");
+    let stored = api.stored.as_ref().unwrap();
+    let mark = stored["metadata"]["annotations"].get(CREATE_PENDING_ANNOTATION);
+    assert_eq!(mark.is_some(), !expected.clears_mark, "{reason}: the mark");
+    api.assert_idle();
+    let warned = if expected.abnormal == "Stalled" {
+        "Warning"
+    } else {
+        "Normal"
+    };
+    assert_eq!(
+        api.events(&ctx).await,
+        vec![(warned.into(), reason.into())],
+        "{reason}"
+    );
+}
+
+fn fail_next(status: u16) -> Faults {
+    Faults {
+        fail_next: 1,
+        error_status: status,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_create_refused_as_invalid_stalls_until_the_spec_changes() {
+    let expected = Expected {
+        abnormal: "Stalled",
+        reason: "InvalidSpec",
+        retry: Retry::OnChange,
+        http_status: Some(400),
+        clears_mark: true,
+    };
+    failed_create(Chroma::start().await, ADMIN, fail_next(400), expected).await;
+}
+
+#[tokio::test]
+async fn an_unknown_token_stalls_as_unauthorized_and_retries_slowly() {
+    let expected = Expected {
+        abnormal: "Stalled",
+        reason: "Unauthorized",
+        retry: Retry::Slow,
+        http_status: Some(401),
+        clears_mark: true,
+    };
+    let chroma = Chroma::start().await;
+    failed_create(chroma, "not-a-known-token", Faults::default(), expected).await;
+}
+
+#[tokio::test]
+async fn a_viewer_token_stalls_as_forbidden_and_retries_slowly() {
+    let expected = Expected {
+        abnormal: "Stalled",
+        reason: "Forbidden",
+        retry: Retry::Slow,
+        http_status: Some(403),
+        clears_mark: true,
+    };
+    failed_create(Chroma::start().await, VIEWER, Faults::default(), expected).await;
+}
+
+#[tokio::test]
+async fn a_missing_database_reconciles_slowly() {
+    let expected = Expected {
+        abnormal: "Reconciling",
+        reason: "DatabaseNotFound",
+        retry: Retry::Slow,
+        http_status: Some(404),
+        clears_mark: true,
+    };
+    let chroma = Chroma::start_with(&[], Duration::from_secs(5)).await;
+    failed_create(chroma, ADMIN, Faults::default(), expected).await;
+}
+
+#[tokio::test]
+async fn a_source_of_the_same_key_stalls_as_source_exists() {
+    let expected = Expected {
+        abnormal: "Stalled",
+        reason: "SourceExists",
+        retry: Retry::OnChange,
+        http_status: Some(409),
+        clears_mark: true,
+    };
+    let chroma = Chroma::start().await;
+    chroma.standin.insert_source(standin_body());
+    failed_create(chroma, ADMIN, Faults::default(), expected).await;
+}
+
+#[tokio::test]
+async fn rate_limiting_retries_soon_but_not_before_retry_after() {
+    let expected = Expected {
+        abnormal: "Reconciling",
+        reason: "RateLimited",
+        retry: Retry::Soon {
+            not_before: Some(Duration::from_secs(7)),
+        },
+        http_status: Some(429),
+        clears_mark: true,
+    };
+    let faults = Faults {
+        rate_limit_next: 1,
+        retry_after_secs: 7,
+        ..Default::default()
+    };
+    failed_create(Chroma::start().await, ADMIN, faults, expected).await;
+}
+
+#[tokio::test]
+async fn a_server_error_keeps_the_mark_and_retries_soon() {
+    let expected = Expected {
+        abnormal: "Reconciling",
+        reason: "ServerError",
+        retry: Retry::Soon { not_before: None },
+        http_status: Some(503),
+        clears_mark: false,
+    };
+    failed_create(Chroma::start().await, ADMIN, fail_next(503), expected).await;
+}
+
+#[tokio::test]
+async fn a_timeout_keeps_the_mark_and_retries_soon() {
+    let expected = Expected {
+        abnormal: "Reconciling",
+        reason: "Timeout",
+        retry: Retry::Soon { not_before: None },
+        http_status: None,
+        clears_mark: false,
+    };
+    let faults = Faults {
+        latency_ms: 2_000,
+        ..Default::default()
+    };
+    let chroma = Chroma::start_with(&[DATABASE], Duration::from_millis(200)).await;
+    failed_create(chroma, ADMIN, faults, expected).await;
+}
+
+#[tokio::test]
+async fn an_unreadable_answer_keeps_the_mark_and_retries_soon() {
+    let expected = Expected {
+        abnormal: "Reconciling",
+        reason: "InvalidResponse",
+        retry: Retry::Soon { not_before: None },
+        http_status: Some(201),
+        clears_mark: false,
+    };
+    let faults = Faults {
+        garble_next: 1,
+        ..Default::default()
+    };
+    let chroma = Chroma::start().await;
+    let standin = chroma.standin.clone();
+    failed_create(chroma, ADMIN, faults, expected).await;
+    assert_eq!(
+        standin.created_total(),
+        1,
+        "the create did happen: the mark stays"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_connection_clears_the_mark_and_retries_soon() {
+    // A port nothing listens on: the request never left.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let obj = source();
+    let (client, mut api) = ApiServer::start(&obj);
+    let chroma = fixtures::client_for(&base, Duration::from_secs(5));
+    let ctx = fixtures::context(client, chroma, Some(ADMIN));
+
+    let flow = apply(&obj, &ctx);
+    assert_mark(&api.patch(OBJECT_PATH).await);
+    let cleared = api.patch(OBJECT_PATH).await;
+    assert_eq!(
+        cleared["metadata"]["annotations"][CREATE_PENDING_ANNOTATION],
+        Value::Null
+    );
+    let status = api.patch(STATUS_PATH).await;
+    assert_eq!(
+        conditions(&status),
+        failing("Reconciling", "ConnectionFailed")
+    );
+    assert_eq!(
+        outcome(flow).await,
+        Next::Retry {
+            retry: Retry::Soon { not_before: None },
+            reason: "ConnectionFailed"
+        }
+    );
+    api.assert_idle();
+}
+
+#[tokio::test]
+async fn a_failed_delete_of_the_replaced_source_records_the_failure_and_creates_nothing() {
+    let chroma = Chroma::start().await;
+    let old = chroma.standin.insert_source(standin_body());
+    let obj = recorded(source(), &old, "the hash of an older spec");
+    chroma.standin.set_faults(fail_next(503));
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = apply(&obj, &ctx);
+    let status = api.patch(STATUS_PATH).await;
+    assert_eq!(conditions(&status), failing("Reconciling", "ServerError"));
+    assert_eq!(status["status"]["sourceId"], json!(old), "still recorded");
+    assert_eq!(
+        outcome(flow).await,
+        Next::Retry {
+            retry: Retry::Soon { not_before: None },
+            reason: "ServerError"
+        }
+    );
+    assert_eq!(
+        chroma.standin.all_calls(),
+        [("delete_source".into(), 1)].into()
+    );
+    assert_eq!(chroma.standin.sources(DATABASE).len(), 1);
+    api.assert_idle();
+}
+
+#[tokio::test]
+async fn a_failed_delete_at_cleanup_keeps_the_finalizer() {
+    let chroma = Chroma::start().await;
+    let id = chroma.standin.insert_source(standin_body());
+    let obj = deleting(recorded(source(), &id, &hash_of(&source())));
+    chroma.standin.set_faults(fail_next(500));
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = cleanup(&obj, &ctx);
+    let status = api.patch(STATUS_PATH).await;
+    assert_eq!(conditions(&status), failing("Reconciling", "ServerError"));
+    assert_eq!(status["status"]["sourceId"], json!(id));
+    assert_eq!(
+        outcome(flow).await,
+        Next::Retry {
+            retry: Retry::Soon { not_before: None },
+            reason: "ServerError"
+        }
+    );
+    let stored = api.stored.as_ref().unwrap();
+    assert_eq!(stored["metadata"]["finalizers"], json!([FINALIZER]));
+    api.assert_idle();
+}
