@@ -1,6 +1,7 @@
 //! Prometheus metrics: reconciles, their durations and errors by reason, Chroma calls by
 //! endpoint and status code, and SyncRuns by phase and source kind. Labels never carry object contents or secrets.
 
+use crate::controller::Reason;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -130,13 +131,15 @@ impl Metrics {
         }))
     }
 
-    pub fn reconciled(&self, took: Duration, error_reason: Option<&'static str>) {
+    pub fn reconciled(&self, took: Duration, error_reason: Option<Reason>) {
         self.0.reconciles.inc();
         self.0.reconcile_duration.observe(took.as_secs_f64());
         if let Some(reason) = error_reason {
             self.0
                 .reconcile_errors
-                .get_or_create(&ReasonLabels { reason })
+                .get_or_create(&ReasonLabels {
+                    reason: reason.as_str(),
+                })
                 .inc();
         }
     }

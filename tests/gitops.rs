@@ -6,7 +6,8 @@
 //! - the Argo CD and Flux examples and README's overlay, built as written (image, token, what is
 //!   applied).
 
-use chroma_sync_operator::controller::status::{self, Recorded, State, reason};
+use chroma_sync_operator::controller::Reason;
+use chroma_sync_operator::controller::status::{self, Recorded, State};
 use chroma_sync_operator::crd::run::{RunPhase, SyncRunStatus};
 use chroma_sync_operator::crd::{LastError, SyncSourceStatus};
 use chroma_sync_operator::runs;
@@ -161,7 +162,7 @@ fn source_cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
         error: error(409),
     };
     let retrying = State::Reconciling {
-        reason: reason::SERVER_ERROR,
+        reason: Reason::ServerError,
         message: "503".into(),
         error: error(503),
     };
@@ -174,7 +175,7 @@ fn source_cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
     };
     let ready = at(1, &State::Ready, Some(&rec));
     let no_db = State::Reconciling {
-        reason: reason::DATABASE_NOT_FOUND,
+        reason: Reason::DatabaseNotFound,
         message: "404".into(),
         error: error(404),
     };
@@ -193,23 +194,19 @@ fn source_cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
         ),
         (
             "409 SourceExists",
-            object(
-                1,
-                Some(&at(1, &stalled(reason::SOURCE_EXISTS), None)),
-                false,
-            ),
+            object(1, Some(&at(1, &stalled(Reason::SourceExists), None)), false),
             "Degraded",
             "Failed",
         ),
         (
             "400 InvalidSpec",
-            object(2, Some(&at(2, &stalled(reason::INVALID_SPEC), None)), false),
+            object(2, Some(&at(2, &stalled(Reason::InvalidSpec), None)), false),
             "Degraded",
             "Failed",
         ),
         (
             "401 Unauthorized",
-            object(1, Some(&at(1, &stalled(reason::UNAUTHORIZED), None)), false),
+            object(1, Some(&at(1, &stalled(Reason::Unauthorized), None)), false),
             "Degraded",
             "Failed",
         ),
@@ -217,7 +214,7 @@ fn source_cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
             "MissingCredentials",
             object(
                 1,
-                Some(&at(1, &stalled(reason::MISSING_CREDENTIALS), None)),
+                Some(&at(1, &stalled(Reason::MissingCredentials), None)),
                 false,
             ),
             "Degraded",

@@ -1,6 +1,7 @@
 //! Pure decisions: how a failed Chroma call shows in status and when to try again.
 
-use super::status::{State, reason};
+use super::Reason;
+use super::status::State;
 use crate::chroma::{ChromaError, TransportKind};
 use crate::crd::LastError;
 use std::time::Duration;
@@ -54,21 +55,21 @@ pub fn classify(action: &str, error: &ChromaError) -> Failure {
             };
             let (state, retry, nothing_created) = match status {
                 400 | 405..=408 | 410..=428 | 430..=499 => {
-                    (stalled(reason::INVALID_SPEC), Retry::OnChange, true)
+                    (stalled(Reason::InvalidSpec), Retry::OnChange, true)
                 }
-                401 => (stalled(reason::UNAUTHORIZED), Retry::Slow, true),
-                403 => (stalled(reason::FORBIDDEN), Retry::Slow, true),
-                404 => (reconciling(reason::DATABASE_NOT_FOUND), Retry::Slow, true),
-                409 => (stalled(reason::SOURCE_EXISTS), Retry::OnChange, true),
+                401 => (stalled(Reason::Unauthorized), Retry::Slow, true),
+                403 => (stalled(Reason::Forbidden), Retry::Slow, true),
+                404 => (reconciling(Reason::DatabaseNotFound), Retry::Slow, true),
+                409 => (stalled(Reason::SourceExists), Retry::OnChange, true),
                 429 => (
-                    reconciling(reason::RATE_LIMITED),
+                    reconciling(Reason::RateLimited),
                     Retry::Soon {
                         not_before: *retry_after,
                     },
                     true,
                 ),
                 _ => (
-                    reconciling(reason::SERVER_ERROR),
+                    reconciling(Reason::ServerError),
                     Retry::Soon {
                         not_before: *retry_after,
                     },
@@ -83,10 +84,10 @@ pub fn classify(action: &str, error: &ChromaError) -> Failure {
         }
         ChromaError::Transport { kind, message } => {
             let (reason, nothing_created) = match kind {
-                TransportKind::Timeout => (reason::TIMEOUT, false),
+                TransportKind::Timeout => (Reason::Timeout, false),
                 // The request never left: the connection was not made.
-                TransportKind::Connect => (reason::CONNECTION_FAILED, true),
-                TransportKind::Other => (reason::CONNECTION_FAILED, false),
+                TransportKind::Connect => (Reason::ConnectionFailed, true),
+                TransportKind::Other => (Reason::ConnectionFailed, false),
             };
             Failure {
                 state: State::Reconciling {
@@ -100,7 +101,7 @@ pub fn classify(action: &str, error: &ChromaError) -> Failure {
         }
         ChromaError::Decode { status, message } => Failure {
             state: State::Reconciling {
-                reason: reason::INVALID_RESPONSE,
+                reason: Reason::InvalidResponse,
                 message: format!("{action}: unreadable answer ({status}): {message}"),
                 error: Some(last_error(Some(*status), None, message)),
             },
@@ -145,26 +146,26 @@ mod tests {
     #[test]
     fn the_reason_table() {
         let cases = [
-            (400, reason::INVALID_SPEC, Retry::OnChange, true),
-            (401, reason::UNAUTHORIZED, Retry::Slow, true),
-            (403, reason::FORBIDDEN, Retry::Slow, true),
-            (404, reason::DATABASE_NOT_FOUND, Retry::Slow, true),
-            (409, reason::SOURCE_EXISTS, Retry::OnChange, true),
+            (400, Reason::InvalidSpec, Retry::OnChange, true),
+            (401, Reason::Unauthorized, Retry::Slow, true),
+            (403, Reason::Forbidden, Retry::Slow, true),
+            (404, Reason::DatabaseNotFound, Retry::Slow, true),
+            (409, Reason::SourceExists, Retry::OnChange, true),
             (
                 429,
-                reason::RATE_LIMITED,
+                Reason::RateLimited,
                 Retry::Soon { not_before: None },
                 true,
             ),
             (
                 500,
-                reason::SERVER_ERROR,
+                Reason::ServerError,
                 Retry::Soon { not_before: None },
                 false,
             ),
             (
                 503,
-                reason::SERVER_ERROR,
+                Reason::ServerError,
                 Retry::Soon { not_before: None },
                 false,
             ),
@@ -192,7 +193,7 @@ mod tests {
             message: "slow".into(),
         };
         let f = classify("c", &t);
-        assert_eq!(f.state.reason(), reason::TIMEOUT);
+        assert_eq!(f.state.reason(), Reason::Timeout);
         assert!(!f.nothing_created, "a timed-out create may have happened");
     }
 

@@ -9,7 +9,7 @@ use super::fixtures::{
     standin_body,
 };
 use super::status::{self, Recorded, State};
-use super::{Context, Error, Next, reconcile};
+use super::{Context, Error, Next, Reason, reconcile};
 use crate::crd::{CREATE_PENDING_ANNOTATION, DeletionPolicy, FINALIZER, SyncSource};
 use crate::payload;
 use crate::standin::Faults;
@@ -279,7 +279,7 @@ async fn a_source_made_long_before_the_mark_is_not_adopted() {
         outcome(flow).await,
         Next::Retry {
             retry: Retry::OnChange,
-            reason: "SourceExists"
+            reason: Reason::SourceExists
         }
     );
     assert_eq!(chroma.standin.calls("list_sources", "200"), 1);
@@ -493,7 +493,7 @@ async fn a_spec_that_cannot_become_a_payload_stalls_without_a_call() {
         next,
         Next::Retry {
             retry: Retry::OnChange,
-            reason: "InvalidSpec"
+            reason: Reason::InvalidSpec
         }
     );
     assert!(chroma.standin.all_calls().is_empty());
@@ -521,7 +521,7 @@ async fn no_token_stalls_on_missing_credentials_without_a_call() {
         outcome(flow).await,
         Next::Retry {
             retry: Retry::Slow,
-            reason: "MissingCredentials"
+            reason: Reason::MissingCredentials
         }
     );
     assert!(chroma.standin.all_calls().is_empty());
@@ -535,7 +535,7 @@ async fn no_token_stalls_on_missing_credentials_without_a_call() {
 /// How a failed first create is expected to end.
 struct Expected {
     abnormal: &'static str,
-    reason: &'static str,
+    reason: Reason,
     retry: Retry,
     http_status: Option<u16>,
     /// The create certainly made nothing, so the mark is cleared before the status write.
@@ -566,7 +566,7 @@ async fn failed_create(chroma: Chroma, token: &str, faults: Faults, expected: Ex
     let reason = expected.reason;
     assert_eq!(
         conditions(&status),
-        failing(expected.abnormal, reason),
+        failing(expected.abnormal, reason.as_str()),
         "{reason}"
     );
     assert_eq!(status["status"]["sourceId"], Value::Null, "{reason}");
@@ -597,7 +597,7 @@ async fn failed_create(chroma: Chroma, token: &str, faults: Faults, expected: Ex
     };
     assert_eq!(
         api.events(&ctx).await,
-        vec![(warned.into(), reason.into())],
+        vec![(warned.into(), reason.as_str().into())],
         "{reason}"
     );
 }
@@ -614,7 +614,7 @@ fn fail_next(status: u16) -> Faults {
 async fn a_create_refused_as_invalid_stalls_until_the_spec_changes() {
     let expected = Expected {
         abnormal: "Stalled",
-        reason: "InvalidSpec",
+        reason: Reason::InvalidSpec,
         retry: Retry::OnChange,
         http_status: Some(400),
         clears_mark: true,
@@ -626,7 +626,7 @@ async fn a_create_refused_as_invalid_stalls_until_the_spec_changes() {
 async fn an_unknown_token_stalls_as_unauthorized_and_retries_slowly() {
     let expected = Expected {
         abnormal: "Stalled",
-        reason: "Unauthorized",
+        reason: Reason::Unauthorized,
         retry: Retry::Slow,
         http_status: Some(401),
         clears_mark: true,
@@ -639,7 +639,7 @@ async fn an_unknown_token_stalls_as_unauthorized_and_retries_slowly() {
 async fn a_viewer_token_stalls_as_forbidden_and_retries_slowly() {
     let expected = Expected {
         abnormal: "Stalled",
-        reason: "Forbidden",
+        reason: Reason::Forbidden,
         retry: Retry::Slow,
         http_status: Some(403),
         clears_mark: true,
@@ -651,7 +651,7 @@ async fn a_viewer_token_stalls_as_forbidden_and_retries_slowly() {
 async fn a_missing_database_reconciles_slowly() {
     let expected = Expected {
         abnormal: "Reconciling",
-        reason: "DatabaseNotFound",
+        reason: Reason::DatabaseNotFound,
         retry: Retry::Slow,
         http_status: Some(404),
         clears_mark: true,
@@ -664,7 +664,7 @@ async fn a_missing_database_reconciles_slowly() {
 async fn a_source_of_the_same_key_stalls_as_source_exists() {
     let expected = Expected {
         abnormal: "Stalled",
-        reason: "SourceExists",
+        reason: Reason::SourceExists,
         retry: Retry::OnChange,
         http_status: Some(409),
         clears_mark: true,
@@ -678,7 +678,7 @@ async fn a_source_of_the_same_key_stalls_as_source_exists() {
 async fn rate_limiting_retries_soon_but_not_before_retry_after() {
     let expected = Expected {
         abnormal: "Reconciling",
-        reason: "RateLimited",
+        reason: Reason::RateLimited,
         retry: Retry::Soon {
             not_before: Some(Duration::from_secs(7)),
         },
@@ -697,7 +697,7 @@ async fn rate_limiting_retries_soon_but_not_before_retry_after() {
 async fn a_server_error_keeps_the_mark_and_retries_soon() {
     let expected = Expected {
         abnormal: "Reconciling",
-        reason: "ServerError",
+        reason: Reason::ServerError,
         retry: Retry::Soon { not_before: None },
         http_status: Some(503),
         clears_mark: false,
@@ -709,7 +709,7 @@ async fn a_server_error_keeps_the_mark_and_retries_soon() {
 async fn a_timeout_keeps_the_mark_and_retries_soon() {
     let expected = Expected {
         abnormal: "Reconciling",
-        reason: "Timeout",
+        reason: Reason::Timeout,
         retry: Retry::Soon { not_before: None },
         http_status: None,
         clears_mark: false,
@@ -726,7 +726,7 @@ async fn a_timeout_keeps_the_mark_and_retries_soon() {
 async fn an_unreadable_answer_keeps_the_mark_and_retries_soon() {
     let expected = Expected {
         abnormal: "Reconciling",
-        reason: "InvalidResponse",
+        reason: Reason::InvalidResponse,
         retry: Retry::Soon { not_before: None },
         http_status: Some(201),
         clears_mark: false,
@@ -772,7 +772,7 @@ async fn a_refused_connection_clears_the_mark_and_retries_soon() {
         outcome(flow).await,
         Next::Retry {
             retry: Retry::Soon { not_before: None },
-            reason: "ConnectionFailed"
+            reason: Reason::ConnectionFailed
         }
     );
     api.assert_idle();
@@ -795,7 +795,7 @@ async fn a_failed_delete_of_the_replaced_source_records_the_failure_and_creates_
         outcome(flow).await,
         Next::Retry {
             retry: Retry::Soon { not_before: None },
-            reason: "ServerError"
+            reason: Reason::ServerError
         }
     );
     assert_eq!(
@@ -823,7 +823,7 @@ async fn a_failed_delete_at_cleanup_keeps_the_finalizer() {
         outcome(flow).await,
         Next::Retry {
             retry: Retry::Soon { not_before: None },
-            reason: "ServerError"
+            reason: Reason::ServerError
         }
     );
     let stored = api.stored.as_ref().unwrap();

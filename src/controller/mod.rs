@@ -8,6 +8,7 @@ pub mod events;
 mod fixtures;
 #[cfg(test)]
 mod flows;
+pub mod reason;
 pub(crate) mod reconcile;
 pub mod status;
 
@@ -24,6 +25,7 @@ use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
+pub use reason::Reason;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,12 +60,30 @@ pub enum Error {
 }
 
 impl Error {
-    fn label(&self) -> &'static str {
+    /// The metric label of a reconcile that failed on this error.
+    fn reason(&self) -> Reason {
         match self {
-            Error::Kube(kube::Error::Api(s)) if s.code == 409 => "KubeConflict",
-            Error::Kube(_) => "KubeApi",
-            Error::ShuttingDown => "ShuttingDown",
-            Error::KubeTimeout(_) => "KubeTimeout",
+            e if e.is_conflict() => Reason::KubeConflict,
+            Error::Kube(_) => Reason::KubeApi,
+            Error::ShuttingDown => Reason::ShuttingDown,
+            Error::KubeTimeout(_) => Reason::KubeTimeout,
+        }
+    }
+
+    /// A 409: a guarded write met a newer object than the one it was decided on.
+    pub fn is_conflict(&self) -> bool {
+        self.api_code() == Some(409)
+    }
+
+    /// A 404: the object is gone.
+    pub fn is_not_found(&self) -> bool {
+        self.api_code() == Some(404)
+    }
+
+    fn api_code(&self) -> Option<u16> {
+        match self {
+            Error::Kube(kube::Error::Api(s)) => Some(s.code),
+            _ => None,
         }
     }
 }
@@ -76,7 +96,7 @@ pub enum Next {
     /// Fine, and something is due then (`spec.sync`: a run to follow, the next tick).
     LookAgainIn(std::time::Duration),
     /// The outcome needs attention (`reason`); try again as `retry` says.
-    Retry { retry: Retry, reason: &'static str },
+    Retry { retry: Retry, reason: Reason },
 }
 
 /// Where the default token (for objects without `tokenSecretRef`) comes from.
@@ -226,9 +246,8 @@ impl Context {
     }
 
     /// Forgets that `obj` waits for a Secret, unless `reason` says it still does.
-    fn settle_secret_wait(&self, obj: &SyncSource, reason: Option<&str>) {
-        use status::reason::{FORBIDDEN, MISSING_CREDENTIALS, UNAUTHORIZED};
-        if matches!(reason, Some(MISSING_CREDENTIALS | UNAUTHORIZED | FORBIDDEN)) {
+    fn settle_secret_wait(&self, obj: &SyncSource, reason: Option<Reason>) {
+        if reason.is_some_and(Reason::is_about_credentials) {
             return;
         }
         let me = ObjectRef::from_obj(obj);
@@ -276,8 +295,7 @@ async fn reconcile(obj: Arc<SyncSource>, ctx: Arc<Context>) -> Result<Action, Er
             // its cache can stay stale and the object kept waiting for minutes (seen in
             // `conflicts_from_a_busy_writer_cost_no_duplicate_and_no_stuck_object`). A few
             // tries, then the backoff as before.
-            let conflict =
-                matches!(&result, Err(Error::Kube(kube::Error::Api(s))) if s.code == 409);
+            let conflict = matches!(&result, Err(e) if e.is_conflict());
             if !conflict || attempt == CONFLICT_RETRIES {
                 break result;
             }
@@ -290,7 +308,7 @@ async fn reconcile(obj: Arc<SyncSource>, ctx: Arc<Context>) -> Result<Action, Er
         let error_reason = match &result {
             Ok(Next::Settled | Next::LookAgainIn(_)) => None,
             Ok(Next::Retry { reason, .. }) => Some(*reason),
-            Err(e) => Some(e.label()),
+            Err(e) => Some(e.reason()),
         };
         ctx.metrics.reconciled(started.elapsed(), error_reason);
         if !matches!(result, Err(Error::Kube(_) | Error::KubeTimeout(_))) {

@@ -8,8 +8,8 @@
 
 use super::decide::{self, Failure, Retry};
 use super::events::Kind;
-use super::status::{self, Recorded, State, reason};
-use super::{Context, Error, Next};
+use super::status::{self, Recorded, State};
+use super::{Context, Error, Next, Reason};
 use crate::chroma::wire::{CreateSourcePayload, ListedSource};
 use crate::chroma::{ChromaError, Token};
 use crate::crd::{CREATE_PENDING_ANNOTATION, DeletionPolicy, FINALIZER, SyncSource};
@@ -48,14 +48,14 @@ pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
         Ok(p) => p,
         Err(e) => {
             let state = State::Stalled {
-                reason: reason::INVALID_SPEC,
+                reason: Reason::InvalidSpec,
                 message: e.to_string(),
                 error: None,
             };
             set_status(ctx, &obj, recorded.as_ref(), &state).await?;
             return Ok(Next::Retry {
                 retry: Retry::OnChange,
-                reason: reason::INVALID_SPEC,
+                reason: Reason::InvalidSpec,
             });
         }
     };
@@ -87,7 +87,7 @@ pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
             return fail(ctx, &obj, recorded.as_ref(), failure, false).await;
         }
         let state = State::Reconciling {
-            reason: reason::REPLACING,
+            reason: Reason::Replacing,
             message: format!(
                 "deleted source {} because the spec changed; creating its replacement",
                 old.id
@@ -115,7 +115,7 @@ pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
                     ctx,
                     &obj,
                     Kind::Normal,
-                    "Adopted",
+                    Reason::Adopted,
                     format!("Recovered source {id}, created by an attempt whose answer was lost"),
                 );
                 return settled(ctx, &obj, &id).await;
@@ -143,7 +143,7 @@ pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
                 payload_hash: Some(hash),
             };
             if let Err(e) = set_status(ctx, &obj, Some(&rec), &State::Ready).await {
-                if is_not_found(&e) || gone(ctx, &obj).await {
+                if e.is_not_found() || gone(ctx, &obj).await {
                     return vanished(ctx, &obj, &token, Some(id), &payload).await;
                 }
                 return Err(e);
@@ -151,7 +151,7 @@ pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
             // A first create is in status alone (see `events`); a replacement is news.
             if let Some(old) = &replaced {
                 let note = format!("Replaced source {old} with {id} after a spec change");
-                publish(ctx, &obj, Kind::Normal, "Replaced", note);
+                publish(ctx, &obj, Kind::Normal, Reason::Replaced, note);
             }
             settled(ctx, &obj, &id).await
         }
@@ -159,7 +159,7 @@ pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
             let failure = decide::classify("creating the source", &e);
             let nothing_created = failure.nothing_created;
             match fail(ctx, &obj, None, failure, true).await {
-                Err(e) if !nothing_created && (is_not_found(&e) || gone(ctx, &obj).await) => {
+                Err(e) if !nothing_created && (e.is_not_found() || gone(ctx, &obj).await) => {
                     vanished(ctx, &obj, &token, None, &payload).await
                 }
                 other => other,
@@ -298,10 +298,6 @@ async fn gone(ctx: &Context, obj: &SyncSource) -> bool {
     false
 }
 
-fn is_not_found(e: &Error) -> bool {
-    matches!(e, Error::Kube(kube::Error::Api(s)) if s.code == 404)
-}
-
 pub async fn cleanup(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
     if !has_finalizer(obj) {
         return Ok(Next::Settled);
@@ -317,7 +313,7 @@ pub async fn cleanup(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
                 ctx,
                 obj,
                 Kind::Normal,
-                "Retained",
+                Reason::Retained,
                 format!("Left source {} in Chroma (deletionPolicy: Retain)", rec.id),
             );
         }
@@ -365,7 +361,7 @@ async fn release_finalizer(ctx: &Context, obj: &SyncSource) -> Result<(), Error>
     let mut conflicts = 0;
     loop {
         match guarded_metadata_write(ctx, &current, false, None).await {
-            Err(Error::Kube(kube::Error::Api(s))) if s.code == 409 && conflicts < 10 => {
+            Err(e) if e.is_conflict() && conflicts < 10 => {
                 conflicts += 1;
                 match super::fresh(&ctx.client, &current).await {
                     Some(fresh) if fresh.uid() == obj.uid() && has_finalizer(&fresh) => {
@@ -374,7 +370,7 @@ async fn release_finalizer(ctx: &Context, obj: &SyncSource) -> Result<(), Error>
                     _ => return Ok(()), // gone (or replaced by a namesake), or released already
                 }
             }
-            Err(e) if is_not_found(&e) => return Ok(()),
+            Err(e) if e.is_not_found() => return Ok(()),
             result => return result.map(|_| ()),
         }
     }
@@ -421,7 +417,7 @@ async fn fail(
     was_create: bool,
 ) -> Result<Next, Error> {
     warn!(
-        reason = failure.state.reason(),
+        reason = %failure.state.reason(),
         "{}",
         message_of(&failure.state)
     );
@@ -443,7 +439,7 @@ async fn missing_credentials(
     why: String,
 ) -> Result<Next, Error> {
     let state = State::Stalled {
-        reason: reason::MISSING_CREDENTIALS,
+        reason: Reason::MissingCredentials,
         message: why,
         error: None,
     };
@@ -452,7 +448,7 @@ async fn missing_credentials(
     // slow retry covers the operator's default token, which is not watched.
     Ok(Next::Retry {
         retry: Retry::Slow,
-        reason: reason::MISSING_CREDENTIALS,
+        reason: Reason::MissingCredentials,
     })
 }
 
@@ -493,14 +489,14 @@ async fn set_status(
     | State::Reconciling {
         reason, message, ..
     } = state
-        && status::ready_reason(Some(&previous)) != Some(*reason)
+        && status::ready_reason(Some(&previous)) != Some(reason.as_str())
     {
         let kind = if matches!(state, State::Stalled { .. }) {
             Kind::Warning
         } else {
             Kind::Normal
         };
-        publish(ctx, obj, kind, reason, message.clone());
+        publish(ctx, obj, kind, *reason, message.clone());
     }
     Ok(stored)
 }
@@ -558,8 +554,8 @@ pub fn pending_mark(obj: &SyncSource) -> Option<jiff::Timestamp> {
         .and_then(|v| v.parse().ok())
 }
 
-fn publish(ctx: &Context, obj: &SyncSource, kind: Kind, reason: &str, note: String) {
-    ctx.events.publish(obj, kind, reason, note);
+fn publish(ctx: &Context, obj: &SyncSource, kind: Kind, reason: Reason, note: String) {
+    ctx.events.publish(obj, kind, reason.as_str(), note);
 }
 
 impl Context {

@@ -4,6 +4,7 @@
 //! `Ready` is always present. `Reconciling` and `Stalled` appear only while true (the
 //! "abnormal-true" convention), so an object that is neither reads cleanly.
 
+use super::Reason;
 use crate::crd::{LastError, SyncSourceStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::{Value, json};
@@ -12,23 +13,6 @@ pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
 
-/// Stable reasons (CamelCase) shown in conditions, events and metrics.
-pub mod reason {
-    pub const SOURCE_READY: &str = "SourceReady";
-    pub const SOURCE_EXISTS: &str = "SourceExists";
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    pub const UNAUTHORIZED: &str = "Unauthorized";
-    pub const FORBIDDEN: &str = "Forbidden";
-    pub const DATABASE_NOT_FOUND: &str = "DatabaseNotFound";
-    pub const RATE_LIMITED: &str = "RateLimited";
-    pub const SERVER_ERROR: &str = "ServerError";
-    pub const TIMEOUT: &str = "Timeout";
-    pub const CONNECTION_FAILED: &str = "ConnectionFailed";
-    pub const INVALID_RESPONSE: &str = "InvalidResponse";
-    pub const MISSING_CREDENTIALS: &str = "MissingCredentials";
-    pub const REPLACING: &str = "Replacing";
-}
-
 /// Where an object stands after a reconcile.
 #[derive(Debug, Clone, PartialEq)]
 pub enum State {
@@ -36,23 +20,23 @@ pub enum State {
     Ready,
     /// Work, or a retryable error, is in progress; the operator will try again by itself.
     Reconciling {
-        reason: &'static str,
+        reason: Reason,
         message: String,
         error: Option<LastError>,
     },
     /// The operator cannot go on until a person changes something.
     Stalled {
-        reason: &'static str,
+        reason: Reason,
         message: String,
         error: Option<LastError>,
     },
 }
 
 impl State {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            State::Ready => reason::SOURCE_READY,
-            State::Reconciling { reason, .. } | State::Stalled { reason, .. } => reason,
+            State::Ready => Reason::SourceReady,
+            State::Reconciling { reason, .. } | State::Stalled { reason, .. } => *reason,
         }
     }
 }
@@ -83,7 +67,7 @@ pub fn next(
     state: &State,
     now: jiff::Timestamp,
 ) -> SyncSourceStatus {
-    let condition = |type_: &str, status: bool, reason: &str, message: &str| {
+    let condition = |type_: &str, status: bool, reason: Reason, message: &str| {
         let status = if status { "True" } else { "False" };
         let last_transition_time = previous
             .conditions
@@ -94,7 +78,7 @@ pub fn next(
         Condition {
             type_: type_.to_owned(),
             status: status.to_owned(),
-            reason: reason.to_owned(),
+            reason: reason.as_str().to_owned(),
             message: message.to_owned(),
             observed_generation: Some(generation),
             last_transition_time,
@@ -105,7 +89,7 @@ pub fn next(
             let id = source.map(|s| s.id.as_str()).unwrap_or_default();
             let message = format!("Chroma source {id} matches the spec");
             (
-                vec![condition(READY, true, reason::SOURCE_READY, &message)],
+                vec![condition(READY, true, Reason::SourceReady, &message)],
                 None,
             )
         }
@@ -126,8 +110,8 @@ pub fn next(
             };
             (
                 vec![
-                    condition(READY, false, reason, message),
-                    condition(abnormal, true, reason, message),
+                    condition(READY, false, *reason, message),
+                    condition(abnormal, true, *reason, message),
                 ],
                 error.clone(),
             )
@@ -193,7 +177,7 @@ mod tests {
 
     fn stalled() -> State {
         State::Stalled {
-            reason: reason::SOURCE_EXISTS,
+            reason: Reason::SourceExists,
             message: "Source exists".into(),
             error: Some(LastError {
                 http_status: Some(409),
@@ -255,14 +239,14 @@ mod tests {
         let ready = next(&first, 2, Some(&rec), &State::Ready, t(20));
         assert_eq!(ready.conditions[0].last_transition_time, Time(t(20)));
         let retry = State::Reconciling {
-            reason: reason::SERVER_ERROR,
+            reason: Reason::ServerError,
             message: "boom".into(),
             error: None,
         };
         let a = next(&first, 1, None, &retry, t(30));
         // Ready stayed False: its transition time is kept even though the reason changed.
         assert_eq!(a.conditions[0].last_transition_time, Time(t(10)));
-        assert_eq!(a.conditions[0].reason, reason::SERVER_ERROR);
+        assert_eq!(a.conditions[0].reason, Reason::ServerError.as_str());
     }
 
     #[test]
@@ -270,7 +254,7 @@ mod tests {
         // A 409 and then a timeout: the stored lastError must not keep the 409's code.
         let conflict = next(&Default::default(), 1, None, &stalled(), t(1));
         let timeout = State::Reconciling {
-            reason: reason::TIMEOUT,
+            reason: Reason::Timeout,
             message: "slow".into(),
             error: Some(LastError {
                 http_status: None,
@@ -306,14 +290,14 @@ mod properties {
     use proptest::option::of;
     use proptest::prelude::*;
 
-    const REASONS: &[&str] = &[
-        reason::SOURCE_READY,
-        reason::SOURCE_EXISTS,
-        reason::INVALID_SPEC,
-        reason::UNAUTHORIZED,
-        reason::SERVER_ERROR,
-        reason::TIMEOUT,
-        reason::REPLACING,
+    const REASONS: &[Reason] = &[
+        Reason::SourceReady,
+        Reason::SourceExists,
+        Reason::InvalidSpec,
+        Reason::Unauthorized,
+        Reason::ServerError,
+        Reason::Timeout,
+        Reason::Replacing,
     ];
 
     // Seconds from 1970 to 2100, with nanoseconds: `now` in the operator has them, storage not.
@@ -344,7 +328,7 @@ mod properties {
             .prop_map(|(type_, status, reason, message, gen_, t)| Condition {
                 type_: type_.into(),
                 status: status.into(),
-                reason: reason.to_string(),
+                reason: reason.as_str().to_owned(),
                 message,
                 observed_generation: gen_,
                 last_transition_time: Time(t),

@@ -1,0 +1,110 @@
+//! The one vocabulary of outcomes: a `Reason` is what the `Ready` condition, an Event and the
+//! `reconcile_errors` metric label all say, so a dashboard, `kubectl get` and `kubectl events`
+//! name an outcome the same way.
+
+use std::fmt;
+
+/// Stable reasons (CamelCase): people and tools match on them, so a name never changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    // The `Ready` condition's reasons.
+    SourceReady,
+    SourceExists,
+    InvalidSpec,
+    Unauthorized,
+    Forbidden,
+    DatabaseNotFound,
+    RateLimited,
+    ServerError,
+    Timeout,
+    ConnectionFailed,
+    InvalidResponse,
+    MissingCredentials,
+    Replacing,
+    // Events beyond the condition's transitions.
+    Replaced,
+    Adopted,
+    Retained,
+    // Reconciles that failed on the Kubernetes side (metrics only: no status could say so).
+    KubeConflict,
+    KubeApi,
+    KubeTimeout,
+    ShuttingDown,
+}
+
+impl Reason {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::SourceReady => "SourceReady",
+            Reason::SourceExists => "SourceExists",
+            Reason::InvalidSpec => "InvalidSpec",
+            Reason::Unauthorized => "Unauthorized",
+            Reason::Forbidden => "Forbidden",
+            Reason::DatabaseNotFound => "DatabaseNotFound",
+            Reason::RateLimited => "RateLimited",
+            Reason::ServerError => "ServerError",
+            Reason::Timeout => "Timeout",
+            Reason::ConnectionFailed => "ConnectionFailed",
+            Reason::InvalidResponse => "InvalidResponse",
+            Reason::MissingCredentials => "MissingCredentials",
+            Reason::Replacing => "Replacing",
+            Reason::Replaced => "Replaced",
+            Reason::Adopted => "Adopted",
+            Reason::Retained => "Retained",
+            Reason::KubeConflict => "KubeConflict",
+            Reason::KubeApi => "KubeApi",
+            Reason::KubeTimeout => "KubeTimeout",
+            Reason::ShuttingDown => "ShuttingDown",
+        }
+    }
+
+    /// Waiting on credentials: the object is woken by a change of its token Secret.
+    pub const fn is_about_credentials(self) -> bool {
+        matches!(
+            self,
+            Reason::MissingCredentials | Reason::Unauthorized | Reason::Forbidden
+        )
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reason;
+
+    #[test]
+    fn every_reason_reads_as_its_camel_case_name() {
+        // The Debug form is the variant's name: the wire name must be exactly that.
+        let all = [
+            Reason::SourceReady,
+            Reason::SourceExists,
+            Reason::InvalidSpec,
+            Reason::Unauthorized,
+            Reason::Forbidden,
+            Reason::DatabaseNotFound,
+            Reason::RateLimited,
+            Reason::ServerError,
+            Reason::Timeout,
+            Reason::ConnectionFailed,
+            Reason::InvalidResponse,
+            Reason::MissingCredentials,
+            Reason::Replacing,
+            Reason::Replaced,
+            Reason::Adopted,
+            Reason::Retained,
+            Reason::KubeConflict,
+            Reason::KubeApi,
+            Reason::KubeTimeout,
+            Reason::ShuttingDown,
+        ];
+        for reason in all {
+            assert_eq!(reason.as_str(), format!("{reason:?}"));
+            assert_eq!(reason.to_string(), reason.as_str());
+        }
+    }
+}
