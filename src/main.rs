@@ -5,7 +5,7 @@
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use chroma_sync_operator::chroma::{ChromaClient, ClientConfig, Token, check_base_url};
-use chroma_sync_operator::controller::{self, Context, DefaultToken, Settings};
+use chroma_sync_operator::controller::{Controller, DefaultToken, Parts, Settings};
 use chroma_sync_operator::crd::{self, SyncSource};
 use chroma_sync_operator::metrics::Metrics;
 use chroma_sync_operator::{leader, runs, server};
@@ -172,13 +172,18 @@ async fn main() -> anyhow::Result<()> {
         value: args.default_token.and_then(Token::new),
         file: args.default_token_file,
     };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
+    let controller = Controller::new(Parts {
+        client: client.clone(),
         chroma,
-        metrics.clone(),
+        metrics: metrics.clone(),
         default_token,
-        args.pod_name,
-    ));
+        instance: args.pod_name,
+        settings: Settings {
+            namespaces: args.namespaces.clone(),
+            concurrency: args.concurrency,
+        },
+    });
+    let ctx = controller.context();
     // Ready once the caches have synced; a standby is ready too (it serves, and a rollout may go
     // on), until it becomes the leader and syncs its own caches.
     let ready = Arc::new(AtomicBool::new(false));
@@ -235,23 +240,13 @@ async fn main() -> anyhow::Result<()> {
     }));
     info!(chroma_url = %args.chroma_url, namespaces = ?args.namespaces, concurrency = args.concurrency, "starting controller");
     let runs = runs::run(
-        client.clone(),
+        client,
         &args.namespaces,
         args.concurrency,
         ctx.clone(),
         shutdown.clone(),
     );
-    let sources = controller::run(
-        client,
-        Settings {
-            namespaces: args.namespaces.clone(),
-            concurrency: args.concurrency,
-        },
-        ctx.clone(),
-        ready,
-        shutdown,
-    );
-    futures::join!(sources, runs);
+    futures::join!(controller.run(ready, shutdown), runs);
     // Events of the last reconciles are still queued; give them a moment (within the pod's
     // grace period), then release the Lease.
     ctx.events.flush(Duration::from_secs(3)).await;

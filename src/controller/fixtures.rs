@@ -8,7 +8,7 @@
 //! writes are answered and recorded aside: they come from a background task, so their order
 //! relative to the flow's own writes is not the flow's to promise.
 
-use super::{Context, DefaultToken};
+use super::{Context, Controller, DefaultToken, Parts, Settings};
 use crate::chroma::{ChromaClient, ClientConfig, Token};
 use crate::crd::{SyncSource, SyncSourceSpec};
 use crate::metrics::Metrics;
@@ -294,11 +294,16 @@ pub fn context(client: kube::Client, chroma: ChromaClient, token: Option<&str>) 
         value: token.and_then(Token::new),
         file: None,
     };
-    Arc::new(Context::new(
+    let parts = Parts {
         client,
         chroma,
-        Metrics::new(),
+        metrics: Metrics::new(),
         default_token,
-        None,
-    ))
+        instance: None,
+        settings: Settings {
+            namespaces: vec![],
+            concurrency: 1,
+        },
+    };
+    Controller::new(parts).context()
 }

@@ -450,11 +450,11 @@ async fn a_conflict_on_the_mark_rereads_the_object_and_creates_once() {
     let obj = source();
     let (client, mut api) = ApiServer::start(&obj);
     let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
-    ctx.secrets_synced.send_replace(true);
+    ctx.credentials.set_synced();
 
     let flow = {
         let (obj, ctx) = (Arc::new(obj.clone()), ctx.clone());
-        tokio::spawn(super::reconcile(obj, ctx))
+        tokio::spawn(super::wiring::reconcile(obj, ctx))
     };
     api.expect(Method::PATCH, OBJECT_PATH)
         .await

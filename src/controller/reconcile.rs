@@ -73,7 +73,7 @@ pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
         return settled(ctx, &obj, &rec.id).await;
     }
 
-    let token = match ctx.token_for(&obj) {
+    let token = match ctx.credentials.token_for(&obj) {
         Ok(t) => t,
         Err(why) => return missing_credentials(ctx, &obj, recorded.as_ref(), why).await,
     };
@@ -200,7 +200,7 @@ pub async fn orphaned(ctx: &Context, obj: &SyncSource, namesake: bool) {
             return;
         }
     }
-    let token = match ctx.token_for(obj) {
+    let token = match ctx.credentials.token_for(obj) {
         Ok(token) => token,
         Err(why) => {
             warn!(source_id = ?recorded, %why, "cannot delete the source of a vanished object; it is left in Chroma");
@@ -321,7 +321,7 @@ pub async fn cleanup(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
     }
 
     if recorded.is_some() || marked.is_some() {
-        let token = match ctx.token_for(obj) {
+        let token = match ctx.credentials.token_for(obj) {
             Ok(t) => t,
             Err(why) => return missing_credentials(ctx, obj, recorded.as_ref(), why).await,
         };
@@ -363,7 +363,7 @@ async fn release_finalizer(ctx: &Context, obj: &SyncSource) -> Result<(), Error>
         match guarded_metadata_write(ctx, &current, false, None).await {
             Err(e) if e.is_conflict() && conflicts < 10 => {
                 conflicts += 1;
-                match super::fresh(&ctx.client, &current).await {
+                match super::wiring::fresh(&ctx.client, &current).await {
                     Some(fresh) if fresh.uid() == obj.uid() && has_finalizer(&fresh) => {
                         current = fresh
                     }
