@@ -17,6 +17,7 @@ use crate::payload::{self, NaturalKey};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
+use std::ops::ControlFlow;
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -39,112 +40,165 @@ pub(crate) async fn bounded<T>(
     }
 }
 
+/// The source the spec asks for.
+struct Desired {
+    payload: CreateSourcePayload,
+    /// The payload's fingerprint, recorded with the source's id.
+    hash: String,
+}
+
+impl Desired {
+    /// Was `rec` created from this very payload?
+    fn made(&self, rec: &Recorded) -> bool {
+        rec.payload_hash.as_deref() == Some(self.hash.as_str())
+    }
+
+    fn recorded(&self, id: String) -> Recorded {
+        Recorded {
+            id,
+            payload_hash: Some(self.hash.clone()),
+        }
+    }
+}
+
+/// A step of a flow either ends the reconcile with its outcome (`Break`) or hands on the object
+/// as stored after its writes (`Continue`).
+type Step = Result<ControlFlow<Next, SyncSource>, Error>;
+
+/// Brings the source in line with the spec. The steps, in order: a spec that cannot become a
+/// payload stalls; a source made from this payload is at rest; otherwise, with a token, a
+/// recorded source is replaced, or an unrecorded one left by a lost answer is recovered; and
+/// only then is a new source marked and created.
 pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
-    let mut obj = obj.clone();
-    let previous = obj.status.clone().unwrap_or_default();
-    let recorded = Recorded::of(&previous);
-
+    let recorded = obj.status.as_ref().and_then(Recorded::of);
     let payload = match payload::build(&obj.spec) {
-        Ok(p) => p,
+        Ok(payload) => payload,
+        Err(invalid) => return invalid_spec(ctx, obj, recorded.as_ref(), invalid).await,
+    };
+    let desired = Desired {
+        hash: payload::fingerprint(&payload),
+        payload,
+    };
+    if let Some(rec) = recorded.as_ref().filter(|rec| desired.made(rec)) {
+        return at_rest(ctx, obj, rec).await;
+    }
+    let token = match ctx.credentials.token_for(obj) {
+        Ok(token) => token,
+        Err(why) => return missing_credentials(ctx, obj, recorded.as_ref(), why).await,
+    };
+    let step = match &recorded {
+        Some(old) => replace(ctx, obj, old, &token).await?,
+        None => recover(ctx, obj, &token, &desired).await?,
+    };
+    match step {
+        ControlFlow::Break(next) => Ok(next),
+        ControlFlow::Continue(obj) => {
+            let replaced = recorded.map(|old| old.id);
+            mark_and_create(ctx, obj, &token, &desired, replaced).await
+        }
+    }
+}
+
+/// The spec cannot become a payload (admission would refuse it now; it was stored before).
+async fn invalid_spec(
+    ctx: &Context,
+    obj: &SyncSource,
+    recorded: Option<&Recorded>,
+    invalid: payload::InvalidSpec,
+) -> Result<Next, Error> {
+    let state = State::Stalled {
+        reason: Reason::InvalidSpec,
+        message: invalid.to_string(),
+        error: None,
+    };
+    set_status(ctx, obj, recorded, &state).await?;
+    Ok(Next::Retry {
+        retry: Retry::OnChange,
+        reason: Reason::InvalidSpec,
+    })
+}
+
+/// The recorded source was made from this very payload. No call, and no write unless the
+/// status lags (a spec change that does not reach the payload) or the finalizer went missing.
+async fn at_rest(ctx: &Context, obj: &SyncSource, rec: &Recorded) -> Result<Next, Error> {
+    let obj = if has_finalizer(obj) {
+        obj.clone()
+    } else {
+        guarded_metadata_write(ctx, obj, true, None).await?
+    };
+    set_status(ctx, &obj, Some(rec), &State::Ready).await?;
+    settled(ctx, &obj, &rec.id).await
+}
+
+/// No update call exists: a changed payload replaces the source. The old one is deleted, and
+/// that recorded, before anything new is created, so there is never more than one.
+async fn replace(ctx: &Context, obj: &SyncSource, old: &Recorded, token: &Token) -> Step {
+    if let Err(e) = ctx.chroma.delete_source(token, &old.id).await {
+        let failure = decide::classify("deleting the replaced source", &e);
+        return fail(ctx, obj, Some(old), failure, false)
+            .await
+            .map(ControlFlow::Break);
+    }
+    let state = State::Reconciling {
+        reason: Reason::Replacing,
+        message: format!(
+            "deleted source {} because the spec changed; creating its replacement",
+            old.id
+        ),
+        error: None,
+    };
+    Ok(ControlFlow::Continue(
+        set_status(ctx, obj, None, &state).await?,
+    ))
+}
+
+/// An earlier attempt may have created the source without recording it: a mark with no
+/// recorded id. The source is looked up by the mark and the natural key and adopted if found.
+async fn recover(ctx: &Context, obj: &SyncSource, token: &Token, desired: &Desired) -> Step {
+    let Some(marked_at) = pending_mark(obj) else {
+        return Ok(ControlFlow::Continue(obj.clone()));
+    };
+    match find_unrecorded(ctx, token, &desired.payload, marked_at).await {
+        Ok(Some(id)) => {
+            info!(source_id = %id, "found the source of an unrecorded create; adopting it");
+            set_status(ctx, obj, Some(&desired.recorded(id.clone())), &State::Ready).await?;
+            let note =
+                format!("Recovered source {id}, created by an attempt whose answer was lost");
+            publish(ctx, obj, Kind::Normal, Reason::Adopted, note);
+            Ok(ControlFlow::Break(settled(ctx, obj, &id).await?))
+        }
+        Ok(None) => Ok(ControlFlow::Continue(obj.clone())),
         Err(e) => {
-            let state = State::Stalled {
-                reason: Reason::InvalidSpec,
-                message: e.to_string(),
-                error: None,
-            };
-            set_status(ctx, &obj, recorded.as_ref(), &state).await?;
-            return Ok(Next::Retry {
-                retry: Retry::OnChange,
-                reason: Reason::InvalidSpec,
-            });
-        }
-    };
-    let hash = payload::fingerprint(&payload);
-
-    // At rest: the recorded source was made from this very payload. No call, and no write
-    // unless the status lags (a spec change that does not reach the payload).
-    if let Some(rec) = &recorded
-        && rec.payload_hash.as_deref() == Some(hash.as_str())
-    {
-        if !has_finalizer(&obj) {
-            obj = guarded_metadata_write(ctx, &obj, true, None).await?;
-        }
-        set_status(ctx, &obj, recorded.as_ref(), &State::Ready).await?;
-        return settled(ctx, &obj, &rec.id).await;
-    }
-
-    let token = match ctx.credentials.token_for(&obj) {
-        Ok(t) => t,
-        Err(why) => return missing_credentials(ctx, &obj, recorded.as_ref(), why).await,
-    };
-
-    // No update call exists: a changed payload replaces the source. Delete the old one and
-    // record that before anything new is created, so there is never more than one.
-    let mut replaced = None;
-    if let Some(old) = &recorded {
-        if let Err(e) = ctx.chroma.delete_source(&token, &old.id).await {
-            let failure = decide::classify("deleting the replaced source", &e);
-            return fail(ctx, &obj, recorded.as_ref(), failure, false).await;
-        }
-        let state = State::Reconciling {
-            reason: Reason::Replacing,
-            message: format!(
-                "deleted source {} because the spec changed; creating its replacement",
-                old.id
-            ),
-            error: None,
-        };
-        obj = set_status(ctx, &obj, None, &state).await?;
-        replaced = Some(old.id.clone());
-    }
-
-    // An earlier attempt may have created the source without recording it. (Not when a source
-    // was recorded until just now: every create since its mark was recorded.)
-    if replaced.is_none()
-        && let Some(marked_at) = pending_mark(&obj)
-    {
-        match find_unrecorded(ctx, &token, &payload, marked_at).await {
-            Ok(Some(id)) => {
-                info!(source_id = %id, "found the source of an unrecorded create; adopting it");
-                let rec = Recorded {
-                    id: id.clone(),
-                    payload_hash: Some(hash),
-                };
-                set_status(ctx, &obj, Some(&rec), &State::Ready).await?;
-                publish(
-                    ctx,
-                    &obj,
-                    Kind::Normal,
-                    Reason::Adopted,
-                    format!("Recovered source {id}, created by an attempt whose answer was lost"),
-                );
-                return settled(ctx, &obj, &id).await;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                let failure = decide::classify("looking for an unrecorded source", &e);
-                return fail(ctx, &obj, None, failure, false).await;
-            }
+            let failure = decide::classify("looking for an unrecorded source", &e);
+            fail(ctx, obj, None, failure, false)
+                .await
+                .map(ControlFlow::Break)
         }
     }
+}
 
+/// The durable mark, then the one create call, then its id in status. The mark is guarded by
+/// resourceVersion: a stale cache fails here with a conflict instead of starting a second
+/// create. `replaced` is the id of the source this one replaces, if any.
+async fn mark_and_create(
+    ctx: &Context,
+    obj: SyncSource,
+    token: &Token,
+    desired: &Desired,
+    replaced: Option<String>,
+) -> Result<Next, Error> {
     if ctx.is_stopping() {
         return Err(Error::ShuttingDown);
     }
-    // The durable mark, guarded by resourceVersion: a stale cache fails here with a conflict
-    // instead of starting a second create.
-    obj = guarded_metadata_write(ctx, &obj, true, Some(jiff::Timestamp::now())).await?;
-
-    match ctx.chroma.create_source(&token, &payload).await {
+    let obj = guarded_metadata_write(ctx, &obj, true, Some(jiff::Timestamp::now())).await?;
+    let payload = &desired.payload;
+    match ctx.chroma.create_source(token, payload).await {
         Ok(id) => {
             info!(source_id = %id, "created Chroma source");
-            let rec = Recorded {
-                id: id.clone(),
-                payload_hash: Some(hash),
-            };
+            let rec = desired.recorded(id.clone());
             if let Err(e) = set_status(ctx, &obj, Some(&rec), &State::Ready).await {
                 if e.is_not_found() || gone(ctx, &obj).await {
-                    return vanished(ctx, &obj, &token, Some(id), &payload).await;
+                    return vanished(ctx, &obj, token, Some(id), payload).await;
                 }
                 return Err(e);
             }
@@ -160,7 +214,7 @@ pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
             let nothing_created = failure.nothing_created;
             match fail(ctx, &obj, None, failure, true).await {
                 Err(e) if !nothing_created && (e.is_not_found() || gone(ctx, &obj).await) => {
-                    vanished(ctx, &obj, &token, None, &payload).await
+                    vanished(ctx, &obj, token, None, payload).await
                 }
                 other => other,
             }
