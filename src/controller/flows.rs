@@ -830,3 +830,71 @@ async fn a_failed_delete_at_cleanup_keeps_the_finalizer() {
     assert_eq!(stored["metadata"]["finalizers"], json!([FINALIZER]));
     api.assert_idle();
 }
+
+#[tokio::test]
+async fn the_source_of_an_object_gone_meanwhile_is_deleted_through_failures() {
+    // The status write fails without saying why, the reads that follow fail and then find the
+    // object gone; the delete of its new source is refused once, with a Retry-After.
+    let chroma = Chroma::start().await;
+    chroma.standin.set_faults(Faults {
+        endpoints: vec!["delete_source".into()],
+        rate_limit_next: 1,
+        retry_after_secs: 1,
+        ..Default::default()
+    });
+    let obj = source();
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = apply(&obj, &ctx);
+    assert_mark(&api.patch(OBJECT_PATH).await);
+    api.stored = None;
+    api.expect(Method::PATCH, STATUS_PATH)
+        .await
+        .refuse(500, "InternalError");
+    api.expect(Method::GET, OBJECT_PATH)
+        .await
+        .refuse(503, "ServiceUnavailable");
+    let started = std::time::Instant::now();
+    api.get().await;
+    assert_eq!(outcome(flow).await, Next::Settled);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the service's Retry-After is honoured"
+    );
+    assert_eq!(chroma.standin.calls("delete_source", "429"), 1);
+    assert_eq!(chroma.standin.calls("delete_source", "204"), 1);
+    assert!(chroma.standin.sources(DATABASE).is_empty(), "not leaked");
+    api.assert_idle();
+}
+
+#[tokio::test]
+async fn an_ambiguous_create_of_an_object_gone_meanwhile_is_found_and_deleted() {
+    // The create's answer is lost (5xx after the commit would look the same); the object is
+    // gone by the status write: the source is found by its mark and deleted.
+    let chroma = Chroma::start().await;
+    chroma.standin.set_faults(Faults {
+        garble_next: 1,
+        ..Default::default()
+    });
+    let obj = source();
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = apply(&obj, &ctx);
+    assert_mark(&api.patch(OBJECT_PATH).await);
+    api.stored = None;
+    api.expect(Method::PATCH, STATUS_PATH)
+        .await
+        .refuse(404, "NotFound");
+    assert_eq!(outcome(flow).await, Next::Settled);
+    assert_eq!(chroma.standin.created_total(), 1);
+    assert!(chroma.standin.sources(DATABASE).is_empty(), "not leaked");
+    let calls = [
+        ("create_source".into(), 1),
+        ("delete_source".into(), 1),
+        ("list_sources".into(), 1),
+    ];
+    assert_eq!(chroma.standin.all_calls(), calls.into());
+    api.assert_idle();
+}

@@ -14,6 +14,7 @@ use crate::chroma::wire::{CreateSourcePayload, ListedSource};
 use crate::chroma::{ChromaError, Token};
 use crate::crd::{CREATE_PENDING_ANNOTATION, DeletionPolicy, FINALIZER, SyncSource};
 use crate::payload::{self, NaturalKey};
+use backon::{ConstantBuilder, ExponentialBuilder, Retryable};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
@@ -268,33 +269,30 @@ pub async fn orphaned(ctx: &Context, obj: &SyncSource, namesake: bool) {
 }
 
 /// The object of a cleanup in `vanished` is gone, so nothing will bring that cleanup back: it
-/// tries a few times, over about half a minute, before it leaves a source in Chroma (seen in the
-/// Chroma fault storm: one 503 on that single delete leaked the source).
-async fn persistently<T, F, Fut>(what: &str, mut call: F) -> Result<T, ChromaError>
+/// tries a few times, over about half a minute and never sooner than the service's
+/// `Retry-After`, before it leaves a source in Chroma (seen in the Chroma fault storm: one 503
+/// on that single delete leaked the source).
+async fn persistently<T, F, Fut>(what: &str, call: F) -> Result<T, ChromaError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, ChromaError>>,
 {
-    const ATTEMPTS: u32 = 6;
-    let mut delay = Duration::from_millis(500);
-    for attempt in 1.. {
-        match call().await {
-            Err(e) if attempt < ATTEMPTS => {
-                warn!(error = %e, attempt, "{what} failed; trying again");
-                let asked = match &e {
-                    ChromaError::Api {
-                        retry_after: Some(r),
-                        ..
-                    } => *r,
-                    _ => Duration::ZERO,
-                };
-                tokio::time::sleep(delay.max(asked).min(Duration::from_secs(10))).await;
-                delay *= 2;
-            }
-            result => return result,
-        }
-    }
-    unreachable!("the loop returns by the last attempt")
+    const LONGEST: Duration = Duration::from_secs(10);
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(LONGEST)
+        .with_max_times(5);
+    let asked = |e: &ChromaError| match e {
+        ChromaError::Api {
+            retry_after: Some(r),
+            ..
+        } => *r,
+        _ => Duration::ZERO,
+    };
+    call.retry(backoff)
+        .adjust(|e, delay| delay.map(|d| d.max(asked(e)).min(LONGEST)))
+        .notify(|e, delay| warn!(error = %e, ?delay, "{what} failed; trying again"))
+        .await
 }
 
 /// The object is gone although our finalizer was on it, so no cleanup will ever run for it: the
@@ -341,15 +339,16 @@ async fn vanished(
 /// requeue would never reach a gone object, so this is the last chance to notice. Asks the
 /// apiserver a few times, as the write may have failed on the same broken connection.
 async fn gone(ctx: &Context, obj: &SyncSource) -> bool {
-    for _ in 0..3 {
-        match tokio::time::timeout(KUBE_WRITE_TIMEOUT, ctx.api(obj).get_opt(&obj.name_any())).await
-        {
-            Ok(Ok(None)) => return true,
-            Ok(Ok(Some(now))) => return now.uid() != obj.uid(),
-            _ => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
+    let (api, name) = (ctx.api(obj), obj.name_any());
+    let read = || bounded(api.get_opt(&name));
+    let tries = ConstantBuilder::default()
+        .with_delay(Duration::from_millis(500))
+        .with_max_times(2);
+    match read.retry(tries).await {
+        Ok(None) => true,
+        Ok(Some(now)) => now.uid() != obj.uid(),
+        Err(_) => false,
     }
-    false
 }
 
 pub async fn cleanup(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
