@@ -497,12 +497,17 @@ fn reflow(text: &str) -> String {
 
 /// The CRD as YAML, exactly as committed in `crds/syncsources.chromasync.dev.yaml`.
 pub fn crd_yaml() -> String {
-    serde_yaml::to_string(&crd()).expect("the CRD serialises")
+    yaml(&crd())
 }
 
 /// Every CRD of the operator by plural name, as YAML, exactly as committed in
 /// `crds/<plural>.chromasync.dev.yaml`.
 pub fn all_crds_yaml() -> Vec<(&'static str, String)> {
-    let run = serde_yaml::to_string(&run::crd()).expect("the CRD serialises");
-    vec![("syncsources", crd_yaml()), ("syncruns", run)]
+    vec![("syncsources", crd_yaml()), ("syncruns", yaml(&run::crd()))]
+}
+
+fn yaml(crd: &CustomResourceDefinition) -> String {
+    // Descriptions on one line each, as kubectl and the CRD references show them.
+    let options = serde_saphyr::ser_options! { prefer_block_scalars: false };
+    serde_saphyr::to_string_with_options(crd, options).expect("the CRD serialises")
 }

@@ -11,7 +11,7 @@ const PUBLISHED: &str = include_str!("chroma-sync-openapi.yaml");
 
 /// The one place this document's YAML is parsed.
 fn parse_yaml(text: &str) -> Value {
-    serde_yaml::from_str(text).expect("the published OpenAPI document parses")
+    serde_saphyr::from_str(text).expect("the published OpenAPI document parses")
 }
 
 pub struct Published {

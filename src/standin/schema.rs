@@ -16,7 +16,7 @@ pub struct Schemas {
 
 impl Schemas {
     pub fn load() -> Self {
-        let doc: Value = serde_yaml::from_str(SEED).expect("the seed OpenAPI document parses");
+        let doc: Value = serde_saphyr::from_str(SEED).expect("the seed OpenAPI document parses");
         let compile = |pointer: &str| {
             let mut root = doc.clone();
             root["$ref"] = Value::String(format!("#/components/schemas/{pointer}"));
