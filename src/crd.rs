@@ -63,7 +63,7 @@ pub const CREATE_PENDING_ANNOTATION: &str = "chromasync.dev/create-pending";
     }
 ]))]
 // The source kinds and option groups are boxed: a cached object holds one of the three kinds,
-// and inline they made every cached SyncSource 1 KB larger (issue 5: memory at 10k objects).
+// and inline every cached SyncSource would carry the room of all of them (README, Performance).
 pub struct SyncSourceSpec {
     /// Name of the Chroma database the source writes to. The database must already exist.
     #[schemars(length(min = 1, max = 512))]

@@ -16,8 +16,8 @@ pub fn slim<K: Resource>(obj: &mut K) {
 
 /// [`slim`], and the create-pending mark once status records a source: the mark is read only
 /// while no source is recorded (a recorded id supersedes it), and it stays on every Ready object
-/// because removing it would cost a third write. Its map node and strings are about 600 of a
-/// cached object's roughly 2,900 bytes (an estimate from the allocation sizes).
+/// because removing it would cost a third write; its map node and strings are a fair share of a
+/// cached object (README, Performance, has the estimate).
 pub fn slim_source(obj: &mut SyncSource) {
     let recorded = obj.status.as_ref().is_some_and(|s| s.source_id.is_some());
     slim_keeping(obj, |key| !(recorded && key == CREATE_PENDING_ANNOTATION));

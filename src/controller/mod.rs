@@ -5,7 +5,7 @@
 //!   and the Kubernetes writes they make.
 //! - [`decide`] and [`status`]: the pure decisions, what a failure means and what status says.
 //! - [`credentials`]: tokens, from Secrets or the default, and the objects waiting on a Secret.
-//! - `Orphans`: objects the apiserver let go with the finalizer still on.
+//! - [`orphans`]: objects the apiserver let go with the finalizer still on.
 //! - [`events`], [`cache`], [`readiness`]: Events off the reconcile path, what the caches keep,
 //!   readiness.
 
@@ -17,6 +17,7 @@ pub mod events;
 mod fixtures;
 #[cfg(test)]
 mod flows;
+mod orphans;
 mod readiness;
 pub mod reason;
 pub(crate) mod reconcile;
@@ -33,14 +34,12 @@ use crate::crd::SyncSource;
 use crate::metrics::Metrics;
 use credentials::Credentials;
 use decide::Retry;
+use kube::Client;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
-use std::collections::{HashMap, HashSet};
+use kube::runtime::reflector::ObjectRef;
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use tracing::{Instrument, info_span};
 
 /// The field manager of every write, and the reporting controller of every Event.
 pub const FIELD_MANAGER: &str = "chroma-sync-operator";
@@ -160,84 +159,5 @@ impl Context {
             Some(delay) => Action::requeue(delay),
             None => Action::await_change(),
         }
-    }
-}
-
-/// Objects the apiserver let go with the operator's finalizer still on. A delete that read the
-/// object before the finalizer was added can remove it after (kubernetes/kubernetes#77988): seen
-/// here after a create whose status write had already succeeded, so no reconcile ever learns of
-/// it and the source would be left in Chroma. Such an object shows as a watch Delete event whose
-/// last state still has the finalizer, or, when the watch was down meanwhile, as an object the
-/// relist no longer has. Either way its last known state says which source to delete. (A
-/// normal deletion's last state has the finalizer removed by the operator itself, or at least a
-/// deletionTimestamp; a staler one costs one DELETE answered 404.)
-struct Orphans {
-    store: Store<SyncSource>,
-    ctx: Arc<Context>,
-    /// Uids seen by a relist in progress.
-    relisted: Option<HashSet<String>>,
-}
-
-impl Orphans {
-    fn new(store: Store<SyncSource>, ctx: Arc<Context>) -> Self {
-        Self {
-            store,
-            ctx,
-            relisted: None,
-        }
-    }
-
-    fn observe(&mut self, event: &watcher::Event<SyncSource>) {
-        match event {
-            watcher::Event::Delete(obj) => self.check(obj),
-            watcher::Event::Init => self.relisted = Some(HashSet::new()),
-            watcher::Event::InitApply(obj) => {
-                if let (Some(seen), Some(uid)) = (self.relisted.as_mut(), obj.uid()) {
-                    seen.insert(uid);
-                }
-            }
-            watcher::Event::InitDone => {
-                let Some(seen) = self.relisted.take() else {
-                    return;
-                };
-                for obj in self.store.state() {
-                    if obj.uid().is_some_and(|uid| !seen.contains(&uid)) {
-                        self.check(&obj);
-                    }
-                }
-            }
-            watcher::Event::Apply(_) => {}
-        }
-    }
-
-    fn check(&self, obj: &SyncSource) {
-        let ours = obj.finalizers().iter().any(|f| f == crate::crd::FINALIZER);
-        // A deletion the operator saw begin is its cleanup's to finish; the bypass never has a
-        // deletionTimestamp (the object goes at once).
-        let bypassed = ours && obj.metadata.deletion_timestamp.is_none();
-        if bypassed && obj.spec.deletion_policy != crate::crd::DeletionPolicy::Retain {
-            let namesake = self.namesake_of(obj);
-            let (ctx, obj) = (self.ctx.clone(), obj.clone());
-            let span = info_span!("orphan", namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
-            tokio::spawn(
-                async move { reconcile::orphaned(&ctx, &obj, namesake).await }.instrument(span),
-            );
-        }
-    }
-
-    /// Whether another live object declares the same source (database and natural key), so a
-    /// lookup by that key could find its source rather than the vanished object's.
-    fn namesake_of(&self, gone: &SyncSource) -> bool {
-        let key = |o: &SyncSource| {
-            let p = crate::payload::build(&o.spec).ok()?;
-            Some((crate::payload::NaturalKey::of_payload(&p), p.database_name))
-        };
-        let Some(wanted) = key(gone) else {
-            return false;
-        };
-        self.store
-            .state()
-            .iter()
-            .any(|o| o.uid() != gone.uid() && key(o).as_ref() == Some(&wanted))
     }
 }

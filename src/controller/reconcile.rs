@@ -235,7 +235,7 @@ async fn settled(ctx: &Context, obj: &SyncSource, source_id: &str) -> Result<Nex
 }
 
 /// Deletes the source of an object the apiserver let go with the operator's finalizer still on
-/// (kubernetes/kubernetes#77988; see `Orphans` in mod.rs), as its deletion would have done; with
+/// (kubernetes/kubernetes#77988; see `orphans.rs`), as its deletion would have done; with
 /// `deletionPolicy: Retain` it is left, as deletion would. A recorded id is deleted. Without
 /// one, a create-pending mark means a create may have happened that no status records (the
 /// operator that made it was killed before its status write): that source is found by the mark

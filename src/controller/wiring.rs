@@ -4,8 +4,9 @@
 
 use super::credentials::{Credentials, DefaultToken};
 use super::decide::Retry;
+use super::orphans::Orphans;
 use super::readiness::Countdown;
-use super::{Context, Error, FIELD_MANAGER, Next, Orphans, cache, reconcile};
+use super::{Context, Error, FIELD_MANAGER, Next, cache, reconcile};
 use crate::chroma::ChromaClient;
 use crate::crd::SyncSource;
 use crate::metrics::Metrics;

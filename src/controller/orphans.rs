@@ -1,0 +1,91 @@
+//! Objects the apiserver let go with the operator's finalizer still on: found in the watch
+//! stream, before the cache forgets their last known state, and handed to
+//! [`reconcile::orphaned`](super::reconcile::orphaned).
+
+use super::{Context, reconcile};
+use crate::crd::SyncSource;
+use kube::ResourceExt;
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use std::collections::HashSet;
+use std::sync::Arc;
+use tracing::{Instrument, info_span};
+
+/// Objects the apiserver let go with the operator's finalizer still on. A delete that read the
+/// object before the finalizer was added can remove it after (kubernetes/kubernetes#77988): seen
+/// here after a create whose status write had already succeeded, so no reconcile ever learns of
+/// it and the source would be left in Chroma. Such an object shows as a watch Delete event whose
+/// last state still has the finalizer, or, when the watch was down meanwhile, as an object the
+/// relist no longer has. Either way its last known state says which source to delete. (A
+/// normal deletion's last state has the finalizer removed by the operator itself, or at least a
+/// deletionTimestamp; a staler one costs one DELETE answered 404.)
+pub(super) struct Orphans {
+    store: Store<SyncSource>,
+    ctx: Arc<Context>,
+    /// Uids seen by a relist in progress.
+    relisted: Option<HashSet<String>>,
+}
+
+impl Orphans {
+    pub(super) fn new(store: Store<SyncSource>, ctx: Arc<Context>) -> Self {
+        Self {
+            store,
+            ctx,
+            relisted: None,
+        }
+    }
+
+    pub(super) fn observe(&mut self, event: &watcher::Event<SyncSource>) {
+        match event {
+            watcher::Event::Delete(obj) => self.check(obj),
+            watcher::Event::Init => self.relisted = Some(HashSet::new()),
+            watcher::Event::InitApply(obj) => {
+                if let (Some(seen), Some(uid)) = (self.relisted.as_mut(), obj.uid()) {
+                    seen.insert(uid);
+                }
+            }
+            watcher::Event::InitDone => {
+                let Some(seen) = self.relisted.take() else {
+                    return;
+                };
+                for obj in self.store.state() {
+                    if obj.uid().is_some_and(|uid| !seen.contains(&uid)) {
+                        self.check(&obj);
+                    }
+                }
+            }
+            watcher::Event::Apply(_) => {}
+        }
+    }
+
+    fn check(&self, obj: &SyncSource) {
+        let ours = obj.finalizers().iter().any(|f| f == crate::crd::FINALIZER);
+        // A deletion the operator saw begin is its cleanup's to finish; the bypass never has a
+        // deletionTimestamp (the object goes at once).
+        let bypassed = ours && obj.metadata.deletion_timestamp.is_none();
+        if bypassed && obj.spec.deletion_policy != crate::crd::DeletionPolicy::Retain {
+            let namesake = self.namesake_of(obj);
+            let (ctx, obj) = (self.ctx.clone(), obj.clone());
+            let span = info_span!("orphan", namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
+            tokio::spawn(
+                async move { reconcile::orphaned(&ctx, &obj, namesake).await }.instrument(span),
+            );
+        }
+    }
+
+    /// Whether another live object declares the same source (database and natural key), so a
+    /// lookup by that key could find its source rather than the vanished object's.
+    fn namesake_of(&self, gone: &SyncSource) -> bool {
+        let key = |o: &SyncSource| {
+            let p = crate::payload::build(&o.spec).ok()?;
+            Some((crate::payload::NaturalKey::of_payload(&p), p.database_name))
+        };
+        let Some(wanted) = key(gone) else {
+            return false;
+        };
+        self.store
+            .state()
+            .iter()
+            .any(|o| o.uid() != gone.uid() && key(o).as_ref() == Some(&wanted))
+    }
+}
