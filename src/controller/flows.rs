@@ -898,3 +898,133 @@ async fn an_ambiguous_create_of_an_object_gone_meanwhile_is_found_and_deleted() 
     assert_eq!(chroma.standin.all_calls(), calls.into());
     api.assert_idle();
 }
+
+/// An object the apiserver let go with our finalizer still on (kubernetes#77988), with `status`
+/// as its last known state.
+fn let_go(obj: SyncSource) -> SyncSource {
+    let mut obj = obj;
+    obj.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    obj
+}
+
+#[tokio::test]
+async fn an_object_let_go_has_its_recorded_source_deleted() {
+    let chroma = Chroma::start().await;
+    let id = chroma.standin.insert_source(standin_body());
+    let obj = let_go(recorded(source(), &id, &hash_of(&source())));
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+
+    reconcile::orphaned(&ctx, &obj, false).await;
+    assert!(chroma.standin.sources(DATABASE).is_empty());
+    assert_eq!(
+        chroma.standin.all_calls(),
+        [("delete_source".into(), 1)].into()
+    );
+    api.assert_idle();
+}
+
+#[tokio::test]
+async fn an_object_let_go_with_an_unrecorded_create_has_that_source_found_and_deleted() {
+    let chroma = Chroma::start().await;
+    let obj = let_go(marked(source(), jiff::Timestamp::now()));
+    chroma.standin.insert_source(standin_body());
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+
+    reconcile::orphaned(&ctx, &obj, false).await;
+    assert!(chroma.standin.sources(DATABASE).is_empty());
+    let calls = [("delete_source".into(), 1), ("list_sources".into(), 1)];
+    assert_eq!(chroma.standin.all_calls(), calls.into());
+    api.assert_idle();
+}
+
+#[tokio::test]
+async fn an_unrecorded_create_is_left_when_a_live_object_declares_the_same_source() {
+    let chroma = Chroma::start().await;
+    let obj = let_go(marked(source(), jiff::Timestamp::now()));
+    chroma.standin.insert_source(standin_body());
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+
+    reconcile::orphaned(&ctx, &obj, true).await;
+    assert!(
+        chroma.standin.all_calls().is_empty(),
+        "no lookup, no delete"
+    );
+    assert_eq!(chroma.standin.sources(DATABASE).len(), 1);
+    api.assert_idle();
+}
+
+#[tokio::test]
+async fn an_object_let_go_with_retain_or_without_a_create_costs_no_call() {
+    let chroma = Chroma::start().await;
+    let id = chroma.standin.insert_source(standin_body());
+    let mut retained = let_go(recorded(source(), &id, &hash_of(&source())));
+    retained.spec.deletion_policy = DeletionPolicy::Retain;
+    let never_created = let_go(source());
+    let (client, mut api) = ApiServer::start(&retained);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+
+    reconcile::orphaned(&ctx, &retained, false).await;
+    reconcile::orphaned(&ctx, &never_created, false).await;
+    assert!(chroma.standin.all_calls().is_empty());
+    assert_eq!(chroma.standin.sources(DATABASE).len(), 1);
+    api.assert_idle();
+}
+
+/// Waits until the stand-in holds no source in the database, or panics.
+async fn until_no_source(chroma: &Chroma) {
+    for _ in 0..100 {
+        if chroma.standin.sources(DATABASE).is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the source of the object let go was not deleted");
+}
+
+#[tokio::test]
+async fn a_watch_delete_with_our_finalizer_on_deletes_the_source() {
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher::Event;
+
+    let chroma = Chroma::start().await;
+    let id = chroma.standin.insert_source(standin_body());
+    let obj = let_go(recorded(source(), &id, &hash_of(&source())));
+    let (client, _api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let cache = Writer::<SyncSource>::default();
+    let mut orphans = super::orphans::Orphans::new(cache.as_reader(), ctx);
+
+    orphans.observe(&Event::Delete(obj));
+    until_no_source(&chroma).await;
+    assert_eq!(
+        chroma.standin.all_calls(),
+        [("delete_source".into(), 1)].into()
+    );
+}
+
+#[tokio::test]
+async fn an_object_missing_from_a_relist_with_our_finalizer_on_has_its_source_deleted() {
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher::Event;
+
+    let chroma = Chroma::start().await;
+    let id = chroma.standin.insert_source(standin_body());
+    let obj = let_go(recorded(source(), &id, &hash_of(&source())));
+    let (client, _api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let mut cache = Writer::<SyncSource>::default();
+    cache.apply_watcher_event(&Event::Apply(obj));
+    let mut orphans = super::orphans::Orphans::new(cache.as_reader(), ctx);
+
+    // The watch was down while the apiserver let the object go: the relist lacks it.
+    orphans.observe(&Event::Init);
+    orphans.observe(&Event::InitDone);
+    until_no_source(&chroma).await;
+    assert_eq!(
+        chroma.standin.all_calls(),
+        [("delete_source".into(), 1)].into()
+    );
+}
