@@ -289,9 +289,13 @@ where
         } => *r,
         _ => Duration::ZERO,
     };
+    let mut attempt = 0;
     call.retry(backoff)
         .adjust(|e, delay| delay.map(|d| d.max(asked(e)).min(LONGEST)))
-        .notify(|e, delay| warn!(error = %e, ?delay, "{what} failed; trying again"))
+        .notify(|e, delay| {
+            attempt += 1;
+            warn!(error = %e, attempt, ?delay, "{what} failed; trying again");
+        })
         .await
 }
 
