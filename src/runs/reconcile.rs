@@ -545,7 +545,7 @@ async fn guarded_metadata_write(
 
 async fn release_finalizer(ctx: &Context, run: &SyncRun) -> Result<(), Error> {
     match guarded_metadata_write(ctx, run, false, None).await {
-        Err(Error::Kube(kube::Error::Api(s))) if s.code == 404 => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
         result => result.map(|_| ()),
     }
 }
