@@ -1028,3 +1028,29 @@ async fn an_object_missing_from_a_relist_with_our_finalizer_on_has_its_source_de
         [("delete_source".into(), 1)].into()
     );
 }
+
+/// A status decided on a stale copy (the cache has not seen the recorded id yet) names the
+/// copy's resourceVersion, so the apiserver refuses it (409, and the wrapper reads afresh)
+/// instead of erasing the id it never saw.
+#[tokio::test]
+async fn a_status_decided_on_a_stale_copy_is_refused_not_written() {
+    let chroma = Chroma::start().await;
+    let at = jiff::Timestamp::now();
+    let stale = marked(source(), at);
+    let mut stored = recorded(marked(source(), at), "src-1", &hash_of(&stale));
+    stored.metadata.resource_version = Some("7".into());
+    let (client, mut api) = ApiServer::start(&stored);
+    // A token the service refuses: the lookup fails, and a failure status follows.
+    let ctx = fixtures::context(client, chroma.client.clone(), Some("not-a-token"));
+
+    let flow = apply(&stale, &ctx);
+    let call = api.expect(Method::PATCH, STATUS_PATH).await;
+    assert_eq!(call.body["metadata"]["resourceVersion"], json!("1"));
+    call.refuse(409, "Conflict");
+    let result = flow.await.expect("the flow ends");
+    assert!(
+        matches!(result, Err(ref e) if e.is_conflict()),
+        "{result:?}"
+    );
+    assert_eq!(chroma.standin.created_total(), 0, "nothing created");
+}

@@ -533,9 +533,12 @@ async fn set_status(
         state,
         jiff::Timestamp::now(),
     );
-    let Some(patch) = status::patch_if_changed(&previous, &next) else {
+    let Some(mut patch) = status::patch_if_changed(&previous, &next) else {
         return Ok(obj.clone());
     };
+    // Guarded like every other write: a status decided on a stale copy (one that has not seen
+    // a recorded sourceId yet) must fail with a conflict, not erase what it never saw.
+    patch["metadata"] = json!({ "resourceVersion": obj.resource_version() });
     let api = ctx.api(obj);
     let stored =
         bounded(api.patch_status(&obj.name_any(), &ctx.patch_params(), &Patch::Merge(patch)))

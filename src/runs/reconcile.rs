@@ -497,7 +497,8 @@ async fn write_status(
     if &next == previous {
         return Ok(false);
     }
-    let patch = json!({ "status": {
+    // Guarded: a status decided on a stale copy must not erase an invocationId it never saw.
+    let patch = json!({ "metadata": { "resourceVersion": run.resource_version() }, "status": {
         "observedGeneration": next.observed_generation,
         "invocationId": next.invocation_id,
         "sourceId": next.source_id,
