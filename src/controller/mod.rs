@@ -23,6 +23,7 @@ pub mod reason;
 pub(crate) mod reconcile;
 pub mod status;
 mod wiring;
+pub(crate) mod writes;
 
 pub use cache::slim;
 pub use credentials::DefaultToken;

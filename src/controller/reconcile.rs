@@ -9,7 +9,7 @@
 use super::decide::{self, Failure, Retry};
 use super::events::Kind;
 use super::status::{self, Recorded, State};
-use super::{Context, Error, Next, Reason};
+use super::{Context, Error, Next, Reason, writes};
 use crate::chroma::wire::{CreateSourcePayload, ListedSource};
 use crate::chroma::{ChromaError, Token};
 use crate::crd::{CREATE_PENDING_ANNOTATION, DeletionPolicy, FINALIZER, SyncSource};
@@ -561,46 +561,17 @@ async fn set_status(
     Ok(stored)
 }
 
-/// Sets or removes the finalizer (and sets the create-pending mark) in one write that fails
-/// with a conflict if the object changed since it was read.
 async fn guarded_metadata_write(
     ctx: &Context,
     obj: &SyncSource,
-    finalizer: bool,
+    keep: bool,
     mark: Option<jiff::Timestamp>,
 ) -> Result<SyncSource, Error> {
-    let mut finalizers: Vec<String> = obj
-        .finalizers()
-        .iter()
-        .filter(|f| f.as_str() != FINALIZER)
-        .cloned()
-        .collect();
-    if finalizer {
-        finalizers.push(FINALIZER.to_owned());
-    }
-    let mut metadata = json!({
-        "resourceVersion": obj.resource_version(),
-        "finalizers": finalizers,
-    });
-    if let Some(at) = mark {
-        metadata["annotations"] = json!({ CREATE_PENDING_ANNOTATION: at.to_string() });
-    }
-    // The answer is the whole stored object, status included: the newest view to go on from.
-    bounded(ctx.api(obj).patch(
-        &obj.name_any(),
-        &ctx.patch_params(),
-        &Patch::Merge(json!({ "metadata": metadata })),
-    ))
-    .await
+    writes::guarded_metadata_write(&ctx.api(obj), obj, FINALIZER, keep, mark).await
 }
 
 async fn clear_mark(ctx: &Context, obj: &SyncSource) -> Result<SyncSource, Error> {
-    let patch = json!({ "metadata": { "annotations": { CREATE_PENDING_ANNOTATION: null } } });
-    bounded(
-        ctx.api(obj)
-            .patch(&obj.name_any(), &ctx.patch_params(), &Patch::Merge(patch)),
-    )
-    .await
+    writes::clear_mark(&ctx.api(obj), obj).await
 }
 
 fn has_finalizer(obj: &SyncSource) -> bool {
@@ -627,9 +598,6 @@ impl Context {
     }
 
     fn patch_params(&self) -> PatchParams {
-        PatchParams {
-            field_manager: Some(super::FIELD_MANAGER.into()),
-            ..Default::default()
-        }
+        writes::params()
     }
 }

@@ -68,21 +68,8 @@ pub fn next(
     now: jiff::Timestamp,
 ) -> SyncSourceStatus {
     let condition = |type_: &str, status: bool, reason: Reason, message: &str| {
-        let status = if status { "True" } else { "False" };
-        let last_transition_time = previous
-            .conditions
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == status)
-            .map(|c| c.last_transition_time.clone())
-            .unwrap_or(Time(now));
-        Condition {
-            type_: type_.to_owned(),
-            status: status.to_owned(),
-            reason: reason.as_str().to_owned(),
-            message: message.to_owned(),
-            observed_generation: Some(generation),
-            last_transition_time,
-        }
+        let (reason, at) = (reason.as_str(), (generation, now));
+        condition(&previous.conditions, type_, status, reason, message, at)
     };
     let (conditions, last_error) = match state {
         State::Ready => {
@@ -126,6 +113,32 @@ pub fn next(
         // spec.sync's own fields, written by its own patch (runs::sync).
         last_sync: previous.last_sync.clone(),
         sync_state: previous.sync_state.clone(),
+    }
+}
+
+/// One `metav1.Condition` at `(generation, now)`. Its `lastTransitionTime` stays as in
+/// `previous` unless its status flips, so an unchanged outcome yields an equal condition.
+pub fn condition(
+    previous: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    (generation, now): (i64, jiff::Timestamp),
+) -> Condition {
+    let status = if status { "True" } else { "False" };
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        observed_generation: Some(generation),
+        last_transition_time,
     }
 }
 

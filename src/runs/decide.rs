@@ -7,7 +7,7 @@ use crate::chroma::wire::{CreateJobPayload, GitRef, Job, JobStatus};
 use crate::controller::decide::Retry;
 use crate::crd::run::{RunPhase, SyncRunSpec};
 use crate::crd::{LastError, SyncSourceSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use std::time::Duration;
 
 /// Stable reasons (CamelCase) of a SyncRun's conditions and Events.
@@ -262,20 +262,8 @@ pub fn conditions(
     now: jiff::Timestamp,
 ) -> Vec<Condition> {
     let condition = |type_: &str, status: bool, reason: &str, message: &str| {
-        let status = if status { "True" } else { "False" };
-        let last_transition_time = previous
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == status)
-            .map(|c| c.last_transition_time.clone())
-            .unwrap_or(Time(now));
-        Condition {
-            type_: type_.to_owned(),
-            status: status.to_owned(),
-            reason: reason.to_owned(),
-            message: message.to_owned(),
-            observed_generation: Some(generation),
-            last_transition_time,
-        }
+        let at = (generation, now);
+        crate::controller::status::condition(previous, type_, status, reason, message, at)
     };
     use crate::controller::status::{READY, RECONCILING, STALLED};
     let failed = failure.unwrap_or("the run failed").to_owned();

@@ -13,12 +13,13 @@ use crate::chroma::{Cancelled, ChromaError, Token};
 use crate::controller::decide::Retry;
 use crate::controller::events::Kind;
 use crate::controller::reconcile::bounded;
-use crate::controller::{Context, Error, FIELD_MANAGER};
+use crate::controller::writes;
+use crate::controller::{Context, Error};
 use crate::crd::run::{RUN_FINALIZER, RunPhase, SyncRun, SyncRunStatus};
 use crate::crd::{CREATE_PENDING_ANNOTATION, SyncSource};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch};
 use serde_json::json;
 use std::time::Duration;
 use tracing::{info, warn};
@@ -512,36 +513,18 @@ async fn write_status(
             "httpStatus": e.http_status, "error": e.error, "message": e.message,
         })),
     }});
-    bounded(api(ctx, run).patch_status(&run.name_any(), &params(), &Patch::Merge(patch))).await?;
+    bounded(api(ctx, run).patch_status(&run.name_any(), &writes::params(), &Patch::Merge(patch)))
+        .await?;
     Ok(true)
 }
 
-/// Sets or removes the finalizer (and sets the create-pending mark) in one write that fails with
-/// a conflict if the object changed since it was read.
 async fn guarded_metadata_write(
     ctx: &Context,
     run: &SyncRun,
-    finalizer: bool,
+    keep: bool,
     mark: Option<jiff::Timestamp>,
 ) -> Result<SyncRun, Error> {
-    let mut finalizers: Vec<String> = run
-        .finalizers()
-        .iter()
-        .filter(|f| f.as_str() != RUN_FINALIZER)
-        .cloned()
-        .collect();
-    if finalizer {
-        finalizers.push(RUN_FINALIZER.to_owned());
-    }
-    let mut metadata = json!({
-        "resourceVersion": run.resource_version(),
-        "finalizers": finalizers,
-    });
-    if let Some(at) = mark {
-        metadata["annotations"] = json!({ CREATE_PENDING_ANNOTATION: at.to_string() });
-    }
-    let patch = Patch::Merge(json!({ "metadata": metadata }));
-    bounded(api(ctx, run).patch(&run.name_any(), &params(), &patch)).await
+    writes::guarded_metadata_write(&api(ctx, run), run, RUN_FINALIZER, keep, mark).await
 }
 
 async fn release_finalizer(ctx: &Context, run: &SyncRun) -> Result<(), Error> {
@@ -552,8 +535,7 @@ async fn release_finalizer(ctx: &Context, run: &SyncRun) -> Result<(), Error> {
 }
 
 async fn clear_mark(ctx: &Context, run: &SyncRun) -> Result<SyncRun, Error> {
-    let patch = json!({ "metadata": { "annotations": { CREATE_PENDING_ANNOTATION: null } } });
-    bounded(api(ctx, run).patch(&run.name_any(), &params(), &Patch::Merge(patch))).await
+    writes::clear_mark(&api(ctx, run), run).await
 }
 
 /// The run's SyncSource as stored now.
@@ -581,13 +563,6 @@ fn pending_mark(run: &SyncRun) -> Option<jiff::Timestamp> {
 
 fn api(ctx: &Context, run: &SyncRun) -> Api<SyncRun> {
     Api::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default())
-}
-
-fn params() -> PatchParams {
-    PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    }
 }
 
 fn jitter() -> f64 {

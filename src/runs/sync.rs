@@ -10,11 +10,11 @@
 //! (AlreadyExists) instead of starting a second one.
 
 use crate::controller::reconcile::bounded;
-use crate::controller::{Context, Error, FIELD_MANAGER};
+use crate::controller::{Context, Error};
 use crate::crd::run::{RunPhase, SyncRun};
 use crate::crd::{LastSync, SyncPolicy, SyncSource, SyncState};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PostParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -221,10 +221,7 @@ pub async fn ensure(
     if next_state != state || last_sync != status.last_sync {
         let patch = json!({ "status": { "syncState": next_state, "lastSync": last_sync } });
         let sources: Api<SyncSource> = Api::namespaced(ctx.client.clone(), &ns);
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        };
+        let params = crate::controller::writes::params();
         bounded(sources.patch_status(&obj.name_any(), &params, &Patch::Merge(patch))).await?;
     }
 
