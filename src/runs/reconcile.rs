@@ -76,20 +76,11 @@ pub async fn apply(run: &SyncRun, ctx: &Context) -> Result<Next, Error> {
             return Ok(Next::Retry(Retry::Slow));
         }
     };
-    let default_collection = source.spec.s3.as_ref().map(|s| s.collection_name.as_str());
     let kind = decide::kind_of(&source.spec);
 
     // An earlier attempt may have created the invocation without recording it.
     if let Some(marked_at) = pending_mark(run) {
-        let found = find_unrecorded(
-            ctx,
-            run,
-            &token,
-            &source_id,
-            &payload,
-            default_collection,
-            marked_at,
-        );
+        let found = find_unrecorded(ctx, run, &token, &source, &source_id, &payload, marked_at);
         match found.await {
             Ok(Some(id)) => {
                 info!(invocation_id = %id, "found the invocation of an unrecorded create; adopting it");
@@ -276,16 +267,7 @@ async fn cancel(ctx: &Context, run: &SyncRun, status: &SyncRunStatus) -> Result<
             let Ok(payload) = decide::payload(&run.spec, &source.spec) else {
                 return Ok(()); // an invalid run was never sent
             };
-            let default_collection = source.spec.s3.as_ref().map(|s| s.collection_name.as_str());
-            let found = find_unrecorded(
-                ctx,
-                run,
-                &token,
-                &source_id,
-                &payload,
-                default_collection,
-                marked_at,
-            );
+            let found = find_unrecorded(ctx, run, &token, &source, &source_id, &payload, marked_at);
             match found.await {
                 Ok(Some(id)) => id,
                 Ok(None) => return Ok(()),
@@ -323,11 +305,13 @@ async fn find_unrecorded(
     ctx: &Context,
     run: &SyncRun,
     token: &Token,
+    source: &SyncSource,
     source_id: &str,
     payload: &CreateJobPayload,
-    default_collection: Option<&str>,
     marked_at: jiff::Timestamp,
 ) -> Result<Option<String>, ChromaError> {
+    // An S3 run without a target writes the source's own collection.
+    let default_collection = source.spec.s3.as_ref().map(|s| s.collection_name.as_str());
     let since = marked_at - CLOCK_SKEW_ALLOWANCE;
     // Newest first: stop at the first page that reaches past the mark.
     let keep_going = |page: &[crate::chroma::wire::Job]| {
