@@ -24,6 +24,13 @@ pub const FINALIZER: &str = "chromasync.dev/source";
 /// Its value is the time of the attempt. While it is present and `status.sourceId` is empty, a
 /// source may exist that the status does not record yet; see the README's crash-safety design.
 pub const CREATE_PENDING_ANNOTATION: &str = "chromasync.dev/create-pending";
+/// Annotation that pauses an object: while its value is `"true"` the operator makes no call to
+/// the service and no write for it, except the one status write that says it is paused.
+pub const PAUSED_ANNOTATION: &str = "chromasync.dev/paused";
+/// Annotation that asks for a reconcile now (any new value, as Flux's
+/// `reconcile.fluxcd.io/requestedAt`): the operator looks at the object's source or run at once
+/// and echoes the value in `status.lastHandledReconcileAt`.
+pub const RECONCILE_REQUEST_ANNOTATION: &str = "chromasync.dev/reconcile-requested-at";
 
 /// Declares one Chroma Sync source. The operator creates it with the Chroma Sync API, records
 /// its id in `status.sourceId`, and deletes it when this object is deleted. Exactly one of
@@ -48,6 +55,10 @@ pub const CREATE_PENDING_ANNOTATION: &str = "chromasync.dev/create-pending";
     {
         "rule": "[has(self.github), has(self.webScrape), has(self.s3)].filter(x, x).size() == 1",
         "message": "exactly one of github, webScrape or s3 must be set"
+    },
+    {
+        "rule": "!has(oldSelf.sourceId) || !has(self.sourceId) || self.sourceId == oldSelf.sourceId",
+        "message": "sourceId cannot be changed once set (it may be removed)"
     },
     {
         "rule": "!has(self.sync) || !has(self.s3)",
@@ -102,6 +113,27 @@ pub struct SyncSourceSpec {
     /// deletes it, `Retain` leaves it in Chroma.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// Manage this existing Chroma source instead of creating one (adoption). The operator reads
+    /// it, checks that it matches this spec (kind, database and every field the spec sets) and
+    /// records it; a source that differs is reported (`SourceMismatch`) and left unchanged. It
+    /// is never replaced while this is set. Cannot be changed once set. `deletionPolicy` applies
+    /// to an adopted source as to any other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub source_id: Option<String>,
+
+    /// What to do when the service answers that the source already exists (409): `Fail` (the
+    /// default) reports `SourceExists`; `Adopt` finds that source and manages it, if it matches
+    /// this spec (otherwise `SourceMismatch`, naming the fields that differ).
+    #[serde(default, skip_serializing_if = "ConflictPolicy::is_default")]
+    pub on_conflict: ConflictPolicy,
+
+    /// What to do when the recorded source no longer exists in Chroma (deleted outside the
+    /// operator): `Recreate` (the default) creates it again, with a Warning Event naming the old
+    /// and new ids; `Report` leaves it and reports `Ready=False`, reason `SourceMissing`.
+    #[serde(default, skip_serializing_if = "MissingPolicy::is_default")]
+    pub on_source_missing: MissingPolicy,
 
     /// Keep the source's collection in sync: the operator starts a SyncRun (owned by this
     /// object) when the source is first created or replaced, when this field changes (say a
@@ -359,6 +391,34 @@ pub enum DeletionPolicy {
 }
 
 /// What the operator observed and did.
+/// See `SyncSourceSpec::on_conflict`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ConflictPolicy {
+    #[default]
+    Fail,
+    Adopt,
+}
+
+impl ConflictPolicy {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// See `SyncSourceSpec::on_source_missing`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum MissingPolicy {
+    #[default]
+    Recreate,
+    Report,
+}
+
+impl MissingPolicy {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncSourceStatus {
@@ -387,6 +447,10 @@ pub struct SyncSourceStatus {
     /// tick handled (run or skipped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_state: Option<SyncState>,
+    /// The value of the `chromasync.dev/reconcile-requested-at` annotation the operator last
+    /// acted on (as Flux's `lastHandledReconcileAt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
 }
 
 /// A summary of the newest SyncRun that `spec.sync` started.

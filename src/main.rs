@@ -74,6 +74,10 @@ struct RunArgs {
     /// Reconciles running at once (per watched namespace).
     #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
+    /// How often every recorded source is checked to still exist in Chroma (one paged list per
+    /// database and token, spread over the interval; jittered). 0 turns the check off.
+    #[arg(long, env = "DRIFT_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    drift_interval: Duration,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
     metrics_address: String,
@@ -181,6 +185,7 @@ async fn main() -> anyhow::Result<()> {
         settings: Settings {
             namespaces: args.namespaces.clone(),
             concurrency: args.concurrency,
+            drift_interval: args.drift_interval,
         },
     });
     let ctx = controller.context();

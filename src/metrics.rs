@@ -29,6 +29,16 @@ struct RunLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
 }
@@ -44,6 +54,8 @@ struct Inner {
     runs: Family<RunLabels, Counter>,
     sync_ticks_skipped: Counter,
     run_duration: Family<RunLabels, Histogram>,
+    sources_missing: Family<ActionLabels, Counter>,
+    drift_checks: Family<ResultLabels, Counter>,
 }
 
 /// Cheap to clone; all clones share one registry.
@@ -117,7 +129,21 @@ impl Metrics {
             "Schedule ticks of spec.sync that found a run still going, and so started none",
             sync_ticks_skipped.clone(),
         );
+        let sources_missing = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "sources_missing",
+            "Recorded sources found gone from Chroma, by what was done (recreated, reported)",
+            sources_missing.clone(),
+        );
+        let drift_checks = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "drift_checks",
+            "Drift checks of one database (a paged list of its sources), by result (ok, error)",
+            drift_checks.clone(),
+        );
         Self(Arc::new(Inner {
+            sources_missing,
+            drift_checks,
             events_dropped,
             sync_ticks_skipped,
             runs,
@@ -173,6 +199,22 @@ impl Metrics {
                 .get_or_create(&labels)
                 .observe(took.as_secs_f64());
         }
+    }
+
+    /// A recorded source was found gone; `action` is `recreated` or `reported`.
+    pub fn source_missing(&self, action: &'static str) {
+        self.0
+            .sources_missing
+            .get_or_create(&ActionLabels { action })
+            .inc();
+    }
+
+    /// One database's drift check ended; `result` is `ok` or `error`.
+    pub fn drift_checked(&self, result: &'static str) {
+        self.0
+            .drift_checks
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     pub fn sync_tick_skipped(&self) {

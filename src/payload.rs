@@ -103,6 +103,95 @@ pub fn fingerprint(payload: &CreateSourcePayload) -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A field where a source held by the service differs from the payload a spec asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Difference {
+    /// The field as the spec names it, e.g. `github.includeGlobs`.
+    pub field: String,
+    pub spec: serde_json::Value,
+    pub chroma: serde_json::Value,
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (field, spec, chroma) = (&self.field, &self.spec, &self.chroma);
+        write!(f, "{field} (spec: {spec}, Chroma: {chroma})")
+    }
+}
+
+/// Where `held` (a source as `GET /api/v1/sources/{id}` returns it) differs from `payload`: the
+/// kind, the database and every field the payload sets. A field the payload leaves out is the
+/// service's default, which the operator does not know, so it is not compared. Lists are sets
+/// (the spec declares them so), compared without regard to order.
+pub fn differences(payload: &CreateSourcePayload, held: &serde_json::Value) -> Vec<Difference> {
+    let wanted = serde_json::to_value(payload).expect("payloads serialise");
+    let kind = |v: &serde_json::Value| {
+        ["github", "web_scrape", "s3"]
+            .into_iter()
+            .find(|k| v.get(k).is_some_and(|x| !x.is_null()))
+    };
+    if kind(&wanted) != kind(held) {
+        let name = |k: Option<&str>| serde_json::json!(k.map(camel));
+        return vec![Difference {
+            field: "kind".into(),
+            spec: name(kind(&wanted)),
+            chroma: name(kind(held)),
+        }];
+    }
+    let mut found = Vec::new();
+    compare("", &wanted, held, &mut found);
+    found
+}
+
+fn compare(
+    path: &str,
+    wanted: &serde_json::Value,
+    held: &serde_json::Value,
+    found: &mut Vec<Difference>,
+) {
+    use serde_json::Value;
+    match (wanted, held) {
+        (Value::Object(w), Value::Object(h)) => {
+            for (key, value) in w {
+                let at = if path.is_empty() {
+                    camel(key)
+                } else {
+                    format!("{path}.{}", camel(key))
+                };
+                compare(&at, value, h.get(key).unwrap_or(&Value::Null), found);
+            }
+        }
+        (Value::Array(w), Value::Array(h)) if as_set(w) == as_set(h) => {}
+        (w, h) if w == h => {}
+        (w, h) => found.push(Difference {
+            field: path.to_owned(),
+            spec: w.clone(),
+            chroma: h.clone(),
+        }),
+    }
+}
+
+fn as_set(items: &[serde_json::Value]) -> std::collections::BTreeSet<String> {
+    items.iter().map(|v| v.to_string()).collect()
+}
+
+/// `include_globs` -> `includeGlobs`: the spec's name for a wire field.
+fn camel(snake: &str) -> String {
+    let mut out = String::with_capacity(snake.len());
+    let mut upper = false;
+    for c in snake.chars() {
+        match c {
+            '_' => upper = true,
+            c if upper => {
+                out.extend(c.to_uppercase());
+                upper = false;
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// What makes two sources "the same" to the service within one database: the service answers
 /// 409 to a second create with the same key. It is not published; this is the source type's
 /// identity, and the stand-in enforces exactly this.
@@ -160,6 +249,50 @@ mod tests {
     use super::*;
     use crate::crd::*;
     use serde_json::json;
+
+    #[test]
+    fn differences_name_each_field_the_spec_sets_that_chroma_holds_otherwise() {
+        let payload = build(&spec(json!({
+            "databaseName": "docs",
+            "github": {"repository": "acme/app", "includeGlobs": ["*.md", "*.rs"]},
+            "chunking": {"type": "lines", "maxLines": 40}
+        })))
+        .unwrap();
+        // As the service renders it: defaults filled in, sets in any order.
+        let same = json!({
+            "id": "s1", "created_at": "2026-12-02T00:00:00Z", "database_name": "docs",
+            "github": {"repository": "acme/app", "app_id": null, "include_globs": ["*.rs", "*.md"]},
+            "chunking": {"type": "lines", "max_lines": 40},
+            "embedding": {"dense": {"model": "Qwen/Qwen3-Embedding-0.6B"}, "sparse": null}
+        });
+        assert_eq!(differences(&payload, &same), []);
+
+        let mut other = same.clone();
+        other["github"]["include_globs"] = json!(["*.md"]);
+        other["chunking"]["max_lines"] = json!(80);
+        let found: Vec<String> = differences(&payload, &other)
+            .iter()
+            .map(|d| d.field.clone())
+            .collect();
+        assert_eq!(found, ["chunking.maxLines", "github.includeGlobs"]);
+        assert_eq!(
+            differences(&payload, &other)[0].to_string(),
+            "chunking.maxLines (spec: 40, Chroma: 80)"
+        );
+
+        let web = json!({"id": "s2", "database_name": "docs",
+                         "web_scrape": {"starting_url": "https://a.example"}});
+        let d = differences(&payload, &web);
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            d[0].to_string(),
+            r#"kind (spec: "github", Chroma: "webScrape")"#
+        );
+
+        let mut elsewhere = same;
+        elsewhere["database_name"] = json!("other");
+        assert_eq!(differences(&payload, &elsewhere)[0].field, "databaseName");
+    }
 
     fn spec(value: serde_json::Value) -> SyncSourceSpec {
         serde_json::from_value(value).expect("valid spec")

@@ -78,6 +78,7 @@ fn cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
     let waiting = Some((runs::decide::reason::WAITING_FOR_SOURCE, "not Ready", false));
     let exists = Some((runs::decide::reason::INVOCATION_EXISTS, "409", true));
     let invalid = Some((runs::decide::reason::INVALID_SPEC, "spec.ref", true));
+    let paused_run = Some((runs::decide::reason::PAUSED, "paused", false));
     let (pending, processing, complete, failed) = (
         Some(RunPhase::Pending),
         Some(RunPhase::Processing),
@@ -139,6 +140,16 @@ fn cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
             "Progressing",
             "Terminating",
         ),
+        (
+            "run paused while processing",
+            {
+                let mut run = run_object(processing, None, paused_run, false);
+                run["metadata"]["annotations"] = json!({"chromasync.dev/paused": "true"});
+                run
+            },
+            "Suspended",
+            "InProgress",
+        ),
     ]);
     cases
 }
@@ -174,6 +185,19 @@ fn source_cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
         ..Default::default()
     };
     let ready = at(1, &State::Ready, Some(&rec));
+    let paused = |mut obj: Value| {
+        obj["metadata"]["annotations"] = json!({"chromasync.dev/paused": "true"});
+        obj
+    };
+    let pause = State::Paused {
+        message: "paused".into(),
+    };
+    let paused_ready = status::next(&ready, 1, Some(&rec), &pause, now);
+    let recreating = State::Reconciling {
+        reason: Reason::SourceMissing,
+        message: "gone; creating it again".into(),
+        error: None,
+    };
     let no_db = State::Reconciling {
         reason: Reason::DatabaseNotFound,
         message: "404".into(),
@@ -243,6 +267,50 @@ fn source_cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
             object(1, Some(&ready), true),
             "Progressing",
             "Terminating",
+        ),
+        (
+            "paused when Ready",
+            paused(object(1, Some(&paused_ready), false)),
+            "Suspended",
+            "Current",
+        ),
+        (
+            "paused when not Ready",
+            paused(object(1, Some(&at(1, &pause, None)), false)),
+            "Suspended",
+            "InProgress",
+        ),
+        (
+            "paused, then its spec changed",
+            paused(object(2, Some(&paused_ready), false)),
+            "Suspended",
+            "InProgress",
+        ),
+        (
+            "SourceMismatch",
+            object(
+                1,
+                Some(&at(1, &stalled(Reason::SourceMismatch), None)),
+                false,
+            ),
+            "Degraded",
+            "Failed",
+        ),
+        (
+            "SourceMissing, reported",
+            object(
+                1,
+                Some(&at(1, &stalled(Reason::SourceMissing), Some(&rec))),
+                false,
+            ),
+            "Degraded",
+            "Failed",
+        ),
+        (
+            "SourceMissing, recreating",
+            object(1, Some(&at(1, &recreating, None)), false),
+            "Progressing",
+            "InProgress",
         ),
     ]
 }

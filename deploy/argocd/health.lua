@@ -3,7 +3,14 @@
 -- Same reading as kstatus (Flux, Helm 4): deleting or not yet observed -> Progressing;
 -- Stalled=True -> Degraded (checked before Ready, so an old Ready cannot hide a failure);
 -- Reconciling=True -> Progressing; Ready=True -> Healthy; anything else -> Progressing.
+-- Paused (the chromasync.dev/paused annotation) -> Suspended, whatever the status says.
 local hs = {}
+local annotations = obj.metadata ~= nil and obj.metadata.annotations or nil
+if annotations ~= nil and annotations["chromasync.dev/paused"] == "true" then
+  hs.status = "Suspended"
+  hs.message = "Paused (chromasync.dev/paused): no call to Chroma Sync and no change until the annotation is removed"
+  return hs
+end
 if obj.metadata ~= nil and obj.metadata.deletionTimestamp ~= nil then
   hs.status = "Progressing"
   hs.message = "Deleting: the operator is cleaning up in Chroma Sync"

@@ -43,6 +43,19 @@ pub fn listed(status: u16, body: &[u8]) -> Result<Vec<ListedSource>, ChromaError
     Ok(items)
 }
 
+/// The answer to `GET /api/v1/sources/{id}`: the source as the service holds it (the create
+/// payload's fields with the service's defaults filled in, plus `id` and `created_at`), kept as
+/// JSON: it is compared field by field with a spec (adoption), never sent back.
+pub fn source(status: u16, body: &[u8]) -> Result<serde_json::Value, ChromaError> {
+    let decode_error = |message: String| ChromaError::Decode { status, message };
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| decode_error(e.to_string()))?;
+    match value.get("id").and_then(|id| id.as_str()) {
+        Some(id) if !id.trim().is_empty() => Ok(value),
+        _ => Err(decode_error("the source has no id".into())),
+    }
+}
+
 /// The answer to `POST /api/v1/sources/{id}/invocations`: the new invocation's id.
 pub fn invocation_created(status: u16, body: &[u8]) -> Result<String, ChromaError> {
     let decode_error = |message: String| ChromaError::Decode { status, message };

@@ -18,7 +18,7 @@ pub const TOKEN_HEADER: &str = "x-chroma-token";
 
 /// A Chroma API token. Its `Debug` is redacted and it has no `Display`, so it cannot reach a log
 /// line, an event or a status by accident.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Token(String);
 
 impl Token {
@@ -118,7 +118,7 @@ pub struct ChromaClient {
 }
 
 /// Page size for listing; the service's own default.
-const LIST_PAGE: usize = 100;
+pub const LIST_PAGE: usize = 100;
 
 impl ChromaClient {
     pub fn new(config: &ClientConfig, metrics: Metrics) -> Result<Self, reqwest::Error> {
@@ -170,6 +170,24 @@ impl ChromaClient {
         }
     }
 
+    /// `GET /api/v1/sources/{id}`: the source as the service holds it, or None when it does not
+    /// exist (404).
+    pub async fn get_source(
+        &self,
+        token: &Token,
+        id: &str,
+    ) -> Result<Option<serde_json::Value>, ChromaError> {
+        let path = format!("/api/v1/sources/{}", urlencode(id));
+        match self
+            .call::<()>("get_source", Method::GET, &path, token, None)
+            .await
+        {
+            Ok((status, body)) => decode::source(status.as_u16(), &body).map(Some),
+            Err(ChromaError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Sources of a database, newest first, page by page, until `keep_going` says stop for a
     /// page's last item or the listing ends.
     pub async fn list_sources_while(
@@ -180,15 +198,7 @@ impl ChromaClient {
     ) -> Result<Vec<ListedSource>, ChromaError> {
         let mut all = Vec::new();
         for page in 0.. {
-            let path = format!(
-                "/api/v1/sources?database_name={}&limit={LIST_PAGE}&offset={}&order_by=DESC",
-                urlencode(database),
-                page * LIST_PAGE
-            );
-            let (status, body) = self
-                .call::<()>("list_sources", Method::GET, &path, token, None)
-                .await?;
-            let items = decode::listed(status.as_u16(), &body)?;
+            let items = self.list_sources_page(token, database, page).await?;
             let more = items.len() == LIST_PAGE && keep_going(&items);
             all.extend(items);
             if !more {
@@ -196,6 +206,25 @@ impl ChromaClient {
             }
         }
         Ok(all)
+    }
+
+    /// Page `page` (from 0) of a database's sources, newest first, [`LIST_PAGE`] to a page: a
+    /// shorter page is the last.
+    pub async fn list_sources_page(
+        &self,
+        token: &Token,
+        database: &str,
+        page: usize,
+    ) -> Result<Vec<ListedSource>, ChromaError> {
+        let path = format!(
+            "/api/v1/sources?database_name={}&limit={LIST_PAGE}&offset={}&order_by=DESC",
+            urlencode(database),
+            page * LIST_PAGE
+        );
+        let (status, body) = self
+            .call::<()>("list_sources", Method::GET, &path, token, None)
+            .await?;
+        decode::listed(status.as_u16(), &body)
     }
 
     /// `POST /api/v1/sources/{id}/invocations`: the new invocation's id. Not idempotent: after

@@ -36,8 +36,9 @@ fn slim_keeping<K: Resource>(obj: &mut K, keep: impl Fn(&str) -> bool) {
     }
 }
 
-/// Passes on an object when it is new to the operator or its generation or deletion state
-/// changed; the operator's own metadata and status writes do not pass (they would cost a
+/// Passes on an object when it is new to the operator, its generation or deletion state changed,
+/// or it was paused, resumed or asked to reconcile now; the operator's own metadata and status
+/// writes do not pass (they would cost a
 /// reconcile each). kube's `predicate_filter` does the same with a map keyed by three strings
 /// per object that forgets nothing for an hour (and then passes an unchanged object again); this
 /// one keys by the uid's 128 bits and forgets an object when it is deleted or missing from a
@@ -73,6 +74,8 @@ impl Uid {
 struct Observed {
     generation: Option<i64>,
     deleting: bool,
+    /// The pause and reconcile-now annotations (see `intent`).
+    asked: u64,
 }
 
 impl Observed {
@@ -80,6 +83,7 @@ impl Observed {
         Self {
             generation: obj.metadata.generation,
             deleting: obj.metadata.deletion_timestamp.is_some(),
+            asked: super::intent::fingerprint(&obj.metadata),
         }
     }
 }
@@ -149,6 +153,33 @@ mod tests {
         );
         assert!(passes(Event::Apply(deleting)), "deletion begins");
         assert!(passes(Event::Apply(obj(B, 2, "6"))), "another object");
+    }
+
+    #[test]
+    fn pause_resume_and_reconcile_now_pass_other_annotations_do_not() {
+        let mut changes = Changes::default();
+        let annotated = |rv: &str, pairs: &[(&str, &str)]| {
+            let mut o = obj(A, 1, rv);
+            o.metadata.annotations = Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            );
+            Event::Apply(o)
+        };
+        let mut passes = |e| changes.news(e).is_some();
+        assert!(passes(annotated("1", &[])));
+        assert!(!passes(annotated("2", &[("team", "docs")])), "unrelated");
+        assert!(passes(annotated(
+            "3",
+            &[(crate::crd::PAUSED_ANNOTATION, "true")]
+        )));
+        assert!(passes(annotated("4", &[])), "resumed");
+        let asked = |token| [(crate::crd::RECONCILE_REQUEST_ANNOTATION, token)];
+        assert!(passes(annotated("5", &asked("a"))));
+        assert!(!passes(annotated("6", &asked("a"))), "same token again");
+        assert!(passes(annotated("7", &asked("b"))));
     }
 
     #[test]

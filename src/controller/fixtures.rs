@@ -303,6 +303,7 @@ pub fn context(client: kube::Client, chroma: ChromaClient, token: Option<&str>) 
         settings: Settings {
             namespaces: vec![],
             concurrency: 1,
+            drift_interval: std::time::Duration::ZERO,
         },
     };
     Controller::new(parts).context()

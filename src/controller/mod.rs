@@ -12,11 +12,13 @@
 mod cache;
 mod credentials;
 pub mod decide;
+mod drift;
 pub mod events;
 #[cfg(test)]
 mod fixtures;
 #[cfg(test)]
 mod flows;
+pub mod intent;
 mod orphans;
 mod readiness;
 pub mod reason;
@@ -36,9 +38,10 @@ use crate::metrics::Metrics;
 use credentials::Credentials;
 use decide::Retry;
 use kube::Client;
+use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
-use std::collections::HashMap;
+use kube::runtime::reflector::{ObjectRef, Store};
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -104,6 +107,10 @@ pub struct Context {
     credentials: Credentials,
     failures: Mutex<HashMap<ObjectRef<SyncSource>, u32>>,
     stopping: AtomicBool,
+    /// The SyncSource caches, one per watched scope (read by adoption and the drift check).
+    sources: Vec<Store<SyncSource>>,
+    /// Objects whose source the drift check did not find: their next reconcile looks.
+    suspects: Mutex<HashSet<ObjectRef<SyncSource>>>,
 }
 
 impl Context {
@@ -114,6 +121,7 @@ impl Context {
         metrics: Metrics,
         credentials: Credentials,
         instance: &str,
+        sources: Vec<Store<SyncSource>>,
     ) -> Self {
         Self {
             events: events::Events::start(client.clone(), FIELD_MANAGER, instance, metrics.clone()),
@@ -123,7 +131,37 @@ impl Context {
             credentials,
             failures: Mutex::default(),
             stopping: AtomicBool::new(false),
+            sources,
+            suspects: Mutex::default(),
         }
+    }
+
+    /// Marks `obj`'s source as possibly gone: its next reconcile looks at it (one GET).
+    fn suspect(&self, obj: ObjectRef<SyncSource>) {
+        self.suspects.lock().expect("suspects").insert(obj);
+    }
+
+    /// Whether the drift check suspected `obj`'s source; forgets it (the caller looks now).
+    fn take_suspect(&self, obj: &SyncSource) -> bool {
+        let key = ObjectRef::from_obj(obj);
+        self.suspects.lock().expect("suspects").remove(&key)
+    }
+
+    /// Another object (`namespace/name`) that records source `id`, if any: a source has one
+    /// owner, so it is never adopted a second time.
+    fn claimed_by_another(&self, obj: &SyncSource, id: &str) -> Option<String> {
+        self.sources.iter().find_map(|store| {
+            store.state().iter().find_map(|o| {
+                let records = o.status.as_ref()?.source_id.as_deref() == Some(id);
+                (records && o.metadata.uid != obj.metadata.uid).then(|| {
+                    format!(
+                        "{}/{}",
+                        o.metadata.namespace.as_deref().unwrap_or_default(),
+                        o.name_any()
+                    )
+                })
+            })
+        })
     }
 
     /// From now on no create call is started; reconciles already past that point finish.

@@ -63,6 +63,11 @@ impl Orphans {
         // A deletion the operator saw begin is its cleanup's to finish; the bypass never has a
         // deletionTimestamp (the object goes at once).
         let bypassed = ours && obj.metadata.deletion_timestamp.is_none();
+        if bypassed && super::intent::paused(&obj.metadata) {
+            tracing::warn!(namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(),
+                "a paused object vanished with the finalizer on; paused means no call, so its source is left in Chroma");
+            return;
+        }
         if bypassed && obj.spec.deletion_policy != crate::crd::DeletionPolicy::Retain {
             let namesake = self.namesake_of(obj);
             let (ctx, obj) = (self.ctx.clone(), obj.clone());

@@ -9,10 +9,13 @@
 use super::decide::{self, Failure, Retry};
 use super::events::Kind;
 use super::status::{self, Recorded, State};
-use super::{Context, Error, Next, Reason, writes};
+use super::{Context, Error, Next, Reason, intent, writes};
 use crate::chroma::wire::{CreateSourcePayload, ListedSource};
 use crate::chroma::{ChromaError, Token};
-use crate::crd::{CREATE_PENDING_ANNOTATION, DeletionPolicy, FINALIZER, SyncSource};
+use crate::crd::{
+    CREATE_PENDING_ANNOTATION, ConflictPolicy, DeletionPolicy, FINALIZER, MissingPolicy,
+    PAUSED_ANNOTATION, SyncSource,
+};
 use crate::payload::{self, NaturalKey};
 use backon::{ConstantBuilder, ExponentialBuilder, Retryable};
 use kube::ResourceExt;
@@ -67,9 +70,10 @@ impl Desired {
 type Step = Result<ControlFlow<Next, SyncSource>, Error>;
 
 /// Brings the source in line with the spec. The steps, in order: a spec that cannot become a
-/// payload stalls; a source made from this payload is at rest; otherwise, with a token, a
-/// recorded source is replaced, or an unrecorded one left by a lost answer is recovered; and
-/// only then is a new source marked and created.
+/// payload stalls; a source made from this payload is at rest; a source named by
+/// `spec.sourceId` is adopted; otherwise, with a token, a recorded source is replaced, or an
+/// unrecorded one left by a lost answer is recovered; and only then is a new source marked and
+/// created.
 pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
     let recorded = obj.status.as_ref().and_then(Recorded::of);
     let payload = match payload::build(&obj.spec) {
@@ -80,13 +84,20 @@ pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
         hash: payload::fingerprint(&payload),
         payload,
     };
-    if let Some(rec) = recorded.as_ref().filter(|rec| desired.made(rec)) {
-        return at_rest(ctx, obj, rec).await;
+    let pinned = obj.spec.source_id.as_deref();
+    if let Some(rec) = recorded
+        .as_ref()
+        .filter(|rec| desired.made(rec) && pinned.is_none_or(|id| id == rec.id))
+    {
+        return at_rest(ctx, obj, rec, &desired).await;
     }
     let token = match ctx.credentials.token_for(obj) {
         Ok(token) => token,
         Err(why) => return missing_credentials(ctx, obj, recorded.as_ref(), why).await,
     };
+    if let Some(id) = pinned {
+        return adopt_named(ctx, obj, &token, &desired, recorded.as_ref(), id).await;
+    }
     let step = match &recorded {
         Some(old) => replace(ctx, obj, old, &token).await?,
         None => recover(ctx, obj, &token, &desired).await?,
@@ -94,10 +105,43 @@ pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
     match step {
         ControlFlow::Break(next) => Ok(next),
         ControlFlow::Continue(obj) => {
-            let replaced = recorded.map(|old| old.id);
-            mark_and_create(ctx, obj, &token, &desired, replaced).await
+            let why = match recorded {
+                Some(old) => Because::Replacing(old.id),
+                None => Because::New,
+            };
+            mark_and_create(ctx, obj, &token, &desired, why).await
         }
     }
+}
+
+/// Why a source is being created.
+enum Because {
+    New,
+    /// The spec changed: this one replaces the source with that id.
+    Replacing(String),
+    /// The source with that id is gone from Chroma (drift): this one takes its place.
+    Missing(String),
+}
+
+/// A paused object: no call and no write, except the status that says so. A paused deletion
+/// waits (the finalizer stays) and goes on, as `deletionPolicy` says, once the object resumes.
+pub async fn paused(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
+    if status::ready_reason(obj.status.as_ref()) == Some(Reason::Paused.as_str()) {
+        return Ok(Next::Settled); // said so already; nothing more is written while paused
+    }
+    let recorded = obj.status.as_ref().and_then(Recorded::of);
+    let message = format!(
+        "paused ({PAUSED_ANNOTATION}): no call to Chroma Sync and no write until the annotation is removed; a deletion waits until then"
+    );
+    write_status(
+        ctx,
+        obj,
+        recorded.as_ref(),
+        &State::Paused { message },
+        false,
+    )
+    .await?;
+    Ok(Next::Settled)
 }
 
 /// The spec cannot become a payload (admission would refuse it now; it was stored before).
@@ -121,14 +165,234 @@ async fn invalid_spec(
 
 /// The recorded source was made from this very payload. No call, and no write unless the
 /// status lags (a spec change that does not reach the payload) or the finalizer went missing.
-async fn at_rest(ctx: &Context, obj: &SyncSource, rec: &Recorded) -> Result<Next, Error> {
+/// The source is looked at (one GET) only when someone asked (reconcile-now), the drift check
+/// did not find it, or the object comes back from a pause or a reported loss.
+async fn at_rest(
+    ctx: &Context,
+    obj: &SyncSource,
+    rec: &Recorded,
+    desired: &Desired,
+) -> Result<Next, Error> {
     let obj = if has_finalizer(obj) {
         obj.clone()
     } else {
         guarded_metadata_write(ctx, obj, true, None).await?
     };
+    let status = obj.status.as_ref();
+    let handled = status.and_then(|s| s.last_handled_reconcile_at.as_deref());
+    let asked = intent::requested(&obj.metadata, handled).is_some();
+    let suspected = ctx.take_suspect(&obj);
+    let unsure = matches!(
+        status::ready_reason(status),
+        Some(r) if r == Reason::Paused.as_str() || r == Reason::SourceMissing.as_str()
+    );
+    if asked || suspected || unsure {
+        let token = match ctx.credentials.token_for(&obj) {
+            Ok(token) => token,
+            Err(why) => return missing_credentials(ctx, &obj, Some(rec), why).await,
+        };
+        match ctx.chroma.get_source(&token, &rec.id).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return missing(ctx, obj, rec, &token, desired).await,
+            Err(e) => {
+                let failure = decide::classify("looking at the source", &e);
+                return fail(ctx, &obj, Some(rec), failure, false).await;
+            }
+        }
+    }
     set_status(ctx, &obj, Some(rec), &State::Ready).await?;
     settled(ctx, &obj, &rec.id).await
+}
+
+/// The recorded source is gone from Chroma (deleted outside the operator). It is created again
+/// unless the spec says to report it (`onSourceMissing: Report`) or names it (`sourceId`). The
+/// recorded id is cleared first, so that a crash after the create leaves a mark and no stale id,
+/// and recovery finds the new source as it would any other.
+async fn missing(
+    ctx: &Context,
+    obj: SyncSource,
+    rec: &Recorded,
+    token: &Token,
+    desired: &Desired,
+) -> Result<Next, Error> {
+    let gone = &rec.id;
+    let kept = if obj.spec.source_id.is_some() {
+        Some(
+            "spec.sourceId names it, so it is not created again; remove sourceId to let the operator create a new source, or delete this object",
+        )
+    } else if obj.spec.on_source_missing == MissingPolicy::Report {
+        Some(
+            "onSourceMissing: Report leaves it so; set onSourceMissing: Recreate to create it again, or delete this object",
+        )
+    } else {
+        None
+    };
+    if let Some(what_to_do) = kept {
+        ctx.metrics.source_missing("reported");
+        let state = State::Stalled {
+            reason: Reason::SourceMissing,
+            message: format!(
+                "source {gone} no longer exists in Chroma (deleted outside the operator); {what_to_do}"
+            ),
+            error: None,
+        };
+        set_status(ctx, &obj, Some(rec), &state).await?;
+        return Ok(Next::Retry {
+            retry: Retry::OnChange,
+            reason: Reason::SourceMissing,
+        });
+    }
+    ctx.metrics.source_missing("recreated");
+    warn!(source_id = %gone, "the source no longer exists in Chroma; creating it again");
+    let state = State::Reconciling {
+        reason: Reason::SourceMissing,
+        message: format!("source {gone} no longer exists in Chroma; creating it again"),
+        error: None,
+    };
+    // No Event here: the one Event of a recreate names both ids, once the new one exists.
+    let obj = write_status(ctx, &obj, None, &state, false).await?;
+    mark_and_create(ctx, obj, token, desired, Because::Missing(gone.clone())).await
+}
+
+/// `spec.sourceId` names the source to manage: it is read, compared with the spec, and recorded
+/// if it matches. Nothing that changes a source is ever called for it here.
+async fn adopt_named(
+    ctx: &Context,
+    obj: &SyncSource,
+    token: &Token,
+    desired: &Desired,
+    recorded: Option<&Recorded>,
+    id: &str,
+) -> Result<Next, Error> {
+    if let Some(rec) = recorded.filter(|rec| rec.id != id) {
+        let other = &rec.id;
+        let message = format!(
+            "status records source {other}, but spec.sourceId names {id}: remove spec.sourceId to keep managing {other}, or delete this object (its deletionPolicy applies to {other}) and declare {id} in a new one"
+        );
+        return stall(ctx, obj, recorded, Reason::SourceMismatch, message).await;
+    }
+    adopt(ctx, obj, token, desired, recorded, id, "spec.sourceId").await
+}
+
+/// Reads source `id`, and records it when it matches the spec and no other object manages it;
+/// otherwise stalls, naming what differs. `how` says where the id came from, for messages.
+async fn adopt(
+    ctx: &Context,
+    obj: &SyncSource,
+    token: &Token,
+    desired: &Desired,
+    recorded: Option<&Recorded>,
+    id: &str,
+    how: &str,
+) -> Result<Next, Error> {
+    if let Some(owner) = ctx.claimed_by_another(obj, id) {
+        let message = format!(
+            "source {id} ({how}) is already managed by SyncSource {owner}; a source has one owner"
+        );
+        return stall(ctx, obj, recorded, Reason::SourceExists, message).await;
+    }
+    let held = match ctx.chroma.get_source(token, id).await {
+        Ok(Some(held)) => held,
+        Ok(None) => {
+            let message = format!("source {id} ({how}) does not exist in Chroma");
+            return stall(ctx, obj, recorded, Reason::SourceMissing, message).await;
+        }
+        Err(e) => {
+            let failure = decide::classify("reading the source to adopt", &e);
+            return fail(ctx, obj, recorded, failure, false).await;
+        }
+    };
+    let differences = payload::differences(&desired.payload, &held);
+    if !differences.is_empty() {
+        let listed: Vec<String> = differences.iter().map(ToString::to_string).collect();
+        let message = format!(
+            "source {id} ({how}) differs from the spec in {}; nothing was changed in Chroma: make the spec match the source",
+            listed.join("; ")
+        );
+        return stall(ctx, obj, recorded, Reason::SourceMismatch, message).await;
+    }
+    // The finalizer before the record: a recorded source is always deleted (or retained) with
+    // its object.
+    let obj = if has_finalizer(obj) {
+        obj.clone()
+    } else {
+        guarded_metadata_write(ctx, obj, true, None).await?
+    };
+    info!(source_id = %id, how, "adopted an existing source");
+    let obj = set_status(
+        ctx,
+        &obj,
+        Some(&desired.recorded(id.to_owned())),
+        &State::Ready,
+    )
+    .await?;
+    publish(
+        ctx,
+        &obj,
+        Kind::Normal,
+        Reason::Adopted,
+        format!("Adopted existing source {id} ({how})"),
+    );
+    settled(ctx, &obj, id).await
+}
+
+/// After a 409 with `onConflict: Adopt`: the existing source with the spec's natural key is
+/// found by listing the database, then adopted as [`adopt`] says.
+async fn adopt_existing(
+    ctx: &Context,
+    obj: &SyncSource,
+    token: &Token,
+    desired: &Desired,
+    conflict: Failure,
+) -> Result<Next, Error> {
+    let key = NaturalKey::of_payload(&desired.payload);
+    let ours = |s: &ListedSource| NaturalKey::of_listed(s).as_ref() == Some(&key);
+    let database = &desired.payload.database_name;
+    let found = ctx
+        .chroma
+        .list_sources_while(token, database, |page| !page.iter().any(ours))
+        .await;
+    match found.map(|listed| listed.into_iter().find(ours)) {
+        Ok(Some(existing)) => {
+            adopt(
+                ctx,
+                obj,
+                token,
+                desired,
+                None,
+                &existing.id,
+                "onConflict: Adopt",
+            )
+            .await
+        }
+        // Gone again meanwhile, or not listed: report the conflict as it was.
+        Ok(None) => fail(ctx, obj, None, conflict, false).await,
+        Err(e) => {
+            let failure = decide::classify("looking for the existing source to adopt", &e);
+            fail(ctx, obj, None, failure, false).await
+        }
+    }
+}
+
+/// Stalls with `reason`: the operator needs a person to change something.
+async fn stall(
+    ctx: &Context,
+    obj: &SyncSource,
+    recorded: Option<&Recorded>,
+    reason: Reason,
+    message: String,
+) -> Result<Next, Error> {
+    warn!(%reason, "{message}");
+    let state = State::Stalled {
+        reason,
+        message,
+        error: None,
+    };
+    set_status(ctx, obj, recorded, &state).await?;
+    Ok(Next::Retry {
+        retry: Retry::OnChange,
+        reason,
+    })
 }
 
 /// No update call exists: a changed payload replaces the source. The old one is deleted, and
@@ -180,13 +444,13 @@ async fn recover(ctx: &Context, obj: &SyncSource, token: &Token, desired: &Desir
 
 /// The durable mark, then the one create call, then its id in status. The mark is guarded by
 /// resourceVersion: a stale cache fails here with a conflict instead of starting a second
-/// create. `replaced` is the id of the source this one replaces, if any.
+/// create. `why` says whose place the new source takes, if any, for its Event.
 async fn mark_and_create(
     ctx: &Context,
     obj: SyncSource,
     token: &Token,
     desired: &Desired,
-    replaced: Option<String>,
+    why: Because,
 ) -> Result<Next, Error> {
     if ctx.is_stopping() {
         return Err(Error::ShuttingDown);
@@ -204,14 +468,29 @@ async fn mark_and_create(
                 return Err(e);
             }
             // A first create is in status alone (see `events`); a replacement is news.
-            if let Some(old) = &replaced {
-                let note = format!("Replaced source {old} with {id} after a spec change");
-                publish(ctx, &obj, Kind::Normal, Reason::Replaced, note);
+            match why {
+                Because::New => {}
+                Because::Replacing(old) => {
+                    let note = format!("Replaced source {old} with {id} after a spec change");
+                    publish(ctx, &obj, Kind::Normal, Reason::Replaced, note);
+                }
+                Because::Missing(old) => {
+                    let note = format!(
+                        "Source {old} no longer existed in Chroma (deleted outside the operator); created {id} in its place"
+                    );
+                    publish(ctx, &obj, Kind::Warning, Reason::Recreated, note);
+                }
             }
             settled(ctx, &obj, &id).await
         }
         Err(e) => {
             let failure = decide::classify("creating the source", &e);
+            let conflict = matches!(e, ChromaError::Api { status: 409, .. });
+            if conflict && obj.spec.on_conflict == ConflictPolicy::Adopt {
+                // A 409 created nothing: the mark goes before anything else is decided.
+                let obj = clear_mark(ctx, &obj).await?;
+                return adopt_existing(ctx, &obj, token, desired, failure).await;
+            }
             let nothing_created = failure.nothing_created;
             match fail(ctx, &obj, None, failure, true).await {
                 Err(e) if !nothing_created && (e.is_not_found() || gone(ctx, &obj).await) => {
@@ -512,7 +791,9 @@ async fn missing_credentials(
 fn message_of(state: &State) -> &str {
     match state {
         State::Ready => "ready",
-        State::Reconciling { message, .. } | State::Stalled { message, .. } => message,
+        State::Paused { message }
+        | State::Reconciling { message, .. }
+        | State::Stalled { message, .. } => message,
     }
 }
 
@@ -524,15 +805,31 @@ async fn set_status(
     recorded: Option<&Recorded>,
     state: &State,
 ) -> Result<SyncSource, Error> {
+    write_status(ctx, obj, recorded, state, true).await
+}
+
+/// [`set_status`], with the Event of a changed reason only when `announce` says so. The status
+/// also records the reconcile-now request this reconcile handled (not a paused one's).
+async fn write_status(
+    ctx: &Context,
+    obj: &SyncSource,
+    recorded: Option<&Recorded>,
+    state: &State,
+    announce: bool,
+) -> Result<SyncSource, Error> {
     let previous = obj.status.clone().unwrap_or_default();
     let generation = obj.metadata.generation.unwrap_or_default();
-    let next = status::next(
+    let mut next = status::next(
         &previous,
         generation,
         recorded,
         state,
         jiff::Timestamp::now(),
     );
+    if !matches!(state, State::Paused { .. }) {
+        let before = previous.last_handled_reconcile_at.as_ref();
+        next.last_handled_reconcile_at = intent::handled(&obj.metadata, before);
+    }
     let Some(mut patch) = status::patch_if_changed(&previous, &next) else {
         return Ok(obj.clone());
     };
@@ -549,6 +846,7 @@ async fn set_status(
     | State::Reconciling {
         reason, message, ..
     } = state
+        && announce
         && status::ready_reason(Some(&previous)) != Some(reason.as_str())
     {
         let kind = if matches!(state, State::Stalled { .. }) {

@@ -30,12 +30,16 @@ pub enum State {
         message: String,
         error: Option<LastError>,
     },
+    /// A person paused the object: nothing is called or written until they resume it. `Ready`
+    /// keeps its status, with reason `Paused`.
+    Paused { message: String },
 }
 
 impl State {
     pub fn reason(&self) -> Reason {
         match self {
             State::Ready => Reason::SourceReady,
+            State::Paused { .. } => Reason::Paused,
             State::Reconciling { reason, .. } | State::Stalled { reason, .. } => *reason,
         }
     }
@@ -80,6 +84,20 @@ pub fn next(
                 None,
             )
         }
+        // Neither Reconciling (nothing is in progress) nor Stalled (nothing failed), and Ready
+        // as it was: a paused Ready object stays Current to kstatus (a GitOps health check does
+        // not wait on it), a paused broken one does not. Argo CD reads the annotation
+        // (Suspended). The last error stays as it was.
+        State::Paused { message } => {
+            let was_ready = previous
+                .conditions
+                .iter()
+                .any(|c| c.type_ == READY && c.status == "True");
+            (
+                vec![condition(READY, was_ready, Reason::Paused, message)],
+                previous.last_error.clone(),
+            )
+        }
         State::Reconciling {
             reason,
             message,
@@ -113,6 +131,8 @@ pub fn next(
         // spec.sync's own fields, written by its own patch (runs::sync).
         last_sync: previous.last_sync.clone(),
         sync_state: previous.sync_state.clone(),
+        // Set by the caller, which knows what the reconcile did.
+        last_handled_reconcile_at: previous.last_handled_reconcile_at.clone(),
     }
 }
 
@@ -161,6 +181,7 @@ pub fn merge_patch(status: &SyncSourceStatus) -> Value {
             "payloadHash": status.payload_hash,
             "conditions": status.conditions,
             "lastError": last_error,
+            "lastHandledReconcileAt": status.last_handled_reconcile_at,
         }
     })
 }

@@ -6,7 +6,7 @@ use super::credentials::{Credentials, DefaultToken};
 use super::decide::Retry;
 use super::orphans::Orphans;
 use super::readiness::Countdown;
-use super::{Context, Error, FIELD_MANAGER, Next, cache, reconcile};
+use super::{Context, Error, FIELD_MANAGER, Next, cache, drift, reconcile};
 use crate::chroma::ChromaClient;
 use crate::crd::SyncSource;
 use crate::metrics::Metrics;
@@ -47,6 +47,9 @@ pub struct Settings {
     pub namespaces: Vec<String>,
     /// Reconciles running at once (per watched namespace).
     pub concurrency: u16,
+    /// How often every recorded source is checked to still exist (see [`drift`](super::drift));
+    /// zero turns the check off.
+    pub drift_interval: Duration,
 }
 
 /// What the controller is made of.
@@ -65,6 +68,7 @@ pub struct Controller {
     ctx: Arc<Context>,
     scopes: Vec<Scope>,
     concurrency: u16,
+    drift_interval: Duration,
 }
 
 /// One watched namespace (or all of them): its two watches and the caches they fill.
@@ -112,11 +116,20 @@ impl Controller {
         let secret_caches = scopes.iter().map(|s| s.secret_cache.as_reader()).collect();
         let credentials = Credentials::new(default_token, secret_caches);
         let instance = instance.as_deref().unwrap_or(FIELD_MANAGER);
-        let ctx = Context::new(client, chroma, metrics, credentials, instance);
+        let source_caches = scopes.iter().map(|s| s.source_cache.as_reader()).collect();
+        let ctx = Context::new(
+            client,
+            chroma,
+            metrics,
+            credentials,
+            instance,
+            source_caches,
+        );
         Self {
             ctx: Arc::new(ctx),
             scopes,
             concurrency: settings.concurrency,
+            drift_interval: settings.drift_interval,
         }
     }
 
@@ -136,6 +149,7 @@ impl Controller {
             ctx,
             scopes,
             concurrency,
+            drift_interval,
         } = self;
         // Readiness comes from each watch's first InitDone. (A Store's own readiness future
         // wakes only one waiter, and the Controller already waits on it.)
@@ -149,8 +163,14 @@ impl Controller {
         });
         let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
         let mut controllers = Vec::new();
+        let mut drift_scopes = Vec::new();
         for scope in scopes {
             let source_reader = scope.source_cache.as_reader();
+            let (trigger, drifted) = futures::channel::mpsc::unbounded();
+            drift_scopes.push(drift::Scope {
+                store: source_reader.clone(),
+                trigger,
+            });
             let sources_done = all_listed.once();
             let mut orphans = Orphans::new(source_reader.clone(), ctx.clone());
             let mut changes = cache::Changes::default();
@@ -195,6 +215,7 @@ impl Controller {
                 .watches_stream(secret_stream, move |secret: Secret| {
                     waiters.credentials.waiting_for(&secret)
                 })
+                .reconcile_on(drifted)
                 .with_config(ControllerConfig::default().concurrency(concurrency))
                 .graceful_shutdown_on(shutdown.clone())
                 .run(reconcile, error_policy, ctx.clone())
@@ -209,7 +230,12 @@ impl Controller {
                 });
             controllers.push(controller);
         }
+        let drift = (!drift_interval.is_zero())
+            .then(|| tokio::spawn(drift::run(ctx.clone(), drift_scopes, drift_interval)));
         futures::future::join_all(controllers).await;
+        if let Some(drift) = drift {
+            drift.abort();
+        }
         info!("controller stopped");
     }
 }
@@ -224,7 +250,9 @@ pub(super) async fn reconcile(obj: Arc<SyncSource>, ctx: Arc<Context>) -> Result
         let mut current = obj.clone();
         let mut attempt = 0;
         let result = loop {
-            let result = if current.meta().deletion_timestamp.is_some() {
+            let result = if super::intent::paused(current.meta()) {
+                reconcile::paused(&current, &ctx).await
+            } else if current.meta().deletion_timestamp.is_some() {
                 reconcile::cleanup(&current, &ctx).await
             } else {
                 reconcile::apply(&current, &ctx).await

@@ -180,6 +180,10 @@ pub struct SyncRunStatus {
     /// The last error the Chroma Sync service (or the operator) reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<LastError>,
+    /// The value of the `chromasync.dev/reconcile-requested-at` annotation the operator last
+    /// acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
 }
 
 /// The SyncRun CustomResourceDefinition, as committed under `crds/` (tidied as

@@ -28,6 +28,7 @@ pub mod reason {
     pub const TIMEOUT: &str = "Timeout";
     pub const CONNECTION_FAILED: &str = "ConnectionFailed";
     pub const INVALID_RESPONSE: &str = "InvalidResponse";
+    pub const PAUSED: &str = "Paused";
 }
 
 /// The create-invocation payload of a run on `source`, or what is wrong with the run for that
@@ -268,6 +269,13 @@ pub fn conditions(
     use crate::controller::status::{READY, RECONCILING, STALLED};
     let failed = failure.unwrap_or("the run failed").to_owned();
     let (reason, message, stalled): (&str, String, bool) = match (problem, phase) {
+        // Neither in progress nor failed, and Ready as it was (see the SyncSource's Paused).
+        (Some((reason::PAUSED, message, _)), _) => {
+            let was_ready = previous
+                .iter()
+                .any(|c| c.type_ == READY && c.status == "True");
+            return vec![condition(READY, was_ready, reason::PAUSED, message)];
+        }
         (Some((reason, message, stalled)), _) => (reason, message.to_owned(), stalled),
         (None, Some(RunPhase::Complete)) => {
             let done = "the run is complete".to_owned();

@@ -59,7 +59,9 @@ async fn reconcile(run: Arc<SyncRun>, runs: Arc<Runs>) -> Result<Action, Error> 
     async {
         // A token that exists must not read as missing just because the operator has started.
         runs.ctx.secrets_synced().await;
-        let next = if run.metadata.deletion_timestamp.is_some() {
+        let next = if crate::controller::intent::paused(&run.metadata) {
+            reconcile::paused(&run, &runs.ctx).await?
+        } else if run.metadata.deletion_timestamp.is_some() {
             reconcile::cleanup(&run, &runs.ctx).await?
         } else {
             reconcile::apply(&run, &runs.ctx).await?
@@ -68,6 +70,15 @@ async fn reconcile(run: Arc<SyncRun>, runs: Arc<Runs>) -> Result<Action, Error> 
     }
     .instrument(span)
     .await
+}
+
+/// The change filter's key: the generation and what the annotations ask (see `intent`).
+fn generation_or_asked(run: &SyncRun) -> Option<u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    predicates::generation(run).hash(&mut h);
+    crate::controller::intent::fingerprint(&run.metadata).hash(&mut h);
+    Some(h.finish())
 }
 
 fn error_policy(run: Arc<SyncRun>, error: &Error, runs: Arc<Runs>) -> Action {
@@ -98,14 +109,15 @@ pub async fn run(
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
     let controllers = scopes.into_iter().map(|api| {
         let (reader, writer) = reflector::store();
-        // Generation changes only (a new run, the start of its deletion): the operator's own
-        // status writes must not cost a look at the service each.
+        // Generation changes (a new run, the start of its deletion) and the pause and
+        // reconcile-now annotations only: the operator's own status writes must not cost a look
+        // at the service each.
         let stream = watcher(api, watcher::Config::default())
             .default_backoff()
             .modify(crate::controller::slim)
             .reflect(writer)
             .applied_objects()
-            .predicate_filter(predicates::generation, Default::default());
+            .predicate_filter(generation_or_asked, Default::default());
         Controller::for_stream(stream, reader)
             .with_config(ControllerConfig::default().concurrency(concurrency))
             .graceful_shutdown_on(shutdown.clone())

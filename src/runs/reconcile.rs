@@ -13,8 +13,8 @@ use crate::chroma::{Cancelled, ChromaError, Token};
 use crate::controller::decide::Retry;
 use crate::controller::events::Kind;
 use crate::controller::reconcile::bounded;
-use crate::controller::writes;
 use crate::controller::{Context, Error};
+use crate::controller::{intent, writes};
 use crate::crd::run::{RUN_FINALIZER, RunPhase, SyncRun, SyncRunStatus};
 use crate::crd::{CREATE_PENDING_ANNOTATION, SyncSource};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -44,8 +44,15 @@ pub enum Next {
 
 pub async fn apply(run: &SyncRun, ctx: &Context) -> Result<Next, Error> {
     let previous = run.status.clone().unwrap_or_default();
-    // At rest: a finished run is never looked at again.
-    if previous.phase.is_some_and(RunPhase::is_final) {
+    // At rest: a finished run is not looked at again, unless someone asks (reconcile-now) or
+    // it comes back from a pause (its status still says paused).
+    let handled = previous.last_handled_reconcile_at.as_deref();
+    let asked = intent::requested(&run.metadata, handled).is_some();
+    let was_paused = previous
+        .conditions
+        .iter()
+        .any(|c| c.type_ == crate::controller::status::READY && c.reason == reason::PAUSED);
+    if previous.phase.is_some_and(RunPhase::is_final) && !asked && !was_paused {
         return Ok(Next::Done);
     }
     let name = &run.spec.source_ref.name;
@@ -124,6 +131,25 @@ pub async fn apply(run: &SyncRun, ctx: &Context) -> Result<Next, Error> {
             fail(ctx, run, &previous, failure, true, kind).await
         }
     }
+}
+
+/// A paused run: no call and no write, except the status that says so (once). A paused
+/// deletion waits (the finalizer stays) until the run resumes.
+pub async fn paused(run: &SyncRun, ctx: &Context) -> Result<Next, Error> {
+    let previous = run.status.clone().unwrap_or_default();
+    let said = previous
+        .conditions
+        .iter()
+        .any(|c| c.reason == reason::PAUSED);
+    if !said {
+        let message = format!(
+            "paused ({}): no call to Chroma Sync and no write until the annotation is removed; a deletion waits until then",
+            crate::crd::PAUSED_ANNOTATION
+        );
+        let problem = Some((reason::PAUSED, message.as_str(), false));
+        write_status(ctx, run, &previous, previous.clone(), problem).await?;
+    }
+    Ok(Next::Done)
 }
 
 /// One look at a recorded invocation; a status write only when its phase changed.
@@ -471,6 +497,11 @@ async fn write_status(
 ) -> Result<bool, Error> {
     let generation = run.metadata.generation.unwrap_or_default();
     next.observed_generation = Some(generation);
+    let paused = problem.is_some_and(|(r, _, _)| r == reason::PAUSED);
+    if !paused {
+        let before = previous.last_handled_reconcile_at.as_ref();
+        next.last_handled_reconcile_at = intent::handled(&run.metadata, before);
+    }
     next.conditions = decide::conditions(
         &previous.conditions,
         generation,
@@ -496,6 +527,7 @@ async fn write_status(
         "lastError": next.last_error.as_ref().map(|e| json!({
             "httpStatus": e.http_status, "error": e.error, "message": e.message,
         })),
+        "lastHandledReconcileAt": next.last_handled_reconcile_at,
     }});
     bounded(api(ctx, run).patch_status(&run.name_any(), &writes::params(), &Patch::Merge(patch)))
         .await?;

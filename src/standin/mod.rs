@@ -223,6 +223,14 @@ impl StandIn {
         id
     }
 
+    /// Removes a source directly, as if someone had deleted it in the dashboard.
+    pub fn remove_source(&self, id: &str) -> bool {
+        let mut inner = self.lock();
+        let before = inner.sources.len();
+        inner.sources.retain(|x| x.id != id);
+        inner.sources.len() < before
+    }
+
     pub fn set_faults(&self, faults: Faults) {
         self.lock().faults = faults;
     }

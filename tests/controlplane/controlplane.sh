@@ -99,8 +99,8 @@ start_apiserver() {
 }
 
 wait_ready() {
-  say "waiting for /readyz (up to 90 s on 2 cores)"
-  for i in $(seq 180); do
+  say "waiting for /readyz (up to 3 minutes on a busy 2-core machine)"
+  for i in $(seq 360); do
     if "$bin/kubectl" --kubeconfig "$dir/kubeconfig" get --raw /readyz >/dev/null 2>&1; then
       say "ready after $((i / 2)) s; KUBECONFIG=$dir/kubeconfig"
       return 0

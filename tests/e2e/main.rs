@@ -12,6 +12,7 @@ mod install;
 mod kube_faults;
 mod leader;
 mod lifecycle;
+mod observe;
 mod orphans;
 mod probes;
 mod proxy;

@@ -350,3 +350,65 @@ async fn spec_sync_starts_one_run_per_change_and_keeps_the_history_short() {
     tokio::time::sleep(Duration::from_secs(12)).await;
     assert_eq!(writes(env.audit("syncsources").await), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_can_be_paused_and_asked_to_look_now() {
+    use chroma_sync_operator::crd::{PAUSED_ANNOTATION, RECONCILE_REQUEST_ANNOTATION};
+    use kube::api::{Patch, PatchParams};
+    let env = Env::start("runs-intent").await;
+    env.standin.set_run_plan(RunPlan {
+        pending_ms: 500,
+        processing_ms: 1_000,
+        fail_with: None,
+    });
+    env.create("docs", github("acme/intent")).await;
+    env.wait_reason("docs", "SourceReady", SOON).await;
+    create_run(&env, "r", run_spec("docs-intent")).await;
+    wait_run(&env, "r", "Complete", Duration::from_secs(60)).await;
+    let annotate = |key: &'static str, value: Option<&'static str>| {
+        let patch = json!({"metadata": {"annotations": {key: value}}});
+        let runs = runs(&env);
+        async move {
+            runs.patch("r", &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .expect("annotate the run")
+        }
+    };
+
+    // Reconcile-now on a finished run: one look, and the token echoed.
+    let looks = env.standin.calls("get_invocation", "*");
+    annotate(RECONCILE_REQUEST_ANNOTATION, Some("look-1")).await;
+    wait_for("the run to echo look-1", SOON, || async {
+        let run = runs(&env).get("r").await.ok()?;
+        (run.status?.last_handled_reconcile_at.as_deref() == Some("look-1")).then_some(())
+    })
+    .await;
+    assert_eq!(env.standin.calls("get_invocation", "*"), looks + 1);
+
+    // Paused: the status says so (Ready as it was), and a request is not acted on.
+    annotate(PAUSED_ANNOTATION, Some("true")).await;
+    let paused = wait_run(&env, "r", "Paused", SOON).await;
+    let ready = paused.status.as_ref().unwrap().conditions[0].clone();
+    assert_eq!(
+        (ready.type_.as_str(), ready.status.as_str()),
+        ("Ready", "True")
+    );
+    let calls = env.standin.all_calls();
+    annotate(RECONCILE_REQUEST_ANNOTATION, Some("look-2")).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(env.standin.all_calls(), calls, "no call while paused");
+    let run = runs(&env).get("r").await.unwrap();
+    assert_eq!(
+        run.status.unwrap().last_handled_reconcile_at.as_deref(),
+        Some("look-1")
+    );
+
+    // Resumed: the request is handled and the run reads Complete again.
+    annotate(PAUSED_ANNOTATION, None).await;
+    wait_run(&env, "r", "Complete", SOON).await;
+    wait_for("the run to echo look-2", SOON, || async {
+        let run = runs(&env).get("r").await.ok()?;
+        (run.status?.last_handled_reconcile_at.as_deref() == Some("look-2")).then_some(())
+    })
+    .await;
+}

@@ -39,6 +39,8 @@ pub struct Env {
     pub watch_all_namespaces: bool,
     /// Run the operators with leader election (the default, as the chart does).
     pub leader_election: bool,
+    /// More flags for the operators this environment starts.
+    pub extra_args: Vec<String>,
     pub(super) restarts: u32,
 }
 
@@ -87,6 +89,7 @@ impl Env {
             lease_namespace: None,
             watch_all_namespaces: false,
             leader_election: true,
+            extra_args: Vec::new(),
             audit_log,
         };
         env.put_token_secret(TOKEN).await;
@@ -152,6 +155,18 @@ impl Env {
             )
             .await
             .expect("patch the spec")
+    }
+
+    /// Sets annotation `key` on `name` to `value`, or removes it (None).
+    pub async fn annotate(&self, name: &str, key: &str, value: Option<&str>) -> SyncSource {
+        self.api()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "metadata": { "annotations": { key: value } } })),
+            )
+            .await
+            .expect("annotate the SyncSource")
     }
 
     /// Waits until the object's `Ready` condition has `reason` at its current generation.

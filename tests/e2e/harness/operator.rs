@@ -45,6 +45,7 @@ impl Env {
                 "--chroma-timeout",
                 &format!("{}s", CHROMA_TIMEOUT.as_secs()),
             ])
+            .args(&self.extra_args)
             .env("RUST_LOG", &self.log_filter)
             .env_remove("CHROMA_SYNC_TOKEN");
         OperatorProcess::spawn(&mut command, log_path)

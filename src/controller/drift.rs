@@ -1,0 +1,257 @@
+//! Drift detection: at an interval, checks that every recorded source still exists, by listing
+//! each database's sources page by page (one token and database at a time), not by a GET per
+//! object: 10,000 sources in one database cost about 100 list calls. The calls are spread over
+//! the interval so they never burst. An object whose source is not listed is suspected and
+//! reconciled; its reconcile confirms with one GET before it acts (a page listed while sources
+//! are deleted can skip one), so a listing can cost a look, never a wrong recreate. Nothing is
+//! written when nothing drifted.
+
+use super::Context;
+use super::status;
+use crate::chroma::{ChromaError, LIST_PAGE, Token};
+use crate::crd::SyncSource;
+use futures::channel::mpsc::UnboundedSender;
+use kube::runtime::reflector::{ObjectRef, Store};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+/// One watched scope's cache, and the way to make its controller reconcile an object.
+pub(super) struct Scope {
+    pub store: Store<SyncSource>,
+    pub trigger: UnboundedSender<ObjectRef<SyncSource>>,
+}
+
+/// The recorded sources of one database, as one token sees them.
+#[derive(Debug, PartialEq)]
+struct Check {
+    token: Token,
+    database: String,
+    /// (scope, object, recorded source id)
+    members: Vec<(usize, ObjectRef<SyncSource>, String)>,
+}
+
+/// What one interval checks: every object at rest (Ready with a recorded source, not paused,
+/// not being deleted), grouped by token and database. Objects in any other state are being
+/// reconciled anyway, or already report their source missing.
+fn plan<'a>(
+    scopes: impl IntoIterator<Item = (usize, &'a SyncSource)>,
+    token_for: impl Fn(&SyncSource) -> Option<Token>,
+) -> Vec<Check> {
+    let mut checks: BTreeMap<(String, usize), Check> = BTreeMap::new();
+    let mut tokens: Vec<Token> = Vec::new();
+    for (scope, obj) in scopes {
+        let Some(status) = obj.status.as_ref() else {
+            continue;
+        };
+        let at_rest = status::ready_reason(Some(status))
+            == Some(super::Reason::SourceReady.as_str())
+            && obj.metadata.deletion_timestamp.is_none()
+            && !super::intent::paused(&obj.metadata);
+        let (Some(id), true) = (status.source_id.as_ref(), at_rest) else {
+            continue;
+        };
+        let Some(token) = token_for(obj) else {
+            continue;
+        };
+        // Tokens are grouped by index, so that the map's key (and its order) holds no secret.
+        let t = match tokens.iter().position(|k| *k == token) {
+            Some(t) => t,
+            None => {
+                tokens.push(token.clone());
+                tokens.len() - 1
+            }
+        };
+        let database = obj.spec.database_name.clone();
+        checks
+            .entry((database.clone(), t))
+            .or_insert_with(|| Check {
+                token,
+                database,
+                members: Vec::new(),
+            })
+            .members
+            .push((scope, ObjectRef::from_obj(obj), id.clone()));
+    }
+    checks.into_values().collect()
+}
+
+/// The pause between two list calls: the interval's first half holds them all, and no call
+/// follows another sooner than `MIN_GAP` or later than `MAX_GAP`.
+fn pace(interval: Duration, calls: usize) -> Duration {
+    const MIN_GAP: Duration = Duration::from_millis(50);
+    const MAX_GAP: Duration = Duration::from_secs(2);
+    (interval / 2)
+        .checked_div(calls.max(1) as u32)
+        .unwrap_or(MAX_GAP)
+        .clamp(MIN_GAP, MAX_GAP)
+}
+
+/// Runs a drift check every `interval` (with jitter) until the task is dropped.
+pub(super) async fn run(ctx: Arc<Context>, scopes: Vec<Scope>, interval: Duration) {
+    // The first check comes some way into the first interval, so that replicas restarted
+    // together do not list together.
+    let mut wait = interval.mul_f64(rand::random_range(0.5..1.0));
+    loop {
+        tokio::time::sleep(wait).await;
+        let started = Instant::now();
+        sweep(&ctx, &scopes, interval).await;
+        let next = interval.mul_f64(rand::random_range(0.9..1.1));
+        wait = next.saturating_sub(started.elapsed());
+    }
+}
+
+async fn sweep(ctx: &Context, scopes: &[Scope], interval: Duration) {
+    let states: Vec<(usize, Vec<Arc<SyncSource>>)> = scopes
+        .iter()
+        .enumerate()
+        .map(|(i, scope)| (i, scope.store.state()))
+        .collect();
+    let objects = states
+        .iter()
+        .flat_map(|(i, objs)| objs.iter().map(move |o| (*i, o.as_ref())));
+    let checks = plan(objects, |o| ctx.credentials.token_for(o).ok());
+    drop(states);
+    let calls: usize = checks
+        .iter()
+        .map(|c| c.members.len().div_ceil(LIST_PAGE).max(1))
+        .sum();
+    let gap = pace(interval, calls);
+    let mut suspected = 0;
+    for check in &checks {
+        let missing = match unlisted(ctx, check, gap).await {
+            Ok(missing) => {
+                ctx.metrics.drift_checked("ok");
+                missing
+            }
+            // No such database: none of its sources can exist (each reconcile confirms).
+            Err(ChromaError::Api { status: 404, .. }) => {
+                ctx.metrics.drift_checked("ok");
+                check.members.iter().map(|(_, _, id)| id.as_str()).collect()
+            }
+            Err(e) => {
+                ctx.metrics.drift_checked("error");
+                warn!(database = %check.database, error = %e, "drift check failed; trying again next interval");
+                continue;
+            }
+        };
+        for (scope, obj, id) in &check.members {
+            if missing.contains(id.as_str()) {
+                info!(namespace = ?obj.namespace, name = %obj.name, source_id = %id, "drift check: the source was not listed; looking at it");
+                suspected += 1;
+                ctx.suspect(obj.clone());
+                let _ = scopes[*scope].trigger.unbounded_send(obj.clone());
+            }
+        }
+        tokio::time::sleep(gap).await;
+    }
+    debug!(
+        databases = checks.len(),
+        calls, suspected, "drift check done"
+    );
+}
+
+/// The members' ids that the database's listing does not hold. Pages are read newest first
+/// until every member is found or the listing ends.
+async fn unlisted<'a>(
+    ctx: &Context,
+    check: &'a Check,
+    gap: Duration,
+) -> Result<HashSet<&'a str>, ChromaError> {
+    let mut wanted: HashSet<&str> = check.members.iter().map(|(_, _, id)| id.as_str()).collect();
+    for page in 0.. {
+        if page > 0 {
+            tokio::time::sleep(gap).await;
+        }
+        let items = ctx
+            .chroma
+            .list_sources_page(&check.token, &check.database, page)
+            .await?;
+        for s in &items {
+            wanted.remove(s.id.as_str());
+        }
+        if items.len() < LIST_PAGE || wanted.is_empty() {
+            break;
+        }
+    }
+    Ok(wanted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(name: &str, db: &str, id: Option<&str>, reason: &str, paused: bool) -> SyncSource {
+        let annotations = if paused {
+            json!({ crate::crd::PAUSED_ANNOTATION: "true" })
+        } else {
+            json!({})
+        };
+        serde_json::from_value(json!({
+            "apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncSource",
+            "metadata": {"name": name, "namespace": "n", "annotations": annotations},
+            "spec": {"databaseName": db, "github": {"repository": "a/b"}},
+            "status": {"sourceId": id, "conditions": [{
+                "type": "Ready", "status": if reason == "SourceReady" {"True"} else {"False"},
+                "reason": reason, "message": "", "lastTransitionTime": "2026-12-02T00:00:00Z"
+            }]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_plan_groups_objects_at_rest_by_database_and_token() {
+        let objs = [
+            obj("a", "docs", Some("1"), "SourceReady", false),
+            obj("b", "docs", Some("2"), "SourceReady", false),
+            obj("c", "wiki", Some("3"), "SourceReady", false),
+            obj("paused", "docs", Some("4"), "SourceReady", true),
+            obj("stalled", "docs", Some("5"), "SourceMissing", false),
+            obj("new", "docs", None, "SourceReady", false),
+            obj("other-token", "docs", Some("6"), "SourceReady", false),
+        ];
+        let token = |o: &SyncSource| {
+            let t = if o.metadata.name.as_deref() == Some("other-token") {
+                "t2"
+            } else {
+                "t1"
+            };
+            Token::new(t)
+        };
+        let checks = plan(objs.iter().map(|o| (0, o)), token);
+        let summary: Vec<(&str, Vec<&str>)> = checks
+            .iter()
+            .map(|c| {
+                let ids = c.members.iter().map(|(_, _, id)| id.as_str()).collect();
+                (c.database.as_str(), ids)
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("docs", vec!["1", "2"]),
+                ("docs", vec!["6"]),
+                ("wiki", vec!["3"])
+            ]
+        );
+        assert_eq!(plan(objs.iter().map(|o| (0, o)), |_| None), []);
+    }
+
+    #[test]
+    fn the_pace_spreads_calls_over_half_the_interval_within_bounds() {
+        let ten_min = Duration::from_secs(600);
+        assert_eq!(pace(ten_min, 100), Duration::from_secs(2), "capped");
+        assert_eq!(
+            pace(Duration::from_secs(20), 100),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            pace(Duration::from_secs(1), 1000),
+            Duration::from_millis(50),
+            "floored"
+        );
+        assert_eq!(pace(ten_min, 0), Duration::from_secs(2));
+    }
+}
