@@ -67,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
     let n = setting("BENCH_N", 1000) as usize;
     let rest = Duration::from_secs(setting("BENCH_REST_SECS", 120));
     let concurrency = setting("BENCH_CONCURRENCY", 16) as usize;
+    let drift = Duration::from_secs(setting("BENCH_DRIFT_SECS", 30));
     let kubeconfig = kubeconfig_path();
     let audit = AuditLog::of(&kubeconfig);
     let admin = client_for(&kubeconfig).await;
@@ -100,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // 6a. Memory at idle.
-    let op = Operator::start(&sa_kubeconfig, &chroma_url, concurrency)?;
+    let op = Operator::start(&sa_kubeconfig, &chroma_url, concurrency, Duration::ZERO)?;
     op.wait_ready().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = op.rss_kib();
@@ -116,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
     let tracker = ReadyTracker::start(admin.clone());
     create_objects(&admin, NS, n, 0).await?;
     let mark = Snapshot::take(&audit, &standin);
-    let op = Operator::start(&sa_kubeconfig, &chroma_url, concurrency)?;
+    let op = Operator::start(&sa_kubeconfig, &chroma_url, concurrency, Duration::ZERO)?;
     let started = Instant::now();
     let mut peak = 0;
     while tracker.ready_count() < n {
@@ -314,7 +315,7 @@ async fn main() -> anyhow::Result<()> {
     // 7. Restart: kill -9 at rest.
     op.kill();
     let mark = Snapshot::take(&audit, &standin);
-    let op = Operator::start(&sa_kubeconfig, &chroma_url, concurrency)?;
+    let op = Operator::start(&sa_kubeconfig, &chroma_url, concurrency, Duration::ZERO)?;
     let started = Instant::now();
     op.wait_ready().await;
     let seen = started.elapsed().as_secs_f64();
@@ -323,6 +324,36 @@ async fn main() -> anyhow::Result<()> {
     report.add("restart", "restart after kill -9: all seen (s) / writes / Chroma calls",
         json!({"secs": seen, "writes": restart_cost.writes(), "chroma": restart_cost.chroma.values().sum::<u64>()}),
         format!("{seen:.1} s / {} / {}", restart_cost.writes(), restart_cost.chroma.values().sum::<u64>()));
+
+    // 7b. The drift check at rest: the operator restarted with a short interval, for three
+    // intervals (its first check comes half to one interval after the start).
+    op.kill();
+    let op = Operator::start(&sa_kubeconfig, &chroma_url, concurrency, drift)?;
+    op.wait_ready().await;
+    let mark = Snapshot::take(&audit, &standin);
+    let checks_before = op
+        .counter("chroma_sync_operator_drift_checks_total{result=\"ok\"}")
+        .await;
+    tokio::time::sleep(drift * 3).await;
+    let drift_cost = mark.diff(&audit, &standin);
+    let checks = op
+        .counter("chroma_sync_operator_drift_checks_total{result=\"ok\"}")
+        .await
+        - checks_before;
+    let chroma = |endpoint: &str| drift_cost.chroma.get(endpoint).copied().unwrap_or(0);
+    let lists = chroma("list_sources");
+    let others = drift_cost.chroma.values().sum::<u64>() - lists;
+    let per_check = if checks == 0 {
+        f64::NAN
+    } else {
+        lists as f64 / checks as f64
+    };
+    report.add(
+        "drift",
+        &format!("drift check every {} s, {} objects in 1 database: list calls per check / checks / other Chroma calls / writes", drift.as_secs(), n + 100),
+        json!({"interval_secs": drift.as_secs(), "objects": n + 100, "lists_per_check": per_check, "checks": checks, "other_chroma": others, "writes": drift_cost.writes()}),
+        format!("{per_check:.0} / {checks} / {others} / {}", drift_cost.writes()),
+    );
 
     // 8. Deletion of everything.
     let total = n + 100;
@@ -466,7 +497,14 @@ struct Operator {
 }
 
 impl Operator {
-    fn start(kubeconfig: &Path, chroma_url: &str, concurrency: usize) -> anyhow::Result<Self> {
+    /// The operator with `--drift-interval drift` (zero: off, so that only the drift phase
+    /// counts the check's list calls).
+    fn start(
+        kubeconfig: &Path,
+        chroma_url: &str,
+        concurrency: usize,
+        drift: Duration,
+    ) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -489,6 +527,7 @@ impl Operator {
                 &concurrency.to_string(),
             ])
             .args(["--chroma-url", chroma_url, "--allow-insecure-http"])
+            .args(["--drift-interval", &format!("{}ms", drift.as_millis())])
             .args(["--metrics-address", &format!("127.0.0.1:{port}")]);
         let log = kubeconfig.with_file_name("bench-operator.log");
         Ok(Self {
@@ -536,6 +575,20 @@ impl Operator {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
+    }
+
+    /// The value of the series `series` (name and labels as rendered) on /metrics; 0 if absent.
+    async fn counter(&self, series: &str) -> u64 {
+        let text = reqwest::get(format!("{}/metrics", self.metrics))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(0.0) as u64
     }
 
     async fn reconciles(&self) -> u64 {
