@@ -74,6 +74,11 @@ struct RunArgs {
     /// Reconciles running at once (per watched namespace).
     #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
+    /// Watch only the Secrets with these labels (a label selector, e.g.
+    /// `chromasync.dev/token=true`): a SyncSource's tokenSecretRef must then name such a Secret.
+    /// Unset: every Secret (metadata only; the data only of the Secrets SyncSources reference).
+    #[arg(long, env = "SECRET_LABEL_SELECTOR")]
+    secret_label_selector: Option<String>,
     /// How often every recorded source is checked to still exist in Chroma (one paged list per
     /// database and token, spread over the interval; jittered). 0 turns the check off.
     #[arg(long, env = "DRIFT_INTERVAL", default_value = "10m", value_parser = parse_duration)]
@@ -186,6 +191,7 @@ async fn main() -> anyhow::Result<()> {
             namespaces: args.namespaces.clone(),
             concurrency: args.concurrency,
             drift_interval: args.drift_interval,
+            secret_label_selector: args.secret_label_selector.filter(|s| !s.is_empty()),
         },
     });
     let ctx = controller.context();

@@ -1,16 +1,38 @@
-//! Where an object's Chroma token comes from: its `tokenSecretRef` (read from the Secret
-//! caches) or the operator's default token; and which objects wait for which Secret, so that a
-//! Secret's change brings back exactly the objects it may unblock.
+//! Where an object's Chroma token comes from: its `tokenSecretRef` or the operator's default
+//! token; and which objects wait for which Secret, so that a Secret's change brings back exactly
+//! the objects it may unblock.
+//!
+//! The Secret watch keeps metadata only (name, namespace, resourceVersion): in a cluster with
+//! many Secrets, their data would be most of the operator's memory, and none of it is ours. The
+//! data of a Secret a SyncSource references is read when a reconcile needs it ([`load`]) and
+//! kept, for that Secret alone, until its resourceVersion moves on.
+//!
+//! [`load`]: Credentials::load
 
 use super::Reason;
 use crate::chroma::Token;
 use crate::crd::SyncSource;
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
-use std::collections::{HashMap, HashSet};
+use kube::{Client, ResourceExt};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::time::Duration;
+
+/// The longest wait for one read of a Secret's data.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The data of one referenced Secret, as read at a resourceVersion of its metadata.
+struct Loaded {
+    /// The resourceVersion the metadata cache had when the data was read: the data is current
+    /// while the cache still has it.
+    for_version: Option<String>,
+    data: BTreeMap<String, ByteString>,
+}
 
 /// Where the default token (for objects without `tokenSecretRef`) comes from.
 #[derive(Clone, Default)]
@@ -22,9 +44,14 @@ pub struct DefaultToken {
 }
 
 pub(super) struct Credentials {
+    client: Client,
     default_token: DefaultToken,
-    /// One cache per watched scope.
-    secrets: Vec<Store<Secret>>,
+    /// One metadata cache per watched scope.
+    secrets: Vec<Store<PartialObjectMeta<Secret>>>,
+    /// The Secret watch's label selector, if any (named in "does not exist" messages).
+    selector: Option<String>,
+    /// The data of the Secrets that SyncSources reference, and of no other.
+    loaded: Mutex<HashMap<ObjectRef<Secret>, Loaded>>,
     /// Becomes true once every Secret cache has listed. (A `Store`'s own readiness future wakes
     /// only one waiter, so reconciles wait on this instead.)
     synced: tokio::sync::watch::Sender<bool>,
@@ -35,10 +62,18 @@ pub(super) struct Credentials {
 }
 
 impl Credentials {
-    pub(super) fn new(default_token: DefaultToken, secrets: Vec<Store<Secret>>) -> Self {
+    pub(super) fn new(
+        client: Client,
+        default_token: DefaultToken,
+        secrets: Vec<Store<PartialObjectMeta<Secret>>>,
+        selector: Option<String>,
+    ) -> Self {
         Self {
+            client,
             default_token,
             secrets,
+            selector,
+            loaded: Mutex::default(),
             synced: tokio::sync::watch::Sender::new(false),
             waiting: Mutex::default(),
         }
@@ -56,41 +91,118 @@ impl Credentials {
     }
 
     /// The token for an object, or why there is none. Never the token's value in the reason.
-    pub(super) fn token_for(&self, obj: &SyncSource) -> Result<Token, String> {
+    /// The object is noted as waiting for its Secret, so that the Secret's change wakes it.
+    pub(super) async fn token_for(&self, obj: &SyncSource) -> Result<Token, String> {
+        if let Some(reference) = &obj.spec.token_secret_ref {
+            let key = secret_key(obj, &reference.name);
+            self.waiting
+                .lock()
+                .expect("secret waiters")
+                .entry(key)
+                .or_default()
+                .insert(ObjectRef::from_obj(obj));
+        }
+        self.load(obj).await?;
+        self.peek(obj)
+    }
+
+    /// Reads the data of the Secret `obj` references, unless what was read is still current.
+    /// A Secret the metadata cache does not have is not read (and what was read of it is
+    /// forgotten). The read is a list of that one name: the operator's role grants `list` and
+    /// `watch` on Secrets, and no `get`.
+    pub(super) async fn load(&self, obj: &SyncSource) -> Result<(), String> {
+        let Some(reference) = &obj.spec.token_secret_ref else {
+            return Ok(());
+        };
+        let key = secret_key(obj, &reference.name);
+        let version = match self.metadata(&key) {
+            Some(meta) => meta.metadata.resource_version.clone(),
+            None => {
+                self.loaded.lock().expect("loaded secrets").remove(&key);
+                return Ok(());
+            }
+        };
+        let current = |loaded: &HashMap<_, Loaded>| {
+            loaded
+                .get(&key)
+                .is_some_and(|l: &Loaded| l.for_version == version)
+        };
+        if current(&self.loaded.lock().expect("loaded secrets")) {
+            return Ok(());
+        }
+        let ns = key.namespace.as_deref().unwrap_or_default();
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        let params = ListParams::default().fields(&format!("metadata.name={}", key.name));
+        let read = tokio::time::timeout(READ_TIMEOUT, api.list(&params)).await;
+        let why = |e: String| format!("Secret {ns}/{} cannot be read: {e}", key.name);
+        let list = match read {
+            Ok(Ok(list)) => list,
+            Ok(Err(e)) => return Err(why(e.to_string())),
+            Err(_) => return Err(why(format!("no answer within {READ_TIMEOUT:?}"))),
+        };
+        let data = list
+            .items
+            .into_iter()
+            .next()
+            .and_then(|s| s.data)
+            .unwrap_or_default();
+        let loaded = Loaded {
+            for_version: version,
+            data,
+        };
+        self.loaded
+            .lock()
+            .expect("loaded secrets")
+            .insert(key, loaded);
+        Ok(())
+    }
+
+    /// The token for an object from what is loaded, without noting it as waiting (the drift
+    /// check reads tokens of objects that wait for nothing).
+    pub(super) fn peek(&self, obj: &SyncSource) -> Result<Token, String> {
         let Some(reference) = &obj.spec.token_secret_ref else {
             return self.default_token();
         };
-        let ns = obj.namespace().unwrap_or_default();
-        let key = ObjectRef::<Secret>::new(&reference.name).within(&ns);
-        self.waiting
-            .lock()
-            .expect("secret waiters")
-            .entry(key.clone())
-            .or_default()
-            .insert(ObjectRef::from_obj(obj));
-        let Some(secret) = self.secrets.iter().find_map(|s| s.get(&key)) else {
+        let key = secret_key(obj, &reference.name);
+        let ns = key.namespace.as_deref().unwrap_or_default();
+        let Some(meta) = self.metadata(&key) else {
+            let hint = match &self.selector {
+                Some(selector) => {
+                    format!(" (or does not match the operator's Secret selector {selector:?})")
+                }
+                None => String::new(),
+            };
             return Err(format!(
-                "Secret {ns}/{} (tokenSecretRef) does not exist",
+                "Secret {ns}/{} (tokenSecretRef) does not exist{hint}",
                 reference.name
             ));
         };
+        let loaded = self.loaded.lock().expect("loaded secrets");
+        let Some(secret) = loaded
+            .get(&key)
+            .filter(|l| l.for_version == meta.metadata.resource_version)
+        else {
+            return Err(format!("Secret {ns}/{} is not read yet", reference.name));
+        };
         let value = secret
             .data
-            .as_ref()
-            .and_then(|d| d.get(&reference.key))
-            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-            .or_else(|| {
-                secret
-                    .string_data
-                    .as_ref()
-                    .and_then(|d| d.get(&reference.key).cloned())
-            });
+            .get(&reference.key)
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned());
         value.and_then(Token::new).ok_or_else(|| {
             format!(
                 "Secret {ns}/{} has no non-empty key {:?}",
                 reference.name, reference.key
             )
         })
+    }
+
+    fn metadata(
+        &self,
+        key: &ObjectRef<Secret>,
+    ) -> Option<std::sync::Arc<PartialObjectMeta<Secret>>> {
+        let key = ObjectRef::<PartialObjectMeta<Secret>>::new(&key.name)
+            .within(key.namespace.as_deref().unwrap_or_default());
+        self.secrets.iter().find_map(|s| s.get(&key))
     }
 
     fn default_token(&self) -> Result<Token, String> {
@@ -111,8 +223,12 @@ impl Credentials {
     }
 
     /// The objects a change of `secret` may unblock.
-    pub(super) fn waiting_for(&self, secret: &Secret) -> Vec<ObjectRef<SyncSource>> {
-        let key = ObjectRef::from_obj(secret);
+    pub(super) fn waiting_for(
+        &self,
+        secret: &PartialObjectMeta<Secret>,
+    ) -> Vec<ObjectRef<SyncSource>> {
+        let key = ObjectRef::<Secret>::new(&secret.name_any())
+            .within(&secret.namespace().unwrap_or_default());
         let waiting = self.waiting.lock().expect("secret waiters");
         waiting
             .get(&key)
@@ -132,4 +248,9 @@ impl Credentials {
             !objects.is_empty()
         });
     }
+}
+
+/// The Secret `name` in `obj`'s namespace.
+fn secret_key(obj: &SyncSource, name: &str) -> ObjectRef<Secret> {
+    ObjectRef::new(name).within(&obj.namespace().unwrap_or_default())
 }

@@ -103,16 +103,21 @@ pub(super) async fn run(ctx: Arc<Context>, scopes: Vec<Scope>, interval: Duratio
 }
 
 async fn sweep(ctx: &Context, scopes: &[Scope], interval: Duration) {
-    let states: Vec<(usize, Vec<Arc<SyncSource>>)> = scopes
+    let objects: Vec<(usize, Arc<SyncSource>)> = scopes
         .iter()
         .enumerate()
-        .map(|(i, scope)| (i, scope.store.state()))
+        .flat_map(|(i, scope)| scope.store.state().into_iter().map(move |o| (i, o)))
         .collect();
-    let objects = states
-        .iter()
-        .flat_map(|(i, objs)| objs.iter().map(move |o| (*i, o.as_ref())));
-    let checks = plan(objects, |o| ctx.credentials.token_for(o).ok());
-    drop(states);
+    // The tokens of objects at rest may not have been read since a restart: read each
+    // referenced Secret (once: a current one is not read again).
+    for (_, obj) in &objects {
+        if obj.spec.token_secret_ref.is_some() {
+            let _ = ctx.credentials.load(obj).await;
+        }
+    }
+    let at_rest = objects.iter().map(|(i, o)| (*i, o.as_ref()));
+    let checks = plan(at_rest, |o| ctx.credentials.peek(o).ok());
+    drop(objects);
     let calls: usize = checks
         .iter()
         .map(|c| c.members.len().div_ceil(LIST_PAGE).max(1))

@@ -304,6 +304,7 @@ pub fn context(client: kube::Client, chroma: ChromaClient, token: Option<&str>) 
             namespaces: vec![],
             concurrency: 1,
             drift_interval: std::time::Duration::ZERO,
+            secret_label_selector: None,
         },
     };
     Controller::new(parts).context()

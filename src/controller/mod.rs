@@ -179,8 +179,8 @@ impl Context {
     }
 
     /// The token for `obj`, or why there is none (see [`credentials`]).
-    pub fn token_for(&self, obj: &SyncSource) -> Result<Token, String> {
-        self.credentials.token_for(obj)
+    pub async fn token_for(&self, obj: &SyncSource) -> Result<Token, String> {
+        self.credentials.token_for(obj).await
     }
 
     /// The next requeue for an object's outcome, counting consecutive failures per object.

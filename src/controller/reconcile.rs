@@ -91,7 +91,7 @@ pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
     {
         return at_rest(ctx, obj, rec, &desired).await;
     }
-    let token = match ctx.credentials.token_for(obj) {
+    let token = match ctx.credentials.token_for(obj).await {
         Ok(token) => token,
         Err(why) => return missing_credentials(ctx, obj, recorded.as_ref(), why).await,
     };
@@ -187,7 +187,7 @@ async fn at_rest(
         Some(r) if r == Reason::Paused.as_str() || r == Reason::SourceMissing.as_str()
     );
     if asked || suspected || unsure {
-        let token = match ctx.credentials.token_for(&obj) {
+        let token = match ctx.credentials.token_for(&obj).await {
             Ok(token) => token,
             Err(why) => return missing_credentials(ctx, &obj, Some(rec), why).await,
         };
@@ -534,7 +534,7 @@ pub async fn orphaned(ctx: &Context, obj: &SyncSource, namesake: bool) {
             return;
         }
     }
-    let token = match ctx.credentials.token_for(obj) {
+    let token = match ctx.credentials.token_for(obj).await {
         Ok(token) => token,
         Err(why) => {
             warn!(source_id = ?recorded, %why, "cannot delete the source of a vanished object; it is left in Chroma");
@@ -657,7 +657,7 @@ pub async fn cleanup(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
     }
 
     if recorded.is_some() || marked.is_some() {
-        let token = match ctx.credentials.token_for(obj) {
+        let token = match ctx.credentials.token_for(obj).await {
             Ok(t) => t,
             Err(why) => return missing_credentials(ctx, obj, recorded.as_ref(), why).await,
         };

@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller as Runtime};
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -47,6 +48,9 @@ pub struct Settings {
     pub namespaces: Vec<String>,
     /// Reconciles running at once (per watched namespace).
     pub concurrency: u16,
+    /// Narrows the Secret watch to Secrets with these labels (a label selector); none: every
+    /// Secret but Helm releases and service-account tokens.
+    pub secret_label_selector: Option<String>,
     /// How often every recorded source is checked to still exist (see [`drift`](super::drift));
     /// zero turns the check off.
     pub drift_interval: Duration,
@@ -69,14 +73,15 @@ pub struct Controller {
     scopes: Vec<Scope>,
     concurrency: u16,
     drift_interval: Duration,
+    secret_selector: Option<String>,
 }
 
 /// One watched namespace (or all of them): its two watches and the caches they fill.
 struct Scope {
     sources: Api<SyncSource>,
-    secrets: Api<Secret>,
+    secrets: Api<PartialObjectMeta<Secret>>,
     source_cache: Writer<SyncSource>,
-    secret_cache: Writer<Secret>,
+    secret_cache: Writer<PartialObjectMeta<Secret>>,
 }
 
 impl Controller {
@@ -114,7 +119,12 @@ impl Controller {
             })
             .collect();
         let secret_caches = scopes.iter().map(|s| s.secret_cache.as_reader()).collect();
-        let credentials = Credentials::new(default_token, secret_caches);
+        let credentials = Credentials::new(
+            client.clone(),
+            default_token,
+            secret_caches,
+            settings.secret_label_selector.clone(),
+        );
         let instance = instance.as_deref().unwrap_or(FIELD_MANAGER);
         let source_caches = scopes.iter().map(|s| s.source_cache.as_reader()).collect();
         let ctx = Context::new(
@@ -130,6 +140,7 @@ impl Controller {
             scopes,
             concurrency: settings.concurrency,
             drift_interval: settings.drift_interval,
+            secret_selector: settings.secret_label_selector,
         }
     }
 
@@ -150,6 +161,7 @@ impl Controller {
             scopes,
             concurrency,
             drift_interval,
+            secret_selector,
         } = self;
         // Readiness comes from each watch's first InitDone. (A Store's own readiness future
         // wakes only one waiter, and the Controller already waits on it.)
@@ -197,7 +209,11 @@ impl Controller {
                     })
                 });
             let (secrets_done, all_done) = (secrets_listed.once(), all_listed.once());
-            let config = watcher::Config::default().fields(SECRET_FIELD_SELECTOR);
+            let mut config = watcher::Config::default().fields(SECRET_FIELD_SELECTOR);
+            if let Some(selector) = &secret_selector {
+                config = config.labels(selector);
+            }
+            // Metadata only: which Secrets exist and when they change (see `credentials`).
             let secret_stream = watcher(scope.secrets, config)
                 .default_backoff()
                 .modify(cache::slim)
@@ -212,7 +228,7 @@ impl Controller {
 
             let waiters = ctx.clone();
             let controller = Runtime::for_stream(source_stream, source_reader)
-                .watches_stream(secret_stream, move |secret: Secret| {
+                .watches_stream(secret_stream, move |secret: PartialObjectMeta<Secret>| {
                     waiters.credentials.waiting_for(&secret)
                 })
                 .reconcile_on(drifted)

@@ -75,7 +75,7 @@ pub async fn apply(run: &SyncRun, ctx: &Context) -> Result<Next, Error> {
             return Ok(Next::Retry(Retry::Slow));
         }
     };
-    let token = match ctx.token_for(&source) {
+    let token = match ctx.token_for(&source).await {
         Ok(token) => token,
         Err(why) => {
             let reason = reason::MISSING_CREDENTIALS;
@@ -161,7 +161,7 @@ async fn follow(
     id: &str,
 ) -> Result<Next, Error> {
     let kind = decide::kind_of(&source.spec);
-    let token = match ctx.token_for(source) {
+    let token = match ctx.token_for(source).await {
         Ok(token) => token,
         Err(why) => {
             let reason = reason::MISSING_CREDENTIALS;
@@ -282,7 +282,10 @@ async fn cancel(ctx: &Context, run: &SyncRun, status: &SyncRunStatus) -> Result<
             )));
         }
     };
-    let token = ctx.token_for(&source).map_err(CancelError::Impossible)?;
+    let token = ctx
+        .token_for(&source)
+        .await
+        .map_err(CancelError::Impossible)?;
     let id = match (
         &status.invocation_id,
         pending_mark(run),

@@ -399,6 +399,52 @@ async fn main() -> anyhow::Result<()> {
         format!("{deletion:.1} s / {:.2} / {:.2}", per(del_cost.patches, total), per(*del_cost.chroma.get("delete_source").unwrap_or(&0), total)));
     op.terminate().await;
 
+    // 9. Memory with many Secrets that are not the operator's: N unrelated 8 KiB Secrets in the
+    // watched namespace, the operator started idle among them.
+    let secrets_n = setting("BENCH_SECRETS", 10_000) as usize;
+    if secrets_n > 0 {
+        create_unrelated_secrets(&admin, secrets_n).await?;
+        let op = Operator::start(&sa_kubeconfig, &chroma_url, concurrency, Duration::ZERO)?;
+        op.wait_ready().await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let with_secrets = op.rss_kib();
+        report.add(
+            "rss_secrets_kib",
+            &format!(
+                "RSS at idle among {secrets_n} unrelated 8 KiB Secrets (MiB; idle without: {})",
+                mib(idle)
+            ),
+            json!({"secrets": secrets_n, "rss_kib": with_secrets, "idle_kib": idle}),
+            mib(with_secrets),
+        );
+        op.terminate().await;
+        // BENCH_SECRETS_BASELINE: an older build of the operator, measured the same way.
+        if let Ok(baseline) = std::env::var("BENCH_SECRETS_BASELINE") {
+            let old = Operator::start_binary(
+                &baseline,
+                &sa_kubeconfig,
+                &chroma_url,
+                concurrency,
+                Duration::ZERO,
+            )?;
+            old.wait_ready().await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let before = old.rss_kib();
+            report.add(
+                "rss_secrets_baseline_kib",
+                &format!("the same with the baseline build {baseline} (MiB)"),
+                json!({"binary": baseline, "rss_kib": before}),
+                mib(before),
+            );
+            old.terminate().await;
+        }
+        let secrets: Api<Secret> = Api::namespaced(admin.clone(), NS);
+        let unrelated = ListParams::default().labels("bench=unrelated");
+        secrets
+            .delete_collection(&DeleteParams::default(), &unrelated)
+            .await?;
+    }
+
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&dir)?;
     let file = dir.join(format!("results-{n}.json"));
@@ -442,6 +488,32 @@ async fn setup(admin: &Client) -> anyhow::Result<()> {
     let base = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/manifests");
     let (ok, out) = kubectl(&["apply", "--server-side", "--force-conflicts", "-k", base]);
     anyhow::ensure!(ok, "applying deploy/manifests failed: {out}");
+    Ok(())
+}
+
+/// `n` Secrets of 8 KiB each in the watched namespace that no SyncSource references (as other
+/// software's Secrets are), labelled `bench=unrelated`.
+async fn create_unrelated_secrets(admin: &Client, n: usize) -> anyhow::Result<()> {
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), NS);
+    let filler = "x".repeat(8 * 1024);
+    stream::iter(0..n)
+        .map(|i| {
+            let secrets = secrets.clone();
+            let secret: Secret = serde_json::from_value(json!({
+                "metadata": {"name": format!("unrelated-{i}"), "labels": {"bench": "unrelated"}},
+                "stringData": {"payload": filler},
+            }))
+            .expect("a Secret");
+            async move {
+                secrets
+                    .create(&PostParams::default(), &secret)
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await?;
     Ok(())
 }
 
@@ -505,11 +577,23 @@ impl Operator {
         concurrency: usize,
         drift: Duration,
     ) -> anyhow::Result<Self> {
+        // BENCH_OPERATOR measures another build, e.g. the image's static musl binary.
+        let binary = std::env::var("BENCH_OPERATOR").unwrap_or_else(|_| BINARY.to_owned());
+        Self::start_binary(&binary, kubeconfig, chroma_url, concurrency, drift)
+    }
+
+    /// [`Operator::start`] with another binary (an older build, for a before/after figure:
+    /// with `drift` zero it gets no flag an older build would not know).
+    fn start_binary(
+        binary: &str,
+        kubeconfig: &Path,
+        chroma_url: &str,
+        concurrency: usize,
+        drift: Duration,
+    ) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        // BENCH_OPERATOR measures another build, e.g. the image's static musl binary.
-        let binary = std::env::var("BENCH_OPERATOR").unwrap_or_else(|_| BINARY.to_owned());
         let mut command = Command::new(binary);
         command
             .env("KUBECONFIG", kubeconfig)
@@ -527,8 +611,12 @@ impl Operator {
                 &concurrency.to_string(),
             ])
             .args(["--chroma-url", chroma_url, "--allow-insecure-http"])
-            .args(["--drift-interval", &format!("{}ms", drift.as_millis())])
             .args(["--metrics-address", &format!("127.0.0.1:{port}")]);
+        if !drift.is_zero() {
+            command.args(["--drift-interval", &format!("{}ms", drift.as_millis())]);
+        } else if binary == BINARY {
+            command.args(["--drift-interval", "0"]);
+        }
         let log = kubeconfig.with_file_name("bench-operator.log");
         Ok(Self {
             process: OperatorProcess::spawn(&mut command, &log),

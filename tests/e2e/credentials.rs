@@ -163,3 +163,35 @@ async fn a_syncsource_cannot_borrow_another_namespaces_secret_or_redirect_the_to
         "calls reached Chroma: {calls:?}"
     );
 }
+
+/// `--secret-label-selector` narrows the Secret watch: a Secret without the label is invisible
+/// (the object says so, naming the selector), and labelling it brings the object to Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_label_selector_narrows_what_the_operator_sees() {
+    let mut env = Env::without_operator("selector").await;
+    env.extra_args = vec![
+        "--secret-label-selector".into(),
+        "chromasync.dev/token=true".into(),
+    ];
+    let env = env.with_operator();
+    env.create("sel", github("acme/selector")).await;
+    let o = env.wait_reason("sel", "MissingCredentials", SOON).await;
+    let message = ready(&o).unwrap().2;
+    assert!(
+        message.contains("selector \"chromasync.dev/token=true\""),
+        "{message}"
+    );
+    assert_eq!(env.standin.calls("create_source", "*"), 0);
+
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
+    let labelled = json!({"metadata": {"labels": {"chromasync.dev/token": "true"}}});
+    secrets
+        .patch(
+            TOKEN_SECRET,
+            &PatchParams::default(),
+            &Patch::Merge(labelled),
+        )
+        .await
+        .unwrap();
+    env.wait_reason("sel", "SourceReady", SOON).await;
+}
