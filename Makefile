@@ -5,10 +5,9 @@ SHELL := bash
 
 CARGO ?= cargo
 TEST_DIR := target/controlplane-test
-# The image's org.opencontainers.image.source: Cargo.toml's `repository` when it has one. It has
-# none yet, so this placeholder stands until it does: set the real URL when you publish, e.g.
-# `make image IMAGE_SOURCE=https://github.com/your-org/chroma-sync-operator`.
-IMAGE_SOURCE ?= $(or $(shell sed -nE 's/^repository = "([^"]+)"/\1/p' Cargo.toml | head -n1),https://example.invalid/chroma-sync-operator)
+# The image's org.opencontainers.image.source: Cargo.toml's `repository` (the chart's `home`), or
+# your fork's URL when you publish it: `make image IMAGE_SOURCE=https://github.com/your-org/...`.
+IMAGE_SOURCE ?= $(shell sed -nE 's/^repository = "([^"]+)"/\1/p' Cargo.toml | head -n1)
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'

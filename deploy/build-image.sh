@@ -9,7 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo_field() { sed -nE "s/^$1 = \"([^\"]+)\"/\\1/p" Cargo.toml | head -n1; }
 version="$(cargo_field version)"
 source_url="${IMAGE_SOURCE:-$(cargo_field repository)}"
-source_url="${source_url:-https://example.invalid/chroma-sync-operator}"
+[ -n "$source_url" ] || { echo "build-image: no IMAGE_SOURCE and no repository in Cargo.toml" >&2; exit 1; }
 revision="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
 out=target/image
 list="chroma-sync-operator:$version"

@@ -713,6 +713,8 @@ fn the_chart_metadata_matches_its_crds_image_and_license() {
     let home = chart["home"].as_str().unwrap();
     assert!(home.starts_with("https://"), "{home}");
     assert_eq!(chart["sources"][0].as_str(), Some(home));
+    // One home: the crate's `repository`, which is also the image's source label (Makefile).
+    assert_eq!(home, env!("CARGO_PKG_REPOSITORY"));
     let annotations = &chart["annotations"];
     assert_eq!(
         annotations["artifacthub.io/license"].as_str(),
