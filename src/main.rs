@@ -201,7 +201,7 @@ async fn main() -> anyhow::Result<()> {
 
     let listener = tokio::net::TcpListener::bind(&args.metrics_address).await?;
     info!(address = %listener.local_addr()?, "serving /healthz, /readyz, /metrics");
-    let app = server::router(ready.clone(), metrics);
+    let app = server::router(ready.clone(), metrics.clone());
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             error!(error = %e, "probe server failed");
@@ -225,11 +225,14 @@ async fn main() -> anyhow::Result<()> {
             }
         };
         ready.store(false, std::sync::atomic::Ordering::SeqCst);
+        metrics.set_leader(true);
+        let leads = metrics.clone();
         Some(tokio::spawn(async move {
             let lost = tokio::select! {
                 _ = leadership.hold() => true,
                 _ = released => false,
             };
+            leads.set_leader(false);
             if lost {
                 // Another replica may lead already: stop at once. Crash safety covers any
                 // create this cuts short.
@@ -240,6 +243,8 @@ async fn main() -> anyhow::Result<()> {
         }))
     } else {
         drop(released);
+        // No election: this replica runs the controllers.
+        metrics.set_leader(true);
         None
     };
 

@@ -1,14 +1,23 @@
 //! Prometheus metrics: reconciles, their durations and errors by reason, Chroma calls by
-//! endpoint and status code, and SyncRuns by phase and source kind. Labels never carry object contents or secrets.
+//! endpoint and status code, and SyncRuns by phase and source kind; for alerts, the conditions of
+//! every cached object (read from the controllers' caches at scrape time), whether this replica
+//! leads, and the build. Labels never carry object contents (but an object's namespace and name)
+//! or secrets.
 
 use crate::controller::Reason;
-use prometheus_client::encoding::EncodeLabelSet;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::Resource;
+use kube::runtime::reflector::Store;
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,6 +52,73 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// One condition of one object, as the condition gauge shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectCondition<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub type_: &'a str,
+    pub status: &'a str,
+    pub reason: &'a str,
+}
+
+/// Lists, when called (at each scrape), every condition of every object of one kind.
+pub type ConditionSource = Box<dyn Fn(&mut dyn FnMut(ObjectCondition<'_>)) + Send + Sync>;
+
+/// The condition sources, by kind.
+type ConditionSources = Arc<RwLock<Vec<(String, ConditionSource)>>>;
+
+/// `condition{kind, namespace, name, type, status, reason} 1` for each condition the sources
+/// list at scrape time, as Flux's `gotk_reconcile_condition`: an object's series go with it, and
+/// nothing is kept per object between scrapes.
+struct Conditions(ConditionSources);
+
+impl std::fmt::Debug for Conditions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sources = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        let kinds: Vec<&str> = sources.iter().map(|(kind, _)| kind.as_str()).collect();
+        f.debug_tuple("Conditions").field(&kinds).finish()
+    }
+}
+
+impl Collector for Conditions {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let mut metric = encoder.encode_descriptor(
+            "condition",
+            "The conditions of each SyncSource and SyncRun (1 per condition present), by kind, \
+             namespace, name, type, status and reason.",
+            None,
+            MetricType::Gauge,
+        )?;
+        let sources = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        let mut written = Ok(());
+        for (kind, source) in sources.iter() {
+            source(&mut |c| {
+                if written.is_err() {
+                    return;
+                }
+                let labels = [
+                    ("kind", kind.as_str()),
+                    ("namespace", c.namespace),
+                    ("name", c.name),
+                    ("type", c.type_),
+                    ("status", c.status),
+                    ("reason", c.reason),
+                ];
+                written = metric
+                    .encode_family(&labels)
+                    .and_then(|mut series| series.encode_gauge(&1i64));
+            });
+        }
+        written
+    }
+}
+
 struct Inner {
     registry: Registry,
     reconciles: Counter,
@@ -56,6 +132,8 @@ struct Inner {
     run_duration: Family<RunLabels, Histogram>,
     sources_missing: Family<ActionLabels, Counter>,
     drift_checks: Family<ResultLabels, Counter>,
+    leader: Gauge,
+    conditions: ConditionSources,
 }
 
 /// Cheap to clone; all clones share one registry.
@@ -141,7 +219,29 @@ impl Metrics {
             "Drift checks of one database (a paged list of its sources), by result (ok, error)",
             drift_checks.clone(),
         );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "The operator's version (always 1)",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica runs the controllers (it holds the Lease, or leader election \
+             is off), 0 while it stands by",
+            leader.clone(),
+        );
+        let conditions = ConditionSources::default();
+        registry.register_collector(Box::new(Conditions(conditions.clone())));
         Self(Arc::new(Inner {
+            leader,
+            conditions,
             sources_missing,
             drift_checks,
             events_dropped,
@@ -225,10 +325,229 @@ impl Metrics {
         self.0.events_dropped.inc();
     }
 
+    /// Whether this replica runs the controllers (holds the Lease, or elects no leader).
+    pub fn set_leader(&self, leads: bool) {
+        self.0.leader.set(i64::from(leads));
+    }
+
+    /// Shows the conditions `source` lists, as those of objects of `kind`, at every scrape; it
+    /// replaces an earlier source of the same kind (a controller built again).
+    pub fn show_conditions(&self, kind: impl Into<String>, source: ConditionSource) {
+        let kind = kind.into();
+        let mut sources = self
+            .0
+            .conditions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        sources.retain(|(k, _)| *k != kind);
+        sources.push((kind, source));
+    }
+
+    /// Shows the conditions of every object in `caches` (a controller's reflector stores, one
+    /// per watched scope), read from them at each scrape.
+    pub fn show_cached_conditions<K>(
+        &self,
+        caches: Vec<Store<K>>,
+        conditions: fn(&K) -> &[Condition],
+    ) where
+        K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    {
+        let kind = K::kind(&()).into_owned();
+        self.show_conditions(
+            kind,
+            Box::new(move |emit| {
+                for cache in &caches {
+                    for obj in cache.state() {
+                        let meta = obj.meta();
+                        let namespace = meta.namespace.as_deref().unwrap_or_default();
+                        let name = meta.name.as_deref().unwrap_or_default();
+                        for c in conditions(&obj) {
+                            emit(ObjectCondition {
+                                namespace,
+                                name,
+                                type_: &c.type_,
+                                status: &c.status,
+                                reason: &c.reason,
+                            });
+                        }
+                    }
+                }
+            }),
+        );
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
         encode(&mut out, &self.0.registry).expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::run::SyncRun;
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher;
+    use serde_json::json;
+    use std::sync::Mutex;
+
+    /// The rendered lines of the series `name` (with its labels), in order.
+    fn series(text: &str, name: &str) -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// A condition source over `objects`: (namespace, name, [(type, status, reason)]).
+    type Fake = Arc<Mutex<Vec<(&'static str, &'static str, Vec<[&'static str; 3]>)>>>;
+
+    fn fake_source(objects: &Fake) -> ConditionSource {
+        let objects = objects.clone();
+        Box::new(move |emit| {
+            for (namespace, name, conditions) in objects.lock().unwrap().iter() {
+                for [type_, status, reason] in conditions {
+                    emit(ObjectCondition {
+                        namespace,
+                        name,
+                        type_,
+                        status,
+                        reason,
+                    });
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn the_condition_gauge_shows_each_condition_the_sources_list_at_each_scrape() {
+        let metrics = Metrics::new();
+        let text = metrics.render();
+        assert!(
+            text.contains("and reason.\n# TYPE chroma_sync_operator_condition gauge\n# EOF"),
+            "{text}"
+        );
+        assert_eq!(series(&text, "chroma_sync_operator_condition"), [""; 0]);
+
+        let sources: Fake = Arc::new(Mutex::new(vec![
+            ("team-a", "docs", vec![["Ready", "True", "SourceReady"]]),
+            (
+                "team-b",
+                "web",
+                vec![
+                    ["Ready", "False", "Unauthorized"],
+                    ["Stalled", "True", "Unauthorized"],
+                ],
+            ),
+        ]));
+        let runs: Fake = Arc::new(Mutex::new(vec![(
+            "team-a",
+            "docs-main",
+            vec![["Ready", "False", "Paused"]],
+        )]));
+        metrics.show_conditions("SyncSource", fake_source(&sources));
+        metrics.show_conditions("SyncRun", fake_source(&runs));
+        assert_eq!(
+            series(&metrics.render(), "chroma_sync_operator_condition"),
+            [
+                r#"chroma_sync_operator_condition{kind="SyncSource",namespace="team-a",name="docs",type="Ready",status="True",reason="SourceReady"} 1"#,
+                r#"chroma_sync_operator_condition{kind="SyncSource",namespace="team-b",name="web",type="Ready",status="False",reason="Unauthorized"} 1"#,
+                r#"chroma_sync_operator_condition{kind="SyncSource",namespace="team-b",name="web",type="Stalled",status="True",reason="Unauthorized"} 1"#,
+                r#"chroma_sync_operator_condition{kind="SyncRun",namespace="team-a",name="docs-main",type="Ready",status="False",reason="Paused"} 1"#,
+            ]
+        );
+
+        // An object gone from the cache is gone from the next scrape; a source registered again
+        // for its kind replaces the first.
+        sources.lock().unwrap().remove(1);
+        let replacement: Fake = Arc::new(Mutex::new(vec![(
+            "team-c",
+            "nightly",
+            vec![["Ready", "True", "Complete"]],
+        )]));
+        metrics.show_conditions("SyncRun", fake_source(&replacement));
+        assert_eq!(
+            series(&metrics.render(), "chroma_sync_operator_condition"),
+            [
+                r#"chroma_sync_operator_condition{kind="SyncSource",namespace="team-a",name="docs",type="Ready",status="True",reason="SourceReady"} 1"#,
+                r#"chroma_sync_operator_condition{kind="SyncRun",namespace="team-c",name="nightly",type="Ready",status="True",reason="Complete"} 1"#,
+            ]
+        );
+    }
+
+    fn run(name: &str, conditions: serde_json::Value) -> SyncRun {
+        serde_json::from_value(json!({
+            "apiVersion": "chromasync.dev/v1alpha1",
+            "kind": "SyncRun",
+            "metadata": {"namespace": "team-a", "name": name, "uid": name},
+            "spec": {"sourceRef": {"name": "docs"}, "targetCollectionName": "docs"},
+            "status": {"conditions": conditions},
+        }))
+        .unwrap()
+    }
+
+    fn condition(type_: &str, status: &str, reason: &str) -> serde_json::Value {
+        json!({"type": type_, "status": status, "reason": reason,
+               "message": "token ghp_secret is wrong", "lastTransitionTime": "2026-01-01T00:00:00Z"})
+    }
+
+    #[test]
+    fn cached_conditions_are_read_from_the_caches_at_each_scrape_and_never_show_messages() {
+        let metrics = Metrics::new();
+        let mut cache = Writer::<SyncRun>::default();
+        metrics.show_cached_conditions(vec![cache.as_reader()], |r: &SyncRun| {
+            r.status.as_ref().map_or(&[], |s| s.conditions.as_slice())
+        });
+        let failed = run(
+            "failed",
+            json!([
+                condition("Ready", "False", "RunFailed"),
+                condition("Stalled", "True", "RunFailed")
+            ]),
+        );
+        cache.apply_watcher_event(&watcher::Event::Apply(failed.clone()));
+        cache.apply_watcher_event(&watcher::Event::Apply(run("new", json!([]))));
+        let text = metrics.render();
+        let mut lines = series(&text, "chroma_sync_operator_condition");
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                r#"chroma_sync_operator_condition{kind="SyncRun",namespace="team-a",name="failed",type="Ready",status="False",reason="RunFailed"} 1"#,
+                r#"chroma_sync_operator_condition{kind="SyncRun",namespace="team-a",name="failed",type="Stalled",status="True",reason="RunFailed"} 1"#,
+            ]
+        );
+        assert!(!text.contains("ghp_secret"), "{text}");
+
+        cache.apply_watcher_event(&watcher::Event::Delete(failed));
+        assert_eq!(
+            series(&metrics.render(), "chroma_sync_operator_condition"),
+            [""; 0]
+        );
+    }
+
+    #[test]
+    fn the_leader_gauge_says_whether_this_replica_leads() {
+        let metrics = Metrics::new();
+        let leader = |m: &Metrics| series(&m.render(), "chroma_sync_operator_leader");
+        assert_eq!(leader(&metrics), ["chroma_sync_operator_leader 0"]);
+        metrics.set_leader(true);
+        assert_eq!(leader(&metrics), ["chroma_sync_operator_leader 1"]);
+        // Every clone shares the gauge (main holds one, the server another).
+        metrics.clone().set_leader(false);
+        assert_eq!(leader(&metrics), ["chroma_sync_operator_leader 0"]);
+    }
+
+    #[test]
+    fn build_info_names_the_version() {
+        assert_eq!(
+            series(&Metrics::new().render(), "chroma_sync_operator_build_info"),
+            [format!(
+                r#"chroma_sync_operator_build_info{{version="{}"}} 1"#,
+                env!("CARGO_PKG_VERSION")
+            )]
+        );
     }
 }

@@ -4,17 +4,21 @@
 //! - deploy/argocd/health.lua in a real Lua 5.1 interpreter (Argo CD runs gopher-lua, 5.1), and
 //!   the argocd-cm snippet installs exactly that script;
 //! - the Argo CD and Flux examples and README's overlay, built as written (image, token, what is
-//!   applied).
+//!   applied);
+//! - the chart's PrometheusRule and Grafana dashboard, which must use only metrics (and labels)
+//!   the operator exports.
 
 use chroma_sync_operator::controller::Reason;
 use chroma_sync_operator::controller::status::{self, Recorded, State};
 use chroma_sync_operator::crd::run::{RunPhase, SyncRunStatus};
 use chroma_sync_operator::crd::{LastError, SyncSourceStatus};
+use chroma_sync_operator::metrics::{Metrics, ObjectCondition};
 use chroma_sync_operator::runs;
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 const HEALTH: &str = include_str!("../deploy/argocd/health.lua");
 
@@ -789,4 +793,401 @@ fn the_readme_sets_the_image_in_what_is_applied() {
             images[0]["newTag"].as_str().unwrap()
         )
     );
+}
+
+// The chart's monitoring (prometheusRule, grafanaDashboard), rendered with `helm template`: every
+// metric its alerts and dashboard use is one the operator exports, with labels it has.
+
+/// Labels a Prometheus scrape adds to every series (those of a ServiceMonitor's targets
+/// included). A series' own label of the same name arrives as `exported_<name>`.
+const TARGET_LABELS: [&str; 7] = [
+    "namespace",
+    "job",
+    "instance",
+    "pod",
+    "service",
+    "container",
+    "endpoint",
+];
+
+/// What `/metrics` exports, each metric family with a series: sample name (`_total` of a
+/// counter, `_bucket`, `_sum` and `_count` of a histogram) and its label names.
+fn exported() -> BTreeMap<String, BTreeSet<String>> {
+    let metrics = Metrics::new();
+    let took = Duration::from_millis(20);
+    metrics.reconciled(took, Some(Reason::ServerError));
+    metrics.chroma_call("create_source", "201", took);
+    metrics.run_phase("Complete", "github", Some(took));
+    metrics.source_missing("recreated");
+    metrics.drift_checked("ok");
+    metrics.sync_tick_skipped();
+    metrics.event_dropped();
+    metrics.set_leader(true);
+    metrics.show_conditions(
+        "SyncSource",
+        Box::new(|emit| {
+            emit(ObjectCondition {
+                namespace: "team-a",
+                name: "docs",
+                type_: "Ready",
+                status: "False",
+                reason: "Unauthorized",
+            })
+        }),
+    );
+    let text = metrics.render();
+    let mut families = BTreeMap::new();
+    let mut series: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(declared) = line.strip_prefix("# TYPE ") {
+            let (family, kind) = declared.split_once(' ').unwrap();
+            let suffixes: &[&str] = match kind {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                _ => &[""],
+            };
+            for suffix in suffixes {
+                series.insert(format!("{family}{suffix}"), BTreeSet::new());
+                families.insert(format!("{family}{suffix}"), family.to_owned());
+            }
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let end = line.find(['{', ' ']).unwrap();
+            let labels = series
+                .get_mut(&line[..end])
+                .unwrap_or_else(|| panic!("a sample of no declared family: {line}"));
+            if line[end..].starts_with('{') {
+                let (names, _) = label_names(&line.chars().collect::<Vec<_>>(), end);
+                labels.extend(names);
+            }
+        }
+    }
+    for (name, labels) in &series {
+        // A family without a series here would have its labels unchecked: exercise it above.
+        let family = &families[name];
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(family.as_str()) && !l.starts_with('#')),
+            "{family} has no series: give it one in exported()"
+        );
+        if name.ends_with("_bucket") {
+            assert!(labels.contains("le"), "{name}: {labels:?}");
+        }
+    }
+    series
+}
+
+/// The label names of the matchers (or the sample's labels) in the `{...}` at `open`, and the
+/// index after its `}`.
+fn label_names(chars: &[char], open: usize) -> (Vec<String>, usize) {
+    assert_eq!(chars[open], '{');
+    let mut names = Vec::new();
+    let mut i = open + 1;
+    loop {
+        while chars[i].is_whitespace() || chars[i] == ',' {
+            i += 1;
+        }
+        if chars[i] == '}' {
+            return (names, i + 1);
+        }
+        let start = i;
+        while chars[i].is_ascii_alphanumeric() || chars[i] == '_' {
+            i += 1;
+        }
+        names.push(chars[start..i].iter().collect());
+        while chars[i].is_whitespace() || "=!~".contains(chars[i]) {
+            i += 1;
+        }
+        i = after_string(chars, i);
+    }
+}
+
+/// The index after the string literal at `i`.
+fn after_string(chars: &[char], i: usize) -> usize {
+    let quote = chars[i];
+    assert!("\"'`".contains(quote), "not a string at {i}");
+    let mut j = i + 1;
+    while chars[j] != quote {
+        j += if chars[j] == '\\' && quote != '`' {
+            2
+        } else {
+            1
+        };
+    }
+    j + 1
+}
+
+/// The metric selectors of a PromQL expression: each metric name with the label names of its
+/// matchers. A small lexer, enough for what the chart writes: it skips strings, ranges and
+/// durations, numbers, Grafana variables, functions and aggregations (a name before `(`), and
+/// the label lists of `by`, `without`, `on`, `ignoring`, `group_left` and `group_right`.
+fn selectors(expr: &str) -> Vec<(String, Vec<String>)> {
+    const AGGREGATIONS: [&str; 14] = [
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
+        "limitk",
+        "limit_ratio",
+    ];
+    const WITH_LABELS: [&str; 6] = [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ];
+    const KEYWORDS: [&str; 8] = [
+        "bool", "and", "or", "unless", "offset", "atan2", "inf", "nan",
+    ];
+    let chars: Vec<char> = expr.chars().collect();
+    let word_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let skip_space = |mut i: usize| {
+        while i < chars.len() && chars[i].is_whitespace() {
+            i += 1;
+        }
+        i
+    };
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if "\"'`".contains(c) {
+            i = after_string(&chars, i);
+        } else if c == '[' {
+            i += chars[i..].iter().position(|&c| c == ']').unwrap() + 1;
+        } else if c == '$' {
+            // $var, $__rate_interval, ${var}
+            i += 1;
+            if chars.get(i) == Some(&'{') {
+                i += chars[i..].iter().position(|&c| c == '}').unwrap() + 1;
+            }
+            while i < chars.len() && word_char(chars[i]) {
+                i += 1;
+            }
+        } else if c.is_ascii_digit()
+            || (c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit))
+        {
+            while i < chars.len() && (word_char(chars[i]) || chars[i] == '.') {
+                i += 1;
+            }
+        } else if c == '{' {
+            let (labels, end) = label_names(&chars, i);
+            found.push((String::new(), labels));
+            i = end;
+        } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
+            let start = i;
+            while i < chars.len() && word_char(chars[i]) {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            let next = skip_space(i);
+            let lower = word.to_lowercase();
+            if WITH_LABELS.contains(&lower.as_str()) {
+                if chars.get(next) == Some(&'(') {
+                    i = next + chars[next..].iter().position(|&c| c == ')').unwrap() + 1;
+                }
+            } else if AGGREGATIONS.contains(&lower.as_str())
+                || KEYWORDS.contains(&lower.as_str())
+                || chars.get(next) == Some(&'(')
+            {
+                // An aggregation, a keyword or a function.
+            } else if chars.get(next) == Some(&'{') {
+                let (labels, end) = label_names(&chars, next);
+                found.push((word, labels));
+                i = end;
+            } else {
+                found.push((word, Vec::new()));
+            }
+        } else {
+            i += 1;
+        }
+    }
+    found
+}
+
+#[test]
+fn the_selector_lexer_finds_metrics_and_matchers_only() {
+    let expr = r#"histogram_quantile(0.99, sum by (endpoint, le) (label_replace(
+        rate(a_bucket{namespace=~"$namespace", code=~"5..|error"}[$__rate_interval]),
+        "endpoint", "$1", "exported_endpoint", "(.+)"))) / on (job) group_left (x)
+        max without (pod) (b offset 5m) > bool 1e3 or absent(c{d="}"}) unless {__name__="e"}"#;
+    assert_eq!(
+        selectors(expr),
+        [
+            ("a_bucket".into(), vec!["namespace".into(), "code".into()]),
+            ("b".into(), vec![]),
+            ("c".into(), vec!["d".into()]),
+            (String::new(), vec!["__name__".into()]),
+        ]
+    );
+}
+
+/// Checks that each selector of `expr` (from `what`) names an exported series and matches only
+/// on labels it has; returns the names.
+fn check_expression(
+    exported: &BTreeMap<String, BTreeSet<String>>,
+    what: &str,
+    expr: &str,
+) -> BTreeSet<String> {
+    let found = selectors(expr);
+    assert!(!found.is_empty(), "{what}: no metric in {expr}");
+    let mut names = BTreeSet::new();
+    for (name, matchers) in found {
+        let labels = exported
+            .get(&name)
+            .unwrap_or_else(|| panic!("{what}: {name:?} is not exported (in {expr})"));
+        for matcher in &matchers {
+            let own = matcher.strip_prefix("exported_").unwrap_or(matcher);
+            assert!(
+                labels.contains(own) || TARGET_LABELS.contains(&matcher.as_str()),
+                "{what}: {name} has no label {matcher:?} (it has {labels:?}; in {expr})"
+            );
+        }
+        names.insert(name);
+    }
+    names
+}
+
+/// Every string under the key `key`, anywhere in `value`.
+fn strings_under<'a>(value: &'a Value, key: &str, out: &mut Vec<&'a str>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match v.as_str() {
+                    Some(s) if k == key => out.push(s),
+                    _ => strings_under(v, key, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| strings_under(v, key, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_charts_alerts_and_dashboard_use_only_metrics_the_operator_exports() {
+    let exported = exported();
+    let none = helm_template(&serde_yaml::from_str("{}").unwrap(), "ops", &[]);
+    for kind in ["PrometheusRule", "ConfigMap"] {
+        assert!(
+            none.iter().all(|d| d["kind"].as_str() != Some(kind)),
+            "{kind} rendered by default"
+        );
+    }
+    let values = serde_yaml::from_str(
+        "{prometheusRule: {enabled: true, additionalLabels: {release: prometheus}},
+          grafanaDashboard: {enabled: true, annotations: {grafana_folder: Chroma}}}",
+    )
+    .unwrap();
+    let rendered = helm_template(&values, "ops", &[]);
+
+    // The alerts: each expression on exported metrics, with a duration, a severity and words.
+    let rule = the(&rendered, "PrometheusRule");
+    assert_eq!(
+        rule["metadata"]["labels"]["release"].as_str(),
+        Some("prometheus")
+    );
+    let mut alerts = BTreeSet::new();
+    let mut used = BTreeSet::new();
+    for group in rule["spec"]["groups"].as_sequence().unwrap() {
+        for alert in group["rules"].as_sequence().unwrap() {
+            let name = alert["alert"].as_str().unwrap();
+            let expr = alert["expr"].as_str().unwrap();
+            used.extend(check_expression(&exported, name, expr));
+            assert!(alert["for"].as_str().is_some(), "{name}");
+            assert!(alert["labels"]["severity"].as_str().is_some(), "{name}");
+            assert!(alert["annotations"]["description"].as_str().is_some());
+            alerts.insert(name);
+        }
+    }
+    assert_eq!(
+        alerts,
+        BTreeSet::from([
+            "ChromaSyncChromaErrors",
+            "ChromaSyncNoLeader",
+            "ChromaSyncObjectNotReady"
+        ])
+    );
+    for name in [
+        "chroma_sync_operator_condition",
+        "chroma_sync_operator_chroma_requests_total",
+        "chroma_sync_operator_leader",
+    ] {
+        assert!(used.contains(name), "no alert on {name}: {used:?}");
+    }
+    let not_ready = &rule["spec"]["groups"][0]["rules"][0]["expr"];
+    assert!(
+        not_ready.as_str().unwrap().contains(&format!(
+            r#"reason!~"{}|{}""#,
+            Reason::Paused,
+            runs::decide::reason::PROCESSING
+        )),
+        "{not_ready:?}"
+    );
+
+    // The dashboard: the ConfigMap Grafana's sidecar picks up, holding the chart's file as is.
+    let map = the(&rendered, "ConfigMap");
+    assert_eq!(
+        map["metadata"]["labels"]["grafana_dashboard"].as_str(),
+        Some("1")
+    );
+    assert_eq!(
+        map["metadata"]["annotations"]["grafana_folder"].as_str(),
+        Some("Chroma")
+    );
+    let json = map["data"]["chroma-sync-operator.json"].as_str().unwrap();
+    assert_eq!(
+        json.trim_end(),
+        read("deploy/helm/chroma-sync-operator/dashboards/chroma-sync-operator.json").trim_end()
+    );
+    let dashboard: Value = serde_json::from_str(json).unwrap();
+    let mut exprs = Vec::new();
+    strings_under(&dashboard["panels"], "expr", &mut exprs);
+    let mut used = BTreeSet::new();
+    for expr in &exprs {
+        used.extend(check_expression(&exported, "dashboard", expr));
+    }
+    // Template variables: label_values(metric, label).
+    for variable in dashboard["templating"]["list"].as_array().unwrap() {
+        let Some(query) = variable["query"]["query"].as_str() else {
+            continue;
+        };
+        let args = query
+            .strip_prefix("label_values(")
+            .and_then(|q| q.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("an unknown variable query: {query}"));
+        let (metric, label) = args.split_once(',').unwrap();
+        check_expression(
+            &exported,
+            "dashboard variable",
+            &format!("{}{{{}=\"\"}}", metric.trim(), label.trim()),
+        );
+    }
+    for name in [
+        "chroma_sync_operator_condition",
+        "chroma_sync_operator_reconciles_total",
+        "chroma_sync_operator_reconcile_errors_total",
+        "chroma_sync_operator_chroma_requests_total",
+        "chroma_sync_operator_chroma_request_duration_seconds_bucket",
+        "chroma_sync_operator_runs_total",
+        "chroma_sync_operator_leader",
+    ] {
+        assert!(used.contains(name), "no panel on {name}: {used:?}");
+    }
+    // Panel ids are unique (Grafana keys panels by them).
+    let mut ids = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        ids.push(panel["id"].as_u64().unwrap());
+    }
+    let unique: BTreeSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "{ids:?}");
 }

@@ -126,7 +126,11 @@ impl Controller {
             settings.secret_label_selector.clone(),
         );
         let instance = instance.as_deref().unwrap_or(FIELD_MANAGER);
-        let source_caches = scopes.iter().map(|s| s.source_cache.as_reader()).collect();
+        let source_caches: Vec<_> = scopes.iter().map(|s| s.source_cache.as_reader()).collect();
+        // `/metrics` shows every cached object's conditions (for alerts), read at each scrape.
+        metrics.show_cached_conditions(source_caches.clone(), |s: &SyncSource| {
+            s.status.as_ref().map_or(&[], |s| s.conditions.as_slice())
+        });
         let ctx = Context::new(
             client,
             chroma,

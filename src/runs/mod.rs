@@ -107,8 +107,21 @@ pub async fn run(
             .collect()
     };
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
-    let controllers = scopes.into_iter().map(|api| {
-        let (reader, writer) = reflector::store();
+    let scopes: Vec<_> = scopes
+        .into_iter()
+        .map(|api| (api, reflector::store()))
+        .collect();
+    // `/metrics` shows every cached run's conditions (for alerts), read at each scrape.
+    let caches = scopes
+        .iter()
+        .map(|(_, (reader, _))| reader.clone())
+        .collect();
+    runs.ctx
+        .metrics
+        .show_cached_conditions(caches, |r: &SyncRun| {
+            r.status.as_ref().map_or(&[], |s| s.conditions.as_slice())
+        });
+    let controllers = scopes.into_iter().map(|(api, (reader, writer))| {
         // Generation changes (a new run, the start of its deletion) and the pause and
         // reconcile-now annotations only: the operator's own status writes must not cost a look
         // at the service each.

@@ -148,6 +148,18 @@ fn helm_lint_passes_and_the_values_schema_refuses_typos() {
             "metrics.serviceMonitor.relabelings[0].action=explode",
             "at '/metrics/serviceMonitor/relabelings/0/action'",
         ),
+        (
+            "prometheusRule.labels.release=prometheus",
+            "additional properties 'labels' not allowed",
+        ),
+        (
+            "grafanaDashboard.enable=true",
+            "additional properties 'enable' not allowed",
+        ),
+        (
+            "grafanaDashboard.labels.grafana_dashboard=1",
+            "at '/grafanaDashboard/labels/grafana_dashboard'",
+        ),
     ] {
         let (ok, out) = helm(&["template", "x", CHART, "--set", value]);
         assert!(!ok, "--set {value} was accepted");
@@ -183,6 +195,13 @@ metrics:
       - {sourceLabels: [__meta_kubernetes_pod_node_name], targetLabel: node, action: replace}
     metricRelabelings:
       - {sourceLabels: [__name__], regex: "go_.*", action: drop}
+prometheusRule:
+  enabled: true
+  additionalLabels: {release: prometheus}
+grafanaDashboard:
+  enabled: true
+  labels: {grafana_dashboard: "1", team: search}
+  annotations: {grafana_folder: Chroma}
 extraEnv:
   - {name: HTTPS_PROXY, value: "http://proxy.corp:3128"}
   - name: NO_PROXY
@@ -251,6 +270,11 @@ fn dry_run(name: &str, docs: &[&Value]) {
     assert!(!out.contains("would violate PodSecurity"), "{name}: {out}");
 }
 
+/// A ServiceMonitor or PrometheusRule: the Prometheus Operator's kinds.
+fn needs_prometheus_operator(doc: &Value) -> bool {
+    doc["apiVersion"].as_str() == Some("monitoring.coreos.com/v1")
+}
+
 fn find<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
     docs.iter()
         .find(|d| d["kind"].as_str() == Some(kind))
@@ -281,16 +305,27 @@ fn every_chart_option_renders_objects_the_apiserver_accepts() {
     let ns = fresh_namespace("chart-dry-run", true);
     let watch = format!("watchNamespaces={{{ns},default}}");
     let rendered = render(&ns, "full", FULL_VALUES, &[&watch]);
-    let expected = "Deployment NetworkPolicy Pod PodDisruptionBudget Role RoleBinding Service \
-                    ServiceAccount ServiceMonitor";
+    let expected = "ConfigMap Deployment NetworkPolicy Pod PodDisruptionBudget PrometheusRule Role \
+                    RoleBinding Service ServiceAccount ServiceMonitor";
     assert_eq!(kinds(&rendered), words(expected));
-    for token_leak in ["stringData", "kind: Secret", "kind: ConfigMap"] {
+    for token_leak in ["stringData", "kind: Secret"] {
         assert!(
             !rendered.contains(token_leak),
             "the chart renders {token_leak}"
         );
     }
     let docs = documents(&rendered);
+    // The one ConfigMap is the Grafana dashboard (tests/gitops.rs checks what it shows).
+    let maps: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"].as_str() == Some("ConfigMap"))
+        .collect();
+    assert_eq!(maps.len(), 1);
+    let data = maps[0]["data"].as_mapping().unwrap();
+    assert_eq!(
+        data.keys().collect::<Vec<_>>(),
+        [&Value::from("chroma-sync-operator.json")]
+    );
     for doc in &docs {
         for (key, value) in doc["metadata"]["labels"].as_mapping().into_iter().flatten() {
             let value = value.as_str().unwrap();
@@ -384,10 +419,11 @@ fn every_chart_option_renders_objects_the_apiserver_accepts() {
         test_labels[&Value::from("app.kubernetes.io/component")]
     );
 
-    // The ServiceMonitor needs the Prometheus Operator's CRD, absent here: checked above only.
+    // The ServiceMonitor and the PrometheusRule need the Prometheus Operator's CRDs, absent
+    // here: checked above (and in tests/gitops.rs) only.
     let applicable: Vec<&Value> = docs
         .iter()
-        .filter(|d| d["kind"].as_str() != Some("ServiceMonitor"))
+        .filter(|d| !needs_prometheus_operator(d))
         .collect();
     dry_run("chart-full", &applicable);
 
@@ -412,7 +448,7 @@ fn every_chart_option_renders_objects_the_apiserver_accepts() {
     }
     let applicable: Vec<&Value> = docs
         .iter()
-        .filter(|d| d["kind"].as_str() != Some("ServiceMonitor"))
+        .filter(|d| !needs_prometheus_operator(d))
         .collect();
     dry_run("chart-openshift", &applicable);
 
