@@ -180,6 +180,28 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let cost = mark.diff(&audit, &standin);
     let reconciles = op.reconciles().await;
+    // The per-object condition gauge at N objects: one scrape's series, size and time, and RSS
+    // after it (the series are built from the cache at each scrape, and not kept).
+    let before_scrape = op.rss_kib();
+    let scraped = Instant::now();
+    let text = op.scrape().await;
+    let scrape_ms = scraped.elapsed().as_secs_f64() * 1000.0;
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("chroma_sync_operator_condition{"))
+        .count();
+    let after_scrape = op.rss_kib();
+    report.add(
+        "condition_gauge",
+        "/metrics at N: condition series / bytes / scrape ms / RSS before -> after (MiB)",
+        json!({"series": series, "bytes": text.len(), "ms": scrape_ms, "rss_before_kib": before_scrape, "rss_after_kib": after_scrape}),
+        format!(
+            "{series} / {} / {scrape_ms:.0} / {} -> {}",
+            text.len(),
+            mib(before_scrape),
+            mib(after_scrape)
+        ),
+    );
     report.add("writes_per_object", "API writes per object: syncsource / status / events", json!({"syncsource": per(cost.patches, n), "status": per(cost.status_patches, n), "events": per(cost.event_writes, n)}),
         format!("{:.2} / {:.2} / {:.2}", per(cost.patches, n), per(cost.status_patches, n), per(cost.event_writes, n)));
     report.add(
@@ -756,6 +778,16 @@ impl Operator {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
+    }
+
+    /// The /metrics text.
+    async fn scrape(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.metrics))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// The value of the series `series` (name and labels as rendered) on /metrics; 0 if absent.
