@@ -102,7 +102,7 @@ pub struct SyncSourceSpec {
 
     /// The dense embedding model (the older, top-level form of `embedding.dense`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub embedding_model: Option<DenseEmbeddingModel>,
+    pub embedding_model: Option<Box<DenseEmbeddingModel>>,
 
     /// The Secret, in this object's namespace, that holds the Chroma API token. When unset, the
     /// operator's default token is used. The token is never written to status, events or logs.
@@ -439,14 +439,14 @@ pub struct SyncSourceStatus {
     pub conditions: Vec<Condition>,
     /// The last error the Chroma Sync service (or the operator) reported; cleared on success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<LastError>,
+    pub last_error: Option<Box<LastError>>,
     /// The newest SyncRun that `spec.sync` started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_sync: Option<LastSync>,
+    pub last_sync: Option<Box<LastSync>>,
     /// Where `spec.sync` stands: what its newest run was started for, and the latest schedule
     /// tick handled (run or skipped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sync_state: Option<SyncState>,
+    pub sync_state: Option<Box<SyncState>>,
     /// The value of the `chromasync.dev/reconcile-requested-at` annotation the operator last
     /// acted on (as Flux's `lastHandledReconcileAt`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

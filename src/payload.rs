@@ -72,7 +72,7 @@ pub fn build(spec: &SyncSourceSpec) -> Result<CreateSourcePayload, InvalidSpec> 
                 model: s.model.map(|m| enum_value(&m)),
             }),
         }),
-        embedding_model: spec.embedding_model.as_ref().map(dense_model),
+        embedding_model: spec.embedding_model.as_deref().map(dense_model),
     })
 }
 

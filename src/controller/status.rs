@@ -118,7 +118,7 @@ pub fn next(
                     condition(READY, false, *reason, message),
                     condition(abnormal, true, *reason, message),
                 ],
-                error.clone(),
+                error.clone().map(Box::new),
             )
         }
     };
@@ -385,7 +385,7 @@ mod properties {
                         source_id,
                         payload_hash,
                         conditions,
-                        last_error,
+                        last_error: last_error.map(Box::new),
                         ..Default::default()
                     }
                 },

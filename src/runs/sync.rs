@@ -210,12 +210,14 @@ pub async fn ensure(
         }
         next_state.last_schedule_time = Some(Time(at));
     }
-    let newest = runs.first().map(|r| LastSync {
-        name: r.name_any(),
-        collection_name: r.spec.target_collection_name.clone(),
-        invocation_id: r.status.as_ref().and_then(|s| s.invocation_id.clone()),
-        phase: r.status.as_ref().and_then(|s| s.phase),
-        finished_at: r.status.as_ref().and_then(|s| s.completion_time.clone()),
+    let newest = runs.first().map(|r| {
+        Box::new(LastSync {
+            name: r.name_any(),
+            collection_name: r.spec.target_collection_name.clone(),
+            invocation_id: r.status.as_ref().and_then(|s| s.invocation_id.clone()),
+            phase: r.status.as_ref().and_then(|s| s.phase),
+            finished_at: r.status.as_ref().and_then(|s| s.completion_time.clone()),
+        })
     });
     let last_sync = newest.or(status.last_sync.clone());
     if next_state != state || last_sync != status.last_sync {

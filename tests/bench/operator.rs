@@ -5,7 +5,9 @@
 //!
 //! BENCH_N (objects, default 1000), BENCH_RUNS (SyncRuns, default 100, at most N),
 //! BENCH_REST_SECS (default 120), BENCH_CONCURRENCY (default 16), BENCH_OPERATOR (the operator
-//! binary; default the release build of this checkout).
+//! binary; default the release build of this checkout), BENCH_DRIFT_SECS (the drift phase's
+//! interval, default 30), BENCH_SECRETS (unrelated Secrets for the memory phase, default 10000;
+//! 0 skips it), BENCH_SECRETS_BASELINE (an older operator binary measured the same way there).
 
 #[path = "../support"]
 mod support {
@@ -63,6 +65,56 @@ impl Report {
     }
 }
 
+/// Counts the bytes this process has asked for and not given back: what one cached object costs
+/// on the heap, as the operator's cache holds it (the allocator's own rounding aside).
+struct Counting;
+static HELD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        HELD.fetch_add(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        HELD.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Heap bytes per cached SyncSource: a Ready GitHub source with a token Secret, slimmed as the
+/// operator's cache slims it, 10,000 of them behind Arcs (as a reflector store holds them).
+fn heap_per_cached_object() -> usize {
+    let n = 10_000;
+    let values: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({
+                "apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncSource",
+                "metadata": {"name": format!("bench-{i:05}"), "namespace": NS,
+                    "uid": uuid::Uuid::new_v4().to_string(), "resourceVersion": format!("{}", 100_000 + i),
+                    "generation": 1, "creationTimestamp": "2026-12-02T10:00:00Z",
+                    "finalizers": [crd::FINALIZER]},
+                "spec": {"databaseName": "docs", "github": {"repository": format!("acme/repo-{i}")},
+                    "tokenSecretRef": {"name": TOKEN_SECRET, "key": "token"}},
+                "status": {"observedGeneration": 1, "sourceId": uuid::Uuid::new_v4().to_string(),
+                    "payloadHash": "0123456789abcdef", "conditions": [{"type": "Ready", "status": "True",
+                    "reason": "SourceReady", "message": format!("Chroma source {} matches the spec", uuid::Uuid::new_v4()),
+                    "lastTransitionTime": "2026-12-02T10:00:01Z", "observedGeneration": 1}]}
+            })
+        })
+        .collect();
+    let before = HELD.load(std::sync::atomic::Ordering::Relaxed);
+    let cached: Vec<Arc<SyncSource>> = values
+        .iter()
+        .map(|v| Arc::new(serde_json::from_value(v.clone()).expect("a SyncSource")))
+        .collect();
+    let held = HELD.load(std::sync::atomic::Ordering::Relaxed) - before;
+    drop(cached);
+    held / n
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     chroma_sync_operator::chroma::install_crypto_provider();
@@ -80,6 +132,14 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "chroma-sync-operator benchmark: N = {n}, concurrency {concurrency}, {} cores",
         num_cpus()
+    );
+
+    let heap = heap_per_cached_object();
+    report.add(
+        "heap_per_cached_object",
+        "heap per cached SyncSource (bytes; a Ready GitHub source, as the cache holds it)",
+        json!(heap),
+        format!("{heap}"),
     );
 
     setup(&admin).await?;
