@@ -1,9 +1,11 @@
 //! A small client for the Chroma Sync API: the source and invocation calls the operator makes.
 //!
 //! Every outcome is sorted into [`ChromaError`] here, at the edge, so the reconciler decides on
-//! plain values. The token is carried in [`Token`], which never prints itself.
+//! plain values. The token is carried in [`Token`], which never prints itself. Lookups that read
+//! the same listing share one paged pass over it ([`shared`]).
 
 pub mod decode;
+pub mod shared;
 pub mod wire;
 
 use crate::metrics::Metrics;
@@ -267,15 +269,7 @@ impl ChromaClient {
     ) -> Result<Vec<Job>, ChromaError> {
         let mut all = Vec::new();
         for page in 0.. {
-            let path = format!(
-                "/api/v1/invocations?source_id={}&limit={LIST_PAGE}&offset={}&order_by=DESC",
-                urlencode(source_id),
-                page * LIST_PAGE
-            );
-            let (status, body) = self
-                .call::<()>("list_invocations", Method::GET, &path, token, None)
-                .await?;
-            let items = decode::jobs(status.as_u16(), &body)?;
+            let items = self.list_invocations_page(token, source_id, page).await?;
             let more = items.len() == LIST_PAGE && keep_going(&items);
             all.extend(items);
             if !more {
@@ -283,6 +277,25 @@ impl ChromaClient {
             }
         }
         Ok(all)
+    }
+
+    /// Page `page` (from 0) of a source's invocations, newest first, [`LIST_PAGE`] to a page:
+    /// a shorter page is the last.
+    pub async fn list_invocations_page(
+        &self,
+        token: &Token,
+        source_id: &str,
+        page: usize,
+    ) -> Result<Vec<Job>, ChromaError> {
+        let path = format!(
+            "/api/v1/invocations?source_id={}&limit={LIST_PAGE}&offset={}&order_by=DESC",
+            urlencode(source_id),
+            page * LIST_PAGE
+        );
+        let (status, body) = self
+            .call::<()>("list_invocations", Method::GET, &path, token, None)
+            .await?;
+        decode::jobs(status.as_u16(), &body)
     }
 
     /// `PUT /api/v1/invocations/{id}` (no body): cancels a pending run. 412 (not pending) and

@@ -6,6 +6,7 @@
 //! - [`decide`] and [`status`]: the pure decisions, what a failure means and what status says.
 //! - [`credentials`]: tokens, from Secrets or the default, and the objects waiting on a Secret.
 //! - [`orphans`]: objects the apiserver let go with the finalizer still on.
+//! - [`lookup`]: what a lookup for an unrecorded create's source makes of the listing it shares.
 //! - [`events`], [`cache`], [`readiness`]: Events off the reconcile path, what the caches keep,
 //!   readiness.
 
@@ -19,6 +20,7 @@ mod fixtures;
 #[cfg(test)]
 mod flows;
 pub mod intent;
+pub(crate) mod lookup;
 mod orphans;
 mod readiness;
 pub mod reason;
@@ -32,6 +34,7 @@ pub use credentials::DefaultToken;
 pub use reason::Reason;
 pub use wiring::{Controller, Parts, Settings};
 
+use crate::chroma::shared::SharedListing;
 use crate::chroma::{ChromaClient, Token};
 use crate::crd::SyncSource;
 use crate::metrics::Metrics;
@@ -44,9 +47,20 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// The field manager of every write, and the reporting controller of every Event.
 pub const FIELD_MANAGER: &str = "chroma-sync-operator";
+
+/// How long the first lookup for an unrecorded create waits for others of its listing before
+/// their pass lists. After a restart the reconciles of the marked objects start within it, so
+/// they share one pass instead of a listing each; later lookups wait only for the pass that is
+/// listing (see [`crate::chroma::shared`]). A lone lookup pays only this wait.
+const LOOKUP_GATHER: Duration = Duration::from_millis(100);
+
+/// The listing a lookup reads: a token, and the database (of sources) or the source id (of
+/// invocations).
+type Listing = (Token, String);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -111,6 +125,10 @@ pub struct Context {
     sources: Vec<Store<SyncSource>>,
     /// Objects whose source the drift check did not find: their next reconcile looks.
     suspects: Mutex<HashSet<ObjectRef<SyncSource>>>,
+    /// Lookups for unrecorded creates' sources, sharing a pass per (token, database).
+    source_lookups: SharedListing<Listing, lookup::SourceLookup>,
+    /// Lookups for unrecorded runs' invocations, sharing a pass per (token, source id).
+    pub(crate) invocation_lookups: SharedListing<Listing, crate::runs::decide::InvocationLookup>,
 }
 
 impl Context {
@@ -133,6 +151,8 @@ impl Context {
             stopping: AtomicBool::new(false),
             sources,
             suspects: Mutex::default(),
+            source_lookups: SharedListing::new(LOOKUP_GATHER),
+            invocation_lookups: SharedListing::new(LOOKUP_GATHER),
         }
     }
 

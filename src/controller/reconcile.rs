@@ -8,6 +8,7 @@
 
 use super::decide::{self, Failure, Retry};
 use super::events::Kind;
+use super::lookup::SourceLookup;
 use super::status::{self, Recorded, State};
 use super::{Context, Error, Next, Reason, intent, writes};
 use crate::chroma::wire::{CreateSourcePayload, ListedSource};
@@ -713,34 +714,31 @@ async fn release_finalizer(ctx: &Context, obj: &SyncSource) -> Result<(), Error>
 }
 
 /// Lists the database's sources, newest first, for one created from `payload` no earlier than
-/// the mark (less the skew allowance).
+/// the mark (less the skew allowance). The listing is shared with the other lookups of the
+/// database asked meanwhile (after a restart, every marked object looks at once).
 async fn find_unrecorded(
     ctx: &Context,
     token: &Token,
     payload: &CreateSourcePayload,
     marked_at: jiff::Timestamp,
 ) -> Result<Option<String>, ChromaError> {
-    let key = NaturalKey::of_payload(payload);
-    let since = marked_at - CLOCK_SKEW_ALLOWANCE;
-    let recent = |created: Option<jiff::Timestamp>| created.is_none_or(|c| c >= since);
-    let ours =
-        |s: &ListedSource| recent(s.created_at) && NaturalKey::of_listed(s).as_ref() == Some(&key);
-    // Newest first: stop at the page that holds ours, or at the first page that reaches past
-    // the mark (a lookup is then one call in the usual case, not every recent page).
-    let keep_going = |page: &[ListedSource]| {
-        !page.iter().any(ours) && page.last().is_some_and(|s| recent(s.created_at))
+    let lookup = SourceLookup {
+        key: NaturalKey::of_payload(payload),
+        since: marked_at - CLOCK_SKEW_ALLOWANCE,
     };
-    let listed = match ctx
-        .chroma
-        .list_sources_while(token, &payload.database_name, keep_going)
-        .await
-    {
-        Ok(listed) => listed,
+    let listing = (token.clone(), payload.database_name.clone());
+    let page = {
+        let (chroma, (token, database)) = (ctx.chroma.clone(), listing.clone());
+        move |n| {
+            let (chroma, token, database) = (chroma.clone(), token.clone(), database.clone());
+            async move { chroma.list_sources_page(&token, &database, n).await }
+        }
+    };
+    match ctx.source_lookups.look(listing, lookup, page).await {
         // No database, no sources in it: nothing was created there.
-        Err(ChromaError::Api { status: 404, .. }) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    Ok(listed.into_iter().find(ours).map(|s| s.id))
+        Err(ChromaError::Api { status: 404, .. }) => Ok(None),
+        found => found,
+    }
 }
 
 /// Records a failed call. When the call was a create that certainly created nothing, the mark

@@ -3,11 +3,13 @@
 //! when to look at a run again.
 
 use crate::chroma::ChromaError;
+use crate::chroma::shared::Reader;
 use crate::chroma::wire::{CreateJobPayload, GitRef, Job, JobStatus};
 use crate::controller::decide::Retry;
 use crate::crd::run::{RunPhase, SyncRunSpec};
 use crate::crd::{LastError, SyncSourceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 /// Stable reasons (CamelCase) of a SyncRun's conditions and Events.
@@ -124,6 +126,34 @@ pub const POLL_MAX: Duration = Duration::from_secs(60);
 /// from 0.9..1.1 by the caller, so runs started together do not poll together).
 pub fn next_poll(elapsed: Duration, jitter: f64) -> Duration {
     elapsed.clamp(POLL_FIRST, POLL_MAX).mul_f64(jitter)
+}
+
+/// Reads a source's invocations, newest first, up to the first page that reaches past `since`
+/// (a run's mark, less the skew allowance): the invocations that may be the run's own, for
+/// [`own_invocation`]. The lookups of one source and token share the listing (see
+/// [`crate::chroma::shared`]); each reads it as if it listed alone.
+pub struct InvocationLookup {
+    pub since: jiff::Timestamp,
+    pub seen: Vec<Job>,
+}
+
+impl Reader for InvocationLookup {
+    type Item = Job;
+    type Answer = Vec<Job>;
+
+    fn read(&mut self, page: &[Job]) -> ControlFlow<Vec<Job>> {
+        self.seen.extend_from_slice(page);
+        match page.last() {
+            Some(oldest) if oldest.created_at.is_none_or(|c| c >= self.since) => {
+                ControlFlow::Continue(())
+            }
+            _ => ControlFlow::Break(std::mem::take(&mut self.seen)),
+        }
+    }
+
+    fn end(self) -> Vec<Job> {
+        self.seen
+    }
 }
 
 /// A listed invocation is a run's own when it was created no earlier than the run's
@@ -483,6 +513,29 @@ mod tests {
             own_invocation(&s3_jobs, &object, Some("elsewhere"), mark, skew, &nobody),
             None
         );
+    }
+
+    #[test]
+    fn an_invocation_lookup_keeps_every_page_up_to_the_one_that_reaches_past_its_mark() {
+        let at = |second| job(&format!("j{second}"), second, "c", None, None);
+        let mut lookup = InvocationLookup {
+            since: jiff::Timestamp::from_second(1_000).unwrap(),
+            seen: Vec::new(),
+        };
+        let recent = [at(1_200), at(1_100)];
+        assert_eq!(lookup.read(&recent), ControlFlow::Continue(()));
+        let past = [at(1_050), at(900)];
+        let ids = |jobs: &[Job]| jobs.iter().map(|j| j.id.clone()).collect::<Vec<_>>();
+        match lookup.read(&past) {
+            ControlFlow::Break(seen) => assert_eq!(ids(&seen), ["j1200", "j1100", "j1050", "j900"]),
+            ControlFlow::Continue(()) => panic!("the page reaches past the mark"),
+        }
+        let mut short = InvocationLookup {
+            since: jiff::Timestamp::from_second(1_000).unwrap(),
+            seen: Vec::new(),
+        };
+        assert_eq!(short.read(&recent), ControlFlow::Continue(()));
+        assert_eq!(ids(&short.end()), ["j1200", "j1100"], "the listing ended");
     }
 
     #[test]

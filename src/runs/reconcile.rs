@@ -341,17 +341,20 @@ async fn find_unrecorded(
 ) -> Result<Option<String>, ChromaError> {
     // An S3 run without a target writes the source's own collection.
     let default_collection = source.spec.s3.as_ref().map(|s| s.collection_name.as_str());
-    let since = marked_at - CLOCK_SKEW_ALLOWANCE;
-    // Newest first: stop at the first page that reaches past the mark.
-    let keep_going = |page: &[crate::chroma::wire::Job]| {
-        page.last()
-            .is_some_and(|j| j.created_at.is_none_or(|c| c >= since))
+    let lookup = decide::InvocationLookup {
+        since: marked_at - CLOCK_SKEW_ALLOWANCE,
+        seen: Vec::new(),
     };
-    let listed = match ctx
-        .chroma
-        .list_invocations_while(token, source_id, keep_going)
-        .await
-    {
+    // Shared with the other runs of the source that look meanwhile (after a restart, all).
+    let listing = (token.clone(), source_id.to_owned());
+    let page = {
+        let (chroma, (token, id)) = (ctx.chroma.clone(), listing.clone());
+        move |n| {
+            let (chroma, token, id) = (chroma.clone(), token.clone(), id.clone());
+            async move { chroma.list_invocations_page(&token, &id, n).await }
+        }
+    };
+    let listed = match ctx.invocation_lookups.look(listing, lookup, page).await {
         Ok(listed) => listed,
         Err(ChromaError::Api { status: 404, .. }) => return Ok(None),
         Err(e) => return Err(e),

@@ -45,6 +45,8 @@ def extra_text(run):
     post = run["creates"] - run["committed"]
     delete = run["deletes"] - run["removed"]
     text = f"{run['extra']} (+{post} POST, +{delete} DELETE, {run['lists']} list"
+    if "lists_per_restart" in run:
+        text += f" ({run['lists_per_restart']:.1f} per restart)"
     if run.get("gets"):
         text += f", {run['gets']} get"
     text += f"; floor {run['floor']})"
