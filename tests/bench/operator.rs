@@ -436,21 +436,18 @@ async fn main() -> anyhow::Result<()> {
         json!({"secs": seen, "writes": restart_cost.writes(), "chroma": restart_cost.chroma.values().sum::<u64>()}),
         format!("{seen:.1} s / {} / {}", restart_cost.writes(), restart_cost.chroma.values().sum::<u64>()));
 
-    // 7b. The drift check at rest: the operator restarted with a short interval, for three
-    // intervals (its first check comes half to one interval after the start).
+    // 7b. The drift check at rest: the operator restarted with a short interval; the window
+    // runs from the end of one check to the end of the second check after it, so it holds
+    // exactly two whole checks (the next starts an interval later).
     op.kill();
     let op = Operator::start(&sa_kubeconfig, &chroma_url, concurrency, drift)?;
     op.wait_ready().await;
+    let checked = "chroma_sync_operator_drift_checks_total{result=\"ok\"}";
+    let first = op.wait_counter(checked, 1, drift * 3).await;
     let mark = Snapshot::take(&audit, &standin);
-    let checks_before = op
-        .counter("chroma_sync_operator_drift_checks_total{result=\"ok\"}")
-        .await;
-    tokio::time::sleep(drift * 3).await;
+    let last = op.wait_counter(checked, first + 2, drift * 4).await;
     let drift_cost = mark.diff(&audit, &standin);
-    let checks = op
-        .counter("chroma_sync_operator_drift_checks_total{result=\"ok\"}")
-        .await
-        - checks_before;
+    let checks = last - first;
     let chroma = |endpoint: &str| drift_cost.chroma.get(endpoint).copied().unwrap_or(0);
     let lists = chroma("list_sources");
     let others = drift_cost.chroma.values().sum::<u64>() - lists;
@@ -850,6 +847,18 @@ impl Operator {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
+    }
+
+    /// Waits until the counter `series` reaches `at_least` (or `timeout` passes); its value.
+    async fn wait_counter(&self, series: &str, at_least: u64, timeout: Duration) -> u64 {
+        let started = Instant::now();
+        loop {
+            let value = self.counter(series).await;
+            if value >= at_least || started.elapsed() > timeout {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The /metrics text.
