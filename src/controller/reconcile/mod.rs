@@ -6,16 +6,18 @@
 //! not name", and is resolved by listing the database's sources before anything else is created
 //! or the finalizer is removed. The README's design section walks through every crash point.
 
+mod outside;
+
 use super::decide::{self, Failure, Retry};
 use super::events::Kind;
 use super::lookup::SourceLookup;
 use super::status::{self, Recorded, State};
 use super::{Context, Error, Next, Reason, intent, writes};
-use crate::chroma::wire::{CreateSourcePayload, ListedSource};
+use crate::chroma::wire::CreateSourcePayload;
 use crate::chroma::{ChromaError, Token};
 use crate::crd::{
-    CREATE_PENDING_ANNOTATION, ConflictPolicy, DeletionPolicy, FINALIZER, MissingPolicy,
-    PAUSED_ANNOTATION, SyncSource,
+    CREATE_PENDING_ANNOTATION, ConflictPolicy, DeletionPolicy, FINALIZER, PAUSED_ANNOTATION,
+    SyncSource,
 };
 use crate::payload::{self, NaturalKey};
 use backon::{ConstantBuilder, ExponentialBuilder, Retryable};
@@ -97,7 +99,7 @@ pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
         Err(why) => return missing_credentials(ctx, obj, recorded.as_ref(), why).await,
     };
     if let Some(id) = pinned {
-        return adopt_named(ctx, obj, &token, &desired, recorded.as_ref(), id).await;
+        return outside::adopt_named(ctx, obj, &token, &desired, recorded.as_ref(), id).await;
     }
     let step = match &recorded {
         Some(old) => replace(ctx, obj, old, &token).await?,
@@ -194,7 +196,7 @@ async fn at_rest(
         };
         match ctx.chroma.get_source(&token, &rec.id).await {
             Ok(Some(_)) => {}
-            Ok(None) => return missing(ctx, obj, rec, &token, desired).await,
+            Ok(None) => return outside::missing(ctx, obj, rec, &token, desired).await,
             Err(e) => {
                 let failure = decide::classify("looking at the source", &e);
                 return fail(ctx, &obj, Some(rec), failure, false).await;
@@ -205,178 +207,8 @@ async fn at_rest(
     settled(ctx, &obj, &rec.id).await
 }
 
-/// The recorded source is gone from Chroma (deleted outside the operator). It is created again
-/// unless the spec says to report it (`onSourceMissing: Report`) or names it (`sourceId`). The
-/// recorded id is cleared first, so that a crash after the create leaves a mark and no stale id,
-/// and recovery finds the new source as it would any other.
-async fn missing(
-    ctx: &Context,
-    obj: SyncSource,
-    rec: &Recorded,
-    token: &Token,
-    desired: &Desired,
-) -> Result<Next, Error> {
-    let gone = &rec.id;
-    let kept = if obj.spec.source_id.is_some() {
-        Some(
-            "spec.sourceId names it, so it is not created again; remove sourceId to let the operator create a new source, or delete this object",
-        )
-    } else if obj.spec.on_source_missing == MissingPolicy::Report {
-        Some(
-            "onSourceMissing: Report leaves it so; set onSourceMissing: Recreate to create it again, or delete this object",
-        )
-    } else {
-        None
-    };
-    if let Some(what_to_do) = kept {
-        ctx.metrics.source_missing("reported");
-        let state = State::Stalled {
-            reason: Reason::SourceMissing,
-            message: format!(
-                "source {gone} no longer exists in Chroma (deleted outside the operator); {what_to_do}"
-            ),
-            error: None,
-        };
-        set_status(ctx, &obj, Some(rec), &state).await?;
-        return Ok(Next::Retry {
-            retry: Retry::OnChange,
-            reason: Reason::SourceMissing,
-        });
-    }
-    ctx.metrics.source_missing("recreated");
-    warn!(source_id = %gone, "the source no longer exists in Chroma; creating it again");
-    let state = State::Reconciling {
-        reason: Reason::SourceMissing,
-        message: format!("source {gone} no longer exists in Chroma; creating it again"),
-        error: None,
-    };
-    // No Event here: the one Event of a recreate names both ids, once the new one exists.
-    let obj = write_status(ctx, &obj, None, &state, false).await?;
-    mark_and_create(ctx, obj, token, desired, Because::Missing(gone.clone())).await
-}
-
-/// `spec.sourceId` names the source to manage: it is read, compared with the spec, and recorded
-/// if it matches. Nothing that changes a source is ever called for it here.
-async fn adopt_named(
-    ctx: &Context,
-    obj: &SyncSource,
-    token: &Token,
-    desired: &Desired,
-    recorded: Option<&Recorded>,
-    id: &str,
-) -> Result<Next, Error> {
-    if let Some(rec) = recorded.filter(|rec| rec.id != id) {
-        let other = &rec.id;
-        let message = format!(
-            "status records source {other}, but spec.sourceId names {id}: remove spec.sourceId to keep managing {other}, or delete this object (its deletionPolicy applies to {other}) and declare {id} in a new one"
-        );
-        return stall(ctx, obj, recorded, Reason::SourceMismatch, message).await;
-    }
-    adopt(ctx, obj, token, desired, recorded, id, "spec.sourceId").await
-}
-
-/// Reads source `id`, and records it when it matches the spec and no other object manages it;
-/// otherwise stalls, naming what differs. `how` says where the id came from, for messages.
-async fn adopt(
-    ctx: &Context,
-    obj: &SyncSource,
-    token: &Token,
-    desired: &Desired,
-    recorded: Option<&Recorded>,
-    id: &str,
-    how: &str,
-) -> Result<Next, Error> {
-    if let Some(owner) = ctx.claimed_by_another(obj, id) {
-        let message = format!(
-            "source {id} ({how}) is already managed by SyncSource {owner}; a source has one owner"
-        );
-        return stall(ctx, obj, recorded, Reason::SourceExists, message).await;
-    }
-    let held = match ctx.chroma.get_source(token, id).await {
-        Ok(Some(held)) => held,
-        Ok(None) => {
-            let message = format!("source {id} ({how}) does not exist in Chroma");
-            return stall(ctx, obj, recorded, Reason::SourceMissing, message).await;
-        }
-        Err(e) => {
-            let failure = decide::classify("reading the source to adopt", &e);
-            return fail(ctx, obj, recorded, failure, false).await;
-        }
-    };
-    let differences = payload::differences(&desired.payload, &held);
-    if !differences.is_empty() {
-        let listed: Vec<String> = differences.iter().map(ToString::to_string).collect();
-        let message = format!(
-            "source {id} ({how}) differs from the spec in {}; nothing was changed in Chroma: make the spec match the source",
-            listed.join("; ")
-        );
-        return stall(ctx, obj, recorded, Reason::SourceMismatch, message).await;
-    }
-    // The finalizer before the record: a recorded source is always deleted (or retained) with
-    // its object.
-    let obj = if has_finalizer(obj) {
-        obj.clone()
-    } else {
-        guarded_metadata_write(ctx, obj, true, None).await?
-    };
-    info!(source_id = %id, how, "adopted an existing source");
-    let obj = set_status(
-        ctx,
-        &obj,
-        Some(&desired.recorded(id.to_owned())),
-        &State::Ready,
-    )
-    .await?;
-    publish(
-        ctx,
-        &obj,
-        Kind::Normal,
-        Reason::Adopted,
-        format!("Adopted existing source {id} ({how})"),
-    );
-    settled(ctx, &obj, id).await
-}
-
-/// After a 409 with `onConflict: Adopt`: the existing source with the spec's natural key is
-/// found by listing the database, then adopted as [`adopt`] says.
-async fn adopt_existing(
-    ctx: &Context,
-    obj: &SyncSource,
-    token: &Token,
-    desired: &Desired,
-    conflict: Failure,
-) -> Result<Next, Error> {
-    let key = NaturalKey::of_payload(&desired.payload);
-    let ours = |s: &ListedSource| NaturalKey::of_listed(s).as_ref() == Some(&key);
-    let database = &desired.payload.database_name;
-    let found = ctx
-        .chroma
-        .list_sources_while(token, database, |page| !page.iter().any(ours))
-        .await;
-    match found.map(|listed| listed.into_iter().find(ours)) {
-        Ok(Some(existing)) => {
-            adopt(
-                ctx,
-                obj,
-                token,
-                desired,
-                None,
-                &existing.id,
-                "onConflict: Adopt",
-            )
-            .await
-        }
-        // Gone again meanwhile, or not listed: report the conflict as it was.
-        Ok(None) => fail(ctx, obj, None, conflict, false).await,
-        Err(e) => {
-            let failure = decide::classify("looking for the existing source to adopt", &e);
-            fail(ctx, obj, None, failure, false).await
-        }
-    }
-}
-
 /// Stalls with `reason`: the operator needs a person to change something.
-async fn stall(
+pub(super) async fn stall(
     ctx: &Context,
     obj: &SyncSource,
     recorded: Option<&Recorded>,
@@ -490,7 +322,7 @@ async fn mark_and_create(
             if conflict && obj.spec.on_conflict == ConflictPolicy::Adopt {
                 // A 409 created nothing: the mark goes before anything else is decided.
                 let obj = clear_mark(ctx, &obj).await?;
-                return adopt_existing(ctx, &obj, token, desired, failure).await;
+                return outside::adopt_existing(ctx, &obj, token, desired, failure).await;
             }
             let nothing_created = failure.nothing_created;
             match fail(ctx, &obj, None, failure, true).await {
