@@ -687,46 +687,18 @@ impl WatchesOnly {
     /// Starts both watches and waits until both have listed.
     async fn start(sa: &Client, ns: &str) -> Self {
         use kube::core::PartialObjectMeta;
-        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::atomic::AtomicU64;
         let events = Arc::new(AtomicU64::new(0));
         let (listed_tx, mut listed_rx) = tokio::sync::mpsc::channel(2);
         let sources: Api<SyncSource> = Api::namespaced(sa.clone(), ns);
         let secrets: Api<PartialObjectMeta<Secret>> = Api::namespaced(sa.clone(), ns);
-        let (counted, tx) = (events.clone(), listed_tx.clone());
         let (_reader, writer) = kube::runtime::reflector::store();
-        let sources = tokio::spawn(async move {
-            let stream = watcher(sources, watcher::Config::default().page_size(100))
-                .default_backoff()
-                .reflect(writer);
-            futures::pin_mut!(stream);
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(watcher::Event::InitDone) => {
-                        let _ = tx.send(()).await;
-                    }
-                    Ok(watcher::Event::Apply(_)) => {
-                        counted.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {}
-                }
-            }
-        });
-        let (counted, tx) = (events.clone(), listed_tx);
-        let secrets = tokio::spawn(async move {
-            let stream = watcher(secrets, watcher::Config::default()).default_backoff();
-            futures::pin_mut!(stream);
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(watcher::Event::InitDone) => {
-                        let _ = tx.send(()).await;
-                    }
-                    Ok(watcher::Event::Apply(_)) => {
-                        counted.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {}
-                }
-            }
-        });
+        let sources = watcher(sources, watcher::Config::default().page_size(100))
+            .default_backoff()
+            .reflect(writer);
+        let secrets = watcher(secrets, watcher::Config::default()).default_backoff();
+        let sources = tokio::spawn(count(sources, events.clone(), listed_tx.clone()));
+        let secrets = tokio::spawn(count(secrets, events.clone(), listed_tx));
         for _ in 0..2 {
             listed_rx.recv().await;
         }
@@ -743,6 +715,26 @@ impl WatchesOnly {
             task.abort();
         }
         self.events.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Counts a watch's Apply events into `counted`; says on `listed` when its first list is done.
+async fn count<K>(
+    stream: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+    counted: Arc<std::sync::atomic::AtomicU64>,
+    listed: tokio::sync::mpsc::Sender<()>,
+) {
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::InitDone) => {
+                let _ = listed.send(()).await;
+            }
+            Ok(watcher::Event::Apply(_)) => {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            _ => {}
+        }
     }
 }
 

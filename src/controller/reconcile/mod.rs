@@ -176,11 +176,7 @@ async fn at_rest(
     rec: &Recorded,
     desired: &Desired,
 ) -> Result<Next, Error> {
-    let obj = if has_finalizer(obj) {
-        obj.clone()
-    } else {
-        guarded_metadata_write(ctx, obj, true, None).await?
-    };
+    let obj = with_finalizer(ctx, obj).await?;
     let status = obj.status.as_ref();
     let handled = status.and_then(|s| s.last_handled_reconcile_at.as_deref());
     let asked = intent::requested(&obj.metadata, handled).is_some();
@@ -700,6 +696,14 @@ async fn guarded_metadata_write(
 
 async fn clear_mark(ctx: &Context, obj: &SyncSource) -> Result<SyncSource, Error> {
     writes::clear_mark(&ctx.api(obj), obj).await
+}
+
+/// The object with the finalizer on: as it is, or after the guarded write that adds it.
+async fn with_finalizer(ctx: &Context, obj: &SyncSource) -> Result<SyncSource, Error> {
+    if has_finalizer(obj) {
+        return Ok(obj.clone());
+    }
+    guarded_metadata_write(ctx, obj, true, None).await
 }
 
 fn has_finalizer(obj: &SyncSource) -> bool {

@@ -3,8 +3,8 @@
 //! reconcile-now) and created again or reported.
 
 use super::{
-    Because, Desired, Recorded, State, fail, guarded_metadata_write, has_finalizer,
-    mark_and_create, publish, set_status, settled, stall, write_status,
+    Because, Desired, Recorded, State, fail, mark_and_create, publish, set_status, settled, stall,
+    with_finalizer, write_status,
 };
 use crate::chroma::Token;
 use crate::chroma::wire::ListedSource;
@@ -124,11 +124,7 @@ async fn adopt(
     }
     // The finalizer before the record: a recorded source is always deleted (or retained) with
     // its object.
-    let obj = if has_finalizer(obj) {
-        obj.clone()
-    } else {
-        guarded_metadata_write(ctx, obj, true, None).await?
-    };
+    let obj = with_finalizer(ctx, obj).await?;
     info!(source_id = %id, how, "adopted an existing source");
     let obj = set_status(
         ctx,
