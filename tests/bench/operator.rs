@@ -865,30 +865,16 @@ impl Operator {
 
     /// The value of the series `series` (name and labels as rendered) on /metrics; 0 if absent.
     async fn counter(&self, series: &str) -> u64 {
-        let text = reqwest::get(format!("{}/metrics", self.metrics))
+        self.scrape()
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
+            .lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
             .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
             .unwrap_or(0.0) as u64
     }
 
     async fn reconciles(&self) -> u64 {
-        let text = reqwest::get(format!("{}/metrics", self.metrics))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find(|l| l.starts_with("chroma_sync_operator_reconciles_total "))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0) as u64
+        self.counter("chroma_sync_operator_reconciles_total").await
     }
 
     fn kill(mut self) {
