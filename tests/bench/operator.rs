@@ -7,11 +7,14 @@
 //! BENCH_REST_SECS (default 120), BENCH_CONCURRENCY (default 16), BENCH_OPERATOR (the operator
 //! binary; default the release build of this checkout), BENCH_DRIFT_SECS (the drift phase's
 //! interval, default 30), BENCH_SECRETS (unrelated Secrets for the memory phase, default 10000;
-//! 0 skips it), BENCH_SECRETS_BASELINE (an older operator binary measured the same way there).
+//! 0 skips it), BENCH_SECRETS_BASELINE (an older operator binary measured the same way there),
+//! BENCH_NAMESPACES (spread the operator's objects over this many namespaces, each with its own
+//! token Secret, the operator watching all namespaces; default 1: the namespace `bench`),
+//! BENCH_UNRELATED (Secrets and ConfigMaps of other software, this many of each over 100 other
+//! namespaces, present for the whole run; default 0).
 
 #[path = "../support"]
 mod support {
-    pub mod audit;
     pub mod control_plane;
     pub mod objects;
     pub mod operator;
@@ -35,7 +38,6 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::audit::AuditLog;
 use support::control_plane::{
     apply_crd, client_for, kubeconfig_path, kubectl, service_account_kubeconfig,
 };
@@ -54,6 +56,47 @@ const WATCHED_NULL_NS: &str = "bench-null-watched";
 const WARMUP_NS: &str = "bench-warmup";
 /// The field manager of the benchmark's server-side applies.
 const MANAGER: &str = "bench";
+/// Namespaces of other software's Secrets and ConfigMaps (BENCH_UNRELATED).
+const NOISE_NAMESPACES: usize = 100;
+
+/// Where the operator's objects live: the namespace `bench`, or spread over many (BENCH_NAMESPACES),
+/// each with its own token Secret; the operator then watches all namespaces, as it would there.
+struct Layout {
+    namespaces: Vec<String>,
+}
+
+impl Layout {
+    fn new(spread: usize) -> Self {
+        let namespaces = if spread <= 1 {
+            vec![NS.to_owned()]
+        } else {
+            (0..spread).map(|k| format!("spread-{k:04}")).collect()
+        };
+        Self { namespaces }
+    }
+
+    fn spread(&self) -> bool {
+        self.namespaces.len() > 1
+    }
+
+    /// The namespace of the `i`-th object (round robin).
+    fn ns(&self, i: usize) -> &str {
+        &self.namespaces[i % self.namespaces.len()]
+    }
+
+    fn holds(&self, ns: &str) -> bool {
+        if self.spread() {
+            ns.starts_with("spread-")
+        } else {
+            ns == NS
+        }
+    }
+
+    /// The operator's `--namespaces`: none (all) when spread.
+    fn watch_flag(&self) -> Option<&str> {
+        (!self.spread()).then_some(NS)
+    }
+}
 
 struct Report {
     rows: Vec<(String, String)>,
@@ -125,6 +168,8 @@ async fn main() -> anyhow::Result<()> {
     let rest = Duration::from_secs(setting("BENCH_REST_SECS", 120));
     let concurrency = setting("BENCH_CONCURRENCY", 16) as usize;
     let drift = Duration::from_secs(setting("BENCH_DRIFT_SECS", 30));
+    let layout = Layout::new(setting("BENCH_NAMESPACES", 1) as usize);
+    let unrelated = setting("BENCH_UNRELATED", 0) as usize;
     let kubeconfig = kubeconfig_path();
     let audit = AuditLog::of(&kubeconfig);
     let admin = client_for(&kubeconfig).await;
@@ -133,7 +178,8 @@ async fn main() -> anyhow::Result<()> {
         json: BTreeMap::new(),
     };
     println!(
-        "chroma-sync-operator benchmark: N = {n}, concurrency {concurrency}, {} cores",
+        "chroma-sync-operator benchmark: N = {n} in {} namespace(s), {unrelated} unrelated Secrets and ConfigMaps each, concurrency {concurrency}, {} cores",
+        layout.namespaces.len(),
         num_cpus()
     );
 
@@ -145,7 +191,10 @@ async fn main() -> anyhow::Result<()> {
         format!("{heap}"),
     );
 
-    setup(&admin).await?;
+    setup(&admin, &layout).await?;
+    if unrelated > 0 {
+        create_unrelated(&admin, unrelated).await?;
+    }
     let sa_kubeconfig = kubeconfig.with_file_name("bench-operator.kubeconfig");
     service_account_kubeconfig("chroma-sync-system", "chroma-sync-operator", &sa_kubeconfig)
         .map_err(anyhow::Error::msg)?;
@@ -172,7 +221,7 @@ async fn main() -> anyhow::Result<()> {
     // metadata) is open, as the operator keeps them: the apiserver serves those watch events
     // too, so this is what a zero-cost operator could reach.
     create_objects(&admin, WATCHED_NULL_NS, n, 0).await?;
-    let watches = WatchesOnly::start(&sa, WATCHED_NULL_NS).await;
+    let watches = WatchesOnly::start(&sa, layout.watch_flag().map(|_| WATCHED_NULL_NS)).await;
     let started = Instant::now();
     null_operator(&sa, WATCHED_NULL_NS, concurrency).await?;
     let fair_secs = started.elapsed().as_secs_f64();
@@ -185,8 +234,22 @@ async fn main() -> anyhow::Result<()> {
         format!("{fair_rate:.0}/s ({fair_secs:.1} s; {seen} watch events)"),
     );
 
+    // Spread, the operator watches every namespace: the floors' objects go first (their null
+    // finalizers with them), or it would take them for its own.
+    if layout.spread() {
+        for ns in [WARMUP_NS, NULL_NS, WATCHED_NULL_NS] {
+            clear(&admin, ns).await?;
+        }
+    }
+
     // 6a. Memory at idle.
-    let op = Operator::start(&sa_kubeconfig, &chroma_url, concurrency, Duration::ZERO)?;
+    let op = Operator::start(
+        &layout,
+        &sa_kubeconfig,
+        &chroma_url,
+        concurrency,
+        Duration::ZERO,
+    )?;
     op.wait_ready().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = op.rss_kib();
@@ -199,17 +262,23 @@ async fn main() -> anyhow::Result<()> {
     op.terminate().await;
 
     // 2. Catch-up: N objects created while the operator is stopped.
-    let tracker = ReadyTracker::start(admin.clone());
-    create_objects(&admin, NS, n, 0).await?;
+    let tracker = ReadyTracker::start(admin.clone(), &layout);
+    create_spread(&admin, &layout, n, 0).await?;
     let mark = Snapshot::take(&audit, &standin);
-    let op = Operator::start(&sa_kubeconfig, &chroma_url, concurrency, Duration::ZERO)?;
+    let op = Operator::start(
+        &layout,
+        &sa_kubeconfig,
+        &chroma_url,
+        concurrency,
+        Duration::ZERO,
+    )?;
     let started = Instant::now();
     let mut peak = 0;
     while tracker.ready_count() < n {
         peak = peak.max(op.rss_kib());
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(
-            started.elapsed() < Duration::from_secs(600),
+            started.elapsed() < Duration::from_secs(600.max(n as u64 / 20)),
             "catch-up did not finish"
         );
     }
@@ -310,9 +379,9 @@ async fn main() -> anyhow::Result<()> {
     let mut latencies = Vec::new();
     let mut created_at = HashMap::new();
     for i in 0..100 {
-        let name = format!("late-{i:03}");
-        create_one(&admin, NS, &name, n + i).await?;
-        created_at.insert(name, Instant::now());
+        let (ns, name) = (layout.ns(n + i), format!("late-{i:03}"));
+        create_one(&admin, ns, &name, n + i).await?;
+        created_at.insert(format!("{ns}/{name}"), Instant::now());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     while tracker.ready_count() < n + 100 {
@@ -347,11 +416,10 @@ async fn main() -> anyhow::Result<()> {
         fail_with: None,
     });
     let mark = Snapshot::take(&audit, &standin);
-    let runs: Api<SyncRun> = Api::namespaced(admin.clone(), NS);
     let started = Instant::now();
     stream::iter(0..runs_n)
         .map(|i| {
-            let runs = runs.clone();
+            let runs: Api<SyncRun> = Api::namespaced(admin.clone(), layout.ns(i));
             async move {
                 let run: SyncRun = serde_json::from_value(json!({
                     "apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncRun",
@@ -368,7 +436,7 @@ async fn main() -> anyhow::Result<()> {
         .try_collect::<Vec<_>>()
         .await?;
     loop {
-        let complete = runs
+        let complete = Api::<SyncRun>::all(admin.clone())
             .list(&ListParams::default())
             .await?
             .items
@@ -426,21 +494,44 @@ async fn main() -> anyhow::Result<()> {
     // 7. Restart: kill -9 at rest.
     op.kill();
     let mark = Snapshot::take(&audit, &standin);
-    let op = Operator::start(&sa_kubeconfig, &chroma_url, concurrency, Duration::ZERO)?;
+    let op = Operator::start(
+        &layout,
+        &sa_kubeconfig,
+        &chroma_url,
+        concurrency,
+        Duration::ZERO,
+    )?;
     let started = Instant::now();
     op.wait_ready().await;
     let seen = started.elapsed().as_secs_f64();
+    // Every object is new to a restarted operator: one reconcile each, which finds it Ready.
+    let total = (n + 100) as u64;
+    let reconciled = op
+        .wait_counter(
+            "chroma_sync_operator_reconciles_total",
+            total,
+            Duration::from_secs(600),
+        )
+        .await;
+    let looked = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let restart_cost = mark.diff(&audit, &standin);
-    report.add("restart", "restart after kill -9: all seen (s) / writes / Chroma calls",
-        json!({"secs": seen, "writes": restart_cost.writes(), "chroma": restart_cost.chroma.values().sum::<u64>()}),
-        format!("{seen:.1} s / {} / {}", restart_cost.writes(), restart_cost.chroma.values().sum::<u64>()));
+    let after_restart = op.rss_kib();
+    report.add("restart", "restart after kill -9: all seen / all reconciled (s) / writes / Chroma calls",
+        json!({"secs": seen, "reconciled_secs": looked, "reconciles": reconciled, "writes": restart_cost.writes(), "chroma": restart_cost.chroma.values().sum::<u64>()}),
+        format!("{seen:.1} / {looked:.1} s / {} / {}", restart_cost.writes(), restart_cost.chroma.values().sum::<u64>()));
+    report.add(
+        "rss_restart_kib",
+        "RSS after the restart, all reconciled (MiB)",
+        json!(after_restart),
+        mib(after_restart),
+    );
 
     // 7b. The drift check at rest: the operator restarted with a short interval; the window
     // runs from the end of one check to the end of the second check after it, so it holds
     // exactly two whole checks (the next starts an interval later).
     op.kill();
-    let op = Operator::start(&sa_kubeconfig, &chroma_url, concurrency, drift)?;
+    let op = Operator::start(&layout, &sa_kubeconfig, &chroma_url, concurrency, drift)?;
     op.wait_ready().await;
     let checked = "chroma_sync_operator_drift_checks_total{result=\"ok\"}";
     let first = op.wait_counter(checked, 1, drift * 3).await;
@@ -466,20 +557,18 @@ async fn main() -> anyhow::Result<()> {
     // 8. Deletion of everything.
     let total = n + 100;
     let mark = Snapshot::take(&audit, &standin);
-    let api: Api<SyncSource> = Api::namespaced(admin.clone(), NS);
-    let names: Vec<String> = api
-        .list_metadata(&ListParams::default())
+    let names: Vec<(String, String)> = all_metadata(&Api::<SyncSource>::all(admin.clone()))
         .await?
-        .items
-        .iter()
-        .map(|o| o.name_any())
+        .into_iter()
+        .filter(|o| layout.holds(&o.namespace().unwrap_or_default()))
+        .map(|o| (o.namespace().unwrap_or_default(), o.name_any()))
         .collect();
     let started = Instant::now();
     // As people delete: one object at a time, 32 at once (a 10k deletecollection outlives the
     // client's connection).
     stream::iter(names)
-        .map(|name| {
-            let api = api.clone();
+        .map(|(ns, name)| {
+            let api: Api<SyncSource> = Api::namespaced(admin.clone(), &ns);
             async move {
                 api.delete(&name, &DeleteParams::default())
                     .await
@@ -489,12 +578,13 @@ async fn main() -> anyhow::Result<()> {
         .buffer_unordered(32)
         .try_collect::<Vec<_>>()
         .await?;
+    let api: Api<SyncSource> = Api::all(admin.clone());
     loop {
-        let left = api
-            .list_metadata(&ListParams::default().limit(1))
+        let left = all_metadata(&api)
             .await?
-            .items
-            .len();
+            .iter()
+            .filter(|o| layout.holds(&o.namespace().unwrap_or_default()))
+            .count();
         if left == 0 {
             break;
         }
@@ -511,8 +601,14 @@ async fn main() -> anyhow::Result<()> {
     // watched namespace, the operator started idle among them.
     let secrets_n = setting("BENCH_SECRETS", 10_000) as usize;
     if secrets_n > 0 {
-        create_unrelated_secrets(&admin, secrets_n).await?;
-        let op = Operator::start(&sa_kubeconfig, &chroma_url, concurrency, Duration::ZERO)?;
+        create_unrelated_secrets(&admin, layout.ns(0), secrets_n).await?;
+        let op = Operator::start(
+            &layout,
+            &sa_kubeconfig,
+            &chroma_url,
+            concurrency,
+            Duration::ZERO,
+        )?;
         op.wait_ready().await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let with_secrets = op.rss_kib();
@@ -530,6 +626,7 @@ async fn main() -> anyhow::Result<()> {
         if let Ok(baseline) = std::env::var("BENCH_SECRETS_BASELINE") {
             let old = Operator::start_binary(
                 &baseline,
+                &layout,
                 &sa_kubeconfig,
                 &chroma_url,
                 concurrency,
@@ -546,7 +643,7 @@ async fn main() -> anyhow::Result<()> {
             );
             old.terminate().await;
         }
-        let secrets: Api<Secret> = Api::namespaced(admin.clone(), NS);
+        let secrets: Api<Secret> = Api::namespaced(admin.clone(), layout.ns(0));
         let unrelated = ListParams::default().labels("bench=unrelated");
         secrets
             .delete_collection(&DeleteParams::default(), &unrelated)
@@ -555,9 +652,19 @@ async fn main() -> anyhow::Result<()> {
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&dir)?;
-    let file = dir.join(format!("results-{n}.json"));
+    let file = if layout.spread() {
+        dir.join(format!(
+            "results-{n}-spread-{}.json",
+            layout.namespaces.len()
+        ))
+    } else {
+        dir.join(format!("results-{n}.json"))
+    };
     let mut json = report.json;
     json.insert("n".into(), json!(n));
+    json.insert("namespaces".into(), json!(layout.namespaces.len()));
+    json.insert("unrelated".into(), json!(unrelated));
+    json.insert("date".into(), json!(jiff::Timestamp::now().to_string()));
     json.insert("cores".into(), json!(num_cpus()));
     std::fs::write(&file, serde_json::to_string_pretty(&json)?)?;
     println!("figures written to {}", file.display());
@@ -578,25 +685,33 @@ fn num_cpus() -> usize {
         .unwrap_or(1)
 }
 
-async fn setup(admin: &Client) -> anyhow::Result<()> {
+async fn setup(admin: &Client, layout: &Layout) -> anyhow::Result<()> {
     apply_crd(admin, MANAGER).await;
     let apply = PatchParams::apply(MANAGER);
     let namespaces: Api<Namespace> = Api::all(admin.clone());
-    for ns in [
-        NS,
-        NULL_NS,
-        WATCHED_NULL_NS,
-        WARMUP_NS,
-        "chroma-sync-system",
-    ] {
+    for ns in [NULL_NS, WATCHED_NULL_NS, WARMUP_NS, "chroma-sync-system"] {
         namespaces
             .patch(ns, &apply, &Patch::Apply(namespace(ns)))
             .await?;
     }
-    let secrets: Api<Secret> = Api::namespaced(admin.clone(), NS);
-    let secret = token_secret(TOKEN_SECRET, TOKEN);
-    secrets
-        .patch(TOKEN_SECRET, &apply, &Patch::Apply(secret))
+    // Each of the operator's namespaces with its own token Secret.
+    stream::iter(&layout.namespaces)
+        .map(|ns| {
+            let (namespaces, apply) = (namespaces.clone(), apply.clone());
+            let secrets: Api<Secret> = Api::namespaced(admin.clone(), ns);
+            async move {
+                namespaces
+                    .patch(ns, &apply, &Patch::Apply(namespace(ns)))
+                    .await?;
+                let secret = token_secret(TOKEN_SECRET, TOKEN);
+                secrets
+                    .patch(TOKEN_SECRET, &apply, &Patch::Apply(secret))
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
         .await?;
     // The operator's identity as the shipped manifests (kustomize base) create it.
     let base = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/manifests");
@@ -605,10 +720,10 @@ async fn setup(admin: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `n` Secrets of 8 KiB each in the watched namespace that no SyncSource references (as other
+/// `n` Secrets of 8 KiB each in the watched namespace `ns` that no SyncSource references (as other
 /// software's Secrets are), labelled `bench=unrelated`.
-async fn create_unrelated_secrets(admin: &Client, n: usize) -> anyhow::Result<()> {
-    let secrets: Api<Secret> = Api::namespaced(admin.clone(), NS);
+async fn create_unrelated_secrets(admin: &Client, ns: &str, n: usize) -> anyhow::Result<()> {
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), ns);
     let filler = "x".repeat(8 * 1024);
     stream::iter(0..n)
         .map(|i| {
@@ -628,6 +743,116 @@ async fn create_unrelated_secrets(admin: &Client, n: usize) -> anyhow::Result<()
         .buffer_unordered(32)
         .try_collect::<Vec<_>>()
         .await?;
+    Ok(())
+}
+
+/// Other software's objects: `n` Secrets and `n` ConfigMaps of 2 KiB over [`NOISE_NAMESPACES`]
+/// namespaces, there for the whole run.
+async fn create_unrelated(admin: &Client, n: usize) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let started = Instant::now();
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    let apply = PatchParams::apply(MANAGER);
+    for k in 0..NOISE_NAMESPACES {
+        let ns = format!("noise-{k:02}");
+        namespaces
+            .patch(&ns, &apply, &Patch::Apply(namespace(&ns)))
+            .await?;
+    }
+    let filler = "x".repeat(2 * 1024);
+    stream::iter(0..n)
+        .map(|i| {
+            let ns = format!("noise-{:02}", i % NOISE_NAMESPACES);
+            let body =
+                json!({"metadata": {"name": format!("other-{i}")}, "data": {"payload": filler}});
+            let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
+            let maps: Api<ConfigMap> = Api::namespaced(admin.clone(), &ns);
+            async move {
+                let mut secret = body.clone();
+                secret["stringData"] = secret["data"].take();
+                let secret: Secret = serde_json::from_value(secret).expect("a Secret");
+                let map: ConfigMap = serde_json::from_value(body).expect("a ConfigMap");
+                secrets.create(&PostParams::default(), &secret).await?;
+                maps.create(&PostParams::default(), &map).await.map(|_| ())
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await?;
+    println!(
+        "  (created {n} Secrets and {n} ConfigMaps in {NOISE_NAMESPACES} other namespaces in {:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Every object's metadata, a page of 500 at a time (a single list of 100,000 objects outlives
+/// the client's timeout).
+async fn all_metadata<K>(api: &Api<K>) -> anyhow::Result<Vec<kube::core::PartialObjectMeta<K>>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut all = Vec::new();
+    let mut params = ListParams::default().limit(500);
+    loop {
+        let page = api.list_metadata(&params).await?;
+        all.extend(page.items);
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(all),
+        }
+    }
+}
+
+/// Removes a floor's objects: their null finalizer first, then the objects.
+async fn clear(admin: &Client, ns: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let api: Api<SyncSource> = Api::namespaced(admin.clone(), ns);
+    let objects = all_metadata(&api).await?;
+    let count = objects.len();
+    stream::iter(objects)
+        .map(|o| {
+            let api = api.clone();
+            async move {
+                let patch = json!({"metadata": {"finalizers": null}});
+                api.patch(&o.name_any(), &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await?;
+    api.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await?;
+    println!(
+        "  (removed the {count} objects of {ns} in {:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `n` objects over the layout's namespaces, the `i`-th named `s{i}` in `layout.ns(i)`.
+async fn create_spread(
+    admin: &Client,
+    layout: &Layout,
+    n: usize,
+    offset: usize,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    stream::iter(0..n)
+        .map(|i| {
+            let i = i + offset;
+            async move { create_one(admin, layout.ns(i), &format!("s{i:05}"), i).await }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await?;
+    println!(
+        "  (created {n} objects in {} namespace(s) in {:.1} s)",
+        layout.namespaces.len(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -656,7 +881,7 @@ async fn create_objects(admin: &Client, ns: &str, n: usize, offset: usize) -> an
 /// patch (finalizer and mark) and one status patch, at the operator's concurrency.
 async fn null_operator(sa: &Client, ns: &str, concurrency: usize) -> anyhow::Result<()> {
     let api: Api<SyncSource> = Api::namespaced(sa.clone(), ns);
-    let objects = api.list(&ListParams::default()).await?.items;
+    let objects = all_metadata(&api).await?;
     stream::iter(objects)
         .map(|o| {
             let api = api.clone();
@@ -684,14 +909,19 @@ struct WatchesOnly {
 }
 
 impl WatchesOnly {
-    /// Starts both watches and waits until both have listed.
-    async fn start(sa: &Client, ns: &str) -> Self {
+    /// Starts both watches, of namespace `ns` or of all, and waits until both have listed.
+    async fn start(sa: &Client, ns: Option<&str>) -> Self {
         use kube::core::PartialObjectMeta;
         use std::sync::atomic::AtomicU64;
         let events = Arc::new(AtomicU64::new(0));
         let (listed_tx, mut listed_rx) = tokio::sync::mpsc::channel(2);
-        let sources: Api<SyncSource> = Api::namespaced(sa.clone(), ns);
-        let secrets: Api<PartialObjectMeta<Secret>> = Api::namespaced(sa.clone(), ns);
+        let (sources, secrets): (Api<SyncSource>, Api<PartialObjectMeta<Secret>>) = match ns {
+            Some(ns) => (
+                Api::namespaced(sa.clone(), ns),
+                Api::namespaced(sa.clone(), ns),
+            ),
+            None => (Api::all(sa.clone()), Api::all(sa.clone())),
+        };
         let (_reader, writer) = kube::runtime::reflector::store();
         let sources = watcher(sources, watcher::Config::default().page_size(100))
             .default_backoff()
@@ -748,6 +978,7 @@ impl Operator {
     /// The operator with `--drift-interval drift` (zero: off, so that only the drift phase
     /// counts the check's list calls).
     fn start(
+        layout: &Layout,
         kubeconfig: &Path,
         chroma_url: &str,
         concurrency: usize,
@@ -755,13 +986,14 @@ impl Operator {
     ) -> anyhow::Result<Self> {
         // BENCH_OPERATOR measures another build, e.g. the image's static musl binary.
         let binary = std::env::var("BENCH_OPERATOR").unwrap_or_else(|_| BINARY.to_owned());
-        Self::start_binary(&binary, kubeconfig, chroma_url, concurrency, drift)
+        Self::start_binary(&binary, layout, kubeconfig, chroma_url, concurrency, drift)
     }
 
     /// [`Operator::start`] with another binary (an older build, for a before/after figure:
     /// with `drift` zero it gets no flag an older build would not know).
     fn start_binary(
         binary: &str,
+        layout: &Layout,
         kubeconfig: &Path,
         chroma_url: &str,
         concurrency: usize,
@@ -774,12 +1006,7 @@ impl Operator {
         command
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "warn")
-            .args([
-                "--namespaces",
-                NS,
-                "--leader-election-namespace",
-                "chroma-sync-system",
-            ])
+            .args(["--leader-election-namespace", "chroma-sync-system"])
             .args([
                 "--pod-name",
                 "bench-operator",
@@ -788,6 +1015,9 @@ impl Operator {
             ])
             .args(["--chroma-url", chroma_url, "--allow-insecure-http"])
             .args(["--metrics-address", &format!("127.0.0.1:{port}")]);
+        if let Some(ns) = layout.watch_flag() {
+            command.args(["--namespaces", ns]);
+        }
         if !drift.is_zero() {
             command.args(["--drift-interval", &format!("{}ms", drift.as_millis())]);
         } else if binary == BINARY {
@@ -889,15 +1119,19 @@ impl Operator {
     }
 }
 
-/// When each SyncSource in the bench namespace was first seen Ready, from a watch.
+/// When each of the operator's SyncSources was first seen Ready (by `namespace/name`), from a
+/// watch.
 #[derive(Clone)]
 struct ReadyTracker(Arc<Mutex<HashMap<String, Instant>>>);
 
 impl ReadyTracker {
-    fn start(client: Client) -> Self {
+    fn start(client: Client, layout: &Layout) -> Self {
         let seen = Self(Arc::default());
         let map = seen.0.clone();
-        let api: Api<SyncSource> = Api::namespaced(client, NS);
+        let (api, spread): (Api<SyncSource>, bool) = match layout.watch_flag() {
+            Some(ns) => (Api::namespaced(client, ns), false),
+            None => (Api::all(client), true),
+        };
         tokio::spawn(async move {
             let mut events = watcher(api, watcher::Config::default())
                 .default_backoff()
@@ -909,10 +1143,12 @@ impl ReadyTracker {
                         .iter()
                         .any(|c| c.type_ == "Ready" && c.status == "True")
                 });
-                if ready {
+                let ns = o.namespace().unwrap_or_default();
+                let ours = !spread || ns.starts_with("spread-");
+                if ready && ours {
                     map.lock()
                         .unwrap()
-                        .entry(o.name_any())
+                        .entry(format!("{ns}/{}", o.name_any()))
                         .or_insert_with(Instant::now);
                 }
             }
@@ -929,8 +1165,33 @@ impl ReadyTracker {
     }
 }
 
+/// The apiserver's audit log (tests/support/audit.rs), read from where a snapshot left it: at
+/// 100,000 objects the whole file is a gigabyte.
+struct AuditLog(std::path::PathBuf);
+
+impl AuditLog {
+    fn of(kubeconfig: &Path) -> Self {
+        Self(kubeconfig.with_file_name("audit.log"))
+    }
+
+    fn len(&self) -> u64 {
+        std::fs::metadata(&self.0).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// The entries written after byte `offset`.
+    fn entries_from(&self, offset: u64) -> impl Iterator<Item = Value> {
+        use std::io::{BufRead, Seek};
+        let mut file = std::fs::File::open(&self.0).expect("the control plane writes an audit log");
+        file.seek(std::io::SeekFrom::Start(offset)).expect("seek");
+        std::io::BufReader::new(file)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| serde_json::from_str(&l).ok())
+    }
+}
+
 struct Snapshot {
-    audit_lines: usize,
+    audit_offset: u64,
     chroma: BTreeMap<String, u64>,
 }
 
@@ -957,7 +1218,7 @@ impl Cost {
 impl Snapshot {
     fn take(audit: &AuditLog, standin: &StandIn) -> Self {
         Self {
-            audit_lines: audit.entries().len(),
+            audit_offset: audit.len(),
             chroma: standin.all_calls(),
         }
     }
@@ -966,7 +1227,7 @@ impl Snapshot {
     fn diff(&self, audit: &AuditLog, standin: &StandIn) -> Cost {
         std::thread::sleep(Duration::from_millis(1500)); // audit batches flush
         let mut cost = Cost::default();
-        for e in audit.entries().into_iter().skip(self.audit_lines) {
+        for e in audit.entries_from(self.audit_offset) {
             if e["user"]["username"] != SA_USER || e["stage"] != "ResponseComplete" {
                 continue;
             }
