@@ -63,7 +63,10 @@ reliability: controlplane ## Heavy fault runs, one at a time (sizes: tests/relia
 bench: controlplane ## Benchmark against the null-operator floor (BENCH_N=1000; also 10000); prints a table
 	tests/run.sh cargo bench --bench operator
 
+heap-profile: controlplane ## Where the heap goes at HEAP_N (10000) Ready SyncSources: heaptrack, by part of the operator
+	tests/bench/heap-profile.sh
+
 run: setup-run build controlplane ## Local control plane + stand-in + operator; applies the examples and shows them Ready
 	deploy/local/run.sh
 
-.PHONY: help setup-run setup-test build controlplane helm crd manifests chart-docs image lint deny test reliability bench run
+.PHONY: help setup-run setup-test build controlplane helm crd manifests chart-docs image lint deny test reliability bench heap-profile run

@@ -74,7 +74,7 @@ pub const RECONCILE_REQUEST_ANNOTATION: &str = "chromasync.dev/reconcile-request
     }
 ]))]
 // The source kinds and option groups are boxed: a cached object holds one of the three kinds,
-// and inline every cached SyncSource would carry the room of all of them (README, Performance).
+// and inline every cached SyncSource would carry the room of all of them (tests/bench/HISTORY.md).
 pub struct SyncSourceSpec {
     /// Name of the Chroma database the source writes to. The database must already exist.
     #[schemars(length(min = 1, max = 512))]

@@ -1,6 +1,8 @@
 //! The operator binary: `chroma-sync-operator` runs the controller; `chroma-sync-operator crd`
 //! prints the CustomResourceDefinition.
 
+// `make heap-profile` builds with the system allocator, the one heaptrack sees.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

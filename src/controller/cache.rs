@@ -1,5 +1,5 @@
 //! What the watch keeps of each object, and which of its events reach a reconcile. At ten
-//! thousand objects these two decide most of the operator's memory (see README, Performance).
+//! thousand objects these two decide most of the operator's memory (see tests/bench/HISTORY.md).
 
 use crate::crd::{CREATE_PENDING_ANNOTATION, SyncSource};
 use kube::Resource;
@@ -17,7 +17,7 @@ pub fn slim<K: Resource>(obj: &mut K) {
 /// [`slim`], and the create-pending mark once status records a source: the mark is read only
 /// while no source is recorded (a recorded id supersedes it), and it stays on every Ready object
 /// because removing it would cost a third write; its map node and strings are a fair share of a
-/// cached object (README, Performance, has the estimate).
+/// cached object (tests/bench/HISTORY.md has the estimate).
 pub fn slim_source(obj: &mut SyncSource) {
     let recorded = obj.status.as_ref().is_some_and(|s| s.source_id.is_some());
     slim_keeping(obj, |key| !(recorded && key == CREATE_PENDING_ANNOTATION));

@@ -30,7 +30,7 @@ const SECRET_FIELD_SELECTOR: &str =
 
 /// Objects per page of an initial list. A page is held whole, managedFields and all, while its
 /// objects enter the cache: kube's default of 500 leaves more freed memory behind after a
-/// restart at many objects, for a relist that is faster (README, Performance). Streamed initial
+/// restart at many objects, for a relist that is faster (tests/bench/HISTORY.md). Streamed initial
 /// lists (`sendInitialEvents`) are not used: in one run of the apiserver-restart test their
 /// end-of-list bookmark never came, and the operator heard nothing more.
 const LIST_PAGE: u32 = 100;

@@ -206,9 +206,11 @@ async fn main() -> anyhow::Result<()> {
 
     // 1. The floor: a null operator making the same two writes per object, as the same identity.
     create_objects(&admin, NULL_NS, n, 0).await?;
+    let mark = Snapshot::take(&audit, &standin);
     let started = Instant::now();
     null_operator(&sa, NULL_NS, concurrency).await?;
     let null_secs = started.elapsed().as_secs_f64();
+    let floor_cost = mark.diff(&audit, &standin);
     let null_rate = n as f64 / null_secs;
     report.add(
         "null_rate",
@@ -222,10 +224,12 @@ async fn main() -> anyhow::Result<()> {
     // too, so this is what a zero-cost operator could reach.
     create_objects(&admin, WATCHED_NULL_NS, n, 0).await?;
     let watches = WatchesOnly::start(&sa, layout.watch_flag().map(|_| WATCHED_NULL_NS)).await;
+    let mark = Snapshot::take(&audit, &standin);
     let started = Instant::now();
     null_operator(&sa, WATCHED_NULL_NS, concurrency).await?;
     let fair_secs = started.elapsed().as_secs_f64();
     let seen = watches.stop().await;
+    let fair_cost = mark.diff(&audit, &standin);
     let fair_rate = n as f64 / fair_secs;
     report.add(
         "fair_rate",
@@ -335,6 +339,23 @@ async fn main() -> anyhow::Result<()> {
             text.len(),
             mib(before_scrape),
             mib(after_scrape)
+        ),
+    );
+    // Where a catch-up's time goes: the apiserver's own time per SyncSource write (its audit
+    // timestamps) and how many of the 16 slots were waiting on a write, on average.
+    let timing = |c: &Cost| json!({"mean_ms": c.write_ms(), "in_flight": c.writes_in_flight()});
+    report.add(
+        "apiserver_write_time",
+        "apiserver time per write: floor / fair floor / catch-up (mean ms; writes in flight)",
+        json!({"floor": timing(&floor_cost), "fair_floor": timing(&fair_cost), "catchup": timing(&cost)}),
+        format!(
+            "{:.1} / {:.1} / {:.1} ms ({:.1} / {:.1} / {:.1} of {concurrency})",
+            floor_cost.write_ms(),
+            fair_cost.write_ms(),
+            cost.write_ms(),
+            floor_cost.writes_in_flight(),
+            fair_cost.writes_in_flight(),
+            cost.writes_in_flight()
         ),
     );
     report.add("writes_per_object", "API writes per object: syncsource / status / events", json!({"syncsource": per(cost.patches, n), "status": per(cost.status_patches, n), "events": per(cost.event_writes, n)}),
@@ -1206,12 +1227,28 @@ struct Cost {
     gets: u64,
     lease_writes: u64,
     chroma: BTreeMap<String, u64>,
+    /// The apiserver's time on the SyncSource patches (received -> response complete), in
+    /// seconds, and the span from the first one's arrival to the last one's end.
+    write_secs: f64,
+    write_span: Option<(f64, f64)>,
 }
 
 impl Cost {
     /// Writes to SyncSources and Events (Lease renewals are reported apart).
     fn writes(&self) -> u64 {
         self.patches + self.status_patches + self.run_writes + self.event_writes + self.other_writes
+    }
+
+    /// Mean apiserver time of a SyncSource patch (ms).
+    fn write_ms(&self) -> f64 {
+        1000.0 * self.write_secs / (self.patches + self.status_patches).max(1) as f64
+    }
+
+    /// SyncSource patches in the apiserver at once, on average over their span.
+    fn writes_in_flight(&self) -> f64 {
+        self.write_span.map_or(0.0, |(first, last)| {
+            self.write_secs / (last - first).max(1e-9)
+        })
     }
 }
 
@@ -1236,6 +1273,19 @@ impl Snapshot {
                 e["objectRef"]["resource"].as_str().unwrap_or(""),
             );
             let sub = e["objectRef"]["subresource"].as_str().unwrap_or("");
+            if (resource, verb) == ("syncsources", "patch") {
+                let at = |key: &str| {
+                    e[key]
+                        .as_str()
+                        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                        .map_or(0.0, |t| t.as_nanosecond() as f64 / 1e9)
+                };
+                let (received, done) = (at("requestReceivedTimestamp"), at("stageTimestamp"));
+                cost.write_secs += done - received;
+                let (first, last) = cost.write_span.get_or_insert((received, done));
+                *first = first.min(received);
+                *last = last.max(done);
+            }
             match (resource, verb, sub) {
                 ("leases", "update" | "create", _) => cost.lease_writes += 1,
                 ("leases", _, _) => {}
