@@ -885,17 +885,10 @@ async fn create_one(admin: &Client, ns: &str, name: &str, i: usize) -> anyhow::R
 }
 
 async fn create_objects(admin: &Client, ns: &str, n: usize, offset: usize) -> anyhow::Result<()> {
-    let started = Instant::now();
-    stream::iter(0..n)
-        .map(|i| async move { create_one(admin, ns, &format!("s{:05}", i + offset), i + offset).await })
-        .buffer_unordered(32)
-        .try_collect::<Vec<_>>()
-        .await?;
-    println!(
-        "  (created {n} objects in {ns} in {:.1} s)",
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    let layout = Layout {
+        namespaces: vec![ns.to_owned()],
+    };
+    create_spread(admin, &layout, n, offset).await
 }
 
 /// The floor: what any operator must do per object here, and nothing else: one guarded metadata
