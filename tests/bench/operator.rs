@@ -201,6 +201,9 @@ async fn main() -> anyhow::Result<()> {
     let sa = client_for(&sa_kubeconfig).await;
     let (standin, chroma_url) = support::standin::start(TOKEN, &[]).await;
 
+    // The operator as every phase starts it; `drift` is its --drift-interval (zero: off).
+    let start_operator =
+        |drift| Operator::start(&layout, &sa_kubeconfig, &chroma_url, concurrency, drift);
     create_objects(&admin, WARMUP_NS, n.min(500), 0).await?;
     null_operator(&sa, WARMUP_NS, concurrency).await?;
 
@@ -247,13 +250,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // 6a. Memory at idle.
-    let op = Operator::start(
-        &layout,
-        &sa_kubeconfig,
-        &chroma_url,
-        concurrency,
-        Duration::ZERO,
-    )?;
+    let op = start_operator(Duration::ZERO)?;
     op.wait_ready().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = op.rss_kib();
@@ -269,13 +266,7 @@ async fn main() -> anyhow::Result<()> {
     let tracker = ReadyTracker::start(admin.clone(), &layout);
     create_spread(&admin, &layout, n, 0).await?;
     let mark = Snapshot::take(&audit, &standin);
-    let op = Operator::start(
-        &layout,
-        &sa_kubeconfig,
-        &chroma_url,
-        concurrency,
-        Duration::ZERO,
-    )?;
+    let op = start_operator(Duration::ZERO)?;
     let started = Instant::now();
     let mut peak = 0;
     while tracker.ready_count() < n {
@@ -515,13 +506,7 @@ async fn main() -> anyhow::Result<()> {
     // 7. Restart: kill -9 at rest.
     op.kill();
     let mark = Snapshot::take(&audit, &standin);
-    let op = Operator::start(
-        &layout,
-        &sa_kubeconfig,
-        &chroma_url,
-        concurrency,
-        Duration::ZERO,
-    )?;
+    let op = start_operator(Duration::ZERO)?;
     let started = Instant::now();
     op.wait_ready().await;
     let seen = started.elapsed().as_secs_f64();
@@ -552,7 +537,7 @@ async fn main() -> anyhow::Result<()> {
     // runs from the end of one check to the end of the second check after it, so it holds
     // exactly two whole checks (the next starts an interval later).
     op.kill();
-    let op = Operator::start(&layout, &sa_kubeconfig, &chroma_url, concurrency, drift)?;
+    let op = start_operator(drift)?;
     op.wait_ready().await;
     let checked = "chroma_sync_operator_drift_checks_total{result=\"ok\"}";
     let first = op.wait_counter(checked, 1, drift * 3).await;
@@ -623,13 +608,7 @@ async fn main() -> anyhow::Result<()> {
     let secrets_n = setting("BENCH_SECRETS", 10_000) as usize;
     if secrets_n > 0 {
         create_unrelated_secrets(&admin, layout.ns(0), secrets_n).await?;
-        let op = Operator::start(
-            &layout,
-            &sa_kubeconfig,
-            &chroma_url,
-            concurrency,
-            Duration::ZERO,
-        )?;
+        let op = start_operator(Duration::ZERO)?;
         op.wait_ready().await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let with_secrets = op.rss_kib();
