@@ -477,6 +477,73 @@ async fn a_conflict_on_the_mark_rereads_the_object_and_creates_once() {
     api.assert_idle();
 }
 
+/// Another client writes the object between the create and its status write (a label, here):
+/// the recording write meets a conflict, reads the object afresh and writes again at once,
+/// guarded by the fresh copy, with no lookup (list) and no second create, and keeps the label.
+#[tokio::test]
+async fn a_conflict_on_recording_the_source_writes_it_again_on_a_fresh_read() {
+    let chroma = Chroma::start().await;
+    let obj = source();
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = apply(&obj, &ctx);
+    assert_mark(&api.patch(OBJECT_PATH).await);
+    let stored = api.stored.as_mut().unwrap();
+    stored["metadata"]["labels"] = json!({"team": "search"});
+    stored["metadata"]["resourceVersion"] = json!("9");
+    let stale = api.expect(Method::PATCH, STATUS_PATH).await;
+    assert_eq!(stale.body["metadata"]["resourceVersion"], "2");
+    stale.refuse(409, "Conflict");
+    api.get().await;
+    let status = api.patch(STATUS_PATH).await;
+    assert_eq!(status["metadata"]["resourceVersion"], "9", "guarded afresh");
+    assert_eq!(outcome(flow).await, Next::Settled);
+
+    let created = chroma.standin.sources(DATABASE);
+    assert_eq!(status["status"]["sourceId"], json!(created[0].0));
+    assert_eq!(conditions(&status), ready());
+    assert_eq!(
+        api.stored.as_ref().unwrap()["metadata"]["labels"]["team"],
+        "search"
+    );
+    assert_eq!(
+        chroma.standin.all_calls(),
+        [("create_source".into(), 1)].into(),
+        "one create, no lookup"
+    );
+    api.assert_idle();
+}
+
+/// The fresh read after a conflict on recording no longer shows the create this reconcile made
+/// (here, its mark was replaced): the conflict goes back to the full decision, nothing is
+/// written over what the reconcile did not see.
+#[tokio::test]
+async fn a_conflict_on_recording_a_changed_create_goes_back_to_the_decision() {
+    let chroma = Chroma::start().await;
+    let obj = source();
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = apply(&obj, &ctx);
+    assert_mark(&api.patch(OBJECT_PATH).await);
+    let stored = api.stored.as_mut().unwrap();
+    stored["metadata"]["annotations"][CREATE_PENDING_ANNOTATION] = json!("2020-01-01T00:00:00Z");
+    stored["metadata"]["resourceVersion"] = json!("9");
+    api.expect(Method::PATCH, STATUS_PATH)
+        .await
+        .refuse(409, "Conflict");
+    api.get().await; // the fresh read: another create's mark
+    api.get().await; // is the object gone? (then its new source would be deleted)
+    let result = flow.await.expect("the flow ends");
+    assert!(
+        matches!(result, Err(ref e) if e.is_conflict()),
+        "{result:?}"
+    );
+    assert_eq!(chroma.standin.created_total(), 1);
+    api.assert_idle();
+}
+
 #[tokio::test]
 async fn a_spec_that_cannot_become_a_payload_stalls_without_a_call() {
     let chroma = Chroma::start().await;

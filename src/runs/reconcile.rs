@@ -91,7 +91,7 @@ pub async fn apply(run: &SyncRun, ctx: &Context) -> Result<Next, Error> {
         match found.await {
             Ok(Some(id)) => {
                 info!(invocation_id = %id, "found the invocation of an unrecorded create; adopting it");
-                record(ctx, run, &previous, &source_id, &id).await?;
+                record(ctx, run, &source_id, &id).await?;
                 let note = format!(
                     "Recovered invocation {id}, created by an attempt whose answer was lost"
                 );
@@ -119,7 +119,7 @@ pub async fn apply(run: &SyncRun, ctx: &Context) -> Result<Next, Error> {
     {
         Ok(id) => {
             info!(invocation_id = %id, "created Chroma Sync invocation");
-            record(ctx, run, &previous, &source_id, &id).await?;
+            record(ctx, run, &source_id, &id).await?;
             reached(ctx, run, RunPhase::Pending, kind);
             Ok(Next::LookAgainIn(decide::next_poll(
                 Duration::ZERO,
@@ -464,31 +464,30 @@ async fn write_problem(
     write_status(ctx, run, previous, next, Some((reason, message, stalled))).await
 }
 
-/// Records a new (or recovered) invocation: Pending from now.
-async fn record(
-    ctx: &Context,
-    run: &SyncRun,
-    previous: &SyncRunStatus,
-    source_id: &str,
-    id: &str,
-) -> Result<bool, Error> {
-    let next = SyncRunStatus {
-        invocation_id: Some(id.to_owned()),
-        source_id: Some(source_id.to_owned()),
-        phase: Some(RunPhase::Pending),
-        start_time: Some(Time(jiff::Timestamp::now())),
-        ..previous.clone()
+/// Records a new (or recovered) invocation: Pending from now. A conflict is written again at
+/// once on a fresh read while no invocation is recorded ([`writes::record`]): deciding afresh
+/// would look the invocation up again, too wide a window while another client keeps writing
+/// the run.
+async fn record(ctx: &Context, run: &SyncRun, source_id: &str, id: &str) -> Result<bool, Error> {
+    let unrecorded = |fresh: &SyncRun| {
+        writes::same_create(run, fresh)
+            && fresh
+                .status
+                .as_ref()
+                .is_none_or(|s| s.invocation_id.is_none())
     };
-    write_status(
-        ctx,
-        run,
-        previous,
-        SyncRunStatus {
+    writes::record(&api(ctx, run), run, unrecorded, |current| async move {
+        let previous = current.status.clone().unwrap_or_default();
+        let next = SyncRunStatus {
+            invocation_id: Some(id.to_owned()),
+            source_id: Some(source_id.to_owned()),
+            phase: Some(RunPhase::Pending),
+            start_time: Some(Time(jiff::Timestamp::now())),
             last_error: None,
-            ..next
-        },
-        None,
-    )
+            ..previous.clone()
+        };
+        write_status(ctx, &current, &previous, next, None).await
+    })
     .await
 }
 

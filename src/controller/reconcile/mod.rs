@@ -255,11 +255,11 @@ async fn recover(ctx: &Context, obj: &SyncSource, token: &Token, desired: &Desir
     match find_unrecorded(ctx, token, &desired.payload, marked_at).await {
         Ok(Some(id)) => {
             info!(source_id = %id, "found the source of an unrecorded create; adopting it");
-            set_status(ctx, obj, Some(&desired.recorded(id.clone())), &State::Ready).await?;
+            let obj = record(ctx, obj, &desired.recorded(id.clone())).await?;
             let note =
                 format!("Recovered source {id}, created by an attempt whose answer was lost");
-            publish(ctx, obj, Kind::Normal, Reason::Adopted, note);
-            Ok(ControlFlow::Break(settled(ctx, obj, &id).await?))
+            publish(ctx, &obj, Kind::Normal, Reason::Adopted, note);
+            Ok(ControlFlow::Break(settled(ctx, &obj, &id).await?))
         }
         Ok(None) => Ok(ControlFlow::Continue(obj.clone())),
         Err(e) => {
@@ -289,13 +289,13 @@ async fn mark_and_create(
     match ctx.chroma.create_source(token, payload).await {
         Ok(id) => {
             info!(source_id = %id, "created Chroma source");
-            let rec = desired.recorded(id.clone());
-            if let Err(e) = set_status(ctx, &obj, Some(&rec), &State::Ready).await {
-                if e.is_not_found() || gone(ctx, &obj).await {
+            let obj = match record(ctx, &obj, &desired.recorded(id.clone())).await {
+                Ok(stored) => stored,
+                Err(e) if e.is_not_found() || gone(ctx, &obj).await => {
                     return vanished(ctx, &obj, token, Some(id), payload).await;
                 }
-                return Err(e);
-            }
+                Err(e) => return Err(e),
+            };
             // A first create is in status alone (see `events`); a replacement is news.
             match why {
                 Because::New => {}
@@ -329,6 +329,21 @@ async fn mark_and_create(
             }
         }
     }
+}
+
+/// Records `rec`, the source this object's create made, in status: Ready. A conflict on that
+/// write is written again at once on a fresh read ([`writes::record`]), not decided afresh: a
+/// fresh decision would look the source up again, a window too wide to ever write in while
+/// another client keeps writing the object (seen in
+/// `conflicts_from_a_busy_writer_cost_no_duplicate_and_no_stuck_object`).
+async fn record(ctx: &Context, obj: &SyncSource, rec: &Recorded) -> Result<SyncSource, Error> {
+    let unrecorded = |fresh: &SyncSource| {
+        writes::same_create(obj, fresh) && fresh.status.as_ref().and_then(Recorded::of).is_none()
+    };
+    writes::record(&ctx.api(obj), obj, unrecorded, |current| async move {
+        set_status(ctx, &current, Some(rec), &State::Ready).await
+    })
+    .await
 }
 
 /// The source is Ready: what `spec.sync` asks for next (a run, a look at the run going, the
