@@ -45,8 +45,8 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The field manager of every write, and the reporting controller of every Event.
@@ -165,6 +165,12 @@ impl Context {
     fn take_suspect(&self, obj: &SyncSource) -> bool {
         let key = ObjectRef::from_obj(obj);
         self.suspects.lock().expect("suspects").remove(&key)
+    }
+
+    /// The SyncSource `namespace/name` as cached, if a watched scope holds it.
+    pub(crate) fn cached_source(&self, namespace: &str, name: &str) -> Option<Arc<SyncSource>> {
+        let key = ObjectRef::new(name).within(namespace);
+        self.sources.iter().find_map(|store| store.get(&key))
     }
 
     /// Another object (`namespace/name`) that records source `id`, if any: a source has one

@@ -559,11 +559,19 @@ async fn clear_mark(ctx: &Context, run: &SyncRun) -> Result<SyncRun, Error> {
     writes::clear_mark(&api(ctx, run), run).await
 }
 
-/// The run's SyncSource as stored now.
+/// The run's SyncSource: as cached once it is Ready there (a run looks at its source at every
+/// poll; a read each cost the apiserver about four GETs per run), else as stored now, so a run
+/// made with its source does not wait for the cache to hear of it.
 async fn source_of(ctx: &Context, run: &SyncRun) -> Result<Option<SyncSource>, Error> {
     let ns = run.namespace().unwrap_or_default();
+    let name = &run.spec.source_ref.name;
+    if let Some(cached) = ctx.cached_source(&ns, name)
+        && ready_source_id(&cached).is_some()
+    {
+        return Ok(Some(SyncSource::clone(&cached)));
+    }
     let sources: Api<SyncSource> = Api::namespaced(ctx.client.clone(), &ns);
-    bounded(sources.get_opt(&run.spec.source_ref.name)).await
+    bounded(sources.get_opt(name)).await
 }
 
 /// The source's id, once the SyncSource is Ready.

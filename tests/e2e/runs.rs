@@ -61,8 +61,18 @@ async fn a_run_goes_from_pending_to_complete_with_one_invocation_and_few_looks()
     env.create("docs", github("acme/runs")).await;
     let source = env.wait_reason("docs", "SourceReady", SOON).await;
     let source_id = source.status.unwrap().source_id.unwrap();
+    let source_reads = |audit: Vec<Value>| {
+        audit
+            .iter()
+            .filter(|e| e["verb"] == "get" && e["objectRef"]["name"] == "docs")
+            .count()
+    };
+    let reads_at_ready = source_reads(env.audit("syncsources").await);
 
     let done = wait_run(&env, "first", "Complete", Duration::from_secs(60)).await;
+    // Once its source is Ready, the run reads it from the operator's cache at every look.
+    let reads = source_reads(env.audit("syncsources").await) - reads_at_ready;
+    assert_eq!(reads, 0, "GETs of the Ready SyncSource while the run went");
     let status = done.status.unwrap();
     assert_eq!(status.phase, Some(RunPhase::Complete));
     assert_eq!(status.source_id.as_deref(), Some(source_id.as_str()));
