@@ -109,6 +109,18 @@ fn assert_mark(patch: &Value) {
     assert_eq!(meta.as_object().unwrap().len(), 3, "nothing else: {patch}");
 }
 
+/// A first create of [`source`] with an admin token, past its guarded mark: the flow goes on to
+/// the create call.
+async fn past_the_mark() -> (Chroma, ApiServer, JoinHandle<Result<Next, Error>>) {
+    let chroma = Chroma::start().await;
+    let obj = source();
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let flow = apply(&obj, &ctx);
+    assert_mark(&api.patch(OBJECT_PATH).await);
+    (chroma, api, flow)
+}
+
 #[tokio::test]
 async fn first_create_marks_then_creates_once_then_records() {
     let obj = source();
@@ -424,13 +436,7 @@ async fn a_conflict_on_finalizer_release_rereads_and_deletes_once() {
 
 #[tokio::test]
 async fn an_object_deleted_before_its_status_write_has_its_new_source_deleted() {
-    let chroma = Chroma::start().await;
-    let obj = source();
-    let (client, mut api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
-
-    let flow = apply(&obj, &ctx);
-    assert_mark(&api.patch(OBJECT_PATH).await);
+    let (chroma, mut api, flow) = past_the_mark().await;
     // kubernetes#77988: a delete that read the object before the mark removes it anyway.
     api.stored = None;
     api.expect(Method::PATCH, STATUS_PATH)
@@ -482,13 +488,7 @@ async fn a_conflict_on_the_mark_rereads_the_object_and_creates_once() {
 /// guarded by the fresh copy, with no lookup (list) and no second create, and keeps the label.
 #[tokio::test]
 async fn a_conflict_on_recording_the_source_writes_it_again_on_a_fresh_read() {
-    let chroma = Chroma::start().await;
-    let obj = source();
-    let (client, mut api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
-
-    let flow = apply(&obj, &ctx);
-    assert_mark(&api.patch(OBJECT_PATH).await);
+    let (chroma, mut api, flow) = past_the_mark().await;
     let stored = api.stored.as_mut().unwrap();
     stored["metadata"]["labels"] = json!({"team": "search"});
     stored["metadata"]["resourceVersion"] = json!("9");
@@ -520,13 +520,7 @@ async fn a_conflict_on_recording_the_source_writes_it_again_on_a_fresh_read() {
 /// written over what the reconcile did not see.
 #[tokio::test]
 async fn a_conflict_on_recording_a_changed_create_goes_back_to_the_decision() {
-    let chroma = Chroma::start().await;
-    let obj = source();
-    let (client, mut api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
-
-    let flow = apply(&obj, &ctx);
-    assert_mark(&api.patch(OBJECT_PATH).await);
+    let (chroma, mut api, flow) = past_the_mark().await;
     let stored = api.stored.as_mut().unwrap();
     stored["metadata"]["annotations"][CREATE_PENDING_ANNOTATION] = json!("2020-01-01T00:00:00Z");
     stored["metadata"]["resourceVersion"] = json!("9");
