@@ -23,6 +23,8 @@ mod support {
     pub mod wait;
 }
 
+use chroma_sync_operator::controller::FIELD_MANAGER;
+use chroma_sync_operator::controller::status::{self, Recorded, State};
 use chroma_sync_operator::crd::run::{RunPhase, SyncRun};
 use chroma_sync_operator::crd::{self, SyncSource};
 use chroma_sync_operator::runs::decide::POLL_FIRST;
@@ -883,21 +885,36 @@ async fn create_objects(admin: &Client, ns: &str, n: usize, offset: usize) -> an
     create_spread(admin, &layout, n, offset).await
 }
 
-/// The floor: what any operator must do per object here, and nothing else: one guarded metadata
-/// patch (finalizer and mark) and one status patch, at the operator's concurrency.
+/// The floor: what any operator must do per object here, and nothing else: the operator's two
+/// writes as it makes them, under its field manager: one guarded metadata patch (finalizer and
+/// mark) and one guarded status patch with the same fields (the operator's own `status::next`
+/// builds it: conditions, source id, payload hash). A smaller status would make a cheaper write
+/// for the apiserver and an unfair floor.
 async fn null_operator(sa: &Client, ns: &str, concurrency: usize) -> anyhow::Result<()> {
     let api: Api<SyncSource> = Api::namespaced(sa.clone(), ns);
     let objects = all_metadata(&api).await?;
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
     stream::iter(objects)
         .map(|o| {
-            let api = api.clone();
+            let (api, params) = (api.clone(), params.clone());
             async move {
                 let name = o.name_any();
+                let mark = jiff::Timestamp::now().to_string();
                 let meta = json!({"metadata": {"resourceVersion": o.resource_version(),
-                    "finalizers": [crd::FINALIZER], "annotations": {crd::CREATE_PENDING_ANNOTATION: "now"}}});
-                api.patch(&name, &PatchParams::default(), &Patch::Merge(meta)).await?;
-                let status = json!({"status": {"sourceId": "null", "observedGeneration": o.metadata.generation}});
-                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status)).await?;
+                    "finalizers": [crd::FINALIZER], "annotations": {crd::CREATE_PENDING_ANNOTATION: mark}}});
+                let stored = api.patch(&name, &params, &Patch::Merge(meta)).await?;
+                let rec = Recorded {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    payload_hash: Some(format!("{:064x}", o.metadata.generation.unwrap_or(0))),
+                };
+                let generation = o.metadata.generation.unwrap_or_default();
+                let ready = status::next(&Default::default(), generation, Some(&rec), &State::Ready, jiff::Timestamp::now());
+                let mut patch = status::patch_if_changed(&Default::default(), &ready).expect("a new status");
+                patch["metadata"] = json!({"resourceVersion": stored.resource_version()});
+                api.patch_status(&name, &params, &Patch::Merge(patch)).await?;
                 Ok::<_, kube::Error>(())
             }
         })
