@@ -1,21 +1,22 @@
 //! chroma-sync-operator: manages Chroma Sync sources and their sync runs, declared as `SyncSource`
 //! and `SyncRun` resources.
 //!
-//! - [`crd`]: the custom resource, as users write it.
-//! - [`payload`]: the pure mapping from a spec to the service's create payload.
+//! - [`crd`]: the custom resources, as users write them.
+//! - [`kernel`]: what every kind's controller stands on: the reconcile driver, the crash-safe
+//!   create, bounded Kubernetes IO, failure classes, conditions, Events, caches, credentials.
+//! - [`source`]: the SyncSource kind: one Chroma Sync source per object, and its `spec.sync`.
+//! - [`run`]: the SyncRun kind: one Chroma Sync invocation per object, followed to its end.
 //! - [`chroma`]: the Chroma Sync API client (the only place that talks to the service).
-//! - [`controller`]: watches, reconcile flows and their pure decisions.
-//! - [`runs`]: the SyncRun controller: one Chroma Sync invocation per SyncRun.
 //! - [`leader`]: leader election on a Lease, for several replicas.
-//! - [`server`]: health and metrics endpoints.
+//! - [`server`] and [`metrics`]: health and metrics endpoints.
 //! - [`standin`]: the local Chroma Sync stand-in used by `make run` and the tests.
 
 pub mod chroma;
-pub mod controller;
 pub mod crd;
+pub mod kernel;
 pub mod leader;
 pub mod metrics;
-pub mod payload;
-pub mod runs;
+pub mod run;
 pub mod server;
+pub mod source;
 pub mod standin;

@@ -16,10 +16,11 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 static MALLOC_CONF: &[u8; 23] = b"background_thread:true\0";
 
 use chroma_sync_operator::chroma::{ChromaClient, ClientConfig, Token, check_base_url};
-use chroma_sync_operator::controller::{Controller, DefaultToken, Parts, Settings};
 use chroma_sync_operator::crd::{self, SyncSource};
+use chroma_sync_operator::kernel::DefaultToken;
 use chroma_sync_operator::metrics::Metrics;
-use chroma_sync_operator::{leader, runs, server};
+use chroma_sync_operator::source::{Controller, Parts, Settings};
+use chroma_sync_operator::{leader, run, server};
 use clap::{Parser, Subcommand, ValueEnum};
 use kube::api::{Api, ListParams};
 use std::path::PathBuf;
@@ -266,7 +267,7 @@ async fn main() -> anyhow::Result<()> {
         stopper.stop();
     }));
     info!(chroma_url = %args.chroma_url, namespaces = ?args.namespaces, concurrency = args.concurrency, "starting controller");
-    let runs = runs::run(
+    let runs = run::run(
         client,
         &args.namespaces,
         args.concurrency,

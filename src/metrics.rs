@@ -4,7 +4,6 @@
 //! leads, and the build. Labels never carry object contents (but an object's namespace and name)
 //! or secrets.
 
-use crate::controller::Reason;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Resource;
 use kube::runtime::reflector::Store;
@@ -49,7 +48,13 @@ struct ResultLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
+    kind: &'static str,
     reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -121,9 +126,9 @@ impl Collector for Conditions {
 
 struct Inner {
     registry: Registry,
-    reconciles: Counter,
+    reconciles: Family<KindLabels, Counter>,
     reconcile_errors: Family<ReasonLabels, Counter>,
-    reconcile_duration: Histogram,
+    reconcile_duration: Family<KindLabels, Histogram>,
     chroma_calls: Family<CallLabels, Counter>,
     chroma_duration: Family<EndpointLabels, Histogram>,
     events_dropped: Counter,
@@ -149,22 +154,24 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("chroma_sync_operator");
-        let reconciles = Counter::default();
+        let reconciles = Family::<KindLabels, Counter>::default();
         registry.register(
             "reconciles",
-            "Reconciles run, whatever their outcome",
+            "Reconciles run, whatever their outcome, by kind",
             reconciles.clone(),
         );
         let reconcile_errors = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "reconcile_errors",
-            "Reconciles that ended in an error or a condition needing attention, by reason",
+            "Reconciles that ended in an error or a condition needing attention, by kind and reason",
             reconcile_errors.clone(),
         );
-        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 16))
+        });
         registry.register(
             "reconcile_duration_seconds",
-            "How long a reconcile took",
+            "How long a reconcile took, by kind",
             reconcile_duration.clone(),
         );
         let chroma_calls = Family::<CallLabels, Counter>::default();
@@ -257,15 +264,23 @@ impl Metrics {
         }))
     }
 
-    pub fn reconciled(&self, took: Duration, error_reason: Option<Reason>) {
-        self.0.reconciles.inc();
-        self.0.reconcile_duration.observe(took.as_secs_f64());
+    /// A reconcile of a `kind` object took `took`, and failed on `error_reason` if any.
+    pub fn reconciled(
+        &self,
+        kind: &'static str,
+        took: Duration,
+        error_reason: Option<&'static str>,
+    ) {
+        let labels = KindLabels { kind };
+        self.0.reconciles.get_or_create(&labels).inc();
+        self.0
+            .reconcile_duration
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
         if let Some(reason) = error_reason {
             self.0
                 .reconcile_errors
-                .get_or_create(&ReasonLabels {
-                    reason: reason.as_str(),
-                })
+                .get_or_create(&ReasonLabels { kind, reason })
                 .inc();
         }
     }

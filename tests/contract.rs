@@ -9,7 +9,7 @@ mod support {
 }
 
 use chroma_sync_operator::crd::SyncSource;
-use chroma_sync_operator::payload;
+use chroma_sync_operator::source::payload;
 use jsonschema::Validator;
 use serde_json::{Value, json};
 

@@ -8,12 +8,12 @@
 //! - the chart's PrometheusRule and Grafana dashboard, which must use only metrics (and labels)
 //!   the operator exports.
 
-use chroma_sync_operator::controller::Reason;
-use chroma_sync_operator::controller::status::{self, Recorded, State};
 use chroma_sync_operator::crd::run::{RunPhase, SyncRunStatus};
 use chroma_sync_operator::crd::{LastError, SyncSourceStatus};
 use chroma_sync_operator::metrics::{Metrics, ObjectCondition};
-use chroma_sync_operator::runs;
+use chroma_sync_operator::run::{self, decide::Problem};
+use chroma_sync_operator::source::Reason;
+use chroma_sync_operator::source::status::{self, Recorded, State};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -57,7 +57,7 @@ fn object(generation: i64, status: Option<&SyncSourceStatus>, deleting: bool) ->
 fn run_object(
     phase: Option<RunPhase>,
     failure: Option<&str>,
-    problem: Option<(&str, &str, bool)>,
+    problem: Option<Problem>,
     deleting: bool,
 ) -> Value {
     let now = jiff::Timestamp::now();
@@ -65,7 +65,7 @@ fn run_object(
         observed_generation: Some(1),
         phase,
         message: failure.map(Into::into),
-        conditions: runs::decide::conditions(&[], 1, phase, failure, problem, now),
+        conditions: run::decide::conditions(&[], 1, phase, failure, problem, now),
         ..Default::default()
     };
     let mut obj = object(1, None, deleting);
@@ -79,10 +79,17 @@ fn cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
     let mut cases = source_cases();
     let mut fresh_run = run_object(None, None, None, false);
     fresh_run["status"] = json!({"observedGeneration": -1});
-    let waiting = Some((runs::decide::reason::WAITING_FOR_SOURCE, "not Ready", false));
-    let exists = Some((runs::decide::reason::INVOCATION_EXISTS, "409", true));
-    let invalid = Some((runs::decide::reason::INVALID_SPEC, "spec.ref", true));
-    let paused_run = Some((runs::decide::reason::PAUSED, "paused", false));
+    let problem = |reason, message, needs_a_person| {
+        Some(Problem {
+            reason,
+            message,
+            needs_a_person,
+        })
+    };
+    let waiting = problem(run::Reason::WaitingForSource, "not Ready", false);
+    let exists = problem(run::Reason::InvocationExists, "409", true);
+    let invalid = problem(run::Reason::InvalidSpec, "spec.ref", true);
+    let paused_run = problem(run::Reason::Paused, "paused", false);
     let (pending, processing, complete, failed) = (
         Some(RunPhase::Pending),
         Some(RunPhase::Processing),
@@ -815,7 +822,7 @@ const TARGET_LABELS: [&str; 7] = [
 fn exported() -> BTreeMap<String, BTreeSet<String>> {
     let metrics = Metrics::new();
     let took = Duration::from_millis(20);
-    metrics.reconciled(took, Some(Reason::ServerError));
+    metrics.reconciled("SyncSource", took, Some(Reason::ServerError.as_str()));
     metrics.chroma_call("create_source", "201", took);
     metrics.run_phase("Complete", "github", Some(took));
     metrics.source_missing("recreated");
@@ -1129,7 +1136,7 @@ fn the_charts_alerts_and_dashboard_use_only_metrics_the_operator_exports() {
         not_ready.as_str().unwrap().contains(&format!(
             r#"reason!~"{}|{}""#,
             Reason::Paused,
-            runs::decide::reason::PROCESSING
+            run::Reason::Processing
         )),
         "{not_ready:?}"
     );

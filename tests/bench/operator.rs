@@ -23,11 +23,11 @@ mod support {
     pub mod wait;
 }
 
-use chroma_sync_operator::controller::FIELD_MANAGER;
-use chroma_sync_operator::controller::status::{self, Recorded, State};
 use chroma_sync_operator::crd::run::{RunPhase, SyncRun};
 use chroma_sync_operator::crd::{self, SyncSource};
-use chroma_sync_operator::runs::decide::POLL_FIRST;
+use chroma_sync_operator::kernel::FIELD_MANAGER;
+use chroma_sync_operator::run::decide::POLL_FIRST;
+use chroma_sync_operator::source::status::{self, Recorded, State};
 use chroma_sync_operator::standin::{RunPlan, StandIn};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, Secret};

@@ -43,7 +43,7 @@ pub struct DefaultToken {
     pub file: Option<PathBuf>,
 }
 
-pub(super) struct Credentials {
+pub struct Credentials {
     client: Client,
     default_token: DefaultToken,
     /// One metadata cache per watched scope.
@@ -62,7 +62,7 @@ pub(super) struct Credentials {
 }
 
 impl Credentials {
-    pub(super) fn new(
+    pub fn new(
         client: Client,
         default_token: DefaultToken,
         secrets: Vec<Store<PartialObjectMeta<Secret>>>,
@@ -80,19 +80,19 @@ impl Credentials {
     }
 
     /// Every Secret cache has listed its Secrets.
-    pub(super) fn set_synced(&self) {
+    pub fn set_synced(&self) {
         self.synced.send_replace(true);
     }
 
     /// Waits until every Secret cache has listed its Secrets, so a token that exists is never
     /// reported missing just because the operator has only started.
-    pub(super) async fn synced(&self) {
+    pub async fn synced(&self) {
         let _ = self.synced.subscribe().wait_for(|synced| *synced).await;
     }
 
     /// The token for an object, or why there is none. Never the token's value in the reason.
     /// The object is noted as waiting for its Secret, so that the Secret's change wakes it.
-    pub(super) async fn token_for(&self, obj: &SyncSource) -> Result<Token, String> {
+    pub async fn token_for(&self, obj: &SyncSource) -> Result<Token, String> {
         if let Some(reference) = &obj.spec.token_secret_ref {
             let key = secret_key(obj, &reference.name);
             self.waiting
@@ -110,7 +110,7 @@ impl Credentials {
     /// A Secret the metadata cache does not have is not read (and what was read of it is
     /// forgotten). The read is a list of that one name: the operator's role grants `list` and
     /// `watch` on Secrets, and no `get`.
-    pub(super) async fn load(&self, obj: &SyncSource) -> Result<(), String> {
+    pub async fn load(&self, obj: &SyncSource) -> Result<(), String> {
         let Some(reference) = &obj.spec.token_secret_ref else {
             return Ok(());
         };
@@ -159,7 +159,7 @@ impl Credentials {
 
     /// The token for an object from what is loaded, without noting it as waiting (the drift
     /// check reads tokens of objects that wait for nothing).
-    pub(super) fn peek(&self, obj: &SyncSource) -> Result<Token, String> {
+    pub fn peek(&self, obj: &SyncSource) -> Result<Token, String> {
         let Some(reference) = &obj.spec.token_secret_ref else {
             return self.default_token();
         };
@@ -223,10 +223,7 @@ impl Credentials {
     }
 
     /// The objects a change of `secret` may unblock.
-    pub(super) fn waiting_for(
-        &self,
-        secret: &PartialObjectMeta<Secret>,
-    ) -> Vec<ObjectRef<SyncSource>> {
+    pub fn waiting_for(&self, secret: &PartialObjectMeta<Secret>) -> Vec<ObjectRef<SyncSource>> {
         let key = ObjectRef::<Secret>::new(&secret.name_any())
             .within(&secret.namespace().unwrap_or_default());
         let waiting = self.waiting.lock().expect("secret waiters");
@@ -237,7 +234,7 @@ impl Credentials {
     }
 
     /// Forgets that `obj` waits for a Secret, unless `reason` says it still does.
-    pub(super) fn settle(&self, obj: &SyncSource, reason: Option<Reason>) {
+    pub fn settle(&self, obj: &SyncSource, reason: Option<impl Reason>) {
         if reason.is_some_and(Reason::is_about_credentials) {
             return;
         }

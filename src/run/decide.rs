@@ -2,36 +2,16 @@
 //! answers mean for its status, which listed invocation is a run's own after a lost answer, and
 //! when to look at a run again.
 
-use crate::chroma::ChromaError;
+use super::Reason;
 use crate::chroma::shared::Reader;
 use crate::chroma::wire::{CreateJobPayload, GitRef, Job, JobStatus};
-use crate::controller::decide::Retry;
+use crate::crd::SyncSourceSpec;
 use crate::crd::run::{RunPhase, SyncRunSpec};
-use crate::crd::{LastError, SyncSourceSpec};
+use crate::kernel::conditions::{self, READY, RECONCILING, STALLED};
+use crate::kernel::failure::Class;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use std::ops::ControlFlow;
 use std::time::Duration;
-
-/// Stable reasons (CamelCase) of a SyncRun's conditions and Events.
-pub mod reason {
-    pub const PENDING: &str = "Pending";
-    pub const PROCESSING: &str = "Processing";
-    pub const COMPLETE: &str = "Complete";
-    pub const FAILED: &str = "RunFailed";
-    pub const CANCELLED: &str = "Cancelled";
-    pub const WAITING_FOR_SOURCE: &str = "WaitingForSource";
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    pub const INVOCATION_EXISTS: &str = "InvocationExists";
-    pub const MISSING_CREDENTIALS: &str = "MissingCredentials";
-    pub const UNAUTHORIZED: &str = "Unauthorized";
-    pub const FORBIDDEN: &str = "Forbidden";
-    pub const RATE_LIMITED: &str = "RateLimited";
-    pub const SERVER_ERROR: &str = "ServerError";
-    pub const TIMEOUT: &str = "Timeout";
-    pub const CONNECTION_FAILED: &str = "ConnectionFailed";
-    pub const INVALID_RESPONSE: &str = "InvalidResponse";
-    pub const PAUSED: &str = "Paused";
-}
 
 /// The create-invocation payload of a run on `source`, or what is wrong with the run for that
 /// kind of source (every problem, each naming its field). Rules that need no other object are
@@ -156,18 +136,16 @@ impl Reader for InvocationLookup {
     }
 }
 
-/// A listed invocation is a run's own when it was created no earlier than the run's
-/// create-pending mark (less `skew`), on the same target, ref, object key and custom id. Among
+/// A listed invocation is a run's own when it was created no earlier than `since` (the run's
+/// create-pending mark, less the skew allowance), on the same target, ref, object key and custom id. Among
 /// several, the oldest is the run's: a newer one was started by someone after it.
 pub fn own_invocation<'a>(
     listed: &'a [Job],
     payload: &CreateJobPayload,
     default_collection: Option<&str>,
-    marked_at: jiff::Timestamp,
-    skew: Duration,
+    since: jiff::Timestamp,
     claimed: &dyn Fn(&str) -> bool,
 ) -> Option<&'a Job> {
-    let since = marked_at - skew;
     let collection = payload
         .target_collection_name
         .as_deref()
@@ -190,93 +168,36 @@ pub fn own_invocation<'a>(
         .min_by_key(|job| job.created_at)
 }
 
-/// A failed call, as the run's status and next attempt show it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Failure {
-    pub reason: &'static str,
-    pub message: String,
-    pub error: LastError,
-    /// The person must act: Stalled. Otherwise the operator tries again: Reconciling.
-    pub stalled: bool,
-    /// The service refused the run for good: its phase is Failed.
-    pub refused: bool,
-    pub retry: Retry,
-    /// The call certainly created nothing, so a create-pending mark can go.
-    pub nothing_created: bool,
+/// The reason a SyncRun gives for each class of failure.
+pub fn reason_of(class: Class) -> Reason {
+    match class {
+        Class::Invalid => Reason::InvalidSpec,
+        Class::Unauthorized => Reason::Unauthorized,
+        Class::Forbidden => Reason::Forbidden,
+        // The source is gone from Chroma Sync: the SyncSource will make it again.
+        Class::NotFound => Reason::WaitingForSource,
+        Class::Conflict => Reason::InvocationExists,
+        Class::RateLimited => Reason::RateLimited,
+        Class::ServerError => Reason::ServerError,
+        Class::Timeout => Reason::Timeout,
+        Class::ConnectionFailed => Reason::ConnectionFailed,
+        Class::InvalidResponse => Reason::InvalidResponse,
+    }
 }
 
-/// Sorts a failed call on a run. `action` names what was tried, for the message.
-pub fn classify(action: &str, error: &ChromaError) -> Failure {
-    use reason::*;
-    let retry_soon = |after: Option<Duration>| Retry::Soon { not_before: after };
-    match error {
-        ChromaError::Api {
-            status,
-            error,
-            message,
-            retry_after,
-        } => {
-            let (reason, stalled, refused, retry, nothing_created) = match status {
-                400 | 405..=408 | 410..=428 | 430..=499 => {
-                    (INVALID_SPEC, true, true, Retry::OnChange, true)
-                }
-                401 => (UNAUTHORIZED, true, false, Retry::Slow, true),
-                403 => (FORBIDDEN, true, false, Retry::Slow, true),
-                // The source is gone from Chroma Sync: the SyncSource will make it again.
-                404 => (WAITING_FOR_SOURCE, false, false, Retry::Slow, true),
-                409 => (INVOCATION_EXISTS, true, true, Retry::OnChange, true),
-                429 => (RATE_LIMITED, false, false, retry_soon(*retry_after), true),
-                _ => (SERVER_ERROR, false, false, retry_soon(*retry_after), false),
-            };
-            Failure {
-                reason,
-                message: format!("{action}: Chroma Sync answered {status}: {message}"),
-                error: LastError {
-                    http_status: Some(*status),
-                    error: error.clone(),
-                    message: message.clone(),
-                },
-                stalled,
-                refused,
-                retry,
-                nothing_created,
-            }
-        }
-        ChromaError::Transport { kind, message } => {
-            use crate::chroma::TransportKind;
-            let (reason, nothing_created) = match kind {
-                TransportKind::Timeout => (TIMEOUT, false),
-                TransportKind::Connect => (CONNECTION_FAILED, true),
-                TransportKind::Other => (CONNECTION_FAILED, false),
-            };
-            Failure {
-                reason,
-                message: format!("{action}: {kind}: {message}"),
-                error: LastError {
-                    http_status: None,
-                    error: None,
-                    message: message.clone(),
-                },
-                stalled: false,
-                refused: false,
-                retry: retry_soon(None),
-                nothing_created,
-            }
-        }
-        ChromaError::Decode { status, message } => Failure {
-            reason: INVALID_RESPONSE,
-            message: format!("{action}: unreadable answer ({status}): {message}"),
-            error: LastError {
-                http_status: Some(*status),
-                error: None,
-                message: message.clone(),
-            },
-            stalled: false,
-            refused: false,
-            retry: retry_soon(None),
-            nothing_created: false,
-        },
-    }
+/// The service refused the run for good (its request is wrong, or the collection has had its
+/// run): the run has failed, where a source would wait for a new spec.
+pub fn refused(class: Class) -> bool {
+    matches!(class, Class::Invalid | Class::Conflict)
+}
+
+/// What keeps a run from going on, as its conditions show it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Problem<'a> {
+    pub reason: Reason,
+    pub message: &'a str,
+    /// Only a person can change it: Stalled (else Reconciling).
+    pub needs_a_person: bool,
 }
 
 /// The conditions a run shows for its `phase` (with the service's `failure` message) and its
@@ -289,41 +210,45 @@ pub fn conditions(
     generation: i64,
     phase: Option<RunPhase>,
     failure: Option<&str>,
-    problem: Option<(&str, &str, bool)>,
+    problem: Option<Problem>,
     now: jiff::Timestamp,
 ) -> Vec<Condition> {
-    let condition = |type_: &str, status: bool, reason: &str, message: &str| {
-        let at = (generation, now);
-        crate::controller::status::condition(previous, type_, status, reason, message, at)
+    let condition = |type_: &str, status: bool, reason: Reason, message: &str| {
+        let (reason, at) = (reason.as_str(), (generation, now));
+        conditions::condition(previous, type_, status, reason, message, at)
     };
-    use crate::controller::status::{READY, RECONCILING, STALLED};
     let failed = failure.unwrap_or("the run failed").to_owned();
-    let (reason, message, stalled): (&str, String, bool) = match (problem, phase) {
+    let (reason, message, stalled): (Reason, String, bool) = match (problem, phase) {
         // Neither in progress nor failed, and Ready as it was (see the SyncSource's Paused).
-        (Some((reason::PAUSED, message, _)), _) => {
-            let was_ready = previous
-                .iter()
-                .any(|c| c.type_ == READY && c.status == "True");
-            return vec![condition(READY, was_ready, reason::PAUSED, message)];
+        (
+            Some(Problem {
+                reason: Reason::Paused,
+                message,
+                ..
+            }),
+            _,
+        ) => {
+            let was_ready = conditions::is_ready(previous);
+            return vec![condition(READY, was_ready, Reason::Paused, message)];
         }
-        (Some((reason, message, stalled)), _) => (reason, message.to_owned(), stalled),
+        (Some(p), _) => (p.reason, p.message.to_owned(), p.needs_a_person),
         (None, Some(RunPhase::Complete)) => {
             let done = "the run is complete".to_owned();
-            return vec![condition(READY, true, reason::COMPLETE, &done)];
+            return vec![condition(READY, true, Reason::Complete, &done)];
         }
-        (None, Some(RunPhase::Failed)) => (reason::FAILED, failed, true),
+        (None, Some(RunPhase::Failed)) => (Reason::RunFailed, failed, true),
         (None, Some(RunPhase::Cancelled)) => (
-            reason::CANCELLED,
+            Reason::Cancelled,
             "the run was cancelled before it started".to_owned(),
             true,
         ),
         (None, Some(RunPhase::Processing)) => (
-            reason::PROCESSING,
+            Reason::Processing,
             "Chroma Sync is running the sync".to_owned(),
             false,
         ),
         (None, Some(RunPhase::Pending) | None) => (
-            reason::PENDING,
+            Reason::Pending,
             "the run waits for Chroma Sync to start it".to_owned(),
             false,
         ),
@@ -338,7 +263,9 @@ pub fn conditions(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chroma::ChromaError;
     use crate::chroma::wire::JobMetadata;
+    use crate::kernel::failure::classify;
     use serde_json::json;
 
     fn run(spec: serde_json::Value) -> SyncRunSpec {
@@ -481,14 +408,14 @@ mod tests {
             job("before-the-mark", 600, "docs-main", sha("abc"), None),
         ];
         let nobody = |_: &str| false;
-        let own = own_invocation(&listed, &sent, None, mark, skew, &nobody);
+        let own = own_invocation(&listed, &sent, None, mark - skew, &nobody);
         assert_eq!(own.map(|j| j.id.as_str()), Some("ours"));
         let ours_claimed = |id: &str| id == "ours";
-        let own = own_invocation(&listed, &sent, None, mark, skew, &ours_claimed);
+        let own = own_invocation(&listed, &sent, None, mark - skew, &ours_claimed);
         assert_eq!(own.map(|j| j.id.as_str()), Some("newer"));
         let later_mark = jiff::Timestamp::from_second(2_000).unwrap();
         assert_eq!(
-            own_invocation(&listed, &sent, None, later_mark, skew, &nobody),
+            own_invocation(&listed, &sent, None, later_mark - skew, &nobody),
             None
         );
 
@@ -498,7 +425,7 @@ mod tests {
             ref_identifier: Some(GitRef::Branch("main".into())),
             ..sent.clone()
         };
-        assert!(own_invocation(&listed, &by_branch, None, mark, skew, &nobody).is_some());
+        assert!(own_invocation(&listed, &by_branch, None, mark - skew, &nobody).is_some());
         let object = CreateJobPayload {
             object_key: Some("q3/a.pdf".into()),
             ..Default::default()
@@ -507,10 +434,10 @@ mod tests {
             job("a", 1_010, "reports", None, Some("q3/a.pdf")),
             job("b", 1_005, "reports", None, Some("q3/b.pdf")),
         ];
-        let own = own_invocation(&s3_jobs, &object, Some("reports"), mark, skew, &nobody);
+        let own = own_invocation(&s3_jobs, &object, Some("reports"), mark - skew, &nobody);
         assert_eq!(own.map(|j| j.id.as_str()), Some("a"));
         assert_eq!(
-            own_invocation(&s3_jobs, &object, Some("elsewhere"), mark, skew, &nobody),
+            own_invocation(&s3_jobs, &object, Some("elsewhere"), mark - skew, &nobody),
             None
         );
     }
@@ -553,21 +480,16 @@ mod tests {
             retry_after: Some(Duration::from_secs(7)),
         };
         let exists = classify("create", &api(409));
-        assert_eq!(exists.reason, reason::INVOCATION_EXISTS);
-        assert!(exists.stalled && exists.refused && exists.nothing_created);
+        assert_eq!(reason_of(exists.class), Reason::InvocationExists);
+        assert!(exists.class.needs_a_person() && refused(exists.class));
         let busy = classify("create", &api(429));
+        assert_eq!(reason_of(busy.class), Reason::RateLimited);
+        assert!(!busy.class.needs_a_person() && !refused(busy.class));
+        assert!(refused(classify("create", &api(400)).class));
+        assert!(!refused(classify("create", &api(401)).class));
         assert_eq!(
-            busy.retry,
-            Retry::Soon {
-                not_before: Some(Duration::from_secs(7))
-            }
-        );
-        assert!(!busy.refused && busy.nothing_created);
-        let down = classify("create", &api(503));
-        assert!(!down.nothing_created, "a 5xx create may have happened");
-        assert_eq!(
-            classify("create", &api(404)).reason,
-            reason::WAITING_FOR_SOURCE
+            reason_of(classify("create", &api(404)).class),
+            Reason::WaitingForSource
         );
     }
 
@@ -599,7 +521,11 @@ mod tests {
             ["Ready=False:RunFailed", "Stalled=True:RunFailed"]
         );
         assert_eq!(failed[0].message, "no repo");
-        let waiting = (reason::WAITING_FOR_SOURCE, "not Ready", false);
+        let waiting = Problem {
+            reason: Reason::WaitingForSource,
+            message: "not Ready",
+            needs_a_person: false,
+        };
         let w = conditions(&[], 1, None, None, Some(waiting), now);
         assert_eq!(
             types(&w),

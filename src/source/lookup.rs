@@ -2,10 +2,14 @@
 //! newest first. The lookups of one database and token share the listing (see
 //! [`crate::chroma::shared`]); each reads it as if it listed alone.
 
+use super::payload::NaturalKey;
+use crate::chroma::Token;
 use crate::chroma::shared::Reader;
 use crate::chroma::wire::ListedSource;
-use crate::payload::NaturalKey;
 use std::ops::ControlFlow;
+
+/// The listing a lookup reads: a token and a database.
+pub(crate) type Listing = (Token, String);
 
 /// Looks for the source with natural key `key` created no earlier than `since` (the mark, less
 /// the skew allowance).

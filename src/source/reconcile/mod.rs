@@ -1,51 +1,33 @@
-//! The reconcile flows: apply (create, replace, recover) and cleanup (delete or retain).
+//! The SyncSource flows: apply (create, replace, recover, adopt) and cleanup (delete or retain),
+//! with all their Kubernetes and Chroma IO.
 //!
-//! Crash safety rests on one rule: every create call is preceded by a successful write, guarded
-//! by the object's resourceVersion, that puts the finalizer and a create-pending mark on the
-//! object. A mark with no recorded `status.sourceId` means "a source may exist that status does
-//! not name", and is resolved by listing the database's sources before anything else is created
-//! or the finalizer is removed. The README's design section walks through every crash point.
+//! Creates follow the kernel's crash-safe protocol ([`crate::kernel::create`]): a guarded mark
+//! before every create call, the id recorded after it, a mark with no recorded
+//! `status.sourceId` resolved by listing the database's sources before anything else is created
+//! or the finalizer is removed. CONTRIBUTING's design section walks through every crash point.
 
 mod outside;
 
-use super::decide::{self, Failure, Retry};
-use super::events::Kind;
+use super::decide::state_of;
 use super::lookup::SourceLookup;
+use super::payload::{self, NaturalKey};
 use super::status::{self, Recorded, State};
-use super::{Context, Error, Next, Reason, intent, writes};
+use super::{Next, Reason, Sources};
 use crate::chroma::wire::CreateSourcePayload;
 use crate::chroma::{ChromaError, Token};
-use crate::crd::{
-    CREATE_PENDING_ANNOTATION, ConflictPolicy, DeletionPolicy, FINALIZER, PAUSED_ANNOTATION,
-    SyncSource,
-};
-use crate::payload::{self, NaturalKey};
+use crate::crd::{ConflictPolicy, DeletionPolicy, PAUSED_ANNOTATION, SyncSource};
+use crate::kernel::create::{self, Created, Creation, Recovered, pending_mark};
+use crate::kernel::events::Kind;
+use crate::kernel::failure::{self, Class, Failure, Retry};
+use crate::kernel::kube_io::{api_of, bounded, params};
+use crate::kernel::{Error, intent};
 use backon::{ConstantBuilder, ExponentialBuilder, Retryable};
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Patch;
 use serde_json::json;
 use std::ops::ControlFlow;
 use std::time::Duration;
 use tracing::{info, warn};
-
-/// A source created up to this long before its object's create-pending mark still counts as the
-/// object's own: it allows for clock skew between the operator and the service.
-const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(300);
-
-/// The longest wait for one Kubernetes write. kube's client has no read timeout by default, so
-/// a request sent on a connection that died without a reset would hold its reconcile, and so
-/// the object, forever (seen in `cut_apiserver_connections_lose_nothing_and_duplicate_nothing`).
-/// Giving up is safe at any point: it is a lost answer, which the guarded mark already covers.
-const KUBE_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-pub(crate) async fn bounded<T>(
-    call: impl Future<Output = Result<T, kube::Error>>,
-) -> Result<T, Error> {
-    match tokio::time::timeout(KUBE_WRITE_TIMEOUT, call).await {
-        Ok(answer) => Ok(answer?),
-        Err(_) => Err(Error::KubeTimeout(KUBE_WRITE_TIMEOUT)),
-    }
-}
 
 /// The source the spec asks for.
 struct Desired {
@@ -77,7 +59,7 @@ type Step = Result<ControlFlow<Next, SyncSource>, Error>;
 /// `spec.sourceId` is adopted; otherwise, with a token, a recorded source is replaced, or an
 /// unrecorded one left by a lost answer is recovered; and only then is a new source marked and
 /// created.
-pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
+pub async fn apply(obj: &SyncSource, ctx: &Sources) -> Result<Next, Error> {
     let recorded = obj.status.as_ref().and_then(Recorded::of);
     let payload = match payload::build(&obj.spec) {
         Ok(payload) => payload,
@@ -112,8 +94,38 @@ pub async fn apply(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
                 Some(old) => Because::Replacing(old.id),
                 None => Because::New,
             };
-            mark_and_create(ctx, obj, &token, &desired, why).await
+            mark_and_create(ctx, &obj, &token, &desired, why).await
         }
+    }
+}
+
+/// One create of a source, as the kernel's protocol makes it.
+struct NewSource<'a> {
+    ctx: &'a Sources,
+    token: &'a Token,
+    desired: &'a Desired,
+}
+
+impl Creation for NewSource<'_> {
+    type Object = SyncSource;
+    const WHAT: &'static str = "source";
+
+    async fn create(&self) -> Result<String, ChromaError> {
+        let payload = &self.desired.payload;
+        self.ctx.chroma.create_source(self.token, payload).await
+    }
+
+    async fn find_unrecorded(
+        &self,
+        _obj: &SyncSource,
+        since: jiff::Timestamp,
+    ) -> Result<Option<String>, ChromaError> {
+        find_unrecorded(self.ctx, self.token, &self.desired.payload, since).await
+    }
+
+    async fn record(&self, obj: SyncSource, id: &str) -> Result<SyncSource, Error> {
+        let recorded = self.desired.recorded(id.to_owned());
+        set_status(self.ctx, &obj, Some(&recorded), &State::Ready).await
     }
 }
 
@@ -128,7 +140,7 @@ enum Because {
 
 /// A paused object: no call and no write, except the status that says so. A paused deletion
 /// waits (the finalizer stays) and goes on, as `deletionPolicy` says, once the object resumes.
-pub async fn paused(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
+pub async fn paused(obj: &SyncSource, ctx: &Sources) -> Result<Next, Error> {
     if status::ready_reason(obj.status.as_ref()) == Some(Reason::Paused.as_str()) {
         return Ok(Next::Settled); // said so already; nothing more is written while paused
     }
@@ -136,20 +148,14 @@ pub async fn paused(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
     let message = format!(
         "paused ({PAUSED_ANNOTATION}): no call to Chroma Sync and no write until the annotation is removed; a deletion waits until then"
     );
-    write_status(
-        ctx,
-        obj,
-        recorded.as_ref(),
-        &State::Paused { message },
-        false,
-    )
-    .await?;
+    let state = State::Paused { message };
+    write_status(ctx, obj, recorded.as_ref(), &state, Announce::No).await?;
     Ok(Next::Settled)
 }
 
 /// The spec cannot become a payload (admission would refuse it now; it was stored before).
 async fn invalid_spec(
-    ctx: &Context,
+    ctx: &Sources,
     obj: &SyncSource,
     recorded: Option<&Recorded>,
     invalid: payload::InvalidSpec,
@@ -171,12 +177,12 @@ async fn invalid_spec(
 /// The source is looked at (one GET) only when someone asked (reconcile-now), the drift check
 /// did not find it, or the object comes back from a pause or a reported loss.
 async fn at_rest(
-    ctx: &Context,
+    ctx: &Sources,
     obj: &SyncSource,
     rec: &Recorded,
     desired: &Desired,
 ) -> Result<Next, Error> {
-    let obj = with_finalizer(ctx, obj).await?;
+    let obj = create::with_finalizer(&ctx.client, obj).await?;
     let status = obj.status.as_ref();
     let handled = status.and_then(|s| s.last_handled_reconcile_at.as_deref());
     let asked = intent::requested(&obj.metadata, handled).is_some();
@@ -194,8 +200,8 @@ async fn at_rest(
             Ok(Some(_)) => {}
             Ok(None) => return outside::missing(ctx, obj, rec, &token, desired).await,
             Err(e) => {
-                let failure = decide::classify("looking at the source", &e);
-                return fail(ctx, &obj, Some(rec), failure, false).await;
+                let failure = failure::classify("looking at the source", &e);
+                return fail(ctx, &obj, Some(rec), failure).await;
             }
         }
     }
@@ -205,7 +211,7 @@ async fn at_rest(
 
 /// Stalls with `reason`: the operator needs a person to change something.
 pub(super) async fn stall(
-    ctx: &Context,
+    ctx: &Sources,
     obj: &SyncSource,
     recorded: Option<&Recorded>,
     reason: Reason,
@@ -226,10 +232,10 @@ pub(super) async fn stall(
 
 /// No update call exists: a changed payload replaces the source. The old one is deleted, and
 /// that recorded, before anything new is created, so there is never more than one.
-async fn replace(ctx: &Context, obj: &SyncSource, old: &Recorded, token: &Token) -> Step {
+async fn replace(ctx: &Sources, obj: &SyncSource, old: &Recorded, token: &Token) -> Step {
     if let Err(e) = ctx.chroma.delete_source(token, &old.id).await {
-        let failure = decide::classify("deleting the replaced source", &e);
-        return fail(ctx, obj, Some(old), failure, false)
+        let failure = failure::classify("deleting the replaced source", &e);
+        return fail(ctx, obj, Some(old), failure)
             .await
             .map(ControlFlow::Break);
     }
@@ -248,51 +254,45 @@ async fn replace(ctx: &Context, obj: &SyncSource, old: &Recorded, token: &Token)
 
 /// An earlier attempt may have created the source without recording it: a mark with no
 /// recorded id. The source is looked up by the mark and the natural key and adopted if found.
-async fn recover(ctx: &Context, obj: &SyncSource, token: &Token, desired: &Desired) -> Step {
-    let Some(marked_at) = pending_mark(obj) else {
-        return Ok(ControlFlow::Continue(obj.clone()));
+async fn recover(ctx: &Sources, obj: &SyncSource, token: &Token, desired: &Desired) -> Step {
+    let creation = NewSource {
+        ctx,
+        token,
+        desired,
     };
-    match find_unrecorded(ctx, token, &desired.payload, marked_at).await {
-        Ok(Some(id)) => {
-            info!(source_id = %id, "found the source of an unrecorded create; adopting it");
-            let obj = record(ctx, obj, &desired.recorded(id.clone())).await?;
+    match create::recover(&ctx.client, &creation, obj).await? {
+        Recovered::Nothing => Ok(ControlFlow::Continue(obj.clone())),
+        Recovered::Found { obj, id } => {
             let note =
                 format!("Recovered source {id}, created by an attempt whose answer was lost");
             publish(ctx, &obj, Kind::Normal, Reason::Adopted, note);
             Ok(ControlFlow::Break(settled(ctx, &obj, &id).await?))
         }
-        Ok(None) => Ok(ControlFlow::Continue(obj.clone())),
-        Err(e) => {
-            let failure = decide::classify("looking for an unrecorded source", &e);
-            fail(ctx, obj, None, failure, false)
-                .await
-                .map(ControlFlow::Break)
-        }
+        Recovered::Unknown(failure) => fail(ctx, obj, None, failure).await.map(ControlFlow::Break),
     }
 }
 
-/// The durable mark, then the one create call, then its id in status. The mark is guarded by
-/// resourceVersion: a stale cache fails here with a conflict instead of starting a second
-/// create. `why` says whose place the new source takes, if any, for its Event.
+/// The kernel's mark, create and record; then what the outcome means for this object. `why`
+/// says whose place the new source takes, if any, for its Event.
 async fn mark_and_create(
-    ctx: &Context,
-    obj: SyncSource,
+    ctx: &Sources,
+    obj: &SyncSource,
     token: &Token,
     desired: &Desired,
     why: Because,
 ) -> Result<Next, Error> {
-    if ctx.is_stopping() {
-        return Err(Error::ShuttingDown);
-    }
-    let obj = guarded_metadata_write(ctx, &obj, true, Some(jiff::Timestamp::now())).await?;
+    let creation = NewSource {
+        ctx,
+        token,
+        desired,
+    };
     let payload = &desired.payload;
-    match ctx.chroma.create_source(token, payload).await {
-        Ok(id) => {
-            info!(source_id = %id, "created Chroma source");
-            let obj = match record(ctx, &obj, &desired.recorded(id.clone())).await {
+    match create::mark_and_create(ctx, &creation, obj).await? {
+        Created::Made { id, stored } => {
+            let obj = match stored {
                 Ok(stored) => stored,
-                Err(e) if e.is_not_found() || gone(ctx, &obj).await => {
-                    return vanished(ctx, &obj, token, Some(id), payload).await;
+                Err(e) if e.is_not_found() || gone(ctx, obj).await => {
+                    return vanished(ctx, obj, token, Some(id), payload).await;
                 }
                 Err(e) => return Err(e),
             };
@@ -312,16 +312,16 @@ async fn mark_and_create(
             }
             settled(ctx, &obj, &id).await
         }
-        Err(e) => {
-            let failure = decide::classify("creating the source", &e);
-            let conflict = matches!(e, ChromaError::Api { status: 409, .. });
-            if conflict && obj.spec.on_conflict == ConflictPolicy::Adopt {
-                // A 409 created nothing: the mark goes before anything else is decided.
-                let obj = clear_mark(ctx, &obj).await?;
-                return outside::adopt_existing(ctx, &obj, token, desired, failure).await;
-            }
+        Created::Failed { obj, failure, .. }
+            if failure.class == Class::Conflict
+                && obj.spec.on_conflict == ConflictPolicy::Adopt =>
+        {
+            // The 409 created nothing, and the mark is gone already.
+            outside::adopt_existing(ctx, &obj, token, desired, failure).await
+        }
+        Created::Failed { obj, failure, .. } => {
             let nothing_created = failure.nothing_created;
-            match fail(ctx, &obj, None, failure, true).await {
+            match fail(ctx, &obj, None, failure).await {
                 Err(e) if !nothing_created && (e.is_not_found() || gone(ctx, &obj).await) => {
                     vanished(ctx, &obj, token, None, payload).await
                 }
@@ -331,30 +331,13 @@ async fn mark_and_create(
     }
 }
 
-/// Records `rec`, the source this object's create made, in status: Ready. A conflict on that
-/// write is written again at once on a fresh read ([`writes::record`]), not decided afresh: a
-/// fresh decision would look the source up again, a window too wide to ever write in while
-/// another client keeps writing the object (seen in
-/// `conflicts_from_a_busy_writer_cost_no_duplicate_and_no_stuck_object`).
-async fn record(ctx: &Context, obj: &SyncSource, rec: &Recorded) -> Result<SyncSource, Error> {
-    let unrecorded = |fresh: &SyncSource| {
-        writes::same_create(obj, fresh) && fresh.status.as_ref().and_then(Recorded::of).is_none()
-    };
-    writes::record(&ctx.api(obj), obj, unrecorded, |current| async move {
-        set_status(ctx, &current, Some(rec), &State::Ready).await
-    })
-    .await
-}
-
 /// The source is Ready: what `spec.sync` asks for next (a run, a look at the run going, the
 /// next tick).
-async fn settled(ctx: &Context, obj: &SyncSource, source_id: &str) -> Result<Next, Error> {
-    Ok(
-        match crate::runs::sync::ensure(ctx, obj, source_id).await? {
-            Some(after) => Next::LookAgainIn(after),
-            None => Next::Settled,
-        },
-    )
+async fn settled(ctx: &Sources, obj: &SyncSource, source_id: &str) -> Result<Next, Error> {
+    Ok(match super::sync::ensure(ctx, obj, source_id).await? {
+        Some(after) => Next::LookAgainIn(after),
+        None => Next::Settled,
+    })
 }
 
 /// Deletes the source of an object the apiserver let go with the operator's finalizer still on
@@ -364,7 +347,7 @@ async fn settled(ctx: &Context, obj: &SyncSource, source_id: &str) -> Result<Nex
 /// operator that made it was killed before its status write): that source is found by the mark
 /// and the natural key. Such a lookup could find another object's source when a live object
 /// declares the same source (`namesake`): then nothing is deleted, and the log says so.
-pub async fn orphaned(ctx: &Context, obj: &SyncSource, namesake: bool) {
+pub async fn orphaned(ctx: &Sources, obj: &SyncSource, namesake: bool) {
     let recorded = obj.status.as_ref().and_then(Recorded::of).map(|r| r.id);
     if recorded.is_none() {
         if pending_mark(obj).is_none() {
@@ -426,7 +409,7 @@ where
 /// source this reconcile created (`created`), or the one an ambiguous create may have made
 /// (found by listing from the mark), is deleted here, as the object's deletion would have done.
 async fn vanished(
-    ctx: &Context,
+    ctx: &Sources,
     obj: &SyncSource,
     token: &Token,
     created: Option<String>,
@@ -439,8 +422,9 @@ async fn vanished(
     let target = match (created, pending_mark(obj)) {
         (Some(id), _) => Some(id),
         (None, Some(marked_at)) => {
+            let since = create::lookup_since(marked_at);
             persistently("looking for the source of a deleted object", || {
-                find_unrecorded(ctx, token, payload, marked_at)
+                find_unrecorded(ctx, token, payload, since)
             })
             .await
             .unwrap_or_else(|e| {
@@ -465,8 +449,8 @@ async fn vanished(
 /// After a failed write: is the object gone (or replaced by another of the same name)? A
 /// requeue would never reach a gone object, so this is the last chance to notice. Asks the
 /// apiserver a few times, as the write may have failed on the same broken connection.
-async fn gone(ctx: &Context, obj: &SyncSource) -> bool {
-    let (api, name) = (ctx.api(obj), obj.name_any());
+async fn gone(ctx: &Sources, obj: &SyncSource) -> bool {
+    let (api, name) = (api_of(&ctx.client, obj), obj.name_any());
     let read = || bounded(api.get_opt(&name));
     let tries = ConstantBuilder::default()
         .with_delay(Duration::from_millis(500))
@@ -478,8 +462,8 @@ async fn gone(ctx: &Context, obj: &SyncSource) -> bool {
     }
 }
 
-pub async fn cleanup(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
-    if !has_finalizer(obj) {
+pub async fn cleanup(obj: &SyncSource, ctx: &Sources) -> Result<Next, Error> {
+    if !create::has_finalizer(obj) {
         return Ok(Next::Settled);
     }
     let status = obj.status.clone().unwrap_or_default();
@@ -487,7 +471,7 @@ pub async fn cleanup(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
     let marked = pending_mark(obj);
 
     if obj.spec.deletion_policy == DeletionPolicy::Retain {
-        release_finalizer(ctx, obj).await?;
+        create::release_finalizer(&ctx.client, obj).await?;
         if let Some(rec) = &recorded {
             publish(
                 ctx,
@@ -508,13 +492,16 @@ pub async fn cleanup(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
         let target = match (&recorded, marked) {
             (Some(rec), _) => Some(rec.id.clone()),
             (None, Some(marked_at)) => match payload::build(&obj.spec) {
-                Ok(payload) => match find_unrecorded(ctx, &token, &payload, marked_at).await {
-                    Ok(found) => found,
-                    Err(e) => {
-                        let failure = decide::classify("looking for an unrecorded source", &e);
-                        return fail(ctx, obj, None, failure, false).await;
+                Ok(payload) => {
+                    let since = create::lookup_since(marked_at);
+                    match find_unrecorded(ctx, &token, &payload, since).await {
+                        Ok(found) => found,
+                        Err(e) => {
+                            let action = "looking for an unrecorded source";
+                            return fail(ctx, obj, None, failure::classify(action, &e)).await;
+                        }
                     }
-                },
+                }
                 // An invalid spec was never sent, so nothing was created from it.
                 Err(_) => None,
             },
@@ -522,52 +509,29 @@ pub async fn cleanup(obj: &SyncSource, ctx: &Context) -> Result<Next, Error> {
         };
         if let Some(id) = target {
             if let Err(e) = ctx.chroma.delete_source(&token, &id).await {
-                let failure = decide::classify("deleting the source", &e);
-                return fail(ctx, obj, recorded.as_ref(), failure, false).await;
+                let failure = failure::classify("deleting the source", &e);
+                return fail(ctx, obj, recorded.as_ref(), failure).await;
             }
             // No Event: it would be about an object that is about to be gone (see `events`).
             info!(source_id = %id, "deleted Chroma source");
         }
     }
-    release_finalizer(ctx, obj).await?;
+    create::release_finalizer(&ctx.client, obj).await?;
     Ok(Next::Settled)
 }
 
-/// Removes the finalizer once the source is dealt with. A conflict (another writer touched the
-/// object) re-reads it and tries the write again, instead of failing the reconcile, which would
-/// run the whole cleanup again: a second Chroma DELETE and a second Event.
-async fn release_finalizer(ctx: &Context, obj: &SyncSource) -> Result<(), Error> {
-    let mut current = obj.clone();
-    let mut conflicts = 0;
-    loop {
-        match guarded_metadata_write(ctx, &current, false, None).await {
-            Err(e) if e.is_conflict() && conflicts < 10 => {
-                conflicts += 1;
-                match super::wiring::fresh(&ctx.client, &current).await {
-                    Some(fresh) if fresh.uid() == obj.uid() && has_finalizer(&fresh) => {
-                        current = fresh
-                    }
-                    _ => return Ok(()), // gone (or replaced by a namesake), or released already
-                }
-            }
-            Err(e) if e.is_not_found() => return Ok(()),
-            result => return result.map(|_| ()),
-        }
-    }
-}
-
 /// Lists the database's sources, newest first, for one created from `payload` no earlier than
-/// the mark (less the skew allowance). The listing is shared with the other lookups of the
-/// database asked meanwhile (after a restart, every marked object looks at once).
+/// `since`. The listing is shared with the other lookups of the database asked meanwhile (after
+/// a restart, every marked object looks at once).
 async fn find_unrecorded(
-    ctx: &Context,
+    ctx: &Sources,
     token: &Token,
     payload: &CreateSourcePayload,
-    marked_at: jiff::Timestamp,
+    since: jiff::Timestamp,
 ) -> Result<Option<String>, ChromaError> {
     let lookup = SourceLookup {
         key: NaturalKey::of_payload(payload),
-        since: marked_at - CLOCK_SKEW_ALLOWANCE,
+        since,
     };
     let listing = (token.clone(), payload.database_name.clone());
     let page = {
@@ -577,40 +541,32 @@ async fn find_unrecorded(
             async move { chroma.list_sources_page(&token, &database, n).await }
         }
     };
-    match ctx.source_lookups.look(listing, lookup, page).await {
+    match ctx.lookups.look(listing, lookup, page).await {
         // No database, no sources in it: nothing was created there.
         Err(ChromaError::Api { status: 404, .. }) => Ok(None),
         found => found,
     }
 }
 
-/// Records a failed call. When the call was a create that certainly created nothing, the mark
-/// is cleared first, so a later recovery cannot mistake someone else's source for ours.
+/// Records a failed call in status. (A create's mark is the kernel's to clear.)
 async fn fail(
-    ctx: &Context,
+    ctx: &Sources,
     obj: &SyncSource,
     recorded: Option<&Recorded>,
     failure: Failure,
-    was_create: bool,
 ) -> Result<Next, Error> {
-    warn!(
-        reason = %failure.state.reason(),
-        "{}",
-        message_of(&failure.state)
-    );
-    let mut obj = obj.clone();
-    if was_create && failure.nothing_created && pending_mark(&obj).is_some() {
-        obj = clear_mark(ctx, &obj).await?;
-    }
-    set_status(ctx, &obj, recorded, &failure.state).await?;
+    let retry = failure.retry;
+    let state = state_of(failure);
+    warn!(reason = %state.reason(), "{}", message_of(&state));
+    set_status(ctx, obj, recorded, &state).await?;
     Ok(Next::Retry {
-        retry: failure.retry,
-        reason: failure.state.reason(),
+        retry,
+        reason: state.reason(),
     })
 }
 
 async fn missing_credentials(
-    ctx: &Context,
+    ctx: &Sources,
     obj: &SyncSource,
     recorded: Option<&Recorded>,
     why: String,
@@ -641,22 +597,29 @@ fn message_of(state: &State) -> &str {
 /// Writes the status for `state` unless it is already so; emits an Event when the `Ready`
 /// reason changes. Returns the object as stored.
 async fn set_status(
-    ctx: &Context,
+    ctx: &Sources,
     obj: &SyncSource,
     recorded: Option<&Recorded>,
     state: &State,
 ) -> Result<SyncSource, Error> {
-    write_status(ctx, obj, recorded, state, true).await
+    write_status(ctx, obj, recorded, state, Announce::Yes).await
+}
+
+/// Whether a changed `Ready` reason gets its Event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Announce {
+    Yes,
+    No,
 }
 
 /// [`set_status`], with the Event of a changed reason only when `announce` says so. The status
 /// also records the reconcile-now request this reconcile handled (not a paused one's).
 async fn write_status(
-    ctx: &Context,
+    ctx: &Sources,
     obj: &SyncSource,
     recorded: Option<&Recorded>,
     state: &State,
-    announce: bool,
+    announce: Announce,
 ) -> Result<SyncSource, Error> {
     let previous = obj.status.clone().unwrap_or_default();
     let generation = obj.metadata.generation.unwrap_or_default();
@@ -677,17 +640,16 @@ async fn write_status(
     // Guarded like every other write: a status decided on a stale copy (one that has not seen
     // a recorded sourceId yet) must fail with a conflict, not erase what it never saw.
     patch["metadata"] = json!({ "resourceVersion": obj.resource_version() });
-    let api = ctx.api(obj);
+    let api = api_of(&ctx.client, obj);
     let stored =
-        bounded(api.patch_status(&obj.name_any(), &ctx.patch_params(), &Patch::Merge(patch)))
-            .await?;
+        bounded(api.patch_status(&obj.name_any(), &params(), &Patch::Merge(patch))).await?;
     if let State::Stalled {
         reason, message, ..
     }
     | State::Reconciling {
         reason, message, ..
     } = state
-        && announce
+        && announce == Announce::Yes
         && status::ready_reason(Some(&previous)) != Some(reason.as_str())
     {
         let kind = if matches!(state, State::Stalled { .. }) {
@@ -700,51 +662,6 @@ async fn write_status(
     Ok(stored)
 }
 
-async fn guarded_metadata_write(
-    ctx: &Context,
-    obj: &SyncSource,
-    keep: bool,
-    mark: Option<jiff::Timestamp>,
-) -> Result<SyncSource, Error> {
-    writes::guarded_metadata_write(&ctx.api(obj), obj, FINALIZER, keep, mark).await
-}
-
-async fn clear_mark(ctx: &Context, obj: &SyncSource) -> Result<SyncSource, Error> {
-    writes::clear_mark(&ctx.api(obj), obj).await
-}
-
-/// The object with the finalizer on: as it is, or after the guarded write that adds it.
-async fn with_finalizer(ctx: &Context, obj: &SyncSource) -> Result<SyncSource, Error> {
-    if has_finalizer(obj) {
-        return Ok(obj.clone());
-    }
-    guarded_metadata_write(ctx, obj, true, None).await
-}
-
-fn has_finalizer(obj: &SyncSource) -> bool {
-    obj.finalizers().iter().any(|f| f == FINALIZER)
-}
-
-/// The time of the create-pending mark, if there is one.
-pub fn pending_mark(obj: &SyncSource) -> Option<jiff::Timestamp> {
-    obj.annotations()
-        .get(CREATE_PENDING_ANNOTATION)
-        .and_then(|v| v.parse().ok())
-}
-
-fn publish(ctx: &Context, obj: &SyncSource, kind: Kind, reason: Reason, note: String) {
-    ctx.events.publish(obj, kind, reason.as_str(), note);
-}
-
-impl Context {
-    fn api(&self, obj: &SyncSource) -> Api<SyncSource> {
-        Api::namespaced(
-            self.client.clone(),
-            obj.namespace().as_deref().unwrap_or("default"),
-        )
-    }
-
-    fn patch_params(&self) -> PatchParams {
-        writes::params()
-    }
+fn publish(ctx: &Sources, obj: &SyncSource, kind: Kind, reason: Reason, note: String) {
+    ctx.events.publish(obj, kind, reason, note);
 }

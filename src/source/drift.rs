@@ -6,10 +6,11 @@
 //! are deleted can skip one), so a listing can cost a look, never a wrong recreate. Nothing is
 //! written when nothing drifted.
 
-use super::Context;
+use super::Sources;
 use super::status;
 use crate::chroma::{ChromaError, LIST_PAGE, Token};
 use crate::crd::SyncSource;
+use crate::kernel::driver::Driver;
 use futures::channel::mpsc::UnboundedSender;
 use kube::runtime::reflector::{ObjectRef, Store};
 use std::collections::{BTreeMap, HashSet};
@@ -48,7 +49,7 @@ fn plan<'a>(
         let at_rest = status::ready_reason(Some(status))
             == Some(super::Reason::SourceReady.as_str())
             && obj.metadata.deletion_timestamp.is_none()
-            && !super::intent::paused(&obj.metadata);
+            && !crate::kernel::intent::paused(&obj.metadata);
         let (Some(id), true) = (status.source_id.as_ref(), at_rest) else {
             continue;
         };
@@ -89,20 +90,20 @@ fn pace(interval: Duration, calls: usize) -> Duration {
 }
 
 /// Runs a drift check every `interval` (with jitter) until the task is dropped.
-pub(super) async fn run(ctx: Arc<Context>, scopes: Vec<Scope>, interval: Duration) {
+pub(super) async fn run(sources: Arc<Driver<Sources>>, scopes: Vec<Scope>, interval: Duration) {
     // The first check comes some way into the first interval, so that replicas restarted
     // together do not list together.
     let mut wait = interval.mul_f64(rand::random_range(0.5..1.0));
     loop {
         tokio::time::sleep(wait).await;
         let started = Instant::now();
-        sweep(&ctx, &scopes, interval).await;
+        sweep(&sources.flows, &scopes, interval).await;
         let next = interval.mul_f64(rand::random_range(0.9..1.1));
         wait = next.saturating_sub(started.elapsed());
     }
 }
 
-async fn sweep(ctx: &Context, scopes: &[Scope], interval: Duration) {
+async fn sweep(ctx: &Sources, scopes: &[Scope], interval: Duration) {
     let objects: Vec<(usize, Arc<SyncSource>)> = scopes
         .iter()
         .enumerate()
@@ -160,7 +161,7 @@ async fn sweep(ctx: &Context, scopes: &[Scope], interval: Duration) {
 /// The members' ids that the database's listing does not hold. Pages are read newest first
 /// until every member is found or the listing ends.
 async fn unlisted<'a>(
-    ctx: &Context,
+    ctx: &Sources,
     check: &'a Check,
     gap: Duration,
 ) -> Result<HashSet<&'a str>, ChromaError> {

@@ -1,27 +1,58 @@
-//! The controller's wiring: per watched scope, a SyncSource watch and a Secret watch, each into
-//! its cache; the per-object reconcile driver around the flows; readiness once every watch has
-//! listed.
+//! The SyncSource controller: one Chroma Sync source per SyncSource, created once (the kernel's
+//! crash-safe create), kept as declared, deleted or retained with its object; and its
+//! `spec.sync`, which starts SyncRuns.
+//!
+//! - [`reconcile`]: the flows, apply (create, replace, recover, adopt) and cleanup, and their IO.
+//! - [`status`], [`decide`], [`payload`]: the pure decisions: what status says, what a failure
+//!   means for a source, the create payload.
+//! - [`sync`]: `spec.sync`, the runs it starts and when.
+//! - [`drift`], [`orphans`], [`lookup`]: the drift check, objects the apiserver let go with the
+//!   finalizer on, the shared lookups of unrecorded creates.
+//! - Here: the watches per scope, their caches, and [`Sources`], the kind's [`Reconciler`].
 
-use super::credentials::{Credentials, DefaultToken};
-use super::decide::Retry;
-use super::orphans::Orphans;
-use super::readiness::Countdown;
-use super::{Context, Error, FIELD_MANAGER, Next, cache, drift, reconcile};
+pub mod decide;
+mod drift;
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod flows;
+pub(crate) mod lookup;
+mod orphans;
+pub mod payload;
+pub mod reason;
+pub(crate) mod reconcile;
+pub mod status;
+pub mod sync;
+
+pub use reason::Reason;
+
+/// How a SyncSource reconcile ended.
+pub type Next = crate::kernel::Next<Reason>;
+
 use crate::chroma::ChromaClient;
+use crate::chroma::shared::SharedListing;
 use crate::crd::SyncSource;
+use crate::kernel::create::Marked;
+use crate::kernel::credentials::{Credentials, DefaultToken};
+use crate::kernel::driver::{Driver, Outcome, Reconciler};
+use crate::kernel::readiness::Countdown;
+use crate::kernel::{Context, FIELD_MANAGER, cache};
 use crate::metrics::Metrics;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller as Runtime};
+use kube::runtime::controller::Controller as Runtime;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource, ResourceExt};
-use std::sync::Arc;
+use kube::{Client, ResourceExt};
+use orphans::Orphans;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
-use tracing::{Instrument, info, info_span, warn};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tracing::info;
 
 /// Secrets that can never hold a Chroma token and may be large (Helm keeps whole releases in
 /// Secrets): left out of the cache.
@@ -36,11 +67,11 @@ const SECRET_FIELD_SELECTOR: &str =
 /// their end-of-list bookmark never came, and the operator heard nothing more.
 const LIST_PAGE: u32 = 500;
 
-/// Immediate re-reads after a 409 within one reconcile.
-const CONFLICT_RETRIES: u32 = 3;
-
-/// The longest wait for a fresh read of an object.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the first lookup for an unrecorded create waits for others of its listing before
+/// their pass lists. After a restart the reconciles of the marked objects start within it, so
+/// they share one pass instead of a listing each; later lookups wait only for the pass that is
+/// listing (see [`crate::chroma::shared`]). A lone lookup pays only this wait.
+pub(crate) const LOOKUP_GATHER: Duration = Duration::from_millis(100);
 
 /// Controller settings.
 #[derive(Clone, Debug)]
@@ -70,7 +101,7 @@ pub struct Parts {
 
 /// The controller, built whole before it runs: its caches, and the context its reconciles share.
 pub struct Controller {
-    ctx: Arc<Context>,
+    driver: Arc<Driver<Sources>>,
     scopes: Vec<Scope>,
     concurrency: u16,
     drift_interval: Duration,
@@ -141,7 +172,7 @@ impl Controller {
             source_caches,
         );
         Self {
-            ctx: Arc::new(ctx),
+            driver: Driver::new(Sources::new(Arc::new(ctx))),
             scopes,
             concurrency: settings.concurrency,
             drift_interval: settings.drift_interval,
@@ -151,7 +182,7 @@ impl Controller {
 
     /// The context the reconciles share (to stop new creates, to flush Events at the end).
     pub fn context(&self) -> Arc<Context> {
-        self.ctx.clone()
+        self.driver.flows.ctx.clone()
     }
 
     /// Runs until `shutdown` resolves; then lets reconciles in flight finish. `ready` is set
@@ -162,7 +193,7 @@ impl Controller {
         shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
     ) {
         let Self {
-            ctx,
+            driver,
             scopes,
             concurrency,
             drift_interval,
@@ -170,7 +201,7 @@ impl Controller {
         } = self;
         // Readiness comes from each watch's first InitDone. (A Store's own readiness future
         // wakes only one waiter, and the Controller already waits on it.)
-        let synced_ctx = ctx.clone();
+        let synced_ctx = driver.flows.ctx.clone();
         let secrets_listed = Countdown::new(scopes.len(), move || {
             synced_ctx.credentials.set_synced();
         });
@@ -189,7 +220,7 @@ impl Controller {
                 trigger,
             });
             let sources_done = all_listed.once();
-            let mut orphans = Orphans::new(source_reader.clone(), ctx.clone());
+            let mut orphans = Orphans::new(source_reader.clone(), driver.clone());
             let mut changes = cache::Changes::default();
             let config = watcher::Config::default().page_size(LIST_PAGE);
             let source_stream = watcher(scope.sources, config)
@@ -231,28 +262,20 @@ impl Controller {
                 })
                 .applied_objects();
 
-            let waiters = ctx.clone();
+            let waiters = driver.flows.ctx.clone();
             let controller = Runtime::for_stream(source_stream, source_reader)
                 .watches_stream(secret_stream, move |secret: PartialObjectMeta<Secret>| {
                     waiters.credentials.waiting_for(&secret)
                 })
-                .reconcile_on(drifted)
-                .with_config(ControllerConfig::default().concurrency(concurrency))
-                .graceful_shutdown_on(shutdown.clone())
-                .run(reconcile, error_policy, ctx.clone())
-                .for_each(|result| {
-                    // A watch that cannot list or watch (the CRD deleted, RBAC changed, the
-                    // apiserver away) retries with backoff; say why, once per try. Reconcile
-                    // errors are reported by `error_policy`.
-                    if let Err(kube::runtime::controller::Error::QueueError(e)) = result {
-                        warn!(error = %e, "watching SyncSources failed; retrying with backoff");
-                    }
-                    futures::future::ready(())
-                });
-            controllers.push(controller);
+                .reconcile_on(drifted);
+            controllers.push(
+                driver
+                    .clone()
+                    .run(controller, concurrency, shutdown.clone()),
+            );
         }
         let drift = (!drift_interval.is_zero())
-            .then(|| tokio::spawn(drift::run(ctx.clone(), drift_scopes, drift_interval)));
+            .then(|| tokio::spawn(drift::run(driver.clone(), drift_scopes, drift_interval)));
         futures::future::join_all(controllers).await;
         if let Some(drift) = drift {
             drift.abort();
@@ -261,76 +284,97 @@ impl Controller {
     }
 }
 
-/// One reconcile of one object: the flow its state calls for, then the metrics, the Secret
-/// waiters and the requeue its outcome calls for.
-pub(super) async fn reconcile(obj: Arc<SyncSource>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let span = info_span!("reconcile", namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
-    async move {
-        ctx.credentials.synced().await;
-        let started = Instant::now();
-        let mut current = obj.clone();
-        let mut attempt = 0;
-        let result = loop {
-            let result = if super::intent::paused(current.meta()) {
-                reconcile::paused(&current, &ctx).await
-            } else if current.meta().deletion_timestamp.is_some() {
-                reconcile::cleanup(&current, &ctx).await
-            } else {
-                reconcile::apply(&current, &ctx).await
-            };
-            // A 409 on a guarded write means the cached object was stale. Decide again at once
-            // on a fresh read (which is what the guard asks for) instead of waiting on the
-            // growing per-object backoff for the cache: while another client keeps writing the
-            // object, its cache can stay stale and the object kept waiting for minutes (seen in
-            // `conflicts_from_a_busy_writer_cost_no_duplicate_and_no_stuck_object`). A few
-            // tries, then the backoff as before.
-            let conflict = matches!(&result, Err(e) if e.is_conflict());
-            if !conflict || attempt == CONFLICT_RETRIES {
-                break result;
-            }
-            attempt += 1;
-            match fresh(&ctx.client, &current).await {
-                Some(fresh) => current = Arc::new(fresh),
-                None => break result,
-            }
-        };
-        let error_reason = match &result {
-            Ok(Next::Settled | Next::LookAgainIn(_)) => None,
-            Ok(Next::Retry { reason, .. }) => Some(*reason),
-            Err(e) => Some(e.reason()),
-        };
-        ctx.metrics.reconciled(started.elapsed(), error_reason);
-        if !matches!(result, Err(Error::Kube(_) | Error::KubeTimeout(_))) {
-            ctx.credentials.settle(&obj, error_reason);
-        }
-        match result? {
-            Next::Settled => Ok(ctx.requeue(&obj, None)),
-            Next::LookAgainIn(after) => {
-                ctx.requeue(&obj, None);
-                Ok(Action::requeue(after))
-            }
-            Next::Retry { retry, .. } => Ok(ctx.requeue(&obj, Some(retry))),
+/// The SyncSource kind's flows and what only they keep: the kernel's [`Context`] (reached
+/// through `Deref`), the drift check's suspects and the shared lookups of unrecorded creates.
+pub struct Sources {
+    ctx: Arc<Context>,
+    /// Objects whose source the drift check did not find: their next reconcile looks.
+    suspects: Mutex<HashSet<ObjectRef<SyncSource>>>,
+    /// Lookups for unrecorded creates' sources, sharing a pass per (token, database).
+    lookups: SharedListing<lookup::Listing, lookup::SourceLookup>,
+}
+
+impl std::ops::Deref for Sources {
+    type Target = Context;
+
+    fn deref(&self) -> &Context {
+        &self.ctx
+    }
+}
+
+impl Sources {
+    pub fn new(ctx: Arc<Context>) -> Self {
+        Self {
+            ctx,
+            suspects: Mutex::default(),
+            lookups: SharedListing::new(LOOKUP_GATHER),
         }
     }
-    .instrument(span)
-    .await
+
+    /// Marks `obj`'s source as possibly gone: its next reconcile looks at it (one GET).
+    fn suspect(&self, obj: ObjectRef<SyncSource>) {
+        self.suspects.lock().expect("suspects").insert(obj);
+    }
+
+    /// Whether the drift check suspected `obj`'s source; forgets it (the caller looks now).
+    fn take_suspect(&self, obj: &SyncSource) -> bool {
+        let key = ObjectRef::from_obj(obj);
+        self.suspects.lock().expect("suspects").remove(&key)
+    }
+
+    /// Another object (`namespace/name`) that records source `id`, if any: a source has one
+    /// owner, so it is never adopted a second time.
+    fn claimed_by_another(&self, obj: &SyncSource, id: &str) -> Option<String> {
+        self.source_caches().iter().find_map(|store| {
+            store.state().iter().find_map(|o| {
+                let records = o.status.as_ref()?.source_id.as_deref() == Some(id);
+                (records && o.metadata.uid != obj.metadata.uid).then(|| {
+                    format!(
+                        "{}/{}",
+                        o.metadata.namespace.as_deref().unwrap_or_default(),
+                        o.name_any()
+                    )
+                })
+            })
+        })
+    }
 }
 
-/// The object as stored now (not as cached), or None if it is gone or cannot be read.
-pub(super) async fn fresh(client: &Client, obj: &SyncSource) -> Option<SyncSource> {
-    let api: Api<SyncSource> =
-        Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
-    let name = obj.name_any();
-    let read = api.get_opt(&name);
-    let mut fresh = tokio::time::timeout(READ_TIMEOUT, read)
-        .await
-        .ok()?
-        .ok()??;
-    cache::slim_source(&mut fresh);
-    Some(fresh)
+impl Marked for SyncSource {
+    const FINALIZER: &'static str = crate::crd::FINALIZER;
+
+    fn recorded_id(&self) -> Option<&str> {
+        self.status.as_ref()?.source_id.as_deref()
+    }
 }
 
-fn error_policy(obj: Arc<SyncSource>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(), error = %error, "reconcile failed; backing off");
-    ctx.requeue(&obj, Some(Retry::Soon { not_before: None }))
+impl Reconciler for Sources {
+    type Object = SyncSource;
+    type Reason = Reason;
+    const KIND: &'static str = "SyncSource";
+
+    fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    async fn paused(&self, obj: &SyncSource) -> Outcome<Reason> {
+        reconcile::paused(obj, self).await
+    }
+
+    async fn cleanup(&self, obj: &SyncSource) -> Outcome<Reason> {
+        reconcile::cleanup(obj, self).await
+    }
+
+    async fn apply(&self, obj: &SyncSource) -> Outcome<Reason> {
+        reconcile::apply(obj, self).await
+    }
+
+    fn slim(obj: &mut SyncSource) {
+        cache::slim_source(obj);
+    }
+
+    /// An object no longer failing on credentials stops waiting for its Secret.
+    fn settle(&self, obj: &SyncSource, reason: Option<Reason>) {
+        self.credentials.settle(obj, reason);
+    }
 }

@@ -5,20 +5,20 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Runs `on_zero` once, when `n` distinct parties have each called their `once()` handle
 /// (a handle's later calls do not count again: watches re-list after every reconnect).
-pub(super) struct Countdown {
+pub struct Countdown {
     remaining: Arc<AtomicUsize>,
     on_zero: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl Countdown {
-    pub(super) fn new(n: usize, on_zero: impl Fn() + Send + Sync + 'static) -> Self {
+    pub fn new(n: usize, on_zero: impl Fn() + Send + Sync + 'static) -> Self {
         Self {
             remaining: Arc::new(AtomicUsize::new(n)),
             on_zero: Arc::new(on_zero),
         }
     }
 
-    pub(super) fn once(&self) -> impl Fn() + Send + Sync + 'static {
+    pub fn once(&self) -> impl Fn() + Send + Sync + 'static {
         let (remaining, on_zero) = (self.remaining.clone(), self.on_zero.clone());
         let counted = AtomicBool::new(false);
         move || {

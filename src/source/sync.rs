@@ -9,10 +9,10 @@
 //! name is derived from what started it, so a create repeated after a crash finds it
 //! (AlreadyExists) instead of starting a second one.
 
-use crate::controller::reconcile::bounded;
-use crate::controller::{Context, Error};
 use crate::crd::run::{RunPhase, SyncRun};
 use crate::crd::{LastSync, SyncPolicy, SyncSource, SyncState};
+use crate::kernel::kube_io::{bounded, params};
+use crate::kernel::{Context, Error};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PostParams};
 use kube::{Resource, ResourceExt};
@@ -221,10 +221,14 @@ pub async fn ensure(
     });
     let last_sync = newest.or(status.last_sync.clone());
     if next_state != state || last_sync != status.last_sync {
-        let patch = json!({ "status": { "syncState": next_state, "lastSync": last_sync } });
+        // Guarded like every other status write: a decision made on a stale copy must fail
+        // with a conflict (and be made again on a fresh read), not overwrite a newer lastSync.
+        let patch = json!({
+            "metadata": { "resourceVersion": obj.resource_version() },
+            "status": { "syncState": next_state, "lastSync": last_sync },
+        });
         let sources: Api<SyncSource> = Api::namespaced(ctx.client.clone(), &ns);
-        let params = crate::controller::writes::params();
-        bounded(sources.patch_status(&obj.name_any(), &params, &Patch::Merge(patch))).await?;
+        bounded(sources.patch_status(&obj.name_any(), &params(), &Patch::Merge(patch))).await?;
     }
 
     let keep_complete = policy.successful_runs_history_limit.unwrap_or(3).max(0) as usize;

@@ -2,8 +2,9 @@
 //! stream, before the cache forgets their last known state, and handed to
 //! [`reconcile::orphaned`](super::reconcile::orphaned).
 
-use super::{Context, reconcile};
+use super::{Sources, reconcile};
 use crate::crd::SyncSource;
+use crate::kernel::driver::Driver;
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
@@ -21,16 +22,16 @@ use tracing::{Instrument, info_span};
 /// deletionTimestamp; a staler one costs one DELETE answered 404.)
 pub(super) struct Orphans {
     store: Store<SyncSource>,
-    ctx: Arc<Context>,
+    sources: Arc<Driver<Sources>>,
     /// Uids seen by a relist in progress.
     relisted: Option<HashSet<String>>,
 }
 
 impl Orphans {
-    pub(super) fn new(store: Store<SyncSource>, ctx: Arc<Context>) -> Self {
+    pub(super) fn new(store: Store<SyncSource>, sources: Arc<Driver<Sources>>) -> Self {
         Self {
             store,
-            ctx,
+            sources,
             relisted: None,
         }
     }
@@ -63,17 +64,18 @@ impl Orphans {
         // A deletion the operator saw begin is its cleanup's to finish; the bypass never has a
         // deletionTimestamp (the object goes at once).
         let bypassed = ours && obj.metadata.deletion_timestamp.is_none();
-        if bypassed && super::intent::paused(&obj.metadata) {
+        if bypassed && crate::kernel::intent::paused(&obj.metadata) {
             tracing::warn!(namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(),
                 "a paused object vanished with the finalizer on; paused means no call, so its source is left in Chroma");
             return;
         }
         if bypassed && obj.spec.deletion_policy != crate::crd::DeletionPolicy::Retain {
             let namesake = self.namesake_of(obj);
-            let (ctx, obj) = (self.ctx.clone(), obj.clone());
+            let (sources, obj) = (self.sources.clone(), obj.clone());
             let span = info_span!("orphan", namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
             tokio::spawn(
-                async move { reconcile::orphaned(&ctx, &obj, namesake).await }.instrument(span),
+                async move { reconcile::orphaned(&sources.flows, &obj, namesake).await }
+                    .instrument(span),
             );
         }
     }
@@ -82,8 +84,8 @@ impl Orphans {
     /// lookup by that key could find its source rather than the vanished object's.
     fn namesake_of(&self, gone: &SyncSource) -> bool {
         let key = |o: &SyncSource| {
-            let p = crate::payload::build(&o.spec).ok()?;
-            Some((crate::payload::NaturalKey::of_payload(&p), p.database_name))
+            let p = super::payload::build(&o.spec).ok()?;
+            Some((super::payload::NaturalKey::of_payload(&p), p.database_name))
         };
         let Some(wanted) = key(gone) else {
             return false;

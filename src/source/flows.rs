@@ -3,15 +3,16 @@
 //! calls are read from the stand-in's counters. The end-to-end suite runs the same flows on a
 //! real control plane; these pin their exact writes and calls, in milliseconds.
 
-use super::decide::Retry;
 use super::fixtures::{
     self, ADMIN, ApiServer, Chroma, DATABASE, OBJECT_PATH, STATUS_PATH, VIEWER, source,
     standin_body,
 };
+use super::payload;
 use super::status::{self, Recorded, State};
-use super::{Context, Error, Next, Reason, reconcile};
+use super::{Next, Reason, Sources, reconcile};
 use crate::crd::{CREATE_PENDING_ANNOTATION, DeletionPolicy, FINALIZER, SyncSource};
-use crate::payload;
+use crate::kernel::driver::{self, Driver};
+use crate::kernel::{Error, Retry};
 use crate::standin::Faults;
 use http::Method;
 use serde_json::{Value, json};
@@ -19,12 +20,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
-fn apply(obj: &SyncSource, ctx: &Arc<Context>) -> JoinHandle<Result<Next, Error>> {
+fn apply(obj: &SyncSource, ctx: &Arc<Driver<Sources>>) -> JoinHandle<Result<Next, Error>> {
     let (obj, ctx) = (obj.clone(), ctx.clone());
     tokio::spawn(async move { reconcile::apply(&obj, &ctx).await })
 }
 
-fn cleanup(obj: &SyncSource, ctx: &Arc<Context>) -> JoinHandle<Result<Next, Error>> {
+fn cleanup(obj: &SyncSource, ctx: &Arc<Driver<Sources>>) -> JoinHandle<Result<Next, Error>> {
     let (obj, ctx) = (obj.clone(), ctx.clone());
     tokio::spawn(async move { reconcile::cleanup(&obj, &ctx).await })
 }
@@ -460,7 +461,7 @@ async fn a_conflict_on_the_mark_rereads_the_object_and_creates_once() {
 
     let flow = {
         let (obj, ctx) = (Arc::new(obj.clone()), ctx.clone());
-        tokio::spawn(super::wiring::reconcile(obj, ctx))
+        tokio::spawn(driver::reconcile(obj, ctx))
     };
     api.expect(Method::PATCH, OBJECT_PATH)
         .await

@@ -3,16 +3,18 @@
 //! reconcile-now) and created again or reported.
 
 use super::{
-    Because, Desired, Recorded, State, fail, mark_and_create, publish, set_status, settled, stall,
-    with_finalizer, write_status,
+    Announce, Because, Desired, Recorded, State, fail, mark_and_create, publish, set_status,
+    settled, stall, write_status,
 };
 use crate::chroma::Token;
 use crate::chroma::wire::ListedSource;
-use crate::controller::decide::{self, Failure, Retry};
-use crate::controller::events::Kind;
-use crate::controller::{Context, Error, Next, Reason};
 use crate::crd::{MissingPolicy, SyncSource};
-use crate::payload::{self, NaturalKey};
+use crate::kernel::Error;
+use crate::kernel::create;
+use crate::kernel::events::Kind;
+use crate::kernel::failure::{self, Failure, Retry};
+use crate::source::payload::{self, NaturalKey};
+use crate::source::{Next, Reason, Sources};
 use tracing::{info, warn};
 
 /// The recorded source is gone from Chroma (deleted outside the operator). It is created again
@@ -20,7 +22,7 @@ use tracing::{info, warn};
 /// recorded id is cleared first, so that a crash after the create leaves a mark and no stale id,
 /// and recovery finds the new source as it would any other.
 pub(super) async fn missing(
-    ctx: &Context,
+    ctx: &Sources,
     obj: SyncSource,
     rec: &Recorded,
     token: &Token,
@@ -61,14 +63,14 @@ pub(super) async fn missing(
         error: None,
     };
     // No Event here: the one Event of a recreate names both ids, once the new one exists.
-    let obj = write_status(ctx, &obj, None, &state, false).await?;
-    mark_and_create(ctx, obj, token, desired, Because::Missing(gone.clone())).await
+    let obj = write_status(ctx, &obj, None, &state, Announce::No).await?;
+    mark_and_create(ctx, &obj, token, desired, Because::Missing(gone.clone())).await
 }
 
 /// `spec.sourceId` names the source to manage: it is read, compared with the spec, and recorded
 /// if it matches. Nothing that changes a source is ever called for it here.
 pub(super) async fn adopt_named(
-    ctx: &Context,
+    ctx: &Sources,
     obj: &SyncSource,
     token: &Token,
     desired: &Desired,
@@ -88,7 +90,7 @@ pub(super) async fn adopt_named(
 /// Reads source `id`, and records it when it matches the spec and no other object manages it;
 /// otherwise stalls, naming what differs. `how` says where the id came from, for messages.
 async fn adopt(
-    ctx: &Context,
+    ctx: &Sources,
     obj: &SyncSource,
     token: &Token,
     desired: &Desired,
@@ -109,8 +111,8 @@ async fn adopt(
             return stall(ctx, obj, recorded, Reason::SourceMissing, message).await;
         }
         Err(e) => {
-            let failure = decide::classify("reading the source to adopt", &e);
-            return fail(ctx, obj, recorded, failure, false).await;
+            let failure = failure::classify("reading the source to adopt", &e);
+            return fail(ctx, obj, recorded, failure).await;
         }
     };
     let differences = payload::differences(&desired.payload, &held);
@@ -124,7 +126,7 @@ async fn adopt(
     }
     // The finalizer before the record: a recorded source is always deleted (or retained) with
     // its object.
-    let obj = with_finalizer(ctx, obj).await?;
+    let obj = create::with_finalizer(&ctx.client, obj).await?;
     info!(source_id = %id, how, "adopted an existing source");
     let obj = set_status(
         ctx,
@@ -146,7 +148,7 @@ async fn adopt(
 /// After a 409 with `onConflict: Adopt`: the existing source with the spec's natural key is
 /// found by listing the database, then adopted as [`adopt`] says.
 pub(super) async fn adopt_existing(
-    ctx: &Context,
+    ctx: &Sources,
     obj: &SyncSource,
     token: &Token,
     desired: &Desired,
@@ -173,10 +175,10 @@ pub(super) async fn adopt_existing(
             .await
         }
         // Gone again meanwhile, or not listed: report the conflict as it was.
-        Ok(None) => fail(ctx, obj, None, conflict, false).await,
+        Ok(None) => fail(ctx, obj, None, conflict).await,
         Err(e) => {
-            let failure = decide::classify("looking for the existing source to adopt", &e);
-            fail(ctx, obj, None, failure, false).await
+            let failure = failure::classify("looking for the existing source to adopt", &e);
+            fail(ctx, obj, None, failure).await
         }
     }
 }

@@ -13,6 +13,7 @@
 //! is full (Events coming faster than the apiserver takes them) new ones are dropped and
 //! counted, as client-go's broadcaster does.
 
+use super::Reason;
 use crate::metrics::Metrics;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -79,9 +80,10 @@ impl Events {
         &self,
         obj: &K,
         kind: Kind,
-        reason: &str,
+        reason: impl Reason,
         note: String,
     ) {
+        let reason = reason.as_str();
         let event = self.event(obj, kind, reason, note, jiff::Timestamp::now());
         self.pending.fetch_add(1, Ordering::SeqCst);
         if self.queue.try_send(event).is_err() {

@@ -8,9 +8,11 @@
 //! writes are answered and recorded aside: they come from a background task, so their order
 //! relative to the flow's own writes is not the flow's to promise.
 
-use super::{Context, Controller, DefaultToken, Parts, Settings};
+use super::{Controller, Parts, Settings, Sources};
 use crate::chroma::{ChromaClient, ClientConfig, Token};
 use crate::crd::{SyncSource, SyncSourceSpec};
+use crate::kernel::driver::Driver;
+use crate::kernel::{Context, DefaultToken};
 use crate::metrics::Metrics;
 use crate::standin::{StandIn, Tokens};
 use http::{Method, Request, Response, StatusCode};
@@ -288,8 +290,13 @@ pub fn client_for(base_url: &str, timeout: Duration) -> ChromaClient {
     ChromaClient::new(&config, Metrics::new()).expect("a Chroma client")
 }
 
-/// A context on the mock apiserver and `chroma`, with `token` as the default token.
-pub fn context(client: kube::Client, chroma: ChromaClient, token: Option<&str>) -> Arc<Context> {
+/// The SyncSource flows (and their driver) on the mock apiserver and `chroma`, with `token` as
+/// the default token.
+pub fn context(
+    client: kube::Client,
+    chroma: ChromaClient,
+    token: Option<&str>,
+) -> Arc<Driver<Sources>> {
     let default_token = DefaultToken {
         value: token.and_then(Token::new),
         file: None,
@@ -307,5 +314,5 @@ pub fn context(client: kube::Client, chroma: ChromaClient, token: Option<&str>) 
             secret_label_selector: None,
         },
     };
-    Controller::new(parts).context()
+    Driver::new(Sources::new(Controller::new(parts).context()))
 }

@@ -1,6 +1,5 @@
-//! The one vocabulary of outcomes: a `Reason` is what the `Ready` condition, an Event and the
-//! `reconcile_errors` metric label all say, so a dashboard, `kubectl get` and `kubectl events`
-//! name an outcome the same way.
+//! A SyncSource's reasons: what its `Ready` condition, its Events and the `reconcile_errors`
+//! metric label say (see [`crate::kernel::Reason`]).
 
 use std::fmt;
 
@@ -29,11 +28,6 @@ pub enum Reason {
     Adopted,
     Retained,
     Recreated,
-    // Reconciles that failed on the Kubernetes side (metrics only: no status could say so).
-    KubeConflict,
-    KubeApi,
-    KubeTimeout,
-    ShuttingDown,
 }
 
 impl Reason {
@@ -59,15 +53,16 @@ impl Reason {
             Reason::Adopted => "Adopted",
             Reason::Retained => "Retained",
             Reason::Recreated => "Recreated",
-            Reason::KubeConflict => "KubeConflict",
-            Reason::KubeApi => "KubeApi",
-            Reason::KubeTimeout => "KubeTimeout",
-            Reason::ShuttingDown => "ShuttingDown",
         }
     }
+}
 
-    /// Waiting on credentials: the object is woken by a change of its token Secret.
-    pub const fn is_about_credentials(self) -> bool {
+impl crate::kernel::Reason for Reason {
+    fn as_str(self) -> &'static str {
+        Reason::as_str(self)
+    }
+
+    fn is_about_credentials(self) -> bool {
         matches!(
             self,
             Reason::MissingCredentials | Reason::Unauthorized | Reason::Forbidden
@@ -109,10 +104,6 @@ mod tests {
             Reason::Adopted,
             Reason::Retained,
             Reason::Recreated,
-            Reason::KubeConflict,
-            Reason::KubeApi,
-            Reason::KubeTimeout,
-            Reason::ShuttingDown,
         ];
         for reason in all {
             assert_eq!(reason.as_str(), format!("{reason:?}"));

@@ -6,12 +6,9 @@
 
 use super::Reason;
 use crate::crd::{LastError, SyncSourceStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::{Value, json};
 
-pub const READY: &str = "Ready";
-pub const RECONCILING: &str = "Reconciling";
-pub const STALLED: &str = "Stalled";
+pub use crate::kernel::conditions::{READY, RECONCILING, STALLED, condition};
 
 /// Where an object stands after a reconcile.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,32 +133,6 @@ pub fn next(
     }
 }
 
-/// One `metav1.Condition` at `(generation, now)`. Its `lastTransitionTime` stays as in
-/// `previous` unless its status flips, so an unchanged outcome yields an equal condition.
-pub fn condition(
-    previous: &[Condition],
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: &str,
-    (generation, now): (i64, jiff::Timestamp),
-) -> Condition {
-    let status = if status { "True" } else { "False" };
-    let last_transition_time = previous
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(now));
-    Condition {
-        type_: type_.to_owned(),
-        status: status.to_owned(),
-        reason: reason.to_owned(),
-        message: message.to_owned(),
-        observed_generation: Some(generation),
-        last_transition_time,
-    }
-}
-
 /// A JSON merge patch that makes the stored status equal `status`: fields that are unset are
 /// sent as `null`, so they are removed rather than left behind. That goes for the fields inside
 /// `lastError` too: a merge patch merges nested objects key by key, so an omitted `httpStatus`
@@ -194,16 +165,13 @@ pub fn patch_if_changed(previous: &SyncSourceStatus, next: &SyncSourceStatus) ->
 
 /// The `Ready` condition's reason, if any.
 pub fn ready_reason(status: Option<&SyncSourceStatus>) -> Option<&str> {
-    status?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == READY)
-        .map(|c| c.reason.as_str())
+    crate::kernel::conditions::ready_reason(&status?.conditions)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn t(s: i64) -> jiff::Timestamp {
         jiff::Timestamp::from_second(s).unwrap()
@@ -320,6 +288,7 @@ mod tests {
 #[cfg(test)]
 mod properties {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
     use proptest::collection::vec;
     use proptest::option::of;
     use proptest::prelude::*;

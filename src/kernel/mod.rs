@@ -1,0 +1,154 @@
+//! The kernel every resource kind's controller stands on: what reconciles share ([`Context`]),
+//! how a reconcile ends ([`Next`]) and fails ([`Error`]), the one reconcile [`driver`], the
+//! crash-safe [`create`] protocol, bounded Kubernetes IO ([`kube_io`]), the classes of service
+//! failures ([`failure`]), conditions, intent annotations, Events, caches, credentials and
+//! readiness.
+//!
+//! Nothing here knows a resource's flows: `source/` and `run/` implement the kernel's traits
+//! ([`driver::Reconciler`], [`create::Marked`], [`create::Creation`]) and never import each
+//! other.
+
+pub mod cache;
+pub mod conditions;
+pub mod create;
+pub mod credentials;
+pub mod driver;
+pub mod events;
+pub mod failure;
+pub mod intent;
+pub mod kube_io;
+pub mod readiness;
+pub mod reason;
+
+pub use cache::slim;
+pub use credentials::DefaultToken;
+pub use failure::Retry;
+pub use reason::Reason;
+
+use crate::chroma::{ChromaClient, Token};
+use crate::crd::SyncSource;
+use crate::metrics::Metrics;
+use credentials::Credentials;
+use kube::Client;
+use kube::runtime::reflector::{ObjectRef, Store};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// The field manager of every write, and the reporting controller of every Event.
+pub const FIELD_MANAGER: &str = "chroma-sync-operator";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("the operator is shutting down; no new create is started")]
+    ShuttingDown,
+    #[error("Kubernetes API: no answer within {0:?}")]
+    KubeTimeout(Duration),
+}
+
+impl Error {
+    /// The metric label of a reconcile that failed on this error (no status could say so).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            e if e.is_conflict() => "KubeConflict",
+            Error::Kube(_) => "KubeApi",
+            Error::ShuttingDown => "ShuttingDown",
+            Error::KubeTimeout(_) => "KubeTimeout",
+        }
+    }
+
+    /// A 409: a guarded write met a newer object than the one it was decided on.
+    pub fn is_conflict(&self) -> bool {
+        self.api_code() == Some(409)
+    }
+
+    /// A 404: the object is gone.
+    pub fn is_not_found(&self) -> bool {
+        self.api_code() == Some(404)
+    }
+
+    fn api_code(&self) -> Option<u16> {
+        match self {
+            Error::Kube(kube::Error::Api(s)) => Some(s.code),
+            _ => None,
+        }
+    }
+}
+
+/// How a reconcile ended, in the reasons `R` of its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next<R> {
+    /// Nothing more to do until something changes.
+    Settled,
+    /// Fine, and something is due then (a run to follow, the next tick).
+    LookAgainIn(Duration),
+    /// The outcome needs attention (`reason`); try again as `retry` says.
+    Retry { retry: Retry, reason: R },
+}
+
+/// What every reconcile of every kind shares: the clients, the credentials, Events, metrics,
+/// the SyncSource caches and the shutdown switch.
+pub struct Context {
+    pub client: Client,
+    pub chroma: ChromaClient,
+    pub events: events::Events,
+    pub metrics: Metrics,
+    pub credentials: Credentials,
+    stopping: AtomicBool,
+    /// The SyncSource caches, one per watched scope (runs read their source here; adoption
+    /// and the drift check read every recorded source).
+    sources: Vec<Store<SyncSource>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        chroma: ChromaClient,
+        metrics: Metrics,
+        credentials: Credentials,
+        instance: &str,
+        sources: Vec<Store<SyncSource>>,
+    ) -> Self {
+        Self {
+            events: events::Events::start(client.clone(), FIELD_MANAGER, instance, metrics.clone()),
+            client,
+            chroma,
+            metrics,
+            credentials,
+            stopping: AtomicBool::new(false),
+            sources,
+        }
+    }
+
+    /// The SyncSource `namespace/name` as cached, if a watched scope holds it.
+    pub fn cached_source(&self, namespace: &str, name: &str) -> Option<Arc<SyncSource>> {
+        let key = ObjectRef::new(name).within(namespace);
+        self.sources.iter().find_map(|store| store.get(&key))
+    }
+
+    /// Every cached SyncSource, scope by scope.
+    pub fn source_caches(&self) -> &[Store<SyncSource>] {
+        &self.sources
+    }
+
+    /// From now on no create call is started; reconciles already past that point finish.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Waits until every Secret cache has listed its Secrets (see [`credentials`]).
+    pub async fn secrets_synced(&self) {
+        self.credentials.synced().await;
+    }
+
+    /// The token for `source`, or why there is none (see [`credentials`]).
+    pub async fn token_for(&self, source: &SyncSource) -> Result<Token, String> {
+        self.credentials.token_for(source).await
+    }
+}
