@@ -15,6 +15,8 @@ pub mod credentials;
 pub mod driver;
 pub mod events;
 pub mod failure;
+#[cfg(test)]
+pub mod fixtures;
 pub mod intent;
 pub mod kube_io;
 pub mod readiness;

@@ -7,6 +7,8 @@
 //! source from).
 
 pub mod decide;
+#[cfg(test)]
+mod flows;
 mod reason;
 mod reconcile;
 

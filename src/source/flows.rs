@@ -3,15 +3,15 @@
 //! calls are read from the stand-in's counters. The end-to-end suite runs the same flows on a
 //! real control plane; these pin their exact writes and calls, in milliseconds.
 
-use super::fixtures::{
-    self, ADMIN, ApiServer, Chroma, DATABASE, OBJECT_PATH, STATUS_PATH, VIEWER, source,
-    standin_body,
-};
 use super::payload;
 use super::status::{self, Recorded, State};
 use super::{Next, Reason, Sources, reconcile};
 use crate::crd::{CREATE_PENDING_ANNOTATION, DeletionPolicy, FINALIZER, SyncSource};
 use crate::kernel::driver::{self, Driver};
+use crate::kernel::fixtures::{
+    self, ADMIN, ApiServer, Chroma, DATABASE, OBJECT_PATH, STATUS_PATH, VIEWER, source,
+    standin_body,
+};
 use crate::kernel::{Error, Retry};
 use crate::standin::Faults;
 use http::Method;
@@ -19,6 +19,15 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
+
+/// The SyncSource flows, and their driver, on the kernel's test context.
+fn sources(
+    client: kube::Client,
+    chroma: crate::chroma::ChromaClient,
+    token: Option<&str>,
+) -> Arc<Driver<Sources>> {
+    Driver::new(Sources::new(fixtures::context(client, chroma, token)))
+}
 
 fn apply(obj: &SyncSource, ctx: &Arc<Driver<Sources>>) -> JoinHandle<Result<Next, Error>> {
     let (obj, ctx) = (obj.clone(), ctx.clone());
@@ -116,7 +125,7 @@ async fn past_the_mark() -> (Chroma, ApiServer, JoinHandle<Result<Next, Error>>)
     let chroma = Chroma::start().await;
     let obj = source();
     let (client, mut api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
     let flow = apply(&obj, &ctx);
     assert_mark(&api.patch(OBJECT_PATH).await);
     (chroma, api, flow)
@@ -127,7 +136,7 @@ async fn first_create_marks_then_creates_once_then_records() {
     let obj = source();
     let chroma = Chroma::start().await;
     let (client, mut api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
 
     let flow = apply(&obj, &ctx);
     let mark = api.patch(OBJECT_PATH).await;
@@ -167,7 +176,7 @@ async fn at_rest_makes_no_call_and_no_write() {
     let id = chroma.standin.insert_source(standin_body());
     let obj = recorded(source(), &id, &hash_of(&source()));
     let (client, mut api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
 
     assert_eq!(outcome(apply(&obj, &ctx)).await, Next::Settled);
     api.assert_idle();
@@ -184,7 +193,7 @@ async fn at_rest_without_the_finalizer_puts_it_back_and_calls_nothing() {
     let mut obj = recorded(source(), "kept", &hash_of(&source()));
     obj.metadata.finalizers = None;
     let (client, mut api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
 
     let flow = apply(&obj, &ctx);
     let patch = api.patch(OBJECT_PATH).await;
@@ -203,7 +212,7 @@ async fn a_payload_change_deletes_the_old_source_before_creating_the_new() {
     let old = chroma.standin.insert_source(standin_body());
     let obj = recorded(source(), &old, "the hash of an older spec");
     let (client, mut api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
 
     let flow = apply(&obj, &ctx);
     let replacing = api.patch(STATUS_PATH).await;
@@ -248,7 +257,7 @@ async fn a_mark_without_an_id_adopts_the_listed_source_and_creates_nothing() {
     // The create of an earlier attempt, whose answer was lost.
     let id = chroma.standin.insert_source(standin_body());
     let (client, mut api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
 
     let flow = apply(&obj, &ctx);
     let status = api.patch(STATUS_PATH).await;
@@ -277,7 +286,7 @@ async fn a_source_made_long_before_the_mark_is_not_adopted() {
     let long_after = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
     let obj = marked(source(), long_after);
     let (client, mut api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
 
     let flow = apply(&obj, &ctx);
     assert_mark(&api.patch(OBJECT_PATH).await);
@@ -306,7 +315,7 @@ async fn cleanup_deletes_the_source_then_releases_the_finalizer() {
     let id = chroma.standin.insert_source(standin_body());
     let obj = deleting(recorded(source(), &id, &hash_of(&source())));
     let (client, mut api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
 
     let flow = cleanup(&obj, &ctx);
     let release = api.patch(OBJECT_PATH).await;
@@ -340,7 +349,7 @@ async fn cleanup_with_retain_releases_the_finalizer_and_deletes_nothing() {
     let mut obj = deleting(recorded(source(), &id, &hash_of(&source())));
     obj.spec.deletion_policy = DeletionPolicy::Retain;
     let (client, mut api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
 
     let flow = cleanup(&obj, &ctx);
     let release = api.patch(OBJECT_PATH).await;
@@ -364,7 +373,7 @@ async fn a_source_already_gone_counts_as_deleted() {
     let chroma = Chroma::start().await;
     let obj = deleting(recorded(source(), "gone-already", &hash_of(&source())));
     let (client, mut api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
 
     let flow = cleanup(&obj, &ctx);
     let release = api.patch(OBJECT_PATH).await;
@@ -380,7 +389,7 @@ async fn an_object_gone_at_finalizer_release_is_done() {
     let id = chroma.standin.insert_source(standin_body());
     let obj = deleting(recorded(source(), &id, &hash_of(&source())));
     let (client, mut api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
 
     let flow = cleanup(&obj, &ctx);
     api.expect(Method::PATCH, OBJECT_PATH)
@@ -397,7 +406,7 @@ async fn cleanup_of_a_mark_without_an_id_finds_and_deletes_the_source() {
     let obj = deleting(marked(source(), jiff::Timestamp::now()));
     chroma.standin.insert_source(standin_body());
     let (client, mut api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
 
     let flow = cleanup(&obj, &ctx);
     let release = api.patch(OBJECT_PATH).await;
@@ -415,7 +424,7 @@ async fn a_conflict_on_finalizer_release_rereads_and_deletes_once() {
     let id = chroma.standin.insert_source(standin_body());
     let obj = deleting(recorded(source(), &id, &hash_of(&source())));
     let (client, mut api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
 
     let flow = cleanup(&obj, &ctx);
     api.expect(Method::PATCH, OBJECT_PATH)
@@ -456,7 +465,7 @@ async fn a_conflict_on_the_mark_rereads_the_object_and_creates_once() {
     let chroma = Chroma::start().await;
     let obj = source();
     let (client, mut api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
     ctx.credentials.set_synced();
 
     let flow = {
@@ -545,7 +554,7 @@ async fn a_spec_that_cannot_become_a_payload_stalls_without_a_call() {
     let mut obj = source();
     obj.spec.github = None;
     let (client, mut api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
 
     let flow = apply(&obj, &ctx);
     let status = api.patch(STATUS_PATH).await;
@@ -571,7 +580,7 @@ async fn no_token_stalls_on_missing_credentials_without_a_call() {
     let chroma = Chroma::start().await;
     let obj = source();
     let (client, mut api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), None);
+    let ctx = sources(client, chroma.client.clone(), None);
 
     let flow = apply(&obj, &ctx);
     let status = api.patch(STATUS_PATH).await;
@@ -611,7 +620,7 @@ async fn failed_create(chroma: Chroma, token: &str, faults: Faults, expected: Ex
     chroma.standin.set_faults(faults);
     let obj = source();
     let (client, mut api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(token));
+    let ctx = sources(client, chroma.client.clone(), Some(token));
 
     let flow = apply(&obj, &ctx);
     assert_mark(&api.patch(OBJECT_PATH).await);
@@ -816,7 +825,7 @@ async fn a_refused_connection_clears_the_mark_and_retries_soon() {
     let obj = source();
     let (client, mut api) = ApiServer::start(&obj);
     let chroma = fixtures::client_for(&base, Duration::from_secs(5));
-    let ctx = fixtures::context(client, chroma, Some(ADMIN));
+    let ctx = sources(client, chroma, Some(ADMIN));
 
     let flow = apply(&obj, &ctx);
     assert_mark(&api.patch(OBJECT_PATH).await);
@@ -847,7 +856,7 @@ async fn a_failed_delete_of_the_replaced_source_records_the_failure_and_creates_
     let obj = recorded(source(), &old, "the hash of an older spec");
     chroma.standin.set_faults(fail_next(503));
     let (client, mut api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
 
     let flow = apply(&obj, &ctx);
     let status = api.patch(STATUS_PATH).await;
@@ -875,7 +884,7 @@ async fn a_failed_delete_at_cleanup_keeps_the_finalizer() {
     let obj = deleting(recorded(source(), &id, &hash_of(&source())));
     chroma.standin.set_faults(fail_next(500));
     let (client, mut api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
 
     let flow = cleanup(&obj, &ctx);
     let status = api.patch(STATUS_PATH).await;
@@ -906,7 +915,7 @@ async fn the_source_of_an_object_gone_meanwhile_is_deleted_through_failures() {
     });
     let obj = source();
     let (client, mut api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
 
     let flow = apply(&obj, &ctx);
     assert_mark(&api.patch(OBJECT_PATH).await);
@@ -941,7 +950,7 @@ async fn an_ambiguous_create_of_an_object_gone_meanwhile_is_found_and_deleted() 
     });
     let obj = source();
     let (client, mut api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
 
     let flow = apply(&obj, &ctx);
     assert_mark(&api.patch(OBJECT_PATH).await);
@@ -975,7 +984,7 @@ async fn an_object_let_go_has_its_recorded_source_deleted() {
     let id = chroma.standin.insert_source(standin_body());
     let obj = let_go(recorded(source(), &id, &hash_of(&source())));
     let (client, mut api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
 
     reconcile::orphaned(&ctx, &obj, false).await;
     assert!(chroma.standin.sources(DATABASE).is_empty());
@@ -992,7 +1001,7 @@ async fn an_object_let_go_with_an_unrecorded_create_has_that_source_found_and_de
     let obj = let_go(marked(source(), jiff::Timestamp::now()));
     chroma.standin.insert_source(standin_body());
     let (client, mut api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
 
     reconcile::orphaned(&ctx, &obj, false).await;
     assert!(chroma.standin.sources(DATABASE).is_empty());
@@ -1007,7 +1016,7 @@ async fn an_unrecorded_create_is_left_when_a_live_object_declares_the_same_sourc
     let obj = let_go(marked(source(), jiff::Timestamp::now()));
     chroma.standin.insert_source(standin_body());
     let (client, mut api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
 
     reconcile::orphaned(&ctx, &obj, true).await;
     assert!(
@@ -1026,7 +1035,7 @@ async fn an_object_let_go_with_retain_or_without_a_create_costs_no_call() {
     retained.spec.deletion_policy = DeletionPolicy::Retain;
     let never_created = let_go(source());
     let (client, mut api) = ApiServer::start(&retained);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
 
     reconcile::orphaned(&ctx, &retained, false).await;
     reconcile::orphaned(&ctx, &never_created, false).await;
@@ -1055,7 +1064,7 @@ async fn a_watch_delete_with_our_finalizer_on_deletes_the_source() {
     let id = chroma.standin.insert_source(standin_body());
     let obj = let_go(recorded(source(), &id, &hash_of(&source())));
     let (client, _api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
     let cache = Writer::<SyncSource>::default();
     let mut orphans = super::orphans::Orphans::new(cache.as_reader(), ctx);
 
@@ -1076,7 +1085,7 @@ async fn an_object_missing_from_a_relist_with_our_finalizer_on_has_its_source_de
     let id = chroma.standin.insert_source(standin_body());
     let obj = let_go(recorded(source(), &id, &hash_of(&source())));
     let (client, _api) = ApiServer::start(&obj);
-    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
     let mut cache = Writer::<SyncSource>::default();
     cache.apply_watcher_event(&Event::Apply(obj));
     let mut orphans = super::orphans::Orphans::new(cache.as_reader(), ctx);
@@ -1103,7 +1112,7 @@ async fn a_status_decided_on_a_stale_copy_is_refused_not_written() {
     stored.metadata.resource_version = Some("7".into());
     let (client, mut api) = ApiServer::start(&stored);
     // A token the service refuses: the lookup fails, and a failure status follows.
-    let ctx = fixtures::context(client, chroma.client.clone(), Some("not-a-token"));
+    let ctx = sources(client, chroma.client.clone(), Some("not-a-token"));
 
     let flow = apply(&stale, &ctx);
     let call = api.expect(Method::PATCH, STATUS_PATH).await;
@@ -1115,4 +1124,59 @@ async fn a_status_decided_on_a_stale_copy_is_refused_not_written() {
         "{result:?}"
     );
     assert_eq!(chroma.standin.created_total(), 0, "nothing created");
+}
+
+/// `spec.sync`'s status write is guarded like every other: a decision made on a stale copy
+/// meets a 409 and is made again on a fresh read, so it cannot overwrite a newer `lastSync`.
+#[tokio::test]
+async fn the_sync_status_write_is_guarded_and_a_conflict_decides_again_on_a_fresh_read() {
+    const RUNS_PATH: &str = "/apis/chromasync.dev/v1alpha1/namespaces/ns/syncruns";
+    let chroma = Chroma::start().await;
+    let id = chroma.standin.insert_source(standin_body());
+    let mut obj = recorded(source(), &id, &hash_of(&source()));
+    obj.spec.sync = Some(Box::new(
+        serde_json::from_value(json!({"targetCollectionName": "docs", "ref": {"branch": "main"}}))
+            .expect("a sync policy"),
+    ));
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
+    ctx.credentials.set_synced();
+    let flow = {
+        let (obj, ctx) = (Arc::new(obj.clone()), ctx.clone());
+        tokio::spawn(driver::reconcile(obj, ctx))
+    };
+    let no_runs = json!({"apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncRunList",
+        "metadata": {"resourceVersion": "1"}, "items": []});
+    api.expect(Method::GET, RUNS_PATH)
+        .await
+        .reply(http::StatusCode::OK, &no_runs);
+    let post = api.expect(Method::POST, RUNS_PATH).await;
+    let run = post.body.clone();
+    post.reply(http::StatusCode::CREATED, &run);
+    // The decision was made on resourceVersion 1; another writer has moved the object on.
+    let stale = api.expect(Method::PATCH, STATUS_PATH).await;
+    assert_eq!(
+        stale.body["metadata"]["resourceVersion"], "1",
+        "guarded: {}",
+        stale.body
+    );
+    assert!(stale.body["status"]["syncState"]["startedFor"].is_string());
+    stale.refuse(409, "Conflict");
+    api.stored.as_mut().unwrap()["metadata"]["resourceVersion"] = json!("7");
+
+    // Decided again on the fresh object: the run it started is found (AlreadyExists), and the
+    // status written against the fresh resourceVersion.
+    api.get().await;
+    api.expect(Method::GET, RUNS_PATH)
+        .await
+        .reply(http::StatusCode::OK, &no_runs);
+    api.expect(Method::POST, RUNS_PATH)
+        .await
+        .refuse(409, "AlreadyExists");
+    let patch = api.patch(STATUS_PATH).await;
+    assert_eq!(patch["metadata"]["resourceVersion"], "7");
+    flow.await
+        .expect("the reconcile ran")
+        .expect("it succeeded");
+    assert_eq!(chroma.standin.all_calls().len(), 0, "no Chroma call");
 }

@@ -13,8 +13,6 @@
 pub mod decide;
 mod drift;
 #[cfg(test)]
-mod fixtures;
-#[cfg(test)]
 mod flows;
 pub(crate) mod lookup;
 mod orphans;

@@ -47,6 +47,9 @@ use support::objects::{TOKEN_SECRET, github, namespace, sync_source, token_secre
 use support::operator::{BINARY, OperatorProcess};
 use support::settings::setting;
 
+/// The series of SyncSource reconciles (the benchmark's objects are SyncSources).
+const SOURCE_RECONCILES: &str = r#"chroma_sync_operator_reconciles_total{kind="SyncSource"}"#;
+
 const TOKEN: &str = "bench-token";
 const SA_USER: &str = "system:serviceaccount:chroma-sync-system:chroma-sync-operator";
 const NS: &str = "bench";
@@ -524,11 +527,7 @@ async fn main() -> anyhow::Result<()> {
     // Every object is new to a restarted operator: one reconcile each, which finds it Ready.
     let total = (n + 100) as u64;
     let reconciled = op
-        .wait_counter(
-            "chroma_sync_operator_reconciles_total",
-            total,
-            Duration::from_secs(600),
-        )
+        .wait_counter(SOURCE_RECONCILES, total, Duration::from_secs(600))
         .await;
     let looked = started.elapsed().as_secs_f64();
     let after_reconciled = op.rss_kib();
@@ -1127,7 +1126,7 @@ impl Operator {
     }
 
     async fn reconciles(&self) -> u64 {
-        self.counter("chroma_sync_operator_reconciles_total").await
+        self.counter(SOURCE_RECONCILES).await
     }
 
     fn kill(mut self) {

@@ -1,18 +1,18 @@
-//! Test fixtures for the reconcile flows: a mock apiserver that a test answers request by
+//! Test fixtures for every kind's reconcile flows: a mock apiserver that a test answers request by
 //! request (kube-rs's controller-rs pattern: `tower_test::mock::pair` behind a real
 //! `kube::Client`), and the Chroma stand-in on a loopback port with its published rules, fault
 //! injection and call counters.
 //!
-//! The mock holds one SyncSource and applies merge patches to it as the apiserver would, so a
-//! test asserts each request's method, path and body and the answer follows from them. Event
+//! The mock holds one object (a SyncSource unless the test says otherwise) and applies merge
+//! patches to it as the apiserver would, so a test asserts each request's method, path and body
+//! and the answer follows from them. Event
 //! writes are answered and recorded aside: they come from a background task, so their order
 //! relative to the flow's own writes is not the flow's to promise.
 
-use super::{Controller, Parts, Settings, Sources};
+use super::Context;
+use super::credentials::{Credentials, DefaultToken};
 use crate::chroma::{ChromaClient, ClientConfig, Token};
 use crate::crd::{SyncSource, SyncSourceSpec};
-use crate::kernel::driver::Driver;
-use crate::kernel::{Context, DefaultToken};
 use crate::metrics::Metrics;
 use crate::standin::{StandIn, Tokens};
 use http::{Method, Request, Response, StatusCode};
@@ -77,7 +77,7 @@ impl Call {
 
 impl ApiServer {
     /// A client whose every request comes to the returned `ApiServer`.
-    pub fn start(obj: &SyncSource) -> (kube::Client, Self) {
+    pub fn start(obj: &impl serde::Serialize) -> (kube::Client, Self) {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let (forward, requests) = mpsc::unbounded_channel();
         let events = Arc::new(Mutex::new(Vec::new()));
@@ -101,7 +101,7 @@ impl ApiServer {
             }
         });
         let client = kube::Client::new(service, "default");
-        let stored = Some(serde_json::to_value(obj).expect("a SyncSource"));
+        let stored = Some(serde_json::to_value(obj).expect("an object"));
         (
             client,
             Self {
@@ -178,9 +178,14 @@ impl ApiServer {
         patch
     }
 
-    /// Expects a read of the object and answers with it as stored (404 once deleted).
+    /// Expects a read of the SyncSource and answers with it as stored (404 once deleted).
     pub async fn get(&mut self) {
-        let call = self.expect(Method::GET, OBJECT_PATH).await;
+        self.get_at(OBJECT_PATH).await;
+    }
+
+    /// Expects a read of the object at `path` and answers with it as stored (404 once deleted).
+    pub async fn get_at(&mut self, path: &str) {
+        let call = self.expect(Method::GET, path).await;
         match &self.stored {
             Some(obj) => {
                 let obj = obj.clone();
@@ -290,29 +295,15 @@ pub fn client_for(base_url: &str, timeout: Duration) -> ChromaClient {
     ChromaClient::new(&config, Metrics::new()).expect("a Chroma client")
 }
 
-/// The SyncSource flows (and their driver) on the mock apiserver and `chroma`, with `token` as
-/// the default token.
-pub fn context(
-    client: kube::Client,
-    chroma: ChromaClient,
-    token: Option<&str>,
-) -> Arc<Driver<Sources>> {
+/// The kernel's context on the mock apiserver and `chroma`, with `token` as the default token
+/// and no watched caches.
+pub fn context(client: kube::Client, chroma: ChromaClient, token: Option<&str>) -> Arc<Context> {
     let default_token = DefaultToken {
         value: token.and_then(Token::new),
         file: None,
     };
-    let parts = Parts {
-        client,
-        chroma,
-        metrics: Metrics::new(),
-        default_token,
-        instance: None,
-        settings: Settings {
-            namespaces: vec![],
-            concurrency: 1,
-            drift_interval: std::time::Duration::ZERO,
-            secret_label_selector: None,
-        },
-    };
-    Driver::new(Sources::new(Controller::new(parts).context()))
+    let metrics = Metrics::new();
+    let credentials = Credentials::new(client.clone(), default_token, vec![], None);
+    let ctx = Context::new(client, chroma, metrics, credentials, "test", vec![]);
+    Arc::new(ctx)
 }
