@@ -35,6 +35,12 @@ use tracing::info;
 /// object's own: it allows for clock skew between the operator and the service.
 pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(300);
 
+/// How long the first lookup for an unrecorded create waits for others of its listing before
+/// their pass lists. After a restart the reconciles of the marked objects start within it, so
+/// they share one pass instead of a listing each; later lookups wait only for the pass that is
+/// listing (see [`crate::chroma::shared`]). A lone lookup pays only this wait.
+pub const LOOKUP_GATHER: Duration = Duration::from_millis(100);
+
 /// Conflicts a recording write, or the finalizer's release, meets before it gives up and leaves
 /// the outcome to the next reconcile.
 const CONFLICT_REWRITES: u32 = 10;

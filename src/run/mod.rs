@@ -16,10 +16,9 @@ pub use reason::Reason;
 
 use crate::chroma::shared::SharedListing;
 use crate::crd::run::{RUN_FINALIZER, SyncRun};
-use crate::kernel::create::Marked;
+use crate::kernel::create::{LOOKUP_GATHER, Marked};
 use crate::kernel::driver::{Driver, Outcome, Reconciler};
 use crate::kernel::{Context, cache, intent};
-use crate::source::LOOKUP_GATHER;
 use kube::Client;
 use kube::api::Api;
 use kube::runtime::controller::Controller;

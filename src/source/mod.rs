@@ -30,7 +30,7 @@ pub type Next = crate::kernel::Next<Reason>;
 use crate::chroma::ChromaClient;
 use crate::chroma::shared::SharedListing;
 use crate::crd::SyncSource;
-use crate::kernel::create::Marked;
+use crate::kernel::create::{LOOKUP_GATHER, Marked};
 use crate::kernel::credentials::{Credentials, DefaultToken};
 use crate::kernel::driver::{Driver, Outcome, Reconciler};
 use crate::kernel::readiness::Countdown;
@@ -64,12 +64,6 @@ const SECRET_FIELD_SELECTOR: &str =
 /// initial lists (`sendInitialEvents`) are not used: in one run of the apiserver-restart test
 /// their end-of-list bookmark never came, and the operator heard nothing more.
 const LIST_PAGE: u32 = 500;
-
-/// How long the first lookup for an unrecorded create waits for others of its listing before
-/// their pass lists. After a restart the reconciles of the marked objects start within it, so
-/// they share one pass instead of a listing each; later lookups wait only for the pass that is
-/// listing (see [`crate::chroma::shared`]). A lone lookup pays only this wait.
-pub(crate) const LOOKUP_GATHER: Duration = Duration::from_millis(100);
 
 /// Controller settings.
 #[derive(Clone, Debug)]
