@@ -9,8 +9,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// jemalloc's options, read once at start (`_RJEM_MALLOC_CONF` in the environment overrides).
 /// A background thread returns freed pages to the system while the operator is at rest;
 /// without it pages are returned only as a side effect of later allocations, which an operator
-/// at rest hardly makes: after a restart at 10,000 objects RSS stayed at 48 MiB, and with it
-/// fell to 35 MiB within 30 s (tests/bench/HISTORY.md).
+/// at rest hardly makes (the RSS after a restart, with and without: tests/bench/HISTORY.md).
 #[cfg(not(feature = "system-allocator"))]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 static MALLOC_CONF: &[u8; 23] = b"background_thread:true\0";
@@ -25,7 +24,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use kube::api::{Api, ListParams};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tracing::{error, info};
 
@@ -139,125 +138,48 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Probe { url, timeout }) = &cli.command {
-        return probe(url, *timeout).await;
+    match cli.command {
+        Some(Command::Probe { url, timeout }) => probe(&url, timeout).await,
+        Some(Command::Crd { name }) => print_crds(name.as_deref()),
+        None => operate(cli.run).await,
     }
-    if let Some(Command::Crd { name }) = cli.command {
-        let all = crd::all_crds_yaml();
-        let chosen: Vec<_> = all
-            .iter()
-            .filter(|(plural, _)| name.as_deref().is_none_or(|n| n == *plural))
-            .collect();
-        anyhow::ensure!(!chosen.is_empty(), "no CRD named {name:?}");
-        let docs: Vec<&str> = chosen.iter().map(|(_, yaml)| yaml.as_str()).collect();
-        print!("{}", docs.join("---\n"));
-        return Ok(());
-    }
-    let args = cli.run;
+}
+
+/// Runs the operator: both controllers under one leadership, until a signal.
+async fn operate(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
     chroma_sync_operator::chroma::install_crypto_provider();
-
-    check_base_url(&args.chroma_url, args.allow_insecure_http)?;
     let metrics = Metrics::new();
-    let extra_ca_pem = args.ca_file.as_ref().map(std::fs::read).transpose()?;
-    let chroma = ChromaClient::new(
-        &ClientConfig {
-            base_url: args.chroma_url.clone(),
-            timeout: args.chroma_timeout,
-            extra_ca_pem,
-        },
-        metrics.clone(),
-    )?;
-
+    let chroma = chroma_client(&args, &metrics)?;
     let identity = args
         .pod_name
         .clone()
         .unwrap_or_else(|| format!("chroma-sync-operator-{}", uuid::Uuid::new_v4().simple()));
     let client = kube_client(&identity).await?;
-    // Fail fast, with a clear message, when the CRD is missing. (In namespaced mode the
-    // operator may list only its own namespaces.)
-    let probe: Api<SyncSource> = match args.namespaces.first() {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    probe
-        .list(&ListParams::default().limit(1))
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot list SyncSources ({e}); is the CRD installed (kubectl apply -f crds/)?"
-            )
-        })?;
-
-    let default_token = DefaultToken {
-        value: args.default_token.and_then(Token::new),
-        file: args.default_token_file,
-    };
+    crds_installed(&client, &args.namespaces).await?;
     let controller = Controller::new(Parts {
         client: client.clone(),
         chroma,
         metrics: metrics.clone(),
-        default_token,
-        instance: args.pod_name,
+        default_token: DefaultToken {
+            value: args.default_token.clone().and_then(Token::new),
+            file: args.default_token_file.clone(),
+        },
+        instance: args.pod_name.clone(),
         settings: Settings {
             namespaces: args.namespaces.clone(),
             concurrency: args.concurrency,
             drift_interval: args.drift_interval,
-            secret_label_selector: args.secret_label_selector.filter(|s| !s.is_empty()),
+            secret_label_selector: args.secret_label_selector.clone().filter(|s| !s.is_empty()),
         },
     });
     let ctx = controller.context();
     // Ready once the caches have synced; a standby is ready too (it serves, and a rollout may go
     // on), until it becomes the leader and syncs its own caches.
     let ready = Arc::new(AtomicBool::new(false));
-
-    let listener = tokio::net::TcpListener::bind(&args.metrics_address).await?;
-    info!(address = %listener.local_addr()?, "serving /healthz, /readyz, /metrics");
-    let app = server::router(ready.clone(), metrics.clone());
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            error!(error = %e, "probe server failed");
-        }
-    });
-
-    let (release, released) = tokio::sync::oneshot::channel::<()>();
-    let leader_task = if args.leader_election {
-        let settings = leader::Settings::new(
-            args.leader_election_namespace,
-            args.leader_election_id,
-            identity,
-        );
-        let standby = ready.clone();
-        let on_standby = move || standby.store(true, std::sync::atomic::Ordering::SeqCst);
-        let mut leadership = tokio::select! {
-            held = leader::acquire(client.clone(), settings, on_standby) => held?,
-            _ = wait_for_signal() => {
-                info!("signal received while standing by; exiting");
-                return Ok(());
-            }
-        };
-        ready.store(false, std::sync::atomic::Ordering::SeqCst);
-        metrics.set_leader(true);
-        let leads = metrics.clone();
-        Some(tokio::spawn(async move {
-            let lost = tokio::select! {
-                _ = leadership.hold() => true,
-                _ = released => false,
-            };
-            leads.set_leader(false);
-            if lost {
-                // Another replica may lead already: stop at once. Crash safety covers any
-                // create this cuts short.
-                error!("leadership lost; exiting");
-                std::process::exit(1);
-            }
-            leadership.release().await;
-        }))
-    } else {
-        drop(released);
-        // No election: this replica runs the controllers.
-        metrics.set_leader(true);
-        None
+    serve_probes(&args.metrics_address, ready.clone(), metrics.clone()).await?;
+    let Some(leadership) = lead(&args, &client, identity, &ready, &metrics).await? else {
+        return Ok(()); // a signal came while standing by
     };
 
     let stopper = ctx.clone();
@@ -278,11 +200,133 @@ async fn main() -> anyhow::Result<()> {
     // Events of the last reconciles are still queued; give them a moment (within the pod's
     // grace period), then release the Lease.
     ctx.events.flush(Duration::from_secs(3)).await;
-    if let Some(task) = leader_task {
-        let _ = release.send(());
-        let _ = task.await;
-    }
+    leadership.release().await;
     Ok(())
+}
+
+/// Prints the CRDs (all, or the one whose plural is `name`).
+fn print_crds(name: Option<&str>) -> anyhow::Result<()> {
+    let all = crd::all_crds_yaml();
+    let chosen: Vec<&str> = all
+        .iter()
+        .filter(|(plural, _)| name.is_none_or(|n| n == *plural))
+        .map(|(_, yaml)| yaml.as_str())
+        .collect();
+    anyhow::ensure!(!chosen.is_empty(), "no CRD named {name:?}");
+    print!("{}", chosen.join("---\n"));
+    Ok(())
+}
+
+fn chroma_client(args: &RunArgs, metrics: &Metrics) -> anyhow::Result<ChromaClient> {
+    check_base_url(&args.chroma_url, args.allow_insecure_http)?;
+    let extra_ca_pem = args.ca_file.as_ref().map(std::fs::read).transpose()?;
+    let config = ClientConfig {
+        base_url: args.chroma_url.clone(),
+        timeout: args.chroma_timeout,
+        extra_ca_pem,
+    };
+    Ok(ChromaClient::new(&config, metrics.clone())?)
+}
+
+/// Fails fast, with a clear message, when the CRD is missing. (In namespaced mode the operator
+/// may list only its own namespaces.)
+async fn crds_installed(client: &kube::Client, namespaces: &[String]) -> anyhow::Result<()> {
+    let sources: Api<SyncSource> = match namespaces.first() {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    match sources.list(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(e) => anyhow::bail!(
+            "cannot list SyncSources ({e}); is the CRD installed (kubectl apply -f crds/)?"
+        ),
+    }
+}
+
+/// Serves /healthz, /readyz and /metrics in the background.
+async fn serve_probes(
+    address: &str,
+    ready: Arc<AtomicBool>,
+    metrics: Metrics,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    info!(address = %listener.local_addr()?, "serving /healthz, /readyz, /metrics");
+    let app = server::router(ready, metrics);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            error!(error = %e, "probe server failed");
+        }
+    });
+    Ok(())
+}
+
+/// This replica's right to run the controllers: held in a task until released, or lost (then
+/// the process exits at once).
+struct Leadership {
+    held: Option<(
+        tokio::task::JoinHandle<()>,
+        tokio::sync::oneshot::Sender<()>,
+    )>,
+}
+
+impl Leadership {
+    /// Hands the Lease back, so that a standby takes over at once.
+    async fn release(self) {
+        if let Some((task, release)) = self.held {
+            let _ = release.send(());
+            let _ = task.await;
+        }
+    }
+}
+
+/// With leader election, waits (a ready standby) until this replica leads; `None` when a signal
+/// comes first. Without, this replica leads.
+async fn lead(
+    args: &RunArgs,
+    client: &kube::Client,
+    identity: String,
+    ready: &Arc<AtomicBool>,
+    metrics: &Metrics,
+) -> anyhow::Result<Option<Leadership>> {
+    if !args.leader_election {
+        metrics.set_leader(true);
+        return Ok(Some(Leadership { held: None }));
+    }
+    let settings = leader::Settings::new(
+        args.leader_election_namespace.clone(),
+        args.leader_election_id.clone(),
+        identity,
+    );
+    let standby = ready.clone();
+    let on_standby = move || standby.store(true, Ordering::SeqCst);
+    let mut lease = tokio::select! {
+        held = leader::acquire(client.clone(), settings, on_standby) => held?,
+        _ = wait_for_signal() => {
+            info!("signal received while standing by; exiting");
+            return Ok(None);
+        }
+    };
+    ready.store(false, Ordering::SeqCst);
+    metrics.set_leader(true);
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let leads = metrics.clone();
+    let task = tokio::spawn(async move {
+        let lost = tokio::select! {
+            _ = lease.hold() => true,
+            _ = released => false,
+        };
+        leads.set_leader(false);
+        if lost {
+            // Another replica may lead already: stop at once. Crash safety covers any create
+            // this cuts short.
+            error!("leadership lost; exiting");
+            std::process::exit(1);
+        }
+        lease.release().await;
+    });
+    Ok(Some(Leadership {
+        held: Some((task, release)),
+    }))
 }
 
 async fn probe(url: &str, timeout: Duration) -> anyhow::Result<()> {

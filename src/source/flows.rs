@@ -4,8 +4,9 @@
 //! real control plane; these pin their exact writes and calls, in milliseconds.
 
 use super::payload;
+use super::reconcile::{self, Namesake};
 use super::status::{self, Recorded, State};
-use super::{Next, Reason, Sources, reconcile};
+use super::{Next, Reason, Sources};
 use crate::crd::{CREATE_PENDING_ANNOTATION, DeletionPolicy, FINALIZER, SyncSource};
 use crate::kernel::driver::{self, Driver};
 use crate::kernel::fixtures::{
@@ -986,7 +987,7 @@ async fn an_object_let_go_has_its_recorded_source_deleted() {
     let (client, mut api) = ApiServer::start(&obj);
     let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
 
-    reconcile::orphaned(&ctx, &obj, false).await;
+    reconcile::orphaned(&ctx, &obj, Namesake::None).await;
     assert!(chroma.standin.sources(DATABASE).is_empty());
     assert_eq!(
         chroma.standin.all_calls(),
@@ -1003,7 +1004,7 @@ async fn an_object_let_go_with_an_unrecorded_create_has_that_source_found_and_de
     let (client, mut api) = ApiServer::start(&obj);
     let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
 
-    reconcile::orphaned(&ctx, &obj, false).await;
+    reconcile::orphaned(&ctx, &obj, Namesake::None).await;
     assert!(chroma.standin.sources(DATABASE).is_empty());
     let calls = [("delete_source".into(), 1), ("list_sources".into(), 1)];
     assert_eq!(chroma.standin.all_calls(), calls.into());
@@ -1018,7 +1019,7 @@ async fn an_unrecorded_create_is_left_when_a_live_object_declares_the_same_sourc
     let (client, mut api) = ApiServer::start(&obj);
     let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
 
-    reconcile::orphaned(&ctx, &obj, true).await;
+    reconcile::orphaned(&ctx, &obj, Namesake::Declared).await;
     assert!(
         chroma.standin.all_calls().is_empty(),
         "no lookup, no delete"
@@ -1037,8 +1038,8 @@ async fn an_object_let_go_with_retain_or_without_a_create_costs_no_call() {
     let (client, mut api) = ApiServer::start(&retained);
     let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
 
-    reconcile::orphaned(&ctx, &retained, false).await;
-    reconcile::orphaned(&ctx, &never_created, false).await;
+    reconcile::orphaned(&ctx, &retained, Namesake::None).await;
+    reconcile::orphaned(&ctx, &never_created, Namesake::None).await;
     assert!(chroma.standin.all_calls().is_empty());
     assert_eq!(chroma.standin.sources(DATABASE).len(), 1);
     api.assert_idle();

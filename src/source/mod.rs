@@ -57,12 +57,11 @@ use tracing::info;
 const SECRET_FIELD_SELECTOR: &str =
     "type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token";
 
-/// Objects per page of an initial list (kube's default). Each page costs the apiserver time
-/// that grows with the objects listed: at 100,000 SyncSources pages of 100 took 37-40 s to list
-/// after a restart, pages of 500 16-19 s, for 3-4% more RSS after it (a page is held whole,
-/// managedFields and all, while its objects enter the cache; tests/bench/HISTORY.md). Streamed
-/// initial lists (`sendInitialEvents`) are not used: in one run of the apiserver-restart test
-/// their end-of-list bookmark never came, and the operator heard nothing more.
+/// Objects per page of an initial list (kube's default). Each page costs the apiserver time that
+/// grows with the objects listed, so at scale the page count, not the page size, sets a
+/// restart's time (figures in tests/bench/HISTORY.md). Streamed initial lists
+/// (`sendInitialEvents`) are not used: in one run of the apiserver-restart test their
+/// end-of-list bookmark never came, and the operator heard nothing more.
 const LIST_PAGE: u32 = 500;
 
 /// Controller settings.

@@ -2,7 +2,8 @@
 //! stream, before the cache forgets their last known state, and handed to
 //! [`reconcile::orphaned`](super::reconcile::orphaned).
 
-use super::{Sources, reconcile};
+use super::Sources;
+use super::reconcile::{self, Namesake};
 use crate::crd::SyncSource;
 use crate::kernel::driver::Driver;
 use kube::ResourceExt;
@@ -82,17 +83,23 @@ impl Orphans {
 
     /// Whether another live object declares the same source (database and natural key), so a
     /// lookup by that key could find its source rather than the vanished object's.
-    fn namesake_of(&self, gone: &SyncSource) -> bool {
+    fn namesake_of(&self, gone: &SyncSource) -> Namesake {
         let key = |o: &SyncSource| {
             let p = super::payload::build(&o.spec).ok()?;
             Some((super::payload::NaturalKey::of_payload(&p), p.database_name))
         };
         let Some(wanted) = key(gone) else {
-            return false;
+            return Namesake::None;
         };
-        self.store
+        let declared = self
+            .store
             .state()
             .iter()
-            .any(|o| o.uid() != gone.uid() && key(o).as_ref() == Some(&wanted))
+            .any(|o| o.uid() != gone.uid() && key(o).as_ref() == Some(&wanted));
+        if declared {
+            Namesake::Declared
+        } else {
+            Namesake::None
+        }
     }
 }

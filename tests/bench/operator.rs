@@ -169,520 +169,656 @@ fn heap_per_cached_object() -> usize {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     chroma_sync_operator::chroma::install_crypto_provider();
-    let n = setting("BENCH_N", 1000) as usize;
-    let rest = Duration::from_secs(setting("BENCH_REST_SECS", 120));
-    let concurrency = setting("BENCH_CONCURRENCY", 16) as usize;
-    let drift = Duration::from_secs(setting("BENCH_DRIFT_SECS", 30));
-    let layout = Layout::new(setting("BENCH_NAMESPACES", 1) as usize);
-    let unrelated = setting("BENCH_UNRELATED", 0) as usize;
-    let kubeconfig = kubeconfig_path();
-    let audit = AuditLog::of(&kubeconfig);
-    let admin = client_for(&kubeconfig).await;
-    let mut report = Report {
-        rows: Vec::new(),
-        json: BTreeMap::new(),
-    };
-    println!(
-        "chroma-sync-operator benchmark: N = {n} in {} namespace(s), {unrelated} unrelated Secrets and ConfigMaps each, concurrency {concurrency}, {} cores",
-        layout.namespaces.len(),
-        num_cpus()
-    );
+    let mut bench = Bench::set_up().await?;
+    bench.heap();
+    let floors = bench.floors().await?;
+    let idle = bench.idle_memory().await?;
+    let (op, tracker) = bench.catch_up(&floors).await?;
+    bench.responsiveness(&tracker).await?;
+    bench.runs().await?;
+    bench.at_rest(&op).await;
+    let op = bench.restart(op).await?;
+    let op = bench.drift_check(op).await?;
+    bench.delete_all(op).await?;
+    bench.among_secrets(idle).await?;
+    bench.write()
+}
 
-    let heap = heap_per_cached_object();
-    report.add(
-        "heap_per_cached_object",
-        "heap per cached SyncSource (bytes; a Ready GitHub source, as the cache holds it)",
-        json!(heap),
-        format!("{heap}"),
-    );
+/// What every phase shares: the settings, the clients, the stand-in and the report.
+struct Bench {
+    n: usize,
+    rest: Duration,
+    concurrency: usize,
+    drift: Duration,
+    layout: Layout,
+    unrelated: usize,
+    audit: AuditLog,
+    admin: Client,
+    sa: Client,
+    sa_kubeconfig: std::path::PathBuf,
+    standin: StandIn,
+    chroma_url: String,
+    report: Report,
+}
 
-    setup(&admin, &layout).await?;
-    if unrelated > 0 {
-        create_unrelated(&admin, unrelated).await?;
-    }
-    let sa_kubeconfig = kubeconfig.with_file_name("bench-operator.kubeconfig");
-    service_account_kubeconfig("chroma-sync-system", "chroma-sync-operator", &sa_kubeconfig)
-        .map_err(anyhow::Error::msg)?;
-    let sa = client_for(&sa_kubeconfig).await;
-    let (standin, chroma_url) = support::standin::start(TOKEN, &[]).await;
+/// The two floors a catch-up is compared with.
+struct Floors {
+    null_rate: f64,
+    fair_rate: f64,
+    floor_cost: Cost,
+    fair_cost: Cost,
+}
 
-    // The operator as every phase starts it; `drift` is its --drift-interval (zero: off).
-    let start_operator =
-        |drift| Operator::start(&layout, &sa_kubeconfig, &chroma_url, concurrency, drift);
-    create_objects(&admin, WARMUP_NS, n.min(500), 0).await?;
-    null_operator(&sa, WARMUP_NS, concurrency).await?;
-
-    // 1. The floor: a null operator making the same two writes per object, as the same identity.
-    create_objects(&admin, NULL_NS, n, 0).await?;
-    let mark = Snapshot::take(&audit, &standin);
-    let started = Instant::now();
-    null_operator(&sa, NULL_NS, concurrency).await?;
-    let null_secs = started.elapsed().as_secs_f64();
-    let floor_cost = mark.diff(&audit, &standin);
-    let null_rate = n as f64 / null_secs;
-    report.add(
-        "null_rate",
-        "floor: null operator, 2 writes/object (objects/s)",
-        json!(null_rate),
-        format!("{null_rate:.0}/s ({null_secs:.1} s)"),
-    );
-
-    // 1b. The fair floor: the same writes while a watch of SyncSources (and of Secrets'
-    // metadata) is open, as the operator keeps them: the apiserver serves those watch events
-    // too, so this is what a zero-cost operator could reach.
-    create_objects(&admin, WATCHED_NULL_NS, n, 0).await?;
-    let watches = WatchesOnly::start(&sa, layout.watch_flag().map(|_| WATCHED_NULL_NS)).await;
-    let mark = Snapshot::take(&audit, &standin);
-    let started = Instant::now();
-    null_operator(&sa, WATCHED_NULL_NS, concurrency).await?;
-    let fair_secs = started.elapsed().as_secs_f64();
-    let seen = watches.stop().await;
-    let fair_cost = mark.diff(&audit, &standin);
-    let fair_rate = n as f64 / fair_secs;
-    report.add(
-        "fair_rate",
-        "fair floor: null operator with the watches open (objects/s; events seen)",
-        json!({"rate": fair_rate, "events": seen}),
-        format!("{fair_rate:.0}/s ({fair_secs:.1} s; {seen} watch events)"),
-    );
-
-    // Spread, the operator watches every namespace: the floors' objects go first (their null
-    // finalizers with them), or it would take them for its own.
-    if layout.spread() {
-        for ns in [WARMUP_NS, NULL_NS, WATCHED_NULL_NS] {
-            clear(&admin, ns).await?;
+impl Bench {
+    /// Reads the settings, makes the namespaces, the operator's identity and the stand-in.
+    async fn set_up() -> anyhow::Result<Self> {
+        let n = setting("BENCH_N", 1000) as usize;
+        let concurrency = setting("BENCH_CONCURRENCY", 16) as usize;
+        let layout = Layout::new(setting("BENCH_NAMESPACES", 1) as usize);
+        let unrelated = setting("BENCH_UNRELATED", 0) as usize;
+        let kubeconfig = kubeconfig_path();
+        let admin = client_for(&kubeconfig).await;
+        println!(
+            "chroma-sync-operator benchmark: N = {n} in {} namespace(s), {unrelated} unrelated Secrets and ConfigMaps each, concurrency {concurrency}, {} cores",
+            layout.namespaces.len(),
+            num_cpus()
+        );
+        setup(&admin, &layout).await?;
+        if unrelated > 0 {
+            create_unrelated(&admin, unrelated).await?;
         }
-    }
-
-    // 6a. Memory at idle.
-    let op = start_operator(Duration::ZERO)?;
-    op.wait_ready().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let idle = op.rss_kib();
-    report.add(
-        "rss_idle_kib",
-        "RSS at idle, N = 0 (MiB)",
-        json!(idle),
-        mib(idle),
-    );
-    op.terminate().await;
-
-    // 2. Catch-up: N objects created while the operator is stopped.
-    let tracker = ReadyTracker::start(admin.clone(), &layout);
-    create_spread(&admin, &layout, n, 0).await?;
-    let mark = Snapshot::take(&audit, &standin);
-    let op = start_operator(Duration::ZERO)?;
-    let started = Instant::now();
-    let mut peak = 0;
-    while tracker.ready_count() < n {
-        peak = peak.max(op.rss_kib());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(
-            started.elapsed() < Duration::from_secs(600.max(n as u64 / 20)),
-            "catch-up did not finish"
-        );
-    }
-    let catchup = started.elapsed().as_secs_f64();
-    let cpu = op.cpu_secs();
-    let rate = n as f64 / catchup;
-    report.add(
-        "catchup_secs",
-        "catch-up: start -> all Ready (s)",
-        json!(catchup),
-        format!("{catchup:.1} s"),
-    );
-    report.add(
-        "catchup_rate",
-        "catch-up rate (objects/s; ratio to floor / to fair floor)",
-        json!({"rate": rate, "to_floor": rate / null_rate, "to_fair_floor": rate / fair_rate}),
-        format!(
-            "{rate:.0}/s ({:.2} x floor, {:.2} x fair floor)",
-            rate / null_rate,
-            rate / fair_rate
-        ),
-    );
-    let cores = num_cpus() as f64;
-    report.add(
-        "catchup_operator_cpu_secs",
-        "catch-up: operator CPU (s; share of the machine)",
-        json!(cpu),
-        format!(
-            "{cpu:.1} s ({:.0}% of {cores} cores; {:.2} ms per object)",
-            100.0 * cpu / (catchup * cores),
-            1000.0 * cpu / n as f64
-        ),
-    );
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let cost = mark.diff(&audit, &standin);
-    let reconciles = op.reconciles().await;
-    // The per-object condition gauge at N objects: one scrape's series, size and time, and RSS
-    // after it (the series are built from the cache at each scrape, and not kept).
-    let before_scrape = op.rss_kib();
-    let scraped = Instant::now();
-    let text = op.scrape().await;
-    let scrape_ms = scraped.elapsed().as_secs_f64() * 1000.0;
-    let series = text
-        .lines()
-        .filter(|l| l.starts_with("chroma_sync_operator_condition{"))
-        .count();
-    let after_scrape = op.rss_kib();
-    report.add(
-        "condition_gauge",
-        "/metrics at N: condition series / bytes / scrape ms / RSS before -> after (MiB)",
-        json!({"series": series, "bytes": text.len(), "ms": scrape_ms, "rss_before_kib": before_scrape, "rss_after_kib": after_scrape}),
-        format!(
-            "{series} / {} / {scrape_ms:.0} / {} -> {}",
-            text.len(),
-            mib(before_scrape),
-            mib(after_scrape)
-        ),
-    );
-    // Where a catch-up's time goes: the apiserver's own time per SyncSource write (its audit
-    // timestamps) and how many of the 16 slots were waiting on a write, on average.
-    let timing = |c: &Cost| json!({"mean_ms": c.write_ms(), "in_flight": c.writes_in_flight()});
-    report.add(
-        "apiserver_write_time",
-        "apiserver time per write: floor / fair floor / catch-up (mean ms; writes in flight)",
-        json!({"floor": timing(&floor_cost), "fair_floor": timing(&fair_cost), "catchup": timing(&cost)}),
-        format!(
-            "{:.1} / {:.1} / {:.1} ms ({:.1} / {:.1} / {:.1} of {concurrency})",
-            floor_cost.write_ms(),
-            fair_cost.write_ms(),
-            cost.write_ms(),
-            floor_cost.writes_in_flight(),
-            fair_cost.writes_in_flight(),
-            cost.writes_in_flight()
-        ),
-    );
-    report.add("writes_per_object", "API writes per object: syncsource / status / events", json!({"syncsource": per(cost.patches, n), "status": per(cost.status_patches, n), "events": per(cost.event_writes, n)}),
-        format!("{:.2} / {:.2} / {:.2}", per(cost.patches, n), per(cost.status_patches, n), per(cost.event_writes, n)));
-    report.add(
-        "gets_per_object",
-        "API GETs per object (syncsources, secrets)",
-        json!(per(cost.gets, n)),
-        format!("{:.2}", per(cost.gets, n)),
-    );
-    report.add(
-        "chroma_per_object",
-        "Chroma calls per object (all endpoints)",
-        json!(cost.chroma.clone()),
-        format!(
-            "{:.2} {:?}",
-            per(cost.chroma.values().sum(), n),
-            cost.chroma
-        ),
-    );
-    report.add(
-        "reconciles_per_object",
-        "reconciles per object",
-        json!(per(reconciles, n)),
-        format!("{:.2}", per(reconciles, n)),
-    );
-    let at_n = op.rss_kib();
-    report.add(
-        "rss_at_n_kib",
-        "RSS at N, steady (MiB)",
-        json!(at_n),
-        mib(at_n),
-    );
-    report.add(
-        "rss_peak_kib",
-        "RSS peak during catch-up (MiB; ratio to steady)",
-        json!(peak),
-        format!("{} ({:.2} x)", mib(peak), peak as f64 / at_n as f64),
-    );
-
-    // 3. Responsiveness with N present: new objects at 10/s for 10 s.
-    let mut latencies = Vec::new();
-    let mut created_at = HashMap::new();
-    for i in 0..100 {
-        let (ns, name) = (layout.ns(n + i), format!("late-{i:03}"));
-        create_one(&admin, ns, &name, n + i).await?;
-        created_at.insert(format!("{ns}/{name}"), Instant::now());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    while tracker.ready_count() < n + 100 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    for (name, at) in &created_at {
-        latencies.push(
-            tracker
-                .ready_at(name)
-                .unwrap()
-                .saturating_duration_since(*at)
-                .as_secs_f64()
-                * 1000.0,
-        );
-    }
-    latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1)];
-    report.add(
-        "ready_latency_ms",
-        "create -> Ready with N present: p50 / p99 / max (ms)",
-        json!({"p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0)}),
-        format!("{:.0} / {:.0} / {:.0}", pct(0.5), pct(0.99), pct(1.0)),
-    );
-
-    // 4. Sync runs: BENCH_RUNS runs of 8 s at once, one on each of as many Ready sources, and
-    // what following them to Complete costs.
-    let runs_n = (setting("BENCH_RUNS", 100) as usize).min(n);
-    let run_secs = 8.0;
-    standin.set_run_plan(RunPlan {
-        pending_ms: 1_000,
-        processing_ms: 7_000,
-        fail_with: None,
-    });
-    let mark = Snapshot::take(&audit, &standin);
-    let started = Instant::now();
-    stream::iter(0..runs_n)
-        .map(|i| {
-            let runs: Api<SyncRun> = Api::namespaced(admin.clone(), layout.ns(i));
-            async move {
-                let run: SyncRun = serde_json::from_value(json!({
-                    "apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncRun",
-                    "metadata": {"name": format!("run-{i:05}")},
-                    "spec": {"sourceRef": {"name": format!("s{i:05}")},
-                             "targetCollectionName": format!("bench-{i}"),
-                             "ref": {"branch": "main"}},
-                }))
-                .expect("a SyncRun");
-                runs.create(&PostParams::default(), &run).await.map(|_| ())
-            }
+        let sa_kubeconfig = kubeconfig.with_file_name("bench-operator.kubeconfig");
+        service_account_kubeconfig("chroma-sync-system", "chroma-sync-operator", &sa_kubeconfig)
+            .map_err(anyhow::Error::msg)?;
+        let sa = client_for(&sa_kubeconfig).await;
+        let (standin, chroma_url) = support::standin::start(TOKEN, &[]).await;
+        Ok(Self {
+            n,
+            rest: Duration::from_secs(setting("BENCH_REST_SECS", 120)),
+            concurrency,
+            drift: Duration::from_secs(setting("BENCH_DRIFT_SECS", 30)),
+            layout,
+            unrelated,
+            audit: AuditLog::of(&kubeconfig),
+            admin,
+            sa,
+            sa_kubeconfig,
+            standin,
+            chroma_url,
+            report: Report {
+                rows: Vec::new(),
+                json: BTreeMap::new(),
+            },
         })
-        .buffer_unordered(32)
-        .try_collect::<Vec<_>>()
-        .await?;
-    loop {
-        let complete = Api::<SyncRun>::all(admin.clone())
-            .list(&ListParams::default())
-            .await?
-            .items
-            .iter()
-            .filter(|r| r.status.as_ref().and_then(|s| s.phase) == Some(RunPhase::Complete))
-            .count();
-        if complete == runs_n {
-            break;
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(300),
-            "{complete} of {runs_n} runs complete after 300 s"
+    }
+
+    /// The operator as every phase starts it; `drift` is its --drift-interval (zero: off).
+    fn start_operator(&self, drift: Duration) -> anyhow::Result<Operator> {
+        Operator::start(
+            &self.layout,
+            &self.sa_kubeconfig,
+            &self.chroma_url,
+            self.concurrency,
+            drift,
+        )
+    }
+
+    fn mark(&self) -> Snapshot {
+        Snapshot::take(&self.audit, &self.standin)
+    }
+
+    fn cost_since(&self, mark: Snapshot) -> Cost {
+        mark.diff(&self.audit, &self.standin)
+    }
+
+    fn heap(&mut self) {
+        let heap = heap_per_cached_object();
+        self.report.add(
+            "heap_per_cached_object",
+            "heap per cached SyncSource (bytes; a Ready GitHub source, as the cache holds it)",
+            json!(heap),
+            format!("{heap}"),
         );
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let all_complete = started.elapsed().as_secs_f64();
-    let run_cost = mark.diff(&audit, &standin);
-    let calls = |endpoint: &str| run_cost.chroma.get(endpoint).copied().unwrap_or(0);
-    let bound = (run_secs / POLL_FIRST.as_secs_f64()).log2() + 2.0;
-    report.add(
-        "runs",
-        &format!("{runs_n} runs of {run_secs:.0} s at once: all Complete after (s)"),
-        json!({"runs": runs_n, "secs": all_complete}),
-        format!("{all_complete:.1} s"),
-    );
-    report.add(
-        "run_cost",
-        "per run: POST / looks (bound) / lists / run writes / source GETs",
-        json!({"create_invocation": per(calls("create_invocation"), runs_n),
-               "get_invocation": per(calls("get_invocation"), runs_n),
-               "poll_bound": bound,
-               "list_invocations": per(calls("list_invocations"), runs_n),
-               "run_writes": per(run_cost.run_writes, runs_n),
-               "gets": per(run_cost.gets, runs_n)}),
-        format!(
-            "{:.2} / {:.2} ({bound:.1}) / {:.2} / {:.2} / {:.2}",
-            per(calls("create_invocation"), runs_n),
-            per(calls("get_invocation"), runs_n),
-            per(calls("list_invocations"), runs_n),
-            per(run_cost.run_writes, runs_n),
-            per(run_cost.gets, runs_n)
-        ),
-    );
 
-    // 5. At rest (the finished runs included).
-    let mark = Snapshot::take(&audit, &standin);
-    let reconciles_before = op.reconciles().await;
-    tokio::time::sleep(rest).await;
-    let idle_cost = mark.diff(&audit, &standin);
-    let idle_reconciles = op.reconciles().await - reconciles_before;
-    report.add("at_rest", &format!("at rest for {} s: writes / Chroma calls / reconciles", rest.as_secs()),
-        json!({"writes": idle_cost.writes(), "chroma": idle_cost.chroma.values().sum::<u64>(), "reconciles": idle_reconciles, "lease_renewals": idle_cost.lease_writes}),
-        format!("{} / {} / {} (+{} Lease renewals)", idle_cost.writes(), idle_cost.chroma.values().sum::<u64>(), idle_reconciles, idle_cost.lease_writes));
-    // What the operator keeps once freed pages have gone back to the system (jemalloc's
-    // background thread returns them at rest).
-    let at_rest = op.rss_kib();
-    report.add(
-        "rss_at_rest_kib",
-        &format!("RSS at N after {} s at rest (MiB)", rest.as_secs()),
-        json!(at_rest),
-        mib(at_rest),
-    );
+    /// The floor: a null operator making the same two writes per object, as the same identity;
+    /// and the fair floor: the same writes while a watch of SyncSources (and of Secrets'
+    /// metadata) is open, as the operator keeps them: the apiserver serves those watch events
+    /// too, so this is what a zero-cost operator could reach.
+    async fn floors(&mut self) -> anyhow::Result<Floors> {
+        let (n, concurrency) = (self.n, self.concurrency);
+        let (admin, sa) = (self.admin.clone(), self.sa.clone());
+        create_objects(&admin, WARMUP_NS, n.min(500), 0).await?;
+        null_operator(&sa, WARMUP_NS, concurrency).await?;
 
-    // 7. Restart: kill -9 at rest.
-    op.kill();
-    let mark = Snapshot::take(&audit, &standin);
-    let op = start_operator(Duration::ZERO)?;
-    let started = Instant::now();
-    op.wait_ready().await;
-    let seen = started.elapsed().as_secs_f64();
-    // Every object is new to a restarted operator: one reconcile each, which finds it Ready.
-    let total = (n + 100) as u64;
-    let reconciled = op
-        .wait_counter(SOURCE_RECONCILES, total, Duration::from_secs(600))
-        .await;
-    let looked = started.elapsed().as_secs_f64();
-    let after_reconciled = op.rss_kib();
-    tokio::time::sleep(rest).await;
-    let restart_cost = mark.diff(&audit, &standin);
-    let after_restart = op.rss_kib();
-    report.add("restart", "restart after kill -9: all seen / all reconciled (s) / writes / Chroma calls",
-        json!({"secs": seen, "reconciled_secs": looked, "reconciles": reconciled, "writes": restart_cost.writes(), "chroma": restart_cost.chroma.values().sum::<u64>()}),
-        format!("{seen:.1} / {looked:.1} s / {} / {}", restart_cost.writes(), restart_cost.chroma.values().sum::<u64>()));
-    report.add(
-        "rss_restart_kib",
-        &format!(
-            "RSS after the restart: all reconciled / then {} s at rest (MiB)",
-            rest.as_secs()
-        ),
-        json!({"reconciled": after_reconciled, "at_rest": after_restart}),
-        format!("{} / {}", mib(after_reconciled), mib(after_restart)),
-    );
+        create_objects(&admin, NULL_NS, n, 0).await?;
+        let mark = self.mark();
+        let started = Instant::now();
+        null_operator(&sa, NULL_NS, concurrency).await?;
+        let null_secs = started.elapsed().as_secs_f64();
+        let floor_cost = self.cost_since(mark);
+        let null_rate = n as f64 / null_secs;
+        self.report.add(
+            "null_rate",
+            "floor: null operator, 2 writes/object (objects/s)",
+            json!(null_rate),
+            format!("{null_rate:.0}/s ({null_secs:.1} s)"),
+        );
 
-    // 7b. The drift check at rest: the operator restarted with a short interval; the window
-    // runs from the end of one check to the end of the second check after it, so it holds
-    // exactly two whole checks (the next starts an interval later).
-    op.kill();
-    let op = start_operator(drift)?;
-    op.wait_ready().await;
-    let checked = "chroma_sync_operator_drift_checks_total{result=\"ok\"}";
-    let first = op.wait_counter(checked, 1, drift * 3).await;
-    let mark = Snapshot::take(&audit, &standin);
-    let last = op.wait_counter(checked, first + 2, drift * 4).await;
-    let drift_cost = mark.diff(&audit, &standin);
-    let checks = last - first;
-    let chroma = |endpoint: &str| drift_cost.chroma.get(endpoint).copied().unwrap_or(0);
-    let lists = chroma("list_sources");
-    let others = drift_cost.chroma.values().sum::<u64>() - lists;
-    let per_check = if checks == 0 {
-        f64::NAN
-    } else {
-        lists as f64 / checks as f64
-    };
-    report.add(
-        "drift",
-        &format!("drift check every {} s, {} objects in 1 database: list calls per check / checks / other Chroma calls / writes", drift.as_secs(), n + 100),
-        json!({"interval_secs": drift.as_secs(), "objects": n + 100, "lists_per_check": per_check, "checks": checks, "other_chroma": others, "writes": drift_cost.writes()}),
-        format!("{per_check:.0} / {checks} / {others} / {}", drift_cost.writes()),
-    );
+        create_objects(&admin, WATCHED_NULL_NS, n, 0).await?;
+        let watches =
+            WatchesOnly::start(&sa, self.layout.watch_flag().map(|_| WATCHED_NULL_NS)).await;
+        let mark = self.mark();
+        let started = Instant::now();
+        null_operator(&sa, WATCHED_NULL_NS, concurrency).await?;
+        let fair_secs = started.elapsed().as_secs_f64();
+        let seen = watches.stop().await;
+        let fair_cost = self.cost_since(mark);
+        let fair_rate = n as f64 / fair_secs;
+        self.report.add(
+            "fair_rate",
+            "fair floor: null operator with the watches open (objects/s; events seen)",
+            json!({"rate": fair_rate, "events": seen}),
+            format!("{fair_rate:.0}/s ({fair_secs:.1} s; {seen} watch events)"),
+        );
 
-    // 8. Deletion of everything.
-    let total = n + 100;
-    let mark = Snapshot::take(&audit, &standin);
-    let names: Vec<(String, String)> = all_metadata(&Api::<SyncSource>::all(admin.clone()))
-        .await?
-        .into_iter()
-        .filter(|o| layout.holds(&o.namespace().unwrap_or_default()))
-        .map(|o| (o.namespace().unwrap_or_default(), o.name_any()))
-        .collect();
-    let started = Instant::now();
-    // As people delete: one object at a time, 32 at once (a 10k deletecollection outlives the
-    // client's connection).
-    stream::iter(names)
-        .map(|(ns, name)| {
-            let api: Api<SyncSource> = Api::namespaced(admin.clone(), &ns);
-            async move {
-                api.delete(&name, &DeleteParams::default())
-                    .await
-                    .map(|_| ())
+        // Spread, the operator watches every namespace: the floors' objects go first (their
+        // null finalizers with them), or it would take them for its own.
+        if self.layout.spread() {
+            for ns in [WARMUP_NS, NULL_NS, WATCHED_NULL_NS] {
+                clear(&admin, ns).await?;
             }
-        })
-        .buffer_unordered(32)
-        .try_collect::<Vec<_>>()
-        .await?;
-    let api: Api<SyncSource> = Api::all(admin.clone());
-    loop {
-        let left = all_metadata(&api)
-            .await?
-            .iter()
-            .filter(|o| layout.holds(&o.namespace().unwrap_or_default()))
-            .count();
-        if left == 0 {
-            break;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok(Floors {
+            null_rate,
+            fair_rate,
+            floor_cost,
+            fair_cost,
+        })
     }
-    let deletion = started.elapsed().as_secs_f64();
-    let del_cost = mark.diff(&audit, &standin);
-    report.add("delete", "delete all: time (s) / operator writes per object / Chroma DELETEs per object",
-        json!({"secs": deletion, "writes_per_object": per(del_cost.patches, total), "chroma_deletes_per_object": per(*del_cost.chroma.get("delete_source").unwrap_or(&0), total)}),
-        format!("{deletion:.1} s / {:.2} / {:.2}", per(del_cost.patches, total), per(*del_cost.chroma.get("delete_source").unwrap_or(&0), total)));
-    op.terminate().await;
 
-    // 9. Memory with many Secrets that are not the operator's: N unrelated 8 KiB Secrets in the
-    // watched namespace, the operator started idle among them.
-    let secrets_n = setting("BENCH_SECRETS", 10_000) as usize;
-    if secrets_n > 0 {
-        create_unrelated_secrets(&admin, layout.ns(0), secrets_n).await?;
-        let op = start_operator(Duration::ZERO)?;
+    /// Memory at idle, N = 0.
+    async fn idle_memory(&mut self) -> anyhow::Result<u64> {
+        let op = self.start_operator(Duration::ZERO)?;
         op.wait_ready().await;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let with_secrets = op.rss_kib();
-        report.add(
-            "rss_secrets_kib",
-            &format!(
-                "RSS at idle among {secrets_n} unrelated 8 KiB Secrets (MiB; idle without: {})",
-                mib(idle)
-            ),
-            json!({"secrets": secrets_n, "rss_kib": with_secrets, "idle_kib": idle}),
-            mib(with_secrets),
+        let idle = op.rss_kib();
+        self.report.add(
+            "rss_idle_kib",
+            "RSS at idle, N = 0 (MiB)",
+            json!(idle),
+            mib(idle),
         );
         op.terminate().await;
-        // BENCH_SECRETS_BASELINE: an older build of the operator, measured the same way.
-        if let Ok(baseline) = std::env::var("BENCH_SECRETS_BASELINE") {
-            let old = Operator::start_binary(
-                &baseline,
-                &layout,
-                &sa_kubeconfig,
-                &chroma_url,
-                concurrency,
-                Duration::ZERO,
-            )?;
-            old.wait_ready().await;
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            let before = old.rss_kib();
-            report.add(
-                "rss_secrets_baseline_kib",
-                &format!("the same with the baseline build {baseline} (MiB)"),
-                json!({"binary": baseline, "rss_kib": before}),
-                mib(before),
-            );
-            old.terminate().await;
-        }
-        let secrets: Api<Secret> = Api::namespaced(admin.clone(), layout.ns(0));
-        let unrelated = ListParams::default().labels("bench=unrelated");
-        secrets
-            .delete_collection(&DeleteParams::default(), &unrelated)
-            .await?;
+        Ok(idle)
     }
 
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
-    std::fs::create_dir_all(&dir)?;
-    let file = if layout.spread() {
-        dir.join(format!(
-            "results-{n}-spread-{}.json",
-            layout.namespaces.len()
-        ))
-    } else {
-        dir.join(format!("results-{n}.json"))
-    };
-    let mut json = report.json;
-    json.insert("n".into(), json!(n));
-    json.insert("namespaces".into(), json!(layout.namespaces.len()));
-    json.insert("unrelated".into(), json!(unrelated));
-    json.insert("date".into(), json!(jiff::Timestamp::now().to_string()));
-    json.insert("cores".into(), json!(num_cpus()));
-    std::fs::write(&file, serde_json::to_string_pretty(&json)?)?;
-    println!("figures written to {}", file.display());
-    Ok(())
+    /// Catch-up: N objects created while the operator is stopped, against the floors; then
+    /// what it cost ([`Bench::at_n`]).
+    async fn catch_up(&mut self, floors: &Floors) -> anyhow::Result<(Operator, ReadyTracker)> {
+        let (n, admin) = (self.n, self.admin.clone());
+        let (null_rate, fair_rate) = (floors.null_rate, floors.fair_rate);
+        let tracker = ReadyTracker::start(admin.clone(), &self.layout);
+        create_spread(&admin, &self.layout, n, 0).await?;
+        let mark = self.mark();
+        let op = self.start_operator(Duration::ZERO)?;
+        let started = Instant::now();
+        let mut peak = 0;
+        while tracker.ready_count() < n {
+            peak = peak.max(op.rss_kib());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(
+                started.elapsed() < Duration::from_secs(600.max(n as u64 / 20)),
+                "catch-up did not finish"
+            );
+        }
+        let catchup = started.elapsed().as_secs_f64();
+        let cpu = op.cpu_secs();
+        let rate = n as f64 / catchup;
+        self.report.add(
+            "catchup_secs",
+            "catch-up: start -> all Ready (s)",
+            json!(catchup),
+            format!("{catchup:.1} s"),
+        );
+        self.report.add(
+            "catchup_rate",
+            "catch-up rate (objects/s; ratio to floor / to fair floor)",
+            json!({"rate": rate, "to_floor": rate / null_rate, "to_fair_floor": rate / fair_rate}),
+            format!(
+                "{rate:.0}/s ({:.2} x floor, {:.2} x fair floor)",
+                rate / null_rate,
+                rate / fair_rate
+            ),
+        );
+        let cores = num_cpus() as f64;
+        self.report.add(
+            "catchup_operator_cpu_secs",
+            "catch-up: operator CPU (s; share of the machine)",
+            json!(cpu),
+            format!(
+                "{cpu:.1} s ({:.0}% of {cores} cores; {:.2} ms per object)",
+                100.0 * cpu / (catchup * cores),
+                1000.0 * cpu / n as f64
+            ),
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let cost = self.cost_since(mark);
+        self.at_n(&op, &cost, floors, peak).await;
+        Ok((op, tracker))
+    }
+
+    /// With N objects Ready: what the catch-up cost per object, the condition gauge, where the
+    /// time went (the apiserver's own time per write), and memory.
+    async fn at_n(&mut self, op: &Operator, cost: &Cost, floors: &Floors, peak: u64) {
+        let (n, concurrency) = (self.n, self.concurrency);
+        let (floor_cost, fair_cost) = (&floors.floor_cost, &floors.fair_cost);
+        let reconciles = op.reconciles().await;
+        // The per-object condition gauge at N objects: one scrape's series, size and time, and RSS
+        // after it (the series are built from the cache at each scrape, and not kept).
+        let before_scrape = op.rss_kib();
+        let scraped = Instant::now();
+        let text = op.scrape().await;
+        let scrape_ms = scraped.elapsed().as_secs_f64() * 1000.0;
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("chroma_sync_operator_condition{"))
+            .count();
+        let after_scrape = op.rss_kib();
+        self.report.add(
+            "condition_gauge",
+            "/metrics at N: condition series / bytes / scrape ms / RSS before -> after (MiB)",
+            json!({"series": series, "bytes": text.len(), "ms": scrape_ms, "rss_before_kib": before_scrape, "rss_after_kib": after_scrape}),
+            format!(
+                "{series} / {} / {scrape_ms:.0} / {} -> {}",
+                text.len(),
+                mib(before_scrape),
+                mib(after_scrape)
+            ),
+        );
+        // Where a catch-up's time goes: the apiserver's own time per SyncSource write (its audit
+        // timestamps) and how many of the 16 slots were waiting on a write, on average.
+        let timing = |c: &Cost| json!({"mean_ms": c.write_ms(), "in_flight": c.writes_in_flight()});
+        self.report.add(
+            "apiserver_write_time",
+            "apiserver time per write: floor / fair floor / catch-up (mean ms; writes in flight)",
+            json!({"floor": timing(floor_cost), "fair_floor": timing(fair_cost), "catchup": timing(cost)}),
+            format!(
+                "{:.1} / {:.1} / {:.1} ms ({:.1} / {:.1} / {:.1} of {concurrency})",
+                floor_cost.write_ms(),
+                fair_cost.write_ms(),
+                cost.write_ms(),
+                floor_cost.writes_in_flight(),
+                fair_cost.writes_in_flight(),
+                cost.writes_in_flight()
+            ),
+        );
+        self.report.add("writes_per_object", "API writes per object: syncsource / status / events", json!({"syncsource": per(cost.patches, n), "status": per(cost.status_patches, n), "events": per(cost.event_writes, n)}),
+            format!("{:.2} / {:.2} / {:.2}", per(cost.patches, n), per(cost.status_patches, n), per(cost.event_writes, n)));
+        self.report.add(
+            "gets_per_object",
+            "API GETs per object (syncsources, secrets)",
+            json!(per(cost.gets, n)),
+            format!("{:.2}", per(cost.gets, n)),
+        );
+        self.report.add(
+            "chroma_per_object",
+            "Chroma calls per object (all endpoints)",
+            json!(cost.chroma.clone()),
+            format!(
+                "{:.2} {:?}",
+                per(cost.chroma.values().sum(), n),
+                cost.chroma
+            ),
+        );
+        self.report.add(
+            "reconciles_per_object",
+            "reconciles per object",
+            json!(per(reconciles, n)),
+            format!("{:.2}", per(reconciles, n)),
+        );
+        let at_n = op.rss_kib();
+        self.report.add(
+            "rss_at_n_kib",
+            "RSS at N, steady (MiB)",
+            json!(at_n),
+            mib(at_n),
+        );
+        self.report.add(
+            "rss_peak_kib",
+            "RSS peak during catch-up (MiB; ratio to steady)",
+            json!(peak),
+            format!("{} ({:.2} x)", mib(peak), peak as f64 / at_n as f64),
+        );
+    }
+
+    /// Responsiveness with N present: new objects at 10/s for 10 s.
+    async fn responsiveness(&mut self, tracker: &ReadyTracker) -> anyhow::Result<()> {
+        let (n, admin, layout) = (self.n, &self.admin, &self.layout);
+        let mut latencies = Vec::new();
+        let mut created_at = HashMap::new();
+        for i in 0..100 {
+            let (ns, name) = (layout.ns(n + i), format!("late-{i:03}"));
+            create_one(admin, ns, &name, n + i).await?;
+            created_at.insert(format!("{ns}/{name}"), Instant::now());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        while tracker.ready_count() < n + 100 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for (name, at) in &created_at {
+            latencies.push(
+                tracker
+                    .ready_at(name)
+                    .unwrap()
+                    .saturating_duration_since(*at)
+                    .as_secs_f64()
+                    * 1000.0,
+            );
+        }
+        latencies.sort_by(f64::total_cmp);
+        let pct =
+            |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1)];
+        self.report.add(
+            "ready_latency_ms",
+            "create -> Ready with N present: p50 / p99 / max (ms)",
+            json!({"p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0)}),
+            format!("{:.0} / {:.0} / {:.0}", pct(0.5), pct(0.99), pct(1.0)),
+        );
+
+        Ok(())
+    }
+
+    /// Sync runs: BENCH_RUNS runs of 8 s at once, one on each of as many Ready sources, and
+    /// what following them to Complete costs.
+    async fn runs(&mut self) -> anyhow::Result<()> {
+        let (admin, standin) = (self.admin.clone(), &self.standin);
+        let runs_n = (setting("BENCH_RUNS", 100) as usize).min(self.n);
+        let run_secs = 8.0;
+        standin.set_run_plan(RunPlan {
+            pending_ms: 1_000,
+            processing_ms: 7_000,
+            fail_with: None,
+        });
+        let mark = self.mark();
+        let started = Instant::now();
+        stream::iter(0..runs_n)
+            .map(|i| {
+                let runs: Api<SyncRun> = Api::namespaced(admin.clone(), self.layout.ns(i));
+                async move {
+                    let run: SyncRun = serde_json::from_value(json!({
+                        "apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncRun",
+                        "metadata": {"name": format!("run-{i:05}")},
+                        "spec": {"sourceRef": {"name": format!("s{i:05}")},
+                                 "targetCollectionName": format!("bench-{i}"),
+                                 "ref": {"branch": "main"}},
+                    }))
+                    .expect("a SyncRun");
+                    runs.create(&PostParams::default(), &run).await.map(|_| ())
+                }
+            })
+            .buffer_unordered(32)
+            .try_collect::<Vec<_>>()
+            .await?;
+        loop {
+            let complete = Api::<SyncRun>::all(admin.clone())
+                .list(&ListParams::default())
+                .await?
+                .items
+                .iter()
+                .filter(|r| r.status.as_ref().and_then(|s| s.phase) == Some(RunPhase::Complete))
+                .count();
+            if complete == runs_n {
+                break;
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(300),
+                "{complete} of {runs_n} runs complete after 300 s"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let all_complete = started.elapsed().as_secs_f64();
+        let run_cost = self.cost_since(mark);
+        let calls = |endpoint: &str| run_cost.chroma.get(endpoint).copied().unwrap_or(0);
+        let bound = (run_secs / POLL_FIRST.as_secs_f64()).log2() + 2.0;
+        self.report.add(
+            "runs",
+            &format!("{runs_n} runs of {run_secs:.0} s at once: all Complete after (s)"),
+            json!({"runs": runs_n, "secs": all_complete}),
+            format!("{all_complete:.1} s"),
+        );
+        self.report.add(
+            "run_cost",
+            "per run: POST / looks (bound) / lists / run writes / source GETs",
+            json!({"create_invocation": per(calls("create_invocation"), runs_n),
+                   "get_invocation": per(calls("get_invocation"), runs_n),
+                   "poll_bound": bound,
+                   "list_invocations": per(calls("list_invocations"), runs_n),
+                   "run_writes": per(run_cost.run_writes, runs_n),
+                   "gets": per(run_cost.gets, runs_n)}),
+            format!(
+                "{:.2} / {:.2} ({bound:.1}) / {:.2} / {:.2} / {:.2}",
+                per(calls("create_invocation"), runs_n),
+                per(calls("get_invocation"), runs_n),
+                per(calls("list_invocations"), runs_n),
+                per(run_cost.run_writes, runs_n),
+                per(run_cost.gets, runs_n)
+            ),
+        );
+
+        Ok(())
+    }
+
+    /// At rest (the finished runs included), and what the operator keeps once freed pages have
+    /// gone back to the system (jemalloc's background thread returns them at rest).
+    async fn at_rest(&mut self, op: &Operator) {
+        let rest = self.rest;
+        let mark = self.mark();
+        let reconciles_before = op.reconciles().await;
+        tokio::time::sleep(rest).await;
+        let idle_cost = self.cost_since(mark);
+        let idle_reconciles = op.reconciles().await - reconciles_before;
+        self.report.add("at_rest", &format!("at rest for {} s: writes / Chroma calls / reconciles", rest.as_secs()),
+            json!({"writes": idle_cost.writes(), "chroma": idle_cost.chroma.values().sum::<u64>(), "reconciles": idle_reconciles, "lease_renewals": idle_cost.lease_writes}),
+            format!("{} / {} / {} (+{} Lease renewals)", idle_cost.writes(), idle_cost.chroma.values().sum::<u64>(), idle_reconciles, idle_cost.lease_writes));
+        let at_rest = op.rss_kib();
+        self.report.add(
+            "rss_at_rest_kib",
+            &format!("RSS at N after {} s at rest (MiB)", rest.as_secs()),
+            json!(at_rest),
+            mib(at_rest),
+        );
+    }
+
+    /// Restart: kill -9 at rest; every object is new to a restarted operator: one reconcile
+    /// each, which finds it Ready.
+    async fn restart(&mut self, op: Operator) -> anyhow::Result<Operator> {
+        let (n, rest) = (self.n, self.rest);
+        op.kill();
+        let mark = self.mark();
+        let op = self.start_operator(Duration::ZERO)?;
+        let started = Instant::now();
+        op.wait_ready().await;
+        let seen = started.elapsed().as_secs_f64();
+        let total = (n + 100) as u64;
+        let reconciled = op
+            .wait_counter(SOURCE_RECONCILES, total, Duration::from_secs(600))
+            .await;
+        let looked = started.elapsed().as_secs_f64();
+        let after_reconciled = op.rss_kib();
+        tokio::time::sleep(rest).await;
+        let restart_cost = self.cost_since(mark);
+        let after_restart = op.rss_kib();
+        self.report.add("restart", "restart after kill -9: all seen / all reconciled (s) / writes / Chroma calls",
+            json!({"secs": seen, "reconciled_secs": looked, "reconciles": reconciled, "writes": restart_cost.writes(), "chroma": restart_cost.chroma.values().sum::<u64>()}),
+            format!("{seen:.1} / {looked:.1} s / {} / {}", restart_cost.writes(), restart_cost.chroma.values().sum::<u64>()));
+        self.report.add(
+            "rss_restart_kib",
+            &format!(
+                "RSS after the restart: all reconciled / then {} s at rest (MiB)",
+                rest.as_secs()
+            ),
+            json!({"reconciled": after_reconciled, "at_rest": after_restart}),
+            format!("{} / {}", mib(after_reconciled), mib(after_restart)),
+        );
+
+        Ok(op)
+    }
+
+    /// The drift check at rest: the operator restarted with a short interval; the window runs
+    /// from the end of one check to the end of the second check after it, so it holds exactly
+    /// two whole checks (the next starts an interval later).
+    async fn drift_check(&mut self, op: Operator) -> anyhow::Result<Operator> {
+        let (n, drift) = (self.n, self.drift);
+        op.kill();
+        let op = self.start_operator(drift)?;
+        op.wait_ready().await;
+        let checked = "chroma_sync_operator_drift_checks_total{result=\"ok\"}";
+        let first = op.wait_counter(checked, 1, drift * 3).await;
+        let mark = self.mark();
+        let last = op.wait_counter(checked, first + 2, drift * 4).await;
+        let drift_cost = self.cost_since(mark);
+        let checks = last - first;
+        let chroma = |endpoint: &str| drift_cost.chroma.get(endpoint).copied().unwrap_or(0);
+        let lists = chroma("list_sources");
+        let others = drift_cost.chroma.values().sum::<u64>() - lists;
+        let per_check = if checks == 0 {
+            f64::NAN
+        } else {
+            lists as f64 / checks as f64
+        };
+        self.report.add(
+            "drift",
+            &format!("drift check every {} s, {} objects in 1 database: list calls per check / checks / other Chroma calls / writes", drift.as_secs(), n + 100),
+            json!({"interval_secs": drift.as_secs(), "objects": n + 100, "lists_per_check": per_check, "checks": checks, "other_chroma": others, "writes": drift_cost.writes()}),
+            format!("{per_check:.0} / {checks} / {others} / {}", drift_cost.writes()),
+        );
+
+        Ok(op)
+    }
+
+    /// Deletion of everything, as people delete: one object at a time, 32 at once (a 10k
+    /// deletecollection outlives the client's connection).
+    async fn delete_all(&mut self, op: Operator) -> anyhow::Result<()> {
+        let (admin, layout) = (self.admin.clone(), &self.layout);
+        let total = self.n + 100;
+        let mark = self.mark();
+        let names: Vec<(String, String)> = all_metadata(&Api::<SyncSource>::all(admin.clone()))
+            .await?
+            .into_iter()
+            .filter(|o| layout.holds(&o.namespace().unwrap_or_default()))
+            .map(|o| (o.namespace().unwrap_or_default(), o.name_any()))
+            .collect();
+        let started = Instant::now();
+        stream::iter(names)
+            .map(|(ns, name)| {
+                let api: Api<SyncSource> = Api::namespaced(admin.clone(), &ns);
+                async move {
+                    api.delete(&name, &DeleteParams::default())
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .buffer_unordered(32)
+            .try_collect::<Vec<_>>()
+            .await?;
+        let api: Api<SyncSource> = Api::all(admin.clone());
+        loop {
+            let left = all_metadata(&api)
+                .await?
+                .iter()
+                .filter(|o| layout.holds(&o.namespace().unwrap_or_default()))
+                .count();
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let deletion = started.elapsed().as_secs_f64();
+        let del_cost = self.cost_since(mark);
+        self.report.add("delete", "delete all: time (s) / operator writes per object / Chroma DELETEs per object",
+            json!({"secs": deletion, "writes_per_object": per(del_cost.patches, total), "chroma_deletes_per_object": per(*del_cost.chroma.get("delete_source").unwrap_or(&0), total)}),
+            format!("{deletion:.1} s / {:.2} / {:.2}", per(del_cost.patches, total), per(*del_cost.chroma.get("delete_source").unwrap_or(&0), total)));
+        op.terminate().await;
+
+        Ok(())
+    }
+
+    /// Memory with many Secrets that are not the operator's: N unrelated 8 KiB Secrets in the
+    /// watched namespace, the operator started idle among them.
+    async fn among_secrets(&mut self, idle: u64) -> anyhow::Result<()> {
+        let admin = self.admin.clone();
+        let secrets_n = setting("BENCH_SECRETS", 10_000) as usize;
+        if secrets_n > 0 {
+            create_unrelated_secrets(&admin, self.layout.ns(0), secrets_n).await?;
+            let op = self.start_operator(Duration::ZERO)?;
+            op.wait_ready().await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let with_secrets = op.rss_kib();
+            self.report.add(
+                "rss_secrets_kib",
+                &format!(
+                    "RSS at idle among {secrets_n} unrelated 8 KiB Secrets (MiB; idle without: {})",
+                    mib(idle)
+                ),
+                json!({"secrets": secrets_n, "rss_kib": with_secrets, "idle_kib": idle}),
+                mib(with_secrets),
+            );
+            op.terminate().await;
+            // BENCH_SECRETS_BASELINE: an older build of the operator, measured the same way.
+            if let Ok(baseline) = std::env::var("BENCH_SECRETS_BASELINE") {
+                let old = Operator::start_binary(
+                    &baseline,
+                    &self.layout,
+                    &self.sa_kubeconfig,
+                    &self.chroma_url,
+                    self.concurrency,
+                    Duration::ZERO,
+                )?;
+                old.wait_ready().await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let before = old.rss_kib();
+                self.report.add(
+                    "rss_secrets_baseline_kib",
+                    &format!("the same with the baseline build {baseline} (MiB)"),
+                    json!({"binary": baseline, "rss_kib": before}),
+                    mib(before),
+                );
+                old.terminate().await;
+            }
+            let secrets: Api<Secret> = Api::namespaced(admin.clone(), self.layout.ns(0));
+            let unrelated = ListParams::default().labels("bench=unrelated");
+            secrets
+                .delete_collection(&DeleteParams::default(), &unrelated)
+                .await?;
+        }
+
+        Ok(())
+    }
+
+    /// Writes the figures to target/bench/results-*.json.
+    fn write(self) -> anyhow::Result<()> {
+        let (n, layout) = (self.n, &self.layout);
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+        std::fs::create_dir_all(&dir)?;
+        let file = if layout.spread() {
+            dir.join(format!(
+                "results-{n}-spread-{}.json",
+                layout.namespaces.len()
+            ))
+        } else {
+            dir.join(format!("results-{n}.json"))
+        };
+        let mut json = self.report.json;
+        json.insert("n".into(), json!(n));
+        json.insert("namespaces".into(), json!(layout.namespaces.len()));
+        json.insert("unrelated".into(), json!(self.unrelated));
+        json.insert("date".into(), json!(jiff::Timestamp::now().to_string()));
+        json.insert("cores".into(), json!(num_cpus()));
+        std::fs::write(&file, serde_json::to_string_pretty(&json)?)?;
+        println!("figures written to {}", file.display());
+        Ok(())
+    }
 }
 
 fn per(count: u64, n: usize) -> f64 {

@@ -340,6 +340,14 @@ async fn settled(ctx: &Sources, obj: &SyncSource, source_id: &str) -> Result<Nex
     })
 }
 
+/// Whether another live object declares the same source as one the apiserver let go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Namesake {
+    None,
+    /// A lookup by the natural key could find that object's source, not the vanished one's.
+    Declared,
+}
+
 /// Deletes the source of an object the apiserver let go with the operator's finalizer still on
 /// (kubernetes/kubernetes#77988; see `orphans.rs`), as its deletion would have done; with
 /// `deletionPolicy: Retain` it is left, as deletion would. A recorded id is deleted. Without
@@ -347,14 +355,14 @@ async fn settled(ctx: &Sources, obj: &SyncSource, source_id: &str) -> Result<Nex
 /// operator that made it was killed before its status write): that source is found by the mark
 /// and the natural key. Such a lookup could find another object's source when a live object
 /// declares the same source (`namesake`): then nothing is deleted, and the log says so.
-pub async fn orphaned(ctx: &Sources, obj: &SyncSource, namesake: bool) {
+pub async fn orphaned(ctx: &Sources, obj: &SyncSource, namesake: Namesake) {
     let recorded = obj.status.as_ref().and_then(Recorded::of).map(|r| r.id);
     if recorded.is_none() {
         if pending_mark(obj).is_none() {
             info!("an object with the finalizer vanished before any create; nothing to delete");
             return;
         }
-        if namesake {
+        if namesake == Namesake::Declared {
             warn!(
                 "an object vanished while its create was unrecorded; another object declares the same source, so any source it made is left in Chroma"
             );
