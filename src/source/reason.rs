@@ -1,113 +1,56 @@
 //! A SyncSource's reasons: what its `Ready` condition, its Events and the `reconcile_errors`
 //! metric label say (see [`crate::kernel::Reason`]).
 
-use std::fmt;
-
-/// Stable reasons (CamelCase): people and tools match on them, so a name never changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
-    // The `Ready` condition's reasons.
-    SourceReady,
-    SourceExists,
-    InvalidSpec,
-    Unauthorized,
-    Forbidden,
-    DatabaseNotFound,
-    RateLimited,
-    ServerError,
-    Timeout,
-    ConnectionFailed,
-    InvalidResponse,
-    MissingCredentials,
-    Replacing,
-    Paused,
-    SourceMissing,
-    SourceMismatch,
-    // Events beyond the condition's transitions.
-    Replaced,
-    Adopted,
-    Retained,
-    Recreated,
-}
-
-impl Reason {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Reason::SourceReady => "SourceReady",
-            Reason::SourceExists => "SourceExists",
-            Reason::InvalidSpec => "InvalidSpec",
-            Reason::Unauthorized => "Unauthorized",
-            Reason::Forbidden => "Forbidden",
-            Reason::DatabaseNotFound => "DatabaseNotFound",
-            Reason::RateLimited => "RateLimited",
-            Reason::ServerError => "ServerError",
-            Reason::Timeout => "Timeout",
-            Reason::ConnectionFailed => "ConnectionFailed",
-            Reason::InvalidResponse => "InvalidResponse",
-            Reason::MissingCredentials => "MissingCredentials",
-            Reason::Replacing => "Replacing",
-            Reason::Paused => "Paused",
-            Reason::SourceMissing => "SourceMissing",
-            Reason::SourceMismatch => "SourceMismatch",
-            Reason::Replaced => "Replaced",
-            Reason::Adopted => "Adopted",
-            Reason::Retained => "Retained",
-            Reason::Recreated => "Recreated",
-        }
+crate::kernel::reason::reasons! {
+    /// Stable reasons (CamelCase): people and tools match on them, so a name never changes.
+    pub enum Reason {
+        // The `Ready` condition's reasons.
+        SourceReady,
+        SourceExists,
+        InvalidSpec,
+        Unauthorized,
+        Forbidden,
+        DatabaseNotFound,
+        RateLimited,
+        ServerError,
+        Timeout,
+        ConnectionFailed,
+        InvalidResponse,
+        MissingCredentials,
+        Replacing,
+        Paused,
+        SourceMissing,
+        SourceMismatch,
+        // Events beyond the condition's transitions.
+        Replaced,
+        Adopted,
+        Retained,
+        Recreated,
     }
-}
-
-impl crate::kernel::Reason for Reason {
-    fn as_str(self) -> &'static str {
-        Reason::as_str(self)
-    }
-
-    fn is_about_credentials(self) -> bool {
-        matches!(
-            self,
-            Reason::MissingCredentials | Reason::Unauthorized | Reason::Forbidden
-        )
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
+    about_credentials: MissingCredentials | Unauthorized | Forbidden
 }
 
 #[cfg(test)]
 mod tests {
     use super::Reason;
+    use crate::kernel::Reason as _;
 
     #[test]
-    fn every_reason_reads_as_its_camel_case_name() {
-        // The Debug form is the variant's name: the wire name must be exactly that.
-        let all = [
-            Reason::SourceReady,
-            Reason::SourceExists,
-            Reason::InvalidSpec,
-            Reason::Unauthorized,
-            Reason::Forbidden,
-            Reason::DatabaseNotFound,
-            Reason::RateLimited,
-            Reason::ServerError,
-            Reason::Timeout,
-            Reason::ConnectionFailed,
-            Reason::InvalidResponse,
-            Reason::MissingCredentials,
-            Reason::Replacing,
-            Reason::Paused,
-            Reason::SourceMissing,
-            Reason::SourceMismatch,
-            Reason::Replaced,
-            Reason::Adopted,
-            Reason::Retained,
-            Reason::Recreated,
-        ];
-        for reason in all {
-            assert_eq!(reason.as_str(), format!("{reason:?}"));
-            assert_eq!(reason.to_string(), reason.as_str());
-        }
+    fn reasons_read_as_their_names_and_three_wait_on_credentials() {
+        assert_eq!(Reason::ALL.len(), 20);
+        assert_eq!(Reason::SourceReady.as_str(), "SourceReady");
+        assert_eq!(Reason::DatabaseNotFound.to_string(), "DatabaseNotFound");
+        let waiting: Vec<_> = Reason::ALL
+            .iter()
+            .filter(|r| r.is_about_credentials())
+            .collect();
+        assert_eq!(
+            waiting,
+            [
+                &Reason::Unauthorized,
+                &Reason::Forbidden,
+                &Reason::MissingCredentials
+            ]
+        );
     }
 }
