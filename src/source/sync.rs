@@ -149,38 +149,19 @@ pub async fn ensure(
     let Some(policy) = obj.spec.sync.as_deref() else {
         return Ok(None);
     };
-    let schedule = match policy.schedule.as_deref().map(str::parse::<croner::Cron>) {
-        Some(Err(e)) => {
-            // Admission checks the shape; the operator, the values.
-            warn!(error = %e, "spec.sync.schedule is not a valid cron expression; no scheduled runs");
-            None
-        }
-        Some(Ok(cron)) => Some(cron),
-        None => None,
-    };
-    let ns = obj.namespace().unwrap_or_default();
-    let api: Api<SyncRun> = Api::namespaced(ctx.client.clone(), &ns);
-    let selector = format!("{SYNC_SOURCE_LABEL}={}", obj.name_any());
-    let mut runs = bounded(api.list(&ListParams::default().labels(&selector)))
-        .await?
-        .items;
-    runs.retain(|r| owned_by(r, obj));
-    runs.sort_by_key(|r| std::cmp::Reverse(r.metadata.creation_timestamp.clone()));
+    let api: Api<SyncRun> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let runs = owned_runs(&api, obj).await?;
     let status = obj.status.clone().unwrap_or_default();
     let state = status.sync_state.clone().unwrap_or_default();
-    let final_phase = |r: &SyncRun| {
-        r.status
-            .as_ref()
-            .and_then(|s| s.phase)
-            .is_some_and(RunPhase::is_final)
-    };
-    let active = runs.iter().any(|r| !final_phase(r));
+    let active = runs.iter().any(|r| !finished(r));
     let now = jiff::Timestamp::now();
     let anchor = obj
         .metadata
         .creation_timestamp
         .as_ref()
         .map_or(now, |t| t.0);
+    let schedule = schedule_of(policy);
     let plan = plan(
         now,
         policy,
@@ -196,11 +177,9 @@ pub async fn ensure(
         let name = run_name(&obj.name_any(), start);
         create_run(&api, obj, policy, &name, start).await?;
         info!(run = %name, ?start, "started a sync run");
-        if let Start::Settings { fingerprint } = start {
-            next_state.started_for = Some(fingerprint.clone());
-        }
-        if let Start::Tick { at } = start {
-            next_state.last_schedule_time = Some(Time(*at));
+        match start {
+            Start::Settings { fingerprint } => next_state.started_for = Some(fingerprint.clone()),
+            Start::Tick { at } => next_state.last_schedule_time = Some(Time(*at)),
         }
     }
     if let Some(at) = plan.skipped {
@@ -210,36 +189,11 @@ pub async fn ensure(
         }
         next_state.last_schedule_time = Some(Time(at));
     }
-    let newest = runs.first().map(|r| {
-        Box::new(LastSync {
-            name: r.name_any(),
-            collection_name: r.spec.target_collection_name.clone(),
-            invocation_id: r.status.as_ref().and_then(|s| s.invocation_id.clone()),
-            phase: r.status.as_ref().and_then(|s| s.phase),
-            finished_at: r.status.as_ref().and_then(|s| s.completion_time.clone()),
-        })
-    });
-    let last_sync = newest.or(status.last_sync.clone());
+    let last_sync = runs.first().map(summary).or(status.last_sync.clone());
     if next_state != state || last_sync != status.last_sync {
-        // Guarded like every other status write: a decision made on a stale copy must fail
-        // with a conflict (and be made again on a fresh read), not overwrite a newer lastSync.
-        let patch = json!({
-            "metadata": { "resourceVersion": obj.resource_version() },
-            "status": { "syncState": next_state, "lastSync": last_sync },
-        });
-        let sources: Api<SyncSource> = Api::namespaced(ctx.client.clone(), &ns);
-        bounded(sources.patch_status(&obj.name_any(), &params(), &Patch::Merge(patch))).await?;
+        write_state(ctx, obj, &next_state, last_sync).await?;
     }
-
-    let keep_complete = policy.successful_runs_history_limit.unwrap_or(3).max(0) as usize;
-    let keep_failed = policy.failed_runs_history_limit.unwrap_or(1).max(0) as usize;
-    for old in beyond_history(&runs, keep_complete, keep_failed) {
-        match bounded(api.delete(&old.name_any(), &DeleteParams::background())).await {
-            Ok(_) => {}
-            Err(Error::Kube(kube::Error::Api(s))) if s.code == 404 => {}
-            Err(e) => warn!(run = %old.name_any(), error = %e, "could not delete an old sync run"),
-        }
-    }
+    prune(&api, policy, &runs).await;
 
     let started_or_active = active || plan.start.is_some();
     let until_tick = plan
@@ -250,6 +204,79 @@ pub async fn ensure(
         (true, None) => Some(ACTIVE_RUN_CHECK),
         (false, tick) => tick,
     })
+}
+
+/// The schedule, if set and valid. Admission checks the shape; the operator, the values.
+fn schedule_of(policy: &SyncPolicy) -> Option<croner::Cron> {
+    match policy.schedule.as_deref()?.parse::<croner::Cron>() {
+        Ok(cron) => Some(cron),
+        Err(e) => {
+            warn!(error = %e, "spec.sync.schedule is not a valid cron expression; no scheduled runs");
+            None
+        }
+    }
+}
+
+/// The SyncRuns `obj`'s `spec.sync` started, newest first.
+async fn owned_runs(api: &Api<SyncRun>, obj: &SyncSource) -> Result<Vec<SyncRun>, Error> {
+    let selector = format!("{SYNC_SOURCE_LABEL}={}", obj.name_any());
+    let mut runs = bounded(api.list(&ListParams::default().labels(&selector)))
+        .await?
+        .items;
+    runs.retain(|r| owned_by(r, obj));
+    runs.sort_by_key(|r| std::cmp::Reverse(r.metadata.creation_timestamp.clone()));
+    Ok(runs)
+}
+
+fn finished(run: &SyncRun) -> bool {
+    run.status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(RunPhase::is_final)
+}
+
+/// What `status.lastSync` says of a run.
+fn summary(run: &SyncRun) -> Box<LastSync> {
+    let status = run.status.as_ref();
+    Box::new(LastSync {
+        name: run.name_any(),
+        collection_name: run.spec.target_collection_name.clone(),
+        invocation_id: status.and_then(|s| s.invocation_id.clone()),
+        phase: status.and_then(|s| s.phase),
+        finished_at: status.and_then(|s| s.completion_time.clone()),
+    })
+}
+
+/// Writes `syncState` and `lastSync`. Guarded like every other status write: a decision made on
+/// a stale copy fails with a conflict (and is made again on a fresh read) instead of overwriting
+/// a newer `lastSync`.
+async fn write_state(
+    ctx: &Context,
+    obj: &SyncSource,
+    state: &SyncState,
+    last_sync: Option<Box<LastSync>>,
+) -> Result<(), Error> {
+    let patch = json!({
+        "metadata": { "resourceVersion": obj.resource_version() },
+        "status": { "syncState": state, "lastSync": last_sync },
+    });
+    let sources: Api<SyncSource> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    bounded(sources.patch_status(&obj.name_any(), &params(), &Patch::Merge(patch))).await?;
+    Ok(())
+}
+
+/// Deletes the finished runs beyond the history limits.
+async fn prune(api: &Api<SyncRun>, policy: &SyncPolicy, runs: &[SyncRun]) {
+    let keep_complete = policy.successful_runs_history_limit.unwrap_or(3).max(0) as usize;
+    let keep_failed = policy.failed_runs_history_limit.unwrap_or(1).max(0) as usize;
+    for old in beyond_history(runs, keep_complete, keep_failed) {
+        match bounded(api.delete(&old.name_any(), &DeleteParams::background())).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => warn!(run = %old.name_any(), error = %e, "could not delete an old sync run"),
+        }
+    }
 }
 
 async fn create_run(
