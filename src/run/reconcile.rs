@@ -15,12 +15,11 @@ use crate::kernel::conditions;
 use crate::kernel::create::{self, Created, Creation, Recovered, pending_mark};
 use crate::kernel::events::Kind;
 use crate::kernel::failure::{self, Failure, Retry};
-use crate::kernel::kube_io::{api_of, bounded, params};
+use crate::kernel::kube_io::{api_of, bounded, params, status_patch};
 use crate::kernel::{Error, intent};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, Patch};
-use serde_json::json;
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -547,25 +546,10 @@ async fn write_status(
         problem,
         jiff::Timestamp::now(),
     );
-    if &next == previous {
-        return Ok(None);
-    }
     // Guarded: a status decided on a stale copy must not erase an invocationId it never saw.
-    let patch = json!({ "metadata": { "resourceVersion": run.resource_version() }, "status": {
-        "observedGeneration": next.observed_generation,
-        "invocationId": next.invocation_id,
-        "sourceId": next.source_id,
-        "phase": next.phase,
-        "startTime": next.start_time,
-        "completionTime": next.completion_time,
-        "durationMs": next.duration_ms,
-        "message": next.message,
-        "conditions": next.conditions,
-        "lastError": next.last_error.as_ref().map(|e| json!({
-            "httpStatus": e.http_status, "error": e.error, "message": e.message,
-        })),
-        "lastHandledReconcileAt": next.last_handled_reconcile_at,
-    }});
+    let Some(patch) = status_patch(previous, &next, run.resource_version()) else {
+        return Ok(None);
+    };
     let api = api_of(&ctx.client, run);
     let stored =
         bounded(api.patch_status(&run.name_any(), &params(), &Patch::Merge(patch))).await?;

@@ -6,7 +6,7 @@
 
 use super::Reason;
 use crate::crd::{LastError, SyncSourceStatus};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub use crate::kernel::conditions::{READY, RECONCILING, STALLED, condition};
 
@@ -133,34 +133,16 @@ pub fn next(
     }
 }
 
-/// A JSON merge patch that makes the stored status equal `status`: fields that are unset are
-/// sent as `null`, so they are removed rather than left behind. That goes for the fields inside
-/// `lastError` too: a merge patch merges nested objects key by key, so an omitted `httpStatus`
-/// would keep the previous error's.
-pub fn merge_patch(status: &SyncSourceStatus) -> Value {
-    let last_error = status.last_error.as_ref().map(|e| {
-        json!({
-            "httpStatus": e.http_status,
-            "error": e.error,
-            "message": e.message,
-        })
-    });
-    json!({
-        "status": {
-            "observedGeneration": status.observed_generation,
-            "sourceId": status.source_id,
-            "payloadHash": status.payload_hash,
-            "conditions": status.conditions,
-            "lastError": last_error,
-            "lastHandledReconcileAt": status.last_handled_reconcile_at,
-        }
-    })
-}
-
-/// The patch that takes the stored status `previous` to `next`, or `None` when they are equal:
-/// an unchanged outcome costs no write (and so no watch event, no reconcile of our own).
-pub fn patch_if_changed(previous: &SyncSourceStatus, next: &SyncSourceStatus) -> Option<Value> {
-    (next != previous).then(|| merge_patch(next))
+/// The patch that takes the stored status `previous` to `next` (see
+/// [`crate::kernel::kube_io::status_patch`]), or `None` when they are equal: an unchanged outcome
+/// costs no write (and so no watch event, no reconcile of our own). The caller names the
+/// resourceVersion `previous` was read at.
+pub fn patch_if_changed(
+    previous: &SyncSourceStatus,
+    next: &SyncSourceStatus,
+    resource_version: Option<String>,
+) -> Option<Value> {
+    crate::kernel::kube_io::status_patch(previous, next, resource_version)
 }
 
 /// The `Ready` condition's reason, if any.
@@ -172,6 +154,7 @@ pub fn ready_reason(status: Option<&SyncSourceStatus>) -> Option<&str> {
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use serde_json::json;
 
     fn t(s: i64) -> jiff::Timestamp {
         jiff::Timestamp::from_second(s).unwrap()
@@ -252,7 +235,7 @@ mod tests {
     }
 
     #[test]
-    fn merge_patch_nulls_what_is_unset_inside_last_error() {
+    fn the_status_patch_nulls_what_the_new_status_no_longer_has() {
         // A 409 and then a timeout: the stored lastError must not keep the 409's code.
         let conflict = next(&Default::default(), 1, None, &stalled(), t(1));
         let timeout = State::Reconciling {
@@ -265,18 +248,20 @@ mod tests {
             }),
         };
         let s = next(&conflict, 2, None, &timeout, t(2));
-        let p = merge_patch(&s);
+        let p = patch_if_changed(&conflict, &s, None).expect("a change");
         assert_eq!(
             p["status"]["lastError"],
             json!({"httpStatus": null, "error": null, "message": "slow"})
         );
-    }
-
-    #[test]
-    fn merge_patch_nulls_what_is_unset() {
-        let s = next(&Default::default(), 1, None, &stalled(), t(1));
-        let p = merge_patch(&s);
+        // A recorded source given up (a replacement): its id and hash are removed.
+        let rec = Recorded {
+            id: "abc".into(),
+            payload_hash: Some("h".into()),
+        };
+        let ready = next(&Default::default(), 1, Some(&rec), &State::Ready, t(1));
+        let p = patch_if_changed(&ready, &conflict, None).expect("a change");
         assert_eq!(p["status"]["sourceId"], Value::Null);
+        assert_eq!(p["status"]["payloadHash"], Value::Null);
         assert!(p["status"].as_object().unwrap().contains_key("sourceId"));
         assert_eq!(p["status"]["lastError"]["httpStatus"], json!(409));
     }
@@ -292,6 +277,7 @@ mod properties {
     use proptest::collection::vec;
     use proptest::option::of;
     use proptest::prelude::*;
+    use serde_json::json;
 
     const REASONS: &[Reason] = &[
         Reason::SourceReady,
@@ -419,7 +405,7 @@ mod properties {
             let first = next(&previous, generation, source.as_ref(), &state, t1);
             let again = next(&first, generation, source.as_ref(), &state, t2);
             prop_assert_eq!(&again, &first);
-            prop_assert_eq!(patch_if_changed(&first, &again), None);
+            prop_assert_eq!(patch_if_changed(&first, &again, None), None);
         }
 
         #[test]
@@ -432,7 +418,7 @@ mod properties {
             later in 0i64..10_000_000,
         ) {
             let first = next(&previous, generation, source.as_ref(), &state, t1);
-            let Some(patch) = patch_if_changed(&previous, &first) else {
+            let Some(patch) = patch_if_changed(&previous, &first, None) else {
                 // Nothing to write: the stored status already is the outcome.
                 prop_assert_eq!(&first, &previous);
                 return Ok(());
@@ -448,7 +434,7 @@ mod properties {
             );
             let t2 = t1 + jiff::SignedDuration::from_secs(later);
             let again = next(&stored, generation, source.as_ref(), &state, t2);
-            prop_assert_eq!(patch_if_changed(&stored, &again), None, "a second write");
+            prop_assert_eq!(patch_if_changed(&stored, &again, None), None, "a second write");
         }
     }
 }

@@ -1047,7 +1047,7 @@ async fn null_operator(sa: &Client, ns: &str, concurrency: usize) -> anyhow::Res
                 };
                 let generation = o.metadata.generation.unwrap_or_default();
                 let ready = status::next(&Default::default(), generation, Some(&rec), &State::Ready, jiff::Timestamp::now());
-                let mut patch = status::patch_if_changed(&Default::default(), &ready).expect("a new status");
+                let mut patch = status::patch_if_changed(&Default::default(), &ready, None).expect("a new status");
                 patch["metadata"] = json!({"resourceVersion": stored.resource_version()});
                 api.patch_status(&name, &params, &Patch::Merge(patch)).await?;
                 Ok::<_, kube::Error>(())

@@ -24,7 +24,6 @@ use crate::kernel::{Error, intent};
 use backon::{ConstantBuilder, ExponentialBuilder, Retryable};
 use kube::ResourceExt;
 use kube::api::Patch;
-use serde_json::json;
 use std::ops::ControlFlow;
 use std::time::Duration;
 use tracing::{info, warn};
@@ -642,12 +641,11 @@ async fn write_status(
         let before = previous.last_handled_reconcile_at.as_ref();
         next.last_handled_reconcile_at = intent::handled(&obj.metadata, before);
     }
-    let Some(mut patch) = status::patch_if_changed(&previous, &next) else {
-        return Ok(obj.clone());
-    };
     // Guarded like every other write: a status decided on a stale copy (one that has not seen
     // a recorded sourceId yet) must fail with a conflict, not erase what it never saw.
-    patch["metadata"] = json!({ "resourceVersion": obj.resource_version() });
+    let Some(patch) = status::patch_if_changed(&previous, &next, obj.resource_version()) else {
+        return Ok(obj.clone());
+    };
     let api = api_of(&ctx.client, obj);
     let stored =
         bounded(api.patch_status(&obj.name_any(), &params(), &Patch::Merge(patch))).await?;
