@@ -18,7 +18,7 @@ const PUBLISHED: &str = include_str!("contract/chroma-sync-openapi.yaml");
 
 /// A validator for `#/<pointer>` of an OpenAPI 3.1 document (its schemas are JSON Schema 2020-12).
 fn schema(doc: &str, pointer: &str) -> Validator {
-    let mut root: Value = serde_yaml::from_str(doc).expect("the OpenAPI document parses");
+    let mut root: Value = serde_saphyr::from_str(doc).expect("the OpenAPI document parses");
     root["$ref"] = json!(format!("#/{pointer}"));
     jsonschema::draft202012::new(&root).expect("the schema compiles")
 }
@@ -40,7 +40,7 @@ fn examples() -> Vec<(String, SyncSource)> {
     for entry in std::fs::read_dir(dir).expect("deploy/examples exists") {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
-        let doc: Value = serde_yaml::from_str(&text).unwrap();
+        let doc: Value = serde_saphyr::from_str(&text).unwrap();
         if doc["kind"] == "SyncSource" {
             let obj: SyncSource = serde_json::from_value(doc).expect("example decodes");
             found.push((path.display().to_string(), obj));
@@ -987,7 +987,7 @@ mod invocation_properties {
 async fn get_source_reads_back_what_create_made_without_a_difference() {
     use chroma_sync_operator::chroma::{ChromaClient, ClientConfig, Token};
     let (_, base) = support::standin::start("t", &[]).await;
-    let root: Value = serde_yaml::from_str(PUBLISHED).unwrap();
+    let root: Value = serde_saphyr::from_str(PUBLISHED).unwrap();
     let get = &root["paths"]["/api/v1/sources/{source_id}"]["get"];
     assert!(
         get.is_object(),

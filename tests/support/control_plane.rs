@@ -97,12 +97,9 @@ pub fn service_account_kubeconfig(namespace: &str, name: &str, out: &Path) -> Re
         ));
     }
     let admin = std::fs::read_to_string(kubeconfig_path()).map_err(|e| e.to_string())?;
-    let mut config: serde_yaml::Value = serde_yaml::from_str(&admin).map_err(|e| e.to_string())?;
-    config["users"] = serde_yaml::from_str(&format!(
-        "[{{name: admin, user: {{token: {}}}}}]",
-        token.trim()
-    ))
-    .map_err(|e| e.to_string())?;
-    let yaml = serde_yaml::to_string(&config).map_err(|e| e.to_string())?;
+    let mut config: serde_json::Value =
+        serde_saphyr::from_str(&admin).map_err(|e| e.to_string())?;
+    config["users"] = serde_json::json!([{"name": "admin", "user": {"token": token.trim()}}]);
+    let yaml = serde_saphyr::to_string(&config).map_err(|e| e.to_string())?;
     std::fs::write(out, yaml).map_err(|e| e.to_string())
 }
