@@ -3,18 +3,16 @@
 //! document's `CreateSourcePayload` and the published one; every answer of the local stand-in
 //! must satisfy the published response schemas. No cluster needed.
 
-#[path = "support"]
-mod support {
-    pub mod standin;
-}
-
 use chroma_sync_operator::crd::SyncSource;
 use chroma_sync_operator::source::payload;
+use chroma_sync_test_support as support;
 use jsonschema::Validator;
 use serde_json::{Value, json};
 
-const SEED: &str = include_str!("../src/standin/create-source.openapi.yaml");
-const PUBLISHED: &str = include_str!("contract/chroma-sync-openapi.yaml");
+/// The documents' one copy, in the stand-in's crate (tests/standin/openapi/), which checks
+/// requests against them too.
+const SEED: &str = chroma_sync_standin::SEED_OPENAPI;
+const PUBLISHED: &str = chroma_sync_standin::PUBLISHED_OPENAPI;
 
 /// A validator for `#/<pointer>` of an OpenAPI 3.1 document (its schemas are JSON Schema 2020-12).
 fn schema(doc: &str, pointer: &str) -> Validator {
@@ -414,17 +412,6 @@ mod properties {
 // Invocations (sync runs): the client's `CreateJobPayload` bodies against the published schema,
 // and every answer of the stand-in's invocation endpoints against the published responses.
 
-/// The copy the stand-in validates requests with (`src/standin/`), beside the one used here.
-const STANDIN_PUBLISHED: &str = include_str!("../src/standin/chroma-sync-openapi.yaml");
-
-#[test]
-fn the_stand_in_checks_runs_against_the_same_published_document() {
-    assert!(
-        STANDIN_PUBLISHED == PUBLISHED,
-        "src/standin/chroma-sync-openapi.yaml and tests/contract/chroma-sync-openapi.yaml differ"
-    );
-}
-
 /// The published `IndexJobMetadataKind` admits no web (or `Unknown`) run at all: its string
 /// kinds cannot meet `IndexJobMetadata`'s `allOf` with an object. A web run's answer is checked
 /// against the document with that kind added as serde's `flatten` writes it
@@ -509,7 +496,7 @@ fn the_published_job_schemas_reject_what_they_should() {
 
 #[tokio::test]
 async fn the_stand_in_answers_invocations_in_the_published_shapes() {
-    use chroma_sync_operator::standin::RunPlan;
+    use chroma_sync_standin::RunPlan;
     let (standin, base) = support::standin::start("t", &["v"]).await;
     let github =
         standin.insert_source(json!({"database_name": "docs", "github": {"repository": "o/r"}}));
@@ -759,7 +746,7 @@ async fn the_stand_in_answers_invocations_in_the_published_shapes() {
 mod invocation_properties {
     use super::*;
     use chroma_sync_operator::chroma::wire::{CreateJobPayload, GitRef};
-    use chroma_sync_operator::standin::RunPlan;
+    use chroma_sync_standin::RunPlan;
     use proptest::collection::{btree_map, vec};
     use proptest::option::of;
     use proptest::prelude::*;

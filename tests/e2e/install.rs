@@ -885,7 +885,7 @@ async fn the_helm_test_hook_runs_the_operators_probe() {
     let hook = move || {
         let args = args.clone();
         tokio::task::spawn_blocking(move || {
-            std::process::Command::new(crate::support::operator::BINARY)
+            std::process::Command::new(crate::support::operator_binary!())
                 .args(&args)
                 .output()
                 .expect("run the probe")

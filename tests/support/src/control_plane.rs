@@ -2,7 +2,7 @@
 //! admin kubeconfig (KUBECONFIG), Kubernetes clients, its kubectl, a kubeconfig that acts as a
 //! ServiceAccount, and the operator's CRDs installed on it.
 
-use super::wait::wait_for;
+use crate::wait::wait_for;
 use chroma_sync_operator::crd::{self, SyncSource};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
@@ -80,7 +80,7 @@ pub fn kubectl(args: &[&str]) -> (bool, String) {
 }
 
 /// Runs a command-line tool; returns success and stdout followed by stderr.
-pub(super) fn run(command: &mut Command) -> (bool, String) {
+pub(crate) fn run(command: &mut Command) -> (bool, String) {
     let out = command.output().expect("run a command-line tool");
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
