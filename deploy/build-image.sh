@@ -24,11 +24,13 @@ done
 
 # Static musl binaries, stripped. amd64: ring compiles C with musl-gcc (Debian musl-tools).
 # arm64: cross-compiled with zig as C compiler and linker (deploy/zigbuild.sh), which also builds
-# jemalloc's C for the target; no emulation at build time.
+# jemalloc's C for the target; no emulation at build time. `-p chroma-sync-operator`: the
+# operator's package alone, so the workspace's test crates (tests/standin, tests/support) are
+# neither built nor let their features into the operator's dependencies.
 export CARGO_PROFILE_RELEASE_STRIP=symbols
 CC_x86_64_unknown_linux_musl="${CC_x86_64_unknown_linux_musl:-musl-gcc}" \
-  cargo build --quiet --release --locked --target "${targets[amd64]}" --bin chroma-sync-operator
-deploy/zigbuild.sh --quiet --release --locked --target "${targets[arm64]}" --bin chroma-sync-operator
+  cargo build --quiet --release --locked --target "${targets[amd64]}" -p chroma-sync-operator --bin chroma-sync-operator
+deploy/zigbuild.sh --quiet --release --locked --target "${targets[arm64]}" -p chroma-sync-operator --bin chroma-sync-operator
 
 # A private store under target/: nothing touches the machine's container storage.
 store=(--root "$PWD/$out/storage" --runroot "$PWD/$out/run" --storage-driver vfs)

@@ -9,7 +9,6 @@
 //! - [`chroma`]: the Chroma Sync API client (the only place that talks to the service).
 //! - [`leader`]: leader election on a Lease, for several replicas.
 //! - [`server`] and [`metrics`]: health and metrics endpoints.
-//! - [`standin`]: the local Chroma Sync stand-in used by `make run` and the tests.
 
 pub mod chroma;
 pub mod crd;
@@ -19,4 +18,3 @@ pub mod metrics;
 pub mod run;
 pub mod server;
 pub mod source;
-pub mod standin;

@@ -1,13 +1,8 @@
 //! The Chroma client against the stand-in's faults, over real HTTP: each kind of failure is
 //! sorted the way the reconciler relies on. Also drives the stand-in's control endpoints.
 
-#[path = "support"]
-mod support {
-    pub mod chroma;
-    pub mod standin;
-}
-
 use chroma_sync_operator::chroma::{ChromaClient, ChromaError, Deleted, Token, TransportKind};
+use chroma_sync_test_support as support;
 use serde_json::{Value, json};
 use std::time::Duration;
 use support::chroma::{client, github_payload};
@@ -256,7 +251,7 @@ mod invocations {
     };
     use chroma_sync_operator::chroma::{Cancelled, ClientConfig};
     use chroma_sync_operator::metrics::Metrics;
-    use chroma_sync_operator::standin::{RunPlan, StandIn};
+    use chroma_sync_standin::{RunPlan, StandIn};
 
     struct Env {
         standin: StandIn,
@@ -626,12 +621,11 @@ mod invocations {
     async fn a_lost_created_answer_leaves_one_run_to_find_by_listing() {
         let env = env().await;
         let (c, t) = (&env.client, &env.token);
-        env.standin
-            .set_faults(chroma_sync_operator::standin::Faults {
-                endpoints: vec!["create_invocation".into()],
-                drop_next: 1,
-                ..Default::default()
-            });
+        env.standin.set_faults(chroma_sync_standin::Faults {
+            endpoints: vec!["create_invocation".into()],
+            drop_next: 1,
+            ..Default::default()
+        });
         let run = github_run("lost", GitRef::Sha("feed".into()));
         let e = c.create_invocation(t, &env.github, &run).await.unwrap_err();
         assert!(lost_answer(&e), "{e:?}");
@@ -667,13 +661,12 @@ mod invocations {
             "list_invocations",
             "cancel_invocation",
         ] {
-            env.standin
-                .set_faults(chroma_sync_operator::standin::Faults {
-                    endpoints: vec![endpoint.into()],
-                    rate_limit_next: 1,
-                    retry_after_secs: 9,
-                    ..Default::default()
-                });
+            env.standin.set_faults(chroma_sync_standin::Faults {
+                endpoints: vec![endpoint.into()],
+                rate_limit_next: 1,
+                retry_after_secs: 9,
+                ..Default::default()
+            });
             let e = match endpoint {
                 "create_invocation" => c
                     .create_invocation(t, &env.s3, &s3_run("docs/b"))
@@ -709,25 +702,23 @@ mod invocations {
         );
 
         // A 200 whose body is cut is an unreadable answer, not an API error.
-        env.standin
-            .set_faults(chroma_sync_operator::standin::Faults {
-                endpoints: vec!["get_invocation".into()],
-                garble_next: 1,
-                ..Default::default()
-            });
+        env.standin.set_faults(chroma_sync_standin::Faults {
+            endpoints: vec!["get_invocation".into()],
+            garble_next: 1,
+            ..Default::default()
+        });
         let e = c.get_invocation(t, &id).await.unwrap_err();
         assert!(
             matches!(e, ChromaError::Decode { status: 200, .. }),
             "{e:?}"
         );
         // A 5xx on the create: nothing committed.
-        env.standin
-            .set_faults(chroma_sync_operator::standin::Faults {
-                endpoints: vec!["create_invocation".into()],
-                fail_next: 1,
-                error_status: 500,
-                ..Default::default()
-            });
+        env.standin.set_faults(chroma_sync_standin::Faults {
+            endpoints: vec!["create_invocation".into()],
+            fail_next: 1,
+            error_status: 500,
+            ..Default::default()
+        });
         let e = c
             .create_invocation(t, &env.s3, &s3_run("docs/c"))
             .await

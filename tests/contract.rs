@@ -3,22 +3,20 @@
 //! document's `CreateSourcePayload` and the published one; every answer of the local stand-in
 //! must satisfy the published response schemas. No cluster needed.
 
-#[path = "support"]
-mod support {
-    pub mod standin;
-}
-
 use chroma_sync_operator::crd::SyncSource;
 use chroma_sync_operator::source::payload;
+use chroma_sync_test_support as support;
 use jsonschema::Validator;
 use serde_json::{Value, json};
 
-const SEED: &str = include_str!("../src/standin/create-source.openapi.yaml");
-const PUBLISHED: &str = include_str!("contract/chroma-sync-openapi.yaml");
+/// The documents' one copy, in the stand-in's crate (tests/standin/openapi/), which checks
+/// requests against them too.
+const SEED: &str = chroma_sync_standin::SEED_OPENAPI;
+const PUBLISHED: &str = chroma_sync_standin::PUBLISHED_OPENAPI;
 
 /// A validator for `#/<pointer>` of an OpenAPI 3.1 document (its schemas are JSON Schema 2020-12).
 fn schema(doc: &str, pointer: &str) -> Validator {
-    let mut root: Value = serde_yaml::from_str(doc).expect("the OpenAPI document parses");
+    let mut root: Value = serde_saphyr::from_str(doc).expect("the OpenAPI document parses");
     root["$ref"] = json!(format!("#/{pointer}"));
     jsonschema::draft202012::new(&root).expect("the schema compiles")
 }
@@ -40,7 +38,7 @@ fn examples() -> Vec<(String, SyncSource)> {
     for entry in std::fs::read_dir(dir).expect("deploy/examples exists") {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
-        let doc: Value = serde_yaml::from_str(&text).unwrap();
+        let doc: Value = serde_saphyr::from_str(&text).unwrap();
         if doc["kind"] == "SyncSource" {
             let obj: SyncSource = serde_json::from_value(doc).expect("example decodes");
             found.push((path.display().to_string(), obj));
@@ -414,17 +412,6 @@ mod properties {
 // Invocations (sync runs): the client's `CreateJobPayload` bodies against the published schema,
 // and every answer of the stand-in's invocation endpoints against the published responses.
 
-/// The copy the stand-in validates requests with (`src/standin/`), beside the one used here.
-const STANDIN_PUBLISHED: &str = include_str!("../src/standin/chroma-sync-openapi.yaml");
-
-#[test]
-fn the_stand_in_checks_runs_against_the_same_published_document() {
-    assert!(
-        STANDIN_PUBLISHED == PUBLISHED,
-        "src/standin/chroma-sync-openapi.yaml and tests/contract/chroma-sync-openapi.yaml differ"
-    );
-}
-
 /// The published `IndexJobMetadataKind` admits no web (or `Unknown`) run at all: its string
 /// kinds cannot meet `IndexJobMetadata`'s `allOf` with an object. A web run's answer is checked
 /// against the document with that kind added as serde's `flatten` writes it
@@ -509,7 +496,7 @@ fn the_published_job_schemas_reject_what_they_should() {
 
 #[tokio::test]
 async fn the_stand_in_answers_invocations_in_the_published_shapes() {
-    use chroma_sync_operator::standin::RunPlan;
+    use chroma_sync_standin::RunPlan;
     let (standin, base) = support::standin::start("t", &["v"]).await;
     let github =
         standin.insert_source(json!({"database_name": "docs", "github": {"repository": "o/r"}}));
@@ -759,7 +746,7 @@ async fn the_stand_in_answers_invocations_in_the_published_shapes() {
 mod invocation_properties {
     use super::*;
     use chroma_sync_operator::chroma::wire::{CreateJobPayload, GitRef};
-    use chroma_sync_operator::standin::RunPlan;
+    use chroma_sync_standin::RunPlan;
     use proptest::collection::{btree_map, vec};
     use proptest::option::of;
     use proptest::prelude::*;
@@ -987,7 +974,7 @@ mod invocation_properties {
 async fn get_source_reads_back_what_create_made_without_a_difference() {
     use chroma_sync_operator::chroma::{ChromaClient, ClientConfig, Token};
     let (_, base) = support::standin::start("t", &[]).await;
-    let root: Value = serde_yaml::from_str(PUBLISHED).unwrap();
+    let root: Value = serde_saphyr::from_str(PUBLISHED).unwrap();
     let get = &root["paths"]["/api/v1/sources/{source_id}"]["get"];
     assert!(
         get.is_object(),

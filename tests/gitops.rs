@@ -404,7 +404,8 @@ fn argo_cd_reads_every_state_the_operator_writes() {
 
 #[test]
 fn the_argocd_cm_snippet_installs_exactly_health_lua() {
-    let cm: Value = serde_yaml::from_str(include_str!("../deploy/argocd/argocd-cm.yaml")).unwrap();
+    let cm: Value =
+        serde_saphyr::from_str(include_str!("../deploy/argocd/argocd-cm.yaml")).unwrap();
     for kind in ["SyncSource", "SyncRun"] {
         let key = format!("resource.customizations.health.chromasync.dev_{kind}");
         assert_eq!(cm["data"][&key].as_str(), Some(HEALTH), "{key}");
@@ -424,11 +425,9 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(Path::new(ROOT).join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-fn documents(yaml: &str) -> Vec<serde_yaml::Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .filter(|v: &serde_yaml::Value| !v.is_null())
-        .collect()
+/// The documents of a YAML stream, empty ones left out.
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple(yaml).unwrap()
 }
 
 /// The last line a build script prints: the cached tool (instant once built; `make test` and
@@ -467,21 +466,17 @@ fn run(program: &Path, args: &[&str]) -> String {
     text
 }
 
-fn kubectl_kustomize(dir: &Path) -> Vec<serde_yaml::Value> {
+fn kubectl_kustomize(dir: &Path) -> Vec<Value> {
     let kubectl = cached("tests/controlplane/build.sh").join("kubectl");
     documents(&run(&kubectl, &["kustomize", dir.to_str().unwrap()]))
 }
 
-fn helm_template(
-    values: &serde_yaml::Value,
-    namespace: &str,
-    extra: &[&str],
-) -> Vec<serde_yaml::Value> {
+fn helm_template(values: &Value, namespace: &str, extra: &[&str]) -> Vec<Value> {
     let helm = std::env::var_os("HELM")
         .map(PathBuf::from)
         .unwrap_or_else(|| cached("tests/helm/build.sh"));
     let file = fresh_dir("values").join("values.yaml");
-    std::fs::write(&file, serde_yaml::to_string(values).unwrap()).unwrap();
+    std::fs::write(&file, serde_saphyr::to_string(values).unwrap()).unwrap();
     let mut args = vec!["template", "chroma-sync-operator", CHART, "-n", namespace];
     args.extend(["-f", file.to_str().unwrap()]);
     args.extend(extra);
@@ -503,21 +498,18 @@ fn relative(from: &Path, dir: &str) -> String {
 }
 
 /// Builds an overlay over deploy/manifests with kustomize `images` entries.
-fn overlay_with_images(images: serde_yaml::Value) -> Vec<serde_yaml::Value> {
+fn overlay_with_images(images: Value) -> Vec<Value> {
     let dir = fresh_dir("overlay");
-    let kustomization = serde_yaml::to_string(&serde_yaml::Mapping::from_iter([
-        (
-            "resources".into(),
-            serde_yaml::Value::Sequence(vec![relative(&dir, "deploy/manifests").into()]),
-        ),
-        ("images".into(), images),
-    ]))
+    let kustomization = serde_saphyr::to_string(&json!({
+        "resources": [relative(&dir, "deploy/manifests")],
+        "images": images,
+    }))
     .unwrap();
     std::fs::write(dir.join("kustomization.yaml"), kustomization).unwrap();
     kubectl_kustomize(&dir)
 }
 
-fn the<'a>(docs: &'a [serde_yaml::Value], kind: &str) -> &'a serde_yaml::Value {
+fn the<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
     let found: Vec<_> = docs
         .iter()
         .filter(|d| d["kind"].as_str() == Some(kind))
@@ -526,7 +518,7 @@ fn the<'a>(docs: &'a [serde_yaml::Value], kind: &str) -> &'a serde_yaml::Value {
     found[0]
 }
 
-fn image_of(docs: &[serde_yaml::Value]) -> String {
+fn image_of(docs: &[Value]) -> String {
     the(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
         .as_str()
         .unwrap()
@@ -551,7 +543,7 @@ fn the_argo_cd_applications_set_the_image_where_a_sync_keeps_it() {
     // The kustomize Application: kustomize.images rewrites install.yaml's image.
     let app = &documents(&read("deploy/argocd/application.yaml"))[0];
     let images = app["spec"]["source"]["kustomize"]["images"]
-        .as_sequence()
+        .as_array()
         .unwrap();
     assert_eq!(images.len(), 1);
     // Argo CD's form: <name>=<new name>:<tag>.
@@ -563,7 +555,7 @@ fn the_argo_cd_applications_set_the_image_where_a_sync_keeps_it() {
     );
     let (new_name, tag) = new.rsplit_once(':').unwrap();
     let built = overlay_with_images(
-        serde_yaml::from_str(&format!(
+        serde_saphyr::from_str(&format!(
             "[{{name: {name}, newName: {new_name}, newTag: {tag:?}}}]"
         ))
         .unwrap(),
@@ -599,10 +591,10 @@ fn the_argo_cd_applications_set_the_image_where_a_sync_keeps_it() {
     assert_token_volume_is_optional(&rendered, secret);
 }
 
-fn assert_token_volume_is_optional(rendered: &[serde_yaml::Value], secret: &str) {
+fn assert_token_volume_is_optional(rendered: &[Value], secret: &str) {
     let volumes = &the(rendered, "Deployment")["spec"]["template"]["spec"]["volumes"];
     let token = volumes
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .find(|v| v["secret"]["secretName"].as_str() == Some(secret))
@@ -641,7 +633,7 @@ fn the_flux_helmrelease_sets_the_image_and_documents_its_token() {
 
 /// The objects Flux applies from `path` (relative to this repository): its kustomization.yaml,
 /// or, where it has none, every YAML file under it, as Flux's generator does.
-fn flux_build(path: &str, target_namespace: Option<&str>) -> Vec<serde_yaml::Value> {
+fn flux_build(path: &str, target_namespace: Option<&str>) -> Vec<Value> {
     let dir = Path::new(ROOT).join(path);
     let mut docs = if dir.join("kustomization.yaml").exists() {
         kubectl_kustomize(&dir)
@@ -679,7 +671,7 @@ fn the_flux_kustomizations_apply_the_operator_with_its_image_and_no_token() {
 
     // The operator, with the image from spec.images.
     let operator = &flux[0]["spec"];
-    let images = operator["images"].as_sequence().unwrap();
+    let images = operator["images"].as_array().unwrap();
     assert_eq!(images.len(), 1);
     assert_eq!(
         images[0]["name"].as_str(),
@@ -695,7 +687,7 @@ fn the_flux_kustomizations_apply_the_operator_with_its_image_and_no_token() {
             images[0]["newTag"].as_str().unwrap()
         )
     );
-    for check in operator["healthChecks"].as_sequence().unwrap() {
+    for check in operator["healthChecks"].as_array().unwrap() {
         assert!(
             built.iter().any(|d| d["kind"] == check["kind"]
                 && d["metadata"]["name"] == check["name"]
@@ -772,7 +764,7 @@ fn the_readme_sets_the_image_in_what_is_applied() {
         .unwrap()
         .0;
     assert!(readme.contains("kubectl apply --server-side -k my-operator"));
-    let mut overlay: serde_yaml::Value = serde_yaml::from_str(overlay).unwrap();
+    let mut overlay: Value = serde_saphyr::from_str(overlay).unwrap();
     assert_eq!(
         overlay["resources"][0].as_str(),
         Some("../deploy/manifests")
@@ -788,7 +780,7 @@ fn the_readme_sets_the_image_in_what_is_applied() {
     overlay["resources"][0] = relative(&dir, "deploy/manifests").into();
     std::fs::write(
         dir.join("kustomization.yaml"),
-        serde_yaml::to_string(&overlay).unwrap(),
+        serde_saphyr::to_string(&overlay).unwrap(),
     )
     .unwrap();
     let built = kubectl_kustomize(&dir);
@@ -1083,14 +1075,14 @@ fn strings_under<'a>(value: &'a Value, key: &str, out: &mut Vec<&'a str>) {
 #[test]
 fn the_charts_alerts_and_dashboard_use_only_metrics_the_operator_exports() {
     let exported = exported();
-    let none = helm_template(&serde_yaml::from_str("{}").unwrap(), "ops", &[]);
+    let none = helm_template(&serde_saphyr::from_str("{}").unwrap(), "ops", &[]);
     for kind in ["PrometheusRule", "ConfigMap"] {
         assert!(
             none.iter().all(|d| d["kind"].as_str() != Some(kind)),
             "{kind} rendered by default"
         );
     }
-    let values = serde_yaml::from_str(
+    let values = serde_saphyr::from_str(
         "{prometheusRule: {enabled: true, additionalLabels: {release: prometheus}},
           grafanaDashboard: {enabled: true, annotations: {grafana_folder: Chroma}}}",
     )
@@ -1105,8 +1097,8 @@ fn the_charts_alerts_and_dashboard_use_only_metrics_the_operator_exports() {
     );
     let mut alerts = BTreeSet::new();
     let mut used = BTreeSet::new();
-    for group in rule["spec"]["groups"].as_sequence().unwrap() {
-        for alert in group["rules"].as_sequence().unwrap() {
+    for group in rule["spec"]["groups"].as_array().unwrap() {
+        for alert in group["rules"].as_array().unwrap() {
             let name = alert["alert"].as_str().unwrap();
             let expr = alert["expr"].as_str().unwrap();
             used.extend(check_expression(&exported, name, expr));

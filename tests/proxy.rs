@@ -6,14 +6,9 @@
 //! gets exactly the variables of its case; the parent runs the stand-in, its TLS front and the
 //! proxy, and checks what each saw. No other test shares this process.
 
-#[path = "support"]
-mod support {
-    pub mod chroma;
-    pub mod standin;
-    pub mod tls;
-}
-
 use chroma_sync_operator::chroma::Token;
+use chroma_sync_test_support as support;
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -163,7 +158,7 @@ async fn run_child(url: &str, ca: &TestCa, vars: &[(&str, String)]) -> String {
 }
 
 async fn parent() {
-    let ca = TestCa::new("proxy");
+    let ca = TestCa::new(Path::new(env!("CARGO_TARGET_TMPDIR")), "proxy");
     let (standin, backend) = standin().await;
     let (port, handshakes) = tls_front(&ca, backend).await;
     let (proxy_port, seen) = connect_proxy().await;

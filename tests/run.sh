@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Starts a real control plane, runs a command against it (KUBECONFIG set; `cargo test` when none
-# is given), and stops it again.
+# Starts a real control plane, runs a command against it (KUBECONFIG set; when none is given,
+# every test of the workspace: `cargo test --workspace --features e2e`, the cluster suites
+# included), and stops it again.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 dir="$PWD/target/controlplane-test"
@@ -9,6 +10,6 @@ tests/controlplane/controlplane.sh up "$dir"
 HELM="$(tests/helm/build.sh)"
 export HELM
 trap 'tests/controlplane/controlplane.sh down "$dir"' EXIT
-if (($# == 0)); then set -- cargo test; fi
+if (($# == 0)); then set -- cargo test --workspace --features e2e; fi
 echo "[tests] running '$*' against $dir/kubeconfig (the end-to-end suite takes about two minutes)" >&2
 KUBECONFIG="$dir/kubeconfig" "$@"

@@ -3,14 +3,9 @@
 //! of `--chroma-url` in the real binary: plain http only with `--allow-insecure-http`.
 //! (Proxies are in `tests/proxy.rs`: they need environment variables, so their own process.)
 
-#[path = "support"]
-mod support {
-    pub mod chroma;
-    pub mod standin;
-    pub mod tls;
-}
-
 use chroma_sync_operator::chroma::{ChromaError, Token, TransportKind};
+use chroma_sync_test_support as support;
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -21,7 +16,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn the_server_is_trusted_only_with_its_ca_configured() {
-    let ca = TestCa::new("tls");
+    let ca = TestCa::new(Path::new(env!("CARGO_TARGET_TMPDIR")), "tls");
     let (standin, backend) = standin().await;
     let (port, handshakes) = tls_front(&ca, backend).await;
     let token = Token::new(TOKEN).unwrap();
@@ -83,7 +78,7 @@ async fn the_server_is_trusted_only_with_its_ca_configured() {
 /// Runs the operator binary up to its start-up checks; no cluster is reachable, so a run that
 /// passes them stops at the Kubernetes client.
 fn operator(args: &[&str]) -> (bool, String) {
-    let home = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-kubeconfig");
+    let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-kubeconfig");
     let out = Command::new(env!("CARGO_BIN_EXE_chroma-sync-operator"))
         .args(args)
         .args(["--metrics-address", "127.0.0.1:0", "--log-format", "text"])

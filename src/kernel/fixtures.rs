@@ -14,7 +14,7 @@ use super::credentials::{Credentials, DefaultToken};
 use crate::chroma::{ChromaClient, ClientConfig, Token};
 use crate::crd::{SyncSource, SyncSourceSpec};
 use crate::metrics::Metrics;
-use crate::standin::{StandIn, Tokens};
+use chroma_sync_standin::{StandIn, Tokens};
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
 use serde_json::{Value, json};

@@ -14,7 +14,7 @@ use crate::kernel::fixtures::{
     standin_body,
 };
 use crate::kernel::{Error, Retry};
-use crate::standin::Faults;
+use chroma_sync_standin::Faults;
 use http::Method;
 use serde_json::{Value, json};
 use std::sync::Arc;

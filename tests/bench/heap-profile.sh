@@ -22,7 +22,7 @@ if ! command -v heaptrack >/dev/null; then
 fi
 tests/controlplane/build.sh >/dev/null
 say "building the operator with the system allocator"
-cargo build --release --bins --features system-allocator
+cargo build --release -p chroma-sync-operator -p chroma-sync-standin --bins --features chroma-sync-operator/system-allocator
 rm -rf "$out/cp" "$out"/heaptrack.* "$out/bin"
 mkdir -p "$out/bin"
 # A copy: the next plain release build replaces these.

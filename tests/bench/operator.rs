@@ -13,22 +13,13 @@
 //! BENCH_UNRELATED (Secrets and ConfigMaps of other software, this many of each over 100 other
 //! namespaces, present for the whole run; default 0).
 
-#[path = "../support"]
-mod support {
-    pub mod control_plane;
-    pub mod objects;
-    pub mod operator;
-    pub mod settings;
-    pub mod standin;
-    pub mod wait;
-}
-
 use chroma_sync_operator::crd::run::{RunPhase, SyncRun};
 use chroma_sync_operator::crd::{self, SyncSource};
 use chroma_sync_operator::kernel::FIELD_MANAGER;
 use chroma_sync_operator::run::decide::POLL_FIRST;
 use chroma_sync_operator::source::status::{self, Recorded, State};
-use chroma_sync_operator::standin::{RunPlan, StandIn};
+use chroma_sync_standin::{RunPlan, StandIn};
+use chroma_sync_test_support as support;
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -44,12 +35,14 @@ use support::control_plane::{
     apply_crd, client_for, kubeconfig_path, kubectl, service_account_kubeconfig,
 };
 use support::objects::{TOKEN_SECRET, github, namespace, sync_source, token_secret};
-use support::operator::{BINARY, OperatorProcess};
+use support::operator::OperatorProcess;
 use support::settings::setting;
 
 /// The series of SyncSource reconciles (the benchmark's objects are SyncSources).
 const SOURCE_RECONCILES: &str = r#"chroma_sync_operator_reconciles_total{kind="SyncSource"}"#;
 
+/// The operator binary of this checkout (its release build under `cargo bench`).
+const BINARY: &str = support::operator_binary!();
 const TOKEN: &str = "bench-token";
 const SA_USER: &str = "system:serviceaccount:chroma-sync-system:chroma-sync-operator";
 const NS: &str = "bench";
@@ -121,13 +114,16 @@ impl Report {
 struct Counting;
 static HELD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+// SAFETY: every call goes to the system allocator unchanged; the count is a side effect.
 unsafe impl std::alloc::GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         HELD.fetch_add(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the caller's guarantees for `layout` are `System.alloc`'s.
         unsafe { std::alloc::System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
         HELD.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: `ptr` came from `alloc` above, that is from `System`, with this `layout`.
         unsafe { std::alloc::System.dealloc(ptr, layout) }
     }
 }

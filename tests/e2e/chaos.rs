@@ -7,7 +7,7 @@
 //! CHAOS_SEED set the size and the schedule).
 
 use crate::harness::*;
-use chroma_sync_operator::standin::Faults;
+use chroma_sync_standin::Faults;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use std::time::{Duration, Instant};

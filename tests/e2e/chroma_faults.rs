@@ -12,7 +12,7 @@
 //! STORM_ERROR_PERCENT, STORM_SEED).
 
 use crate::harness::*;
-use chroma_sync_operator::standin::Faults;
+use chroma_sync_standin::Faults;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
@@ -93,7 +93,7 @@ async fn a_storm_of_chroma_faults_leaves_exactly_one_source_per_object() {
     let mut churn = Churn::default();
     let mut next = 0;
     for (kind, injects) in &kinds[..phases] {
-        let landed = |standin: &chroma_sync_operator::standin::StandIn| {
+        let landed = |standin: &chroma_sync_standin::StandIn| {
             standin
                 .injected()
                 .get(*injects)

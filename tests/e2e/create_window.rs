@@ -4,7 +4,7 @@
 
 use crate::harness::*;
 use chroma_sync_operator::crd::CREATE_PENDING_ANNOTATION;
-use chroma_sync_operator::standin::Faults;
+use chroma_sync_standin::Faults;
 use kube::ResourceExt;
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 use crate::harness::*;
 use crate::support::objects::{namespace, token_secret};
 use base64::Engine;
-use chroma_sync_operator::standin::Tokens;
+use chroma_sync_standin::Tokens;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::json;

@@ -5,7 +5,7 @@
 
 use crate::support::control_plane::kubectl;
 use crate::support::helm::helm;
-use serde_yaml::Value;
+use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -19,11 +19,9 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(Path::new(ROOT).join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// The documents of a YAML stream, empty ones left out.
 fn documents(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .filter(|v: &Value| !v.is_null())
-        .collect()
+    serde_saphyr::from_multiple(yaml).unwrap()
 }
 
 /// (kind, namespace/name) of every object in a YAML stream.
@@ -74,7 +72,7 @@ fn fresh_namespace(prefix: &str, restricted: bool) -> String {
 
 #[test]
 fn the_chart_follows_the_crate_and_carries_the_crd() {
-    let chart: Value = serde_yaml::from_str(&read("deploy/helm/chroma-sync-operator/Chart.yaml"))
+    let chart: Value = serde_saphyr::from_str(&read("deploy/helm/chroma-sync-operator/Chart.yaml"))
         .expect("Chart.yaml");
     assert_eq!(chart["version"].as_str(), Some(env!("CARGO_PKG_VERSION")));
     assert_eq!(
@@ -255,7 +253,7 @@ fn render(ns: &str, name: &str, values: &str, set: &[&str]) -> String {
 fn dry_run(name: &str, docs: &[&Value]) {
     let yaml: String = docs
         .iter()
-        .map(|d| format!("---\n{}", serde_yaml::to_string(d).unwrap()))
+        .map(|d| format!("---\n{}", serde_saphyr::to_string(d).unwrap()))
         .collect();
     let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.yaml"));
     std::fs::write(&file, yaml).unwrap();
@@ -282,7 +280,7 @@ fn find<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
 }
 
 fn yaml(text: &str) -> Value {
-    serde_yaml::from_str(text).unwrap()
+    serde_saphyr::from_str(text).unwrap()
 }
 
 /// A label value Kubernetes accepts: at most 63 characters, alphanumerics, `-`, `_`, `.`, and
@@ -321,13 +319,13 @@ fn every_chart_option_renders_objects_the_apiserver_accepts() {
         .filter(|d| d["kind"].as_str() == Some("ConfigMap"))
         .collect();
     assert_eq!(maps.len(), 1);
-    let data = maps[0]["data"].as_mapping().unwrap();
+    let data = maps[0]["data"].as_object().unwrap();
     assert_eq!(
         data.keys().collect::<Vec<_>>(),
-        [&Value::from("chroma-sync-operator.json")]
+        ["chroma-sync-operator.json"]
     );
     for doc in &docs {
-        for (key, value) in doc["metadata"]["labels"].as_mapping().into_iter().flatten() {
+        for (key, value) in doc["metadata"]["labels"].as_object().into_iter().flatten() {
             let value = value.as_str().unwrap();
             assert!(valid_label_value(value), "label {key:?}: {value:?}");
         }
@@ -343,7 +341,7 @@ fn every_chart_option_renders_objects_the_apiserver_accepts() {
     let container = &pod["containers"][0];
 
     // extraEnv after the chart's own variables, extraEnvFrom as given.
-    let env = container["env"].as_sequence().unwrap();
+    let env = container["env"].as_array().unwrap();
     let names: Vec<&str> = env.iter().map(|e| e["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
@@ -365,7 +363,7 @@ fn every_chart_option_renders_objects_the_apiserver_accepts() {
 
     // A spread constraint without a labelSelector gets the pods' selector labels; one with a
     // selector keeps it.
-    let spread = pod["topologySpreadConstraints"].as_sequence().unwrap();
+    let spread = pod["topologySpreadConstraints"].as_array().unwrap();
     assert_eq!(spread[0]["labelSelector"]["matchLabels"], *selector);
     assert_eq!(
         spread[0]["topologyKey"].as_str(),
@@ -404,8 +402,8 @@ fn every_chart_option_renders_objects_the_apiserver_accepts() {
         *command,
         yaml(&format!("[/chroma-sync-operator, probe, {url:?}]"))
     );
-    let service_selector = service["spec"]["selector"].as_mapping().unwrap();
-    let test_labels = test_pod["metadata"]["labels"].as_mapping().unwrap();
+    let service_selector = service["spec"]["selector"].as_object().unwrap();
+    let test_labels = test_pod["metadata"]["labels"].as_object().unwrap();
     assert!(
         !service_selector
             .iter()
@@ -416,7 +414,7 @@ fn every_chart_option_renders_objects_the_apiserver_accepts() {
     assert_eq!(from[0], values["networkPolicy"]["metricsFrom"][0]);
     assert_eq!(
         from[1]["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
-        test_labels[&Value::from("app.kubernetes.io/component")]
+        test_labels["app.kubernetes.io/component"]
     );
 
     // The ServiceMonitor and the PrometheusRule need the Prometheus Operator's CRDs, absent
@@ -605,7 +603,7 @@ fn the_gitops_examples_point_at_what_this_repository_holds() {
         assert!(ok || out.contains("unable to find one of"), "{path}: {out}");
         assert!(Path::new(ROOT).join(path).is_dir());
     }
-    for check in flux[0]["spec"]["healthChecks"].as_sequence().unwrap() {
+    for check in flux[0]["spec"]["healthChecks"].as_array().unwrap() {
         let ns = check["namespace"].as_str().unwrap_or_default();
         let key = (
             check["kind"].as_str().unwrap().to_owned(),
@@ -621,7 +619,7 @@ fn the_gitops_examples_point_at_what_this_repository_holds() {
     let values = Path::new(env!("CARGO_TARGET_TMPDIR")).join("helmrelease-values.yaml");
     std::fs::write(
         &values,
-        serde_yaml::to_string(&release["spec"]["values"]).unwrap(),
+        serde_saphyr::to_string(&release["spec"]["values"]).unwrap(),
     )
     .unwrap();
     let (ok, out) = helm(&["template", "x", CHART, "-f", values.to_str().unwrap()]);
@@ -715,9 +713,8 @@ fn the_chart_readme_is_generated_from_the_current_values() {
     }
     // Every top-level value appears, itself or through its children.
     let values: Value =
-        serde_yaml::from_str(&read("deploy/helm/chroma-sync-operator/values.yaml")).unwrap();
-    for (key, _) in values.as_mapping().unwrap() {
-        let key = key.as_str().unwrap();
+        serde_saphyr::from_str(&read("deploy/helm/chroma-sync-operator/values.yaml")).unwrap();
+    for key in values.as_object().unwrap().keys() {
         assert!(
             keys.iter()
                 .any(|k| *k == key || k.starts_with(&format!("{key}."))),
@@ -744,7 +741,7 @@ fn the_chart_readme_is_generated_from_the_current_values() {
 /// default, the crate's license; its CRD examples are valid SyncSource and SyncRun objects.
 #[test]
 fn the_chart_metadata_matches_its_crds_image_and_license() {
-    let chart: Value = serde_yaml::from_str(&read("deploy/helm/chroma-sync-operator/Chart.yaml"))
+    let chart: Value = serde_saphyr::from_str(&read("deploy/helm/chroma-sync-operator/Chart.yaml"))
         .expect("Chart.yaml");
     let home = chart["home"].as_str().unwrap();
     assert!(home.starts_with("https://"), "{home}");
@@ -758,7 +755,7 @@ fn the_chart_metadata_matches_its_crds_image_and_license() {
     );
 
     let listed: BTreeSet<(String, String, String)> =
-        serde_yaml::from_str::<Vec<Value>>(annotations["artifacthub.io/crds"].as_str().unwrap())
+        serde_saphyr::from_str::<Vec<Value>>(annotations["artifacthub.io/crds"].as_str().unwrap())
             .unwrap()
             .iter()
             .map(|c| {
@@ -770,8 +767,9 @@ fn the_chart_metadata_matches_its_crds_image_and_license() {
     let mut shipped = BTreeSet::new();
     for entry in std::fs::read_dir(Path::new(CHART).join("crds")).unwrap() {
         let crd: Value =
-            serde_yaml::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap()).unwrap();
-        for version in crd["spec"]["versions"].as_sequence().unwrap() {
+            serde_saphyr::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap())
+                .unwrap();
+        for version in crd["spec"]["versions"].as_array().unwrap() {
             shipped.insert((
                 crd["spec"]["names"]["kind"].as_str().unwrap().to_owned(),
                 crd["metadata"]["name"].as_str().unwrap().to_owned(),
@@ -783,9 +781,9 @@ fn the_chart_metadata_matches_its_crds_image_and_license() {
     assert_eq!(listed, shipped);
 
     let images: Vec<Value> =
-        serde_yaml::from_str(annotations["artifacthub.io/images"].as_str().unwrap()).unwrap();
+        serde_saphyr::from_str(annotations["artifacthub.io/images"].as_str().unwrap()).unwrap();
     let values: Value =
-        serde_yaml::from_str(&read("deploy/helm/chroma-sync-operator/values.yaml")).unwrap();
+        serde_saphyr::from_str(&read("deploy/helm/chroma-sync-operator/values.yaml")).unwrap();
     let default_image = format!(
         "{}:{}",
         values["image"]["repository"].as_str().unwrap(),
@@ -805,7 +803,8 @@ fn the_chart_metadata_matches_its_crds_image_and_license() {
 
     // The examples Artifact Hub shows are objects the apiserver accepts.
     let examples: Vec<Value> =
-        serde_yaml::from_str(annotations["artifacthub.io/crdsExamples"].as_str().unwrap()).unwrap();
+        serde_saphyr::from_str(annotations["artifacthub.io/crdsExamples"].as_str().unwrap())
+            .unwrap();
     let kinds: BTreeSet<String> = examples
         .iter()
         .map(|e| e["kind"].as_str().unwrap().to_owned())
@@ -815,7 +814,7 @@ fn the_chart_metadata_matches_its_crds_image_and_license() {
     let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{ns}.yaml"));
     let yaml: String = examples
         .iter()
-        .map(|e| format!("---\n{}", serde_yaml::to_string(e).unwrap()))
+        .map(|e| format!("---\n{}", serde_saphyr::to_string(e).unwrap()))
         .collect();
     std::fs::write(&file, yaml).unwrap();
     // The CRDs as the chart ships them (the other tests' harness installs the same).
@@ -862,7 +861,7 @@ async fn the_helm_test_hook_runs_the_operators_probe() {
     assert!(ok, "{rendered}");
     let pod = &documents(&rendered)[0];
     let command: Vec<String> = pod["spec"]["containers"][0]["command"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .map(|c| c.as_str().unwrap().to_owned())
@@ -886,7 +885,7 @@ async fn the_helm_test_hook_runs_the_operators_probe() {
     let hook = move || {
         let args = args.clone();
         tokio::task::spawn_blocking(move || {
-            std::process::Command::new(crate::support::operator::BINARY)
+            std::process::Command::new(crate::support::operator_binary!())
                 .args(&args)
                 .output()
                 .expect("run the probe")

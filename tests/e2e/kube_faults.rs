@@ -10,7 +10,7 @@
 use crate::harness::*;
 use crate::proxy::{Proxy, server_addr};
 use chroma_sync_operator::crd::SyncSource;
-use chroma_sync_operator::standin::Faults;
+use chroma_sync_standin::Faults;
 use futures::future::join_all;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;

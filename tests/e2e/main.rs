@@ -22,14 +22,4 @@ mod runs;
 mod sharding;
 mod shutdown;
 
-#[path = "../support"]
-mod support {
-    pub mod audit;
-    pub mod control_plane;
-    pub mod helm;
-    pub mod objects;
-    pub mod operator;
-    pub mod settings;
-    pub mod standin;
-    pub mod wait;
-}
+use chroma_sync_test_support as support;

@@ -3,7 +3,7 @@
 //! stopped by SIGTERM hands the Lease back at once.
 
 use crate::harness::*;
-use chroma_sync_operator::standin::Faults;
+use chroma_sync_standin::Faults;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::ResourceExt;
 use std::time::{Duration, Instant};

@@ -5,7 +5,7 @@
 
 use crate::harness::*;
 use chroma_sync_operator::crd::run::{RunPhase, SyncRun};
-use chroma_sync_operator::standin::{Faults, RunPlan};
+use chroma_sync_standin::{Faults, RunPlan};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
 use std::time::Duration;

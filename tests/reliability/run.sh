@@ -24,14 +24,14 @@ export CUTS_ROUNDS=${CUTS_ROUNDS:-20} CUTS_PER_ROUND=${CUTS_PER_ROUND:-15}
 export CONFLICT_OBJECTS=${CONFLICT_OBJECTS:-64} CONFLICT_WRITERS=${CONFLICT_WRITERS:-8}
 export CRD_OBJECTS=${CRD_OBJECTS:-100} RESTART_OBJECTS=${RESTART_OBJECTS:-20}
 
-cargo test --test e2e --no-run
+cargo test --features e2e --test e2e --no-run
 failed=()
 # case NAME TEST [VAR=VALUE ...]: one run of one test, alone.
 case_() {
   local name=$1 test=$2
   shift 2
   echo "[reliability] $name ($*)" >&2
-  if ! env "$@" cargo test --quiet --test e2e -- --exact "$test" --nocapture --test-threads=1; then
+  if ! env "$@" cargo test --quiet --features e2e --test e2e -- --exact "$test" --nocapture --test-threads=1; then
     failed+=("$name $*")
   fi
 }

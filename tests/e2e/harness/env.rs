@@ -12,7 +12,7 @@ use crate::support::objects::{TOKEN_SECRET, github, namespace, sync_source, toke
 use crate::support::operator::OperatorProcess;
 use crate::support::standin::{self, DATABASE};
 use chroma_sync_operator::crd::SyncSource;
-use chroma_sync_operator::standin::{Faults, StandIn};
+use chroma_sync_standin::{Faults, StandIn};
 use k8s_openapi::api::core::v1::{Event, Namespace, Secret};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};

@@ -3,7 +3,7 @@
 //! and the end state and Chroma cost checked after.
 
 use super::{DATABASE, Env, ready, wait_for};
-use chroma_sync_operator::standin::{Faults, StandIn};
+use chroma_sync_standin::{Faults, StandIn};
 use kube::ResourceExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

@@ -2,10 +2,13 @@
 //! replica that can be restarted, stopped and killed, or as several replicas of its own.
 
 use super::{CHROMA_TIMEOUT, Env, SOON, wait_for};
-use crate::support::operator::{BINARY, OperatorProcess};
+use crate::support::operator::OperatorProcess;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
+
+/// The operator binary of this checkout.
+const BINARY: &str = crate::support::operator_binary!();
 
 impl Env {
     pub fn with_operator(mut self) -> Self {

@@ -2,7 +2,7 @@
 //! the table).
 
 use super::calls_beyond_floor;
-use chroma_sync_operator::standin::StandIn;
+use chroma_sync_standin::StandIn;
 use serde_json::{Value, json};
 use std::io::Write;
 use std::time::Instant;

@@ -4,10 +4,9 @@
 //! its own errors name no field; so the parts are checked first against their own schemas, and
 //! the first failure is reported with the path of the field that broke it.
 
+use crate::SEED_OPENAPI as SEED;
 use jsonschema::Validator;
 use serde_json::Value;
-
-const SEED: &str = include_str!("create-source.openapi.yaml");
 
 pub struct Schemas {
     payload: Validator,

@@ -2,7 +2,7 @@
 //! admin kubeconfig (KUBECONFIG), Kubernetes clients, its kubectl, a kubeconfig that acts as a
 //! ServiceAccount, and the operator's CRDs installed on it.
 
-use super::wait::wait_for;
+use crate::wait::wait_for;
 use chroma_sync_operator::crd::{self, SyncSource};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
@@ -80,7 +80,7 @@ pub fn kubectl(args: &[&str]) -> (bool, String) {
 }
 
 /// Runs a command-line tool; returns success and stdout followed by stderr.
-pub(super) fn run(command: &mut Command) -> (bool, String) {
+pub(crate) fn run(command: &mut Command) -> (bool, String) {
     let out = command.output().expect("run a command-line tool");
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
@@ -97,12 +97,9 @@ pub fn service_account_kubeconfig(namespace: &str, name: &str, out: &Path) -> Re
         ));
     }
     let admin = std::fs::read_to_string(kubeconfig_path()).map_err(|e| e.to_string())?;
-    let mut config: serde_yaml::Value = serde_yaml::from_str(&admin).map_err(|e| e.to_string())?;
-    config["users"] = serde_yaml::from_str(&format!(
-        "[{{name: admin, user: {{token: {}}}}}]",
-        token.trim()
-    ))
-    .map_err(|e| e.to_string())?;
-    let yaml = serde_yaml::to_string(&config).map_err(|e| e.to_string())?;
+    let mut config: serde_json::Value =
+        serde_saphyr::from_str(&admin).map_err(|e| e.to_string())?;
+    config["users"] = serde_json::json!([{"name": "admin", "user": {"token": token.trim()}}]);
+    let yaml = serde_saphyr::to_string(&config).map_err(|e| e.to_string())?;
     std::fs::write(out, yaml).map_err(|e| e.to_string())
 }

@@ -1,7 +1,7 @@
 //! helm (built from Go modules by tests/helm/build.sh; its path in HELM, set by tests/run.sh),
 //! run against the control plane as admin.
 
-use super::control_plane::{kubeconfig_path, run};
+use crate::control_plane::{kubeconfig_path, run};
 use std::process::Command;
 
 /// Runs helm with `args`; returns success and stdout followed by stderr.

@@ -9,12 +9,28 @@
 //!
 //! Control endpoints (no token) live under `/_standin/`:
 //! `GET counters`, `POST reset`, `PUT faults`, `PUT tokens`, `PUT databases`, `PUT runs`.
+//!
+//! A crate of its own in the operator's workspace: the operator's tests use it in process (a
+//! dev-dependency), `make run` runs its binary, `chroma-sync-standin`; nothing of it reaches the
+//! operator's binary. It holds the one copy of the Chroma Sync OpenAPI documents
+//! ([`PUBLISHED_OPENAPI`], [`SEED_OPENAPI`]), which the operator's contract tests read too.
+
+#![forbid(unsafe_code)]
 
 mod invocations;
 mod published;
 mod schema;
 
 pub use invocations::RunPlan;
+
+/// The published Chroma Sync OpenAPI document: a verbatim copy of
+/// `../shared/reference/chroma-sync-openapi.yaml`. The invocation bodies are checked against it
+/// here; `tests/contract.rs` checks the operator's bodies and these answers against it.
+pub const PUBLISHED_OPENAPI: &str = include_str!("../openapi/chroma-sync-openapi.yaml");
+
+/// The seed OpenAPI document of the create-source operation (`CreateSourcePayload`): the source
+/// bodies are checked against it here, and by `tests/contract.rs`.
+pub const SEED_OPENAPI: &str = include_str!("../openapi/create-source.openapi.yaml");
 
 use axum::Router;
 use axum::body::Body;
@@ -610,7 +626,8 @@ fn render(x: &Stored) -> Value {
 }
 
 /// The service's (assumed) identity of a source within a database; see
-/// `crate::payload::NaturalKey`, which the operator uses to find its sources again.
+/// `chroma_sync_operator::source::payload::NaturalKey`, which the operator uses to find its
+/// sources again.
 fn natural_key(body: &Value) -> Value {
     if let Some(g) = body.get("github") {
         json!(["github", g["repository"]])

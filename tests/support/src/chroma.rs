@@ -1,6 +1,6 @@
 //! The Chroma client as the client-level tests build it, and the create body they send.
 
-use super::standin::DATABASE;
+use crate::standin::DATABASE;
 use chroma_sync_operator::chroma::wire::{CreateSourcePayload, GithubConfig, SourceConfig};
 use chroma_sync_operator::chroma::{ChromaClient, ClientConfig};
 use chroma_sync_operator::metrics::Metrics;

@@ -1,13 +1,11 @@
-//! The invocation requests' rules, from the published OpenAPI document (JSON Schema 2020-12):
-//! `src/standin/chroma-sync-openapi.yaml` is a verbatim copy of
-//! `../shared/reference/chroma-sync-openapi.yaml`, as `tests/contract/` holds one (a contract
-//! test keeps the two equal). Bodies are checked against the document itself, not against the
-//! operator's types, so a mistake in those cannot hide behind a matching mistake here.
+//! The invocation requests' rules, from the published OpenAPI document (JSON Schema 2020-12,
+//! [`PUBLISHED_OPENAPI`](crate::PUBLISHED_OPENAPI)). Bodies are checked against the document
+//! itself, not against the operator's types, so a mistake in those cannot hide behind a matching
+//! mistake here.
 
+use crate::PUBLISHED_OPENAPI as PUBLISHED;
 use jsonschema::Validator;
 use serde_json::Value;
-
-const PUBLISHED: &str = include_str!("chroma-sync-openapi.yaml");
 
 /// The one place this document's YAML is parsed.
 fn parse_yaml(text: &str) -> Value {

@@ -1,6 +1,8 @@
-//! The local Chroma Sync stand-in, as a server (see `chroma_sync_operator::standin`).
+//! The local Chroma Sync stand-in, as a server (see the library, `chroma_sync_standin`).
 
-use chroma_sync_operator::standin::{RunPlan, StandIn, Tokens};
+#![forbid(unsafe_code)]
+
+use chroma_sync_standin::{RunPlan, StandIn, Tokens};
 use clap::Parser;
 
 #[derive(Parser)]

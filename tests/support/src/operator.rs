@@ -9,8 +9,15 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// The operator binary of this checkout.
-pub const BINARY: &str = env!("CARGO_BIN_EXE_chroma-sync-operator");
+/// The operator binary of this checkout, as a `&'static str` path. A macro, not a constant:
+/// Cargo tells only the operator package's own test and bench targets where it built the binary
+/// (`CARGO_BIN_EXE_chroma-sync-operator`), so it is read where the macro is used, in one of them.
+#[macro_export]
+macro_rules! operator_binary {
+    () => {
+        env!("CARGO_BIN_EXE_chroma-sync-operator")
+    };
+}
 
 /// A running operator process. Dropping it kills it, so a failed test leaves none behind.
 pub struct OperatorProcess {

@@ -1,6 +1,6 @@
 //! The local Chroma Sync stand-in, as the tests and the benchmark run it.
 
-use chroma_sync_operator::standin::{StandIn, Tokens};
+use chroma_sync_standin::{StandIn, Tokens};
 
 /// The one database the stand-in holds.
 pub const DATABASE: &str = "docs";

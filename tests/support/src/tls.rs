@@ -2,7 +2,7 @@
 //! (rustls) that terminates TLS with a certificate of that CA and forwards to the plain stand-in,
 //! counting handshakes.
 
-use chroma_sync_operator::standin::StandIn;
+use chroma_sync_standin::StandIn;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,10 +54,11 @@ pub fn make_ca(dir: &Path, name: &str) -> PathBuf {
 }
 
 impl TestCa {
+    /// Made in a fresh directory `<label>-<pid>` under `parent` (the calling test target's
+    /// `CARGO_TARGET_TMPDIR`, which Cargo sets only for it).
     #[rustfmt::skip]
-    pub fn new(label: &str) -> Self {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("{label}-{}", std::process::id()));
+    pub fn new(parent: &Path, label: &str) -> Self {
+        let dir = parent.join(format!("{label}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let ca_pem = make_ca(&dir, "ca");
@@ -91,7 +92,7 @@ impl TestCa {
 
 /// A stand-in that accepts [`TOKEN`]; and its plain address.
 pub async fn standin() -> (StandIn, SocketAddr) {
-    let (s, base) = super::standin::start(TOKEN, &[]).await;
+    let (s, base) = crate::standin::start(TOKEN, &[]).await;
     let addr = base.trim_start_matches("http://").parse().unwrap();
     (s, addr)
 }

@@ -1,7 +1,7 @@
 //! The Kubernetes objects the tests and the benchmark make: namespaces, the token Secret, and
 //! SyncSources of GitHub repositories.
 
-use super::standin::DATABASE;
+use crate::standin::DATABASE;
 use chroma_sync_operator::crd::SyncSource;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use serde_json::{Value, json};
