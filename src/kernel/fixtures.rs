@@ -242,6 +242,19 @@ fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
+/// `(type, status, reason)` of each condition a status patch writes (either kind's).
+pub fn conditions(patch: &Value) -> Vec<(String, String, String)> {
+    patch["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .map(|c| {
+            let field = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
+            (field("type"), field("status"), field("reason"))
+        })
+        .collect()
+}
+
 /// A SyncSource for a GitHub repository in [`DATABASE`], as the apiserver would hand it over.
 pub fn source() -> SyncSource {
     let spec: SyncSourceSpec = serde_json::from_value(json!({

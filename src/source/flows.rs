@@ -9,7 +9,7 @@ use super::{Next, Reason, Sources, reconcile};
 use crate::crd::{CREATE_PENDING_ANNOTATION, DeletionPolicy, FINALIZER, SyncSource};
 use crate::kernel::driver::{self, Driver};
 use crate::kernel::fixtures::{
-    self, ADMIN, ApiServer, Chroma, DATABASE, OBJECT_PATH, STATUS_PATH, VIEWER, source,
+    self, ADMIN, ApiServer, Chroma, DATABASE, OBJECT_PATH, STATUS_PATH, VIEWER, conditions, source,
     standin_body,
 };
 use crate::kernel::{Error, Retry};
@@ -43,19 +43,6 @@ async fn outcome(flow: JoinHandle<Result<Next, Error>>) -> Next {
     flow.await
         .expect("the flow ran")
         .expect("the flow succeeded")
-}
-
-/// `(type, status, reason)` of each condition a status patch writes.
-fn conditions(patch: &Value) -> Vec<(String, String, String)> {
-    patch["status"]["conditions"]
-        .as_array()
-        .expect("conditions")
-        .iter()
-        .map(|c| {
-            let field = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
-            (field("type"), field("status"), field("reason"))
-        })
-        .collect()
 }
 
 fn ready() -> Vec<(String, String, String)> {
