@@ -941,3 +941,14 @@ async fn reconcile_now_looks_at_a_complete_run_once_and_echoes_the_request() {
     assert_eq!(conditions(&status), ready);
     assert_eq!(events, vec![]);
 }
+
+/// The run failed long ago: a look on request is no new failure, so no second Warning (Events
+/// come on transitions only).
+#[tokio::test]
+async fn reconcile_now_on_a_failed_run_warns_no_second_time() {
+    let mut service = Service::start().await;
+    let id = service.finished(Some("clone failed")).await;
+    let (status, events) = reconcile_now(&service, &id, RunPhase::Failed).await;
+    assert_eq!(conditions(&status), failing("Stalled", Reason::RunFailed));
+    assert_eq!(events, vec![]);
+}
