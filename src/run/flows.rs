@@ -398,11 +398,9 @@ async fn again(service: &Service, api: &mut ApiServer, runs: &Arc<Driver<Runs>>)
 /// Answers the lookup's read of the namespace's SyncRuns (whose recorded invocations are not
 /// this run's to take) with `items`.
 async fn list_runs(api: &mut ApiServer, items: Value) {
-    let list = json!({"apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncRunList",
-        "metadata": {"resourceVersion": "1"}, "items": items});
     api.expect(Method::GET, RUNS_PATH)
         .await
-        .reply(StatusCode::OK, &list);
+        .reply(StatusCode::OK, &fixtures::run_list(items));
 }
 
 /// Asserts the guarded mark: on resourceVersion `version`, the run's finalizer and a mark.
@@ -422,6 +420,10 @@ fn failing(abnormal: &str, reason: Reason) -> Vec<(String, String, String)> {
         ("Ready".into(), "False".into(), reason.clone()),
         (abnormal.into(), "True".into(), reason),
     ]
+}
+
+fn complete() -> Vec<(String, String, String)> {
+    vec![("Ready".into(), "True".into(), "Complete".into())]
 }
 
 /// `next` is a look again `base` from now, give or take the 10% jitter.
@@ -463,12 +465,7 @@ async fn a_first_create_marks_then_creates_one_invocation_then_records_it_pendin
     assert_looks_again_around(next, decide::POLL_FIRST);
     assert_eq!(service.calls(), [("create_invocation".into(), 1)].into());
     assert_eq!(service.chroma.standin.calls("create_invocation", "201"), 1);
-    api.assert_idle();
-    assert_eq!(
-        api.events(&runs).await,
-        vec![],
-        "a first create is in status alone"
-    );
+    api.assert_done(&runs, &[]).await; // a first create is in status alone
 }
 
 /// A mark and no recorded invocation: the create may have happened with its answer lost. The
@@ -501,11 +498,7 @@ async fn a_mark_without_an_invocation_id_records_the_listed_invocation_and_creat
         service.chroma.standin.invocations(&service.source_id).len(),
         2
     );
-    api.assert_idle();
-    assert_eq!(
-        api.events(&runs).await,
-        vec![("Normal".into(), "Adopted".into())]
-    );
+    api.assert_done(&runs, &[("Normal", "Adopted")]).await;
 }
 
 /// A 5xx to the create may have created the invocation: the mark stays and the run retries
@@ -518,13 +511,12 @@ async fn a_server_error_on_create_keeps_the_mark_and_the_next_reconcile_looks_th
     let (mut api, runs, flow) = started(&service, Which::Apply, &run()).await;
     assert_mark(&api.patch(RUN_PATH).await, "1");
     let failed = api.patch(RUN_STATUS_PATH).await;
-    assert_eq!(
-        outcome(flow).await,
-        Next::Retry {
-            retry: Retry::Soon { not_before: None },
-            reason: Reason::ServerError
-        }
-    );
+    let soon = Retry::Soon { not_before: None };
+    let retried = Next::Retry {
+        retry: soon,
+        reason: Reason::ServerError,
+    };
+    assert_eq!(outcome(flow).await, retried);
     assert_eq!(
         conditions(&failed),
         failing("Reconciling", Reason::ServerError)
@@ -553,8 +545,7 @@ async fn a_server_error_on_create_keeps_the_mark_and_the_next_reconcile_looks_th
     ];
     assert_eq!(service.calls(), calls.into());
     assert_eq!(service.chroma.standin.calls("create_invocation", "503"), 1);
-    api.assert_idle();
-    assert_eq!(api.events(&runs).await, vec![]);
+    api.assert_done(&runs, &[]).await;
 }
 
 /// A run recorded Pending whose invocation has started: one look, one write of the new phase,
@@ -580,8 +571,7 @@ async fn a_phase_change_is_written_once_and_the_look_after_waits_as_long_as_the_
     let flow = again(&service, &mut api, &runs).await;
     assert_looks_again_around(outcome(flow).await, secs(30));
     assert_eq!(service.calls(), [("get_invocation".into(), 2)].into());
-    api.assert_idle();
-    assert_eq!(api.events(&runs).await, vec![]);
+    api.assert_done(&runs, &[]).await;
 }
 
 /// An unchanged phase costs a look and no write; a run going longer than a minute is looked at
@@ -595,33 +585,38 @@ async fn an_unchanged_phase_costs_no_write_and_a_long_run_is_looked_at_once_a_mi
 
     assert_looks_again_around(outcome(flow).await, decide::POLL_MAX);
     assert_eq!(service.calls(), [("get_invocation".into(), 1)].into());
-    api.assert_idle();
-    assert_eq!(api.events(&runs).await, vec![]);
+    api.assert_done(&runs, &[]).await;
 }
 
-/// One look at a run recorded Processing whose invocation `id` has ended: the one status
-/// write, settled, and no look after it (a finished run is at rest). The write and the Events.
-async fn ends(service: &Service, id: &str) -> (Value, Vec<(String, String)>) {
-    let obj = recorded(id, &service.source_id, RunPhase::Processing, secs(30));
-    let (mut api, runs, flow) = started(service, Which::Apply, &obj).await;
+/// One look at `obj` that settles it: one call, one status write, `events`, and no look
+/// after it (a finished run is at rest). The write.
+async fn settles(service: &Service, obj: &SyncRun, events: &[(&str, &str)]) -> Value {
+    let (mut api, runs, flow) = started(service, Which::Apply, obj).await;
     let status = api.patch(RUN_STATUS_PATH).await;
     assert_eq!(outcome(flow).await, Next::Settled);
-    assert!(status["status"]["completionTime"].is_string(), "{status}");
     let looked = [("get_invocation".into(), 1)].into();
     assert_eq!(service.calls(), looked);
 
     let at_rest = start(Which::Apply, &stored(&api), &runs);
     assert_eq!(outcome(at_rest).await, Next::Settled);
     assert_eq!(service.calls(), looked, "no call at rest");
-    api.assert_idle();
-    (status, api.events(&runs).await)
+    api.assert_done(&runs, events).await;
+    status
+}
+
+/// [`settles`] for a run recorded Processing whose invocation `id` has ended.
+async fn ends(service: &Service, id: &str, events: &[(&str, &str)]) -> Value {
+    let obj = recorded(id, &service.source_id, RunPhase::Processing, secs(30));
+    let status = settles(service, &obj, events).await;
+    assert!(status["status"]["completionTime"].is_string(), "{status}");
+    status
 }
 
 #[tokio::test]
 async fn a_complete_run_is_ready_and_settles() {
     let mut service = Service::start().await;
     let id = service.finished(None).await;
-    let (status, events) = ends(&service, &id).await;
+    let status = ends(&service, &id, &[]).await;
     assert_eq!(status["status"]["phase"], "Complete");
     assert_eq!(status["status"]["durationMs"], 2);
     let finished = &service.status_of(&id)["complete"]["finished_at"];
@@ -631,32 +626,28 @@ async fn a_complete_run_is_ready_and_settles() {
         status["status"]["completionTime"], as_written,
         "the service's"
     );
-    let ready = vec![("Ready".into(), "True".into(), "Complete".into())];
-    assert_eq!(conditions(&status), ready);
-    assert_eq!(events, vec![]);
+    assert_eq!(conditions(&status), complete());
 }
 
 #[tokio::test]
 async fn a_failed_run_stalls_with_the_service_message_and_a_warning() {
     let mut service = Service::start().await;
     let id = service.finished(Some("clone failed: no such branch")).await;
-    let (status, events) = ends(&service, &id).await;
+    let status = ends(&service, &id, &[("Warning", "RunFailed")]).await;
     assert_eq!(status["status"]["phase"], "Failed");
     assert_eq!(status["status"]["message"], "clone failed: no such branch");
     assert_eq!(conditions(&status), failing("Stalled", Reason::RunFailed));
     let ready = &status["status"]["conditions"][0];
     assert_eq!(ready["message"], "clone failed: no such branch");
-    assert_eq!(events, vec![("Warning".into(), "RunFailed".into())]);
 }
 
 #[tokio::test]
 async fn a_cancelled_run_stalls_as_cancelled() {
     let mut service = Service::start().await;
     let id = service.cancelled().await;
-    let (status, events) = ends(&service, &id).await;
+    let status = ends(&service, &id, &[]).await;
     assert_eq!(status["status"]["phase"], "Cancelled");
     assert_eq!(conditions(&status), failing("Stalled", Reason::Cancelled));
-    assert_eq!(events, vec![]);
 }
 
 /// The service no longer knows the recorded invocation: the run has failed, and says why.
@@ -683,11 +674,7 @@ async fn an_invocation_gone_from_the_service_fails_the_run() {
     assert_eq!(conditions(&status), failing("Stalled", Reason::RunFailed));
     assert_eq!(service.chroma.standin.calls("get_invocation", "404"), 1);
     assert_eq!(service.calls(), [("get_invocation".into(), 1)].into());
-    api.assert_idle();
-    assert_eq!(
-        api.events(&runs).await,
-        vec![("Warning".into(), "RunFailed".into())]
-    );
+    api.assert_done(&runs, &[("Warning", "RunFailed")]).await;
 }
 
 /// A first create the service refuses for good (set up on `service`): the mark, the refusal,
@@ -695,11 +682,7 @@ async fn an_invocation_gone_from_the_service_fails_the_run() {
 async fn refused_create(service: Service, reason: Reason, http_status: u16) {
     let (mut api, runs, flow) = started(&service, Which::Apply, &run()).await;
     assert_mark(&api.patch(RUN_PATH).await, "1");
-    let cleared = api.patch(RUN_PATH).await;
-    assert_eq!(
-        cleared,
-        json!({ "metadata": { "annotations": { CREATE_PENDING_ANNOTATION: null } } })
-    );
+    api.clear_mark(RUN_PATH).await;
     let status = api.patch(RUN_STATUS_PATH).await;
     assert_eq!(outcome(flow).await, Next::Settled, "{reason}");
 
@@ -712,11 +695,8 @@ async fn refused_create(service: Service, reason: Reason, http_status: u16) {
     assert_eq!(service.chroma.standin.calls("create_invocation", &code), 1);
     assert_eq!(service.calls(), [("create_invocation".into(), 1)].into());
     assert!(create::pending_mark(&stored(&api)).is_none());
-    api.assert_idle();
-    assert_eq!(
-        api.events(&runs).await,
-        vec![("Warning".into(), reason.as_str().into())]
-    );
+    api.assert_done(&runs, &[("Warning", reason.as_str())])
+        .await;
 }
 
 /// The next create of an invocation answers `status` and does nothing.
@@ -747,7 +727,7 @@ async fn a_create_refused_as_invalid_fails_the_run_and_clears_the_mark() {
 /// The cleanup of a deleted run recorded in `phase`, whose invocation goes as `plan` says: the
 /// source read, one cancel call, the finalizer released. The service, the invocation's id and
 /// the Events.
-async fn deleted(phase: RunPhase, plan: RunPlan) -> (Service, String, Vec<(String, String)>) {
+async fn deleted(phase: RunPhase, plan: RunPlan, events: &[(&str, &str)]) -> (Service, String) {
     let mut service = Service::start().await;
     let id = service.invocation(plan).await;
     let obj = deleting(recorded(&id, &service.source_id, phase, secs(30)));
@@ -759,36 +739,29 @@ async fn deleted(phase: RunPhase, plan: RunPlan) -> (Service, String, Vec<(Strin
     );
     assert_eq!(outcome(flow).await, Next::Settled);
     assert_eq!(service.calls(), [("cancel_invocation".into(), 1)].into());
-    api.assert_idle();
-    let events = api.events(&runs).await;
-    (service, id, events)
+    api.assert_done(&runs, events).await;
+    (service, id)
 }
 
 #[tokio::test]
 async fn deleting_a_pending_run_cancels_its_invocation_then_releases_the_finalizer() {
-    let (service, id, events) = deleted(RunPhase::Pending, plan(HOUR_MS, HOUR_MS, None)).await;
+    let (service, id) = deleted(RunPhase::Pending, plan(HOUR_MS, HOUR_MS, None), &[]).await;
     assert_eq!(service.chroma.standin.calls("cancel_invocation", "202"), 1);
     assert_eq!(service.status_of(&id), "cancelled");
-    assert_eq!(events, vec![]);
 }
 
-/// Chroma Sync cannot stop a started run: the cancel is refused (412), an Event says the run
-/// goes on to its end, and the object is let go.
+/// Chroma Sync cannot stop a started run, whether recorded Processing or started since the
+/// last look (recorded Pending): the cancel is refused (412), an Event says the run goes on to
+/// its end, and the object is let go.
 #[tokio::test]
-async fn deleting_a_processing_run_says_it_cannot_be_cancelled_and_releases_the_finalizer() {
-    let (service, id, events) = deleted(RunPhase::Processing, plan(0, HOUR_MS, None)).await;
-    assert_eq!(service.chroma.standin.calls("cancel_invocation", "412"), 1);
-    assert_eq!(service.status_of(&id), "processing");
-    assert_eq!(events, vec![("Normal".into(), "NotCancelled".into())]);
-}
-
-/// Recorded Pending, but the invocation has started since the last look: the same 412.
-#[tokio::test]
-async fn deleting_a_run_that_started_since_its_last_look_lets_it_run_to_its_end() {
-    let (service, id, events) = deleted(RunPhase::Pending, plan(0, HOUR_MS, None)).await;
-    assert_eq!(service.chroma.standin.calls("cancel_invocation", "412"), 1);
-    assert_eq!(service.status_of(&id), "processing");
-    assert_eq!(events, vec![("Normal".into(), "NotCancelled".into())]);
+async fn deleting_a_started_run_says_it_cannot_be_cancelled_and_releases_the_finalizer() {
+    for recorded_as in [RunPhase::Processing, RunPhase::Pending] {
+        let not_cancelled = [("Normal", "NotCancelled")];
+        let (service, id) = deleted(recorded_as, plan(0, HOUR_MS, None), &not_cancelled).await;
+        let refused = service.chroma.standin.calls("cancel_invocation", "412");
+        assert_eq!(refused, 1, "{recorded_as:?}");
+        assert_eq!(service.status_of(&id), "processing");
+    }
 }
 
 /// Deleted while its create's answer was lost (a mark, no invocation recorded): the invocation
@@ -808,8 +781,7 @@ async fn deleting_a_run_with_an_unrecorded_invocation_finds_and_cancels_it() {
         ("list_invocations".into(), 1),
     ];
     assert_eq!(service.calls(), calls.into());
-    api.assert_idle();
-    assert_eq!(api.events(&runs).await, vec![]);
+    api.assert_done(&runs, &[]).await;
 }
 
 /// Without its SyncSource the run has no credentials to cancel with: a Warning says so, and the
@@ -833,11 +805,7 @@ async fn deleting_a_run_whose_source_is_gone_warns_and_releases_the_finalizer() 
     assert_eq!(outcome(flow).await, Next::Settled);
     assert_eq!(service.calls(), BTreeMap::new());
     assert_eq!(service.status_of(&id), "pending");
-    api.assert_idle();
-    assert_eq!(
-        api.events(&runs).await,
-        vec![("Warning".into(), "NotCancelled".into())]
-    );
+    api.assert_done(&runs, &[("Warning", "NotCancelled")]).await;
 }
 
 /// A SyncSource that exists but is not Ready yet: the run waits, says so once, and calls
@@ -903,43 +871,27 @@ async fn a_paused_run_says_so_once_then_makes_no_call_and_no_write_until_resumed
     );
     assert_looks_again_around(outcome(flow).await, secs(30));
     assert_eq!(service.calls(), [("get_invocation".into(), 1)].into());
-    api.assert_idle();
-    assert_eq!(api.events(&runs).await, vec![]);
+    api.assert_done(&runs, &[]).await;
 }
 
-/// Reconcile-now on a run that ended as `id` did, recorded in `phase`: one look (one call),
-/// the request echoed in status; at rest again after it. The write and the Events.
-async fn reconcile_now(
-    service: &Service,
-    id: &str,
-    phase: RunPhase,
-) -> (Value, Vec<(String, String)>) {
+/// Reconcile-now on a run that ended as `id` did, recorded in `phase`: [`settles`], the
+/// request echoed in status.
+async fn reconcile_now(service: &Service, id: &str, phase: RunPhase) -> Value {
     let obj = recorded(id, &service.source_id, phase, secs(30));
     let obj = annotated(obj, RECONCILE_REQUEST_ANNOTATION, "2026-05-01T10:00:00Z");
-    let (mut api, runs, flow) = started(service, Which::Apply, &obj).await;
-
-    let status = api.patch(RUN_STATUS_PATH).await;
-    assert_eq!(outcome(flow).await, Next::Settled);
+    let status = settles(service, &obj, &[]).await;
     let echoed = &status["status"]["lastHandledReconcileAt"];
     assert_eq!(echoed, "2026-05-01T10:00:00Z");
     assert_eq!(status["status"]["phase"], phase.as_str());
-    assert_eq!(service.calls(), [("get_invocation".into(), 1)].into());
-
-    let at_rest = start(Which::Apply, &stored(&api), &runs);
-    assert_eq!(outcome(at_rest).await, Next::Settled);
-    assert_eq!(service.calls(), [("get_invocation".into(), 1)].into());
-    api.assert_idle();
-    (status, api.events(&runs).await)
+    status
 }
 
 #[tokio::test]
 async fn reconcile_now_looks_at_a_complete_run_once_and_echoes_the_request() {
     let mut service = Service::start().await;
     let id = service.finished(None).await;
-    let (status, events) = reconcile_now(&service, &id, RunPhase::Complete).await;
-    let ready = vec![("Ready".into(), "True".into(), "Complete".into())];
-    assert_eq!(conditions(&status), ready);
-    assert_eq!(events, vec![]);
+    let status = reconcile_now(&service, &id, RunPhase::Complete).await;
+    assert_eq!(conditions(&status), complete());
 }
 
 /// The run failed long ago: a look on request is no new failure, so no second Warning (Events
@@ -948,7 +900,6 @@ async fn reconcile_now_looks_at_a_complete_run_once_and_echoes_the_request() {
 async fn reconcile_now_on_a_failed_run_warns_no_second_time() {
     let mut service = Service::start().await;
     let id = service.finished(Some("clone failed")).await;
-    let (status, events) = reconcile_now(&service, &id, RunPhase::Failed).await;
+    let status = reconcile_now(&service, &id, RunPhase::Failed).await;
     assert_eq!(conditions(&status), failing("Stalled", Reason::RunFailed));
-    assert_eq!(events, vec![]);
 }
