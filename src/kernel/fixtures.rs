@@ -12,7 +12,7 @@
 use super::Context;
 use super::credentials::{Credentials, DefaultToken};
 use crate::chroma::{ChromaClient, ClientConfig, Token};
-use crate::crd::{SyncSource, SyncSourceSpec};
+use crate::crd::{CREATE_PENDING_ANNOTATION, SyncSource, SyncSourceSpec};
 use crate::metrics::Metrics;
 use chroma_sync_standin::{StandIn, Tokens};
 use http::{Method, Request, Response, StatusCode};
@@ -178,6 +178,15 @@ impl ApiServer {
         patch
     }
 
+    /// Expects the write that clears the create-pending mark of the object at `path` (a create
+    /// that certainly made nothing), exactly that, and applies it.
+    pub async fn clear_mark(&mut self, path: &str) {
+        let cleared = self.patch(path).await;
+        let expected =
+            json!({ "metadata": { "annotations": { CREATE_PENDING_ANNOTATION: null } } });
+        assert_eq!(cleared, expected);
+    }
+
     /// Expects a read of the SyncSource and answers with it as stored (404 once deleted).
     pub async fn get(&mut self) {
         self.get_at(OBJECT_PATH).await;
@@ -204,6 +213,17 @@ impl ApiServer {
                 request.uri()
             );
         }
+    }
+
+    /// Asserts the flow made no request it was not answered for, and wrote exactly `events`
+    /// (`(type, reason)`, in order).
+    pub async fn assert_done(&mut self, ctx: &Context, events: &[(&str, &str)]) {
+        self.assert_idle();
+        let expected: Vec<(String, String)> = events
+            .iter()
+            .map(|(kind, reason)| (kind.to_string(), reason.to_string()))
+            .collect();
+        assert_eq!(self.events(ctx).await, expected, "the Events");
     }
 
     /// `(type, reason)` of the Events written, after waiting for the queue to drain.
@@ -240,6 +260,25 @@ fn merge(target: &mut Value, patch: &Value) {
             merge(target.entry(key.clone()).or_insert(Value::Null), value);
         }
     }
+}
+
+/// `(type, status, reason)` of each condition a status patch writes (either kind's).
+pub fn conditions(patch: &Value) -> Vec<(String, String, String)> {
+    patch["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .map(|c| {
+            let field = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
+            (field("type"), field("status"), field("reason"))
+        })
+        .collect()
+}
+
+/// A list of SyncRuns, as the apiserver answers one.
+pub fn run_list(items: Value) -> Value {
+    json!({"apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncRunList",
+        "metadata": {"resourceVersion": "1"}, "items": items})
 }
 
 /// A SyncSource for a GitHub repository in [`DATABASE`], as the apiserver would hand it over.

@@ -232,10 +232,13 @@ async fn follow(
     let changed = write_status(ctx, run, previous, next, None)
         .await?
         .is_some();
-    if changed && previous.phase != Some(phase) {
+    // Counted and announced once, when the run reaches the phase; a later write (a look on
+    // request, a resume) is no new failure.
+    let newly = changed && previous.phase != Some(phase);
+    if newly {
         reached(ctx, run, phase, kind);
     }
-    if changed && phase == RunPhase::Failed {
+    if newly && phase == RunPhase::Failed {
         let note = format!("invocation {id} failed: {}", failure_text(&job.status));
         ctx.events
             .publish(run, Kind::Warning, Reason::RunFailed, note);

@@ -6,11 +6,15 @@
 use super::payload;
 use super::reconcile::{self, Namesake};
 use super::status::{self, Recorded, State};
+use super::sync::{self, SYNC_SOURCE_LABEL};
 use super::{Next, Reason, Sources};
-use crate::crd::{CREATE_PENDING_ANNOTATION, DeletionPolicy, FINALIZER, SyncSource};
+use crate::crd::{
+    CREATE_PENDING_ANNOTATION, ConflictPolicy, DeletionPolicy, FINALIZER, MissingPolicy,
+    RECONCILE_REQUEST_ANNOTATION, SyncSource, SyncState,
+};
 use crate::kernel::driver::{self, Driver};
 use crate::kernel::fixtures::{
-    self, ADMIN, ApiServer, Chroma, DATABASE, OBJECT_PATH, STATUS_PATH, VIEWER, source,
+    self, ADMIN, ApiServer, Chroma, DATABASE, OBJECT_PATH, STATUS_PATH, VIEWER, conditions, source,
     standin_body,
 };
 use crate::kernel::{Error, Retry};
@@ -44,19 +48,6 @@ async fn outcome(flow: JoinHandle<Result<Next, Error>>) -> Next {
     flow.await
         .expect("the flow ran")
         .expect("the flow succeeded")
-}
-
-/// `(type, status, reason)` of each condition a status patch writes.
-fn conditions(patch: &Value) -> Vec<(String, String, String)> {
-    patch["status"]["conditions"]
-        .as_array()
-        .expect("conditions")
-        .iter()
-        .map(|c| {
-            let field = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
-            (field("type"), field("status"), field("reason"))
-        })
-        .collect()
 }
 
 fn ready() -> Vec<(String, String, String)> {
@@ -1180,4 +1171,336 @@ async fn the_sync_status_write_is_guarded_and_a_conflict_decides_again_on_a_fres
         .expect("the reconcile ran")
         .expect("it succeeded");
     assert_eq!(chroma.standin.all_calls().len(), 0, "no Chroma call");
+}
+
+// Sources made or lost outside the operator (`reconcile/outside.rs`), and `spec.sync`.
+
+/// `obj` naming source `id` in `spec.sourceId`.
+fn pinned(mut obj: SyncSource, id: &str) -> SyncSource {
+    obj.spec.source_id = Some(id.into());
+    obj
+}
+
+/// `spec.sourceId` names a source made outside the operator that matches the spec: one read,
+/// the finalizer, the record and an Event, no create; at rest after it, with no second read.
+#[tokio::test]
+async fn a_source_named_by_spec_source_id_that_matches_is_adopted_after_one_read() {
+    let chroma = Chroma::start().await;
+    let id = chroma.standin.insert_source(standin_body());
+    let obj = pinned(source(), &id);
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = apply(&obj, &ctx);
+    let finalizer = api.patch(OBJECT_PATH).await;
+    assert_eq!(
+        finalizer,
+        json!({ "metadata": { "resourceVersion": "1", "finalizers": [FINALIZER] } })
+    );
+    let status = api.patch(STATUS_PATH).await;
+    assert_eq!(outcome(flow).await, Next::Settled);
+    assert_eq!(status["status"]["sourceId"], json!(id));
+    assert_eq!(status["status"]["payloadHash"], json!(hash_of(&obj)));
+    assert_eq!(conditions(&status), ready());
+
+    let stored: SyncSource = serde_json::from_value(api.stored.clone().unwrap()).unwrap();
+    assert_eq!(outcome(apply(&stored, &ctx)).await, Next::Settled);
+    assert_eq!(
+        chroma.standin.all_calls(),
+        [("get_source".into(), 1)].into()
+    );
+    assert_eq!(chroma.standin.created_total(), 1, "no create");
+    api.assert_done(&ctx, &[("Normal", "Adopted")]).await;
+}
+
+/// One apply of `obj` that stalls with `reason` until the object changes: its one status
+/// write, a Warning, no other request. The write and its Ready message.
+async fn stalls(chroma: &Chroma, obj: &SyncSource, reason: Reason) -> (Value, String) {
+    let (client, mut api) = ApiServer::start(obj);
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
+    let flow = apply(obj, &ctx);
+    let status = api.patch(STATUS_PATH).await;
+    let stalled = Next::Retry {
+        retry: Retry::OnChange,
+        reason,
+    };
+    assert_eq!(outcome(flow).await, stalled);
+    assert_eq!(conditions(&status), failing("Stalled", reason.as_str()));
+    api.assert_done(&ctx, &[("Warning", reason.as_str())]).await;
+    let message = status["status"]["conditions"][0]["message"].as_str();
+    let message = message.expect("a message").to_owned();
+    (status, message)
+}
+
+/// A named source that differs from the spec is reported, naming the field, and left as it is:
+/// one read, nothing changed in Chroma, no finalizer.
+#[tokio::test]
+async fn a_source_named_by_spec_source_id_that_differs_stalls_naming_the_field() {
+    let chroma = Chroma::start().await;
+    let theirs = json!({ "database_name": DATABASE, "github": { "repository": "acme/other" } });
+    let id = chroma.standin.insert_source(theirs.clone());
+    let obj = pinned(source(), &id);
+
+    let (status, message) = stalls(&chroma, &obj, Reason::SourceMismatch).await;
+    let field = r#"github.repository (spec: "acme/docs", Chroma: "acme/other")"#;
+    assert!(message.contains(field), "{message}");
+    assert_eq!(status["status"]["sourceId"], Value::Null);
+    let read = [("get_source".into(), 1)].into();
+    assert_eq!(chroma.standin.all_calls(), read);
+    assert_eq!(chroma.standin.sources(DATABASE), vec![(id, theirs)]);
+}
+
+/// A `spec.sourceId` other than the source status records: reported without a call, the
+/// recorded source kept.
+#[tokio::test]
+async fn a_source_id_other_than_the_recorded_one_stalls_without_a_call() {
+    let chroma = Chroma::start().await;
+    let recorded = recorded(source(), "src-kept", &hash_of(&source()));
+    let obj = pinned(recorded, "src-named");
+
+    let (status, message) = stalls(&chroma, &obj, Reason::SourceMismatch).await;
+    assert_eq!(status["status"]["sourceId"], "src-kept");
+    assert!(
+        message.contains("status records source src-kept"),
+        "{message}"
+    );
+    assert!(
+        message.contains("spec.sourceId names src-named"),
+        "{message}"
+    );
+    assert!(chroma.standin.all_calls().is_empty());
+}
+
+/// A first create with `onConflict: Adopt` that meets a source of the same key (`existing`):
+/// the mark, the 409, the mark cleared, the listing that finds it and the read that compares
+/// it, then the status write. That write, the outcome and the Events.
+async fn adopt_after_a_conflict(
+    obj: SyncSource,
+    existing: Value,
+    events: &[(&str, &str)],
+) -> (Value, Next) {
+    let chroma = Chroma::start().await;
+    chroma.standin.insert_source(existing);
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = apply(&obj, &ctx);
+    assert_mark(&api.patch(OBJECT_PATH).await);
+    api.clear_mark(OBJECT_PATH).await;
+    let status = api.patch(STATUS_PATH).await;
+    let next = outcome(flow).await;
+    assert_eq!(chroma.standin.calls("create_source", "409"), 1);
+    let calls = [
+        ("create_source".into(), 1),
+        ("get_source".into(), 1),
+        ("list_sources".into(), 1),
+    ];
+    assert_eq!(chroma.standin.all_calls(), calls.into());
+    assert_eq!(chroma.standin.created_total(), 1, "no second source");
+    api.assert_done(&ctx, events).await;
+    (status, next)
+}
+
+fn on_conflict_adopt() -> SyncSource {
+    let mut obj = source();
+    obj.spec.on_conflict = ConflictPolicy::Adopt;
+    obj
+}
+
+#[tokio::test]
+async fn on_conflict_adopt_takes_the_existing_source_after_the_409() {
+    let adopted = [("Normal", "Adopted")];
+    let (status, next) =
+        adopt_after_a_conflict(on_conflict_adopt(), standin_body(), &adopted).await;
+    assert_eq!(next, Next::Settled);
+    assert_eq!(conditions(&status), ready());
+    assert!(status["status"]["sourceId"].is_string(), "{status}");
+}
+
+/// The existing source has the spec's key but not its settings: reported, not adopted.
+#[tokio::test]
+async fn on_conflict_adopt_reports_an_existing_source_that_differs() {
+    let mut obj = on_conflict_adopt();
+    let github = obj.spec.github.as_mut().unwrap();
+    github.include_globs = Some(vec!["docs/**".into()]);
+    let reported = [("Warning", "SourceMismatch")];
+    let (status, next) = adopt_after_a_conflict(obj, standin_body(), &reported).await;
+    let stalled = Next::Retry {
+        retry: Retry::OnChange,
+        reason: Reason::SourceMismatch,
+    };
+    assert_eq!(next, stalled);
+    assert_eq!(conditions(&status), failing("Stalled", "SourceMismatch"));
+    assert_eq!(status["status"]["sourceId"], Value::Null);
+    let message = status["status"]["conditions"][0]["message"]
+        .as_str()
+        .unwrap();
+    assert!(message.contains("github.includeGlobs"), "{message}");
+}
+
+/// A recorded source that the stand-in no longer holds, with `policy`, and a reconcile-now
+/// request (which makes the flow look at it).
+fn gone_and_asked(policy: MissingPolicy) -> SyncSource {
+    let mut obj = recorded(source(), "gone-source", &hash_of(&source()));
+    obj.spec.on_source_missing = policy;
+    let asked = [(RECONCILE_REQUEST_ANNOTATION.into(), "now-1".into())];
+    obj.metadata.annotations = Some(asked.into());
+    obj
+}
+
+/// Reconcile-now finds the recorded source gone (deleted outside the operator): the id is
+/// forgotten first, then the source is created again once, with a Warning naming both ids.
+#[tokio::test]
+async fn a_source_found_gone_by_reconcile_now_is_created_again_once() {
+    let chroma = Chroma::start().await;
+    let obj = gone_and_asked(MissingPolicy::Recreate);
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = apply(&obj, &ctx);
+    let missing = api.patch(STATUS_PATH).await;
+    assert_eq!(
+        conditions(&missing),
+        failing("Reconciling", "SourceMissing")
+    );
+    assert_eq!(
+        missing["status"]["sourceId"],
+        Value::Null,
+        "forgotten first"
+    );
+    assert_eq!(missing["status"]["lastHandledReconcileAt"], "now-1");
+    assert_mark(&api.patch(OBJECT_PATH).await);
+    let recreated = api.patch(STATUS_PATH).await;
+    assert_eq!(outcome(flow).await, Next::Settled);
+
+    let now = chroma.standin.sources(DATABASE);
+    assert_eq!(now.len(), 1);
+    assert_eq!(recreated["status"]["sourceId"], json!(now[0].0));
+    assert_eq!(conditions(&recreated), ready());
+    assert_eq!(chroma.standin.calls("get_source", "404"), 1);
+    let calls = [("create_source".into(), 1), ("get_source".into(), 1)];
+    assert_eq!(chroma.standin.all_calls(), calls.into());
+    api.assert_done(&ctx, &[("Warning", "Recreated")]).await;
+}
+
+#[tokio::test]
+async fn a_source_found_gone_with_on_source_missing_report_stalls_and_creates_nothing() {
+    let chroma = Chroma::start().await;
+    let obj = gone_and_asked(MissingPolicy::Report);
+
+    let (status, message) = stalls(&chroma, &obj, Reason::SourceMissing).await;
+    assert_eq!(status["status"]["sourceId"], "gone-source", "kept");
+    assert_eq!(status["status"]["lastHandledReconcileAt"], "now-1");
+    assert!(message.contains("onSourceMissing: Report"), "{message}");
+    let read = [("get_source".into(), 1)].into();
+    assert_eq!(chroma.standin.all_calls(), read);
+    assert!(chroma.standin.sources(DATABASE).is_empty());
+}
+
+const SYNC_RUNS_PATH: &str = "/apis/chromasync.dev/v1alpha1/namespaces/ns/syncruns";
+
+/// A Ready source with `spec.sync`, at rest in the stand-in.
+fn synced(chroma: &Chroma) -> (SyncSource, String) {
+    let id = chroma.standin.insert_source(standin_body());
+    let mut obj = recorded(source(), &id, &hash_of(&source()));
+    obj.spec.sync = Some(Box::new(
+        serde_json::from_value(json!({"targetCollectionName": "docs", "ref": {"branch": "main"}}))
+            .expect("a sync policy"),
+    ));
+    (obj, id)
+}
+
+/// Answers `spec.sync`'s read of the runs it owns (by their label) with `items`.
+async fn owned_runs(api: &mut ApiServer, items: Value) {
+    let call = api.expect(Method::GET, SYNC_RUNS_PATH).await;
+    let selector = "labelSelector=chromasync.dev%2Fsync-source%3Ddocs";
+    assert!(call.query.contains(selector), "{}", call.query);
+    call.reply(http::StatusCode::OK, &fixtures::run_list(items));
+}
+
+/// With no run yet, the settings start exactly one: named after them, labelled, owned by the
+/// SyncSource (so it goes with it), writing a collection of its own; status records what it was
+/// started for, and the source looks at it again soon.
+#[tokio::test]
+async fn a_ready_source_with_sync_and_no_runs_starts_exactly_one_owned_run() {
+    let chroma = Chroma::start().await;
+    let (obj, id) = synced(&chroma);
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = apply(&obj, &ctx);
+    owned_runs(&mut api, json!([])).await;
+    let post = api.expect(Method::POST, SYNC_RUNS_PATH).await;
+    let run = post.body.clone();
+    post.reply(http::StatusCode::CREATED, &run);
+    let status = api.patch(STATUS_PATH).await;
+    assert_eq!(
+        outcome(flow).await,
+        Next::LookAgainIn(Duration::from_secs(10))
+    );
+
+    let started_for = sync::fingerprint(&id, obj.spec.sync.as_deref().unwrap());
+    let name = format!("docs-{started_for}");
+    let meta = &run["metadata"];
+    assert_eq!(meta["name"], json!(name));
+    assert_eq!(meta["labels"], json!({ SYNC_SOURCE_LABEL: "docs" }));
+    assert_eq!(
+        meta["annotations"],
+        json!({"chromasync.dev/started-by": "settings"})
+    );
+    let owner = json!([{"apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncSource",
+        "name": "docs", "uid": obj.metadata.uid, "controller": true, "blockOwnerDeletion": true}]);
+    assert_eq!(meta["ownerReferences"], owner);
+    let spec = json!({"sourceRef": {"name": "docs"}, "targetCollectionName": name,
+        "ref": {"branch": "main"}});
+    assert_eq!(run["spec"], spec);
+    assert_eq!(
+        status["status"]["syncState"],
+        json!({ "startedFor": started_for })
+    );
+    assert_eq!(status["metadata"]["resourceVersion"], "1", "guarded");
+    assert!(chroma.standin.all_calls().is_empty(), "no Chroma call");
+    api.assert_idle();
+}
+
+/// A run it started is still going while the settings have changed since: no second run (never
+/// two at once); status summarizes the run going, once; the next look writes nothing.
+#[tokio::test]
+async fn a_run_going_is_summarized_in_status_and_no_second_run_starts() {
+    let chroma = Chroma::start().await;
+    let (mut obj, _) = synced(&chroma);
+    let older = SyncState {
+        started_for: Some("older-settings".into()),
+        last_schedule_time: None,
+    };
+    obj.status.as_mut().unwrap().sync_state = Some(Box::new(older));
+    let going = json!({"apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncRun",
+        "metadata": {"name": "docs-older", "namespace": "ns",
+            "labels": {SYNC_SOURCE_LABEL: "docs"},
+            "ownerReferences": [{"apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncSource",
+                "name": "docs", "uid": obj.metadata.uid, "controller": true}]},
+        "spec": {"sourceRef": {"name": "docs"}, "targetCollectionName": "docs-older"},
+        "status": {"invocationId": "inv-1", "phase": "Processing"}});
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = apply(&obj, &ctx);
+    owned_runs(&mut api, json!([going])).await;
+    let status = api.patch(STATUS_PATH).await;
+    let soon = Next::LookAgainIn(Duration::from_secs(10));
+    assert_eq!(outcome(flow).await, soon);
+    let summary = json!({"name": "docs-older", "collectionName": "docs-older",
+        "invocationId": "inv-1", "phase": "Processing"});
+    assert_eq!(status["status"]["lastSync"], summary);
+    assert_eq!(
+        status["status"]["syncState"],
+        json!({"startedFor": "older-settings"})
+    );
+
+    let stored: SyncSource = serde_json::from_value(api.stored.clone().unwrap()).unwrap();
+    let flow = apply(&stored, &ctx);
+    owned_runs(&mut api, json!([going])).await;
+    assert_eq!(outcome(flow).await, soon);
+    assert!(chroma.standin.all_calls().is_empty(), "no Chroma call");
+    api.assert_idle();
 }
