@@ -531,8 +531,8 @@ async fn a_server_error_on_create_keeps_the_mark_and_the_next_reconcile_looks_th
         "the mark stays"
     );
 
+    // The listing has nothing since the mark, so the other runs' claims are not read.
     let flow = again(&service, &mut api, &runs).await;
-    list_runs(&mut api, json!([])).await;
     assert_mark(&api.patch(RUN_PATH).await, "3");
     let status = api.patch(RUN_STATUS_PATH).await;
     assert_looks_again_around(outcome(flow).await, decide::POLL_FIRST);
@@ -697,6 +697,20 @@ async fn refused_create(service: Service, reason: Reason, http_status: u16) {
     assert_eq!(service.chroma.standin.calls("create_invocation", &code), 1);
     assert_eq!(service.calls(), [("create_invocation".into(), 1)].into());
     assert!(create::pending_mark(&stored(&api)).is_none());
+
+    // Asked to look again (reconcile-now): a run is one attempt, so nothing is created again;
+    // the status only says the request was seen.
+    let asked = "2026-05-01T10:00:00Z";
+    let flow = start(
+        Which::Apply,
+        &annotated(stored(&api), RECONCILE_REQUEST_ANNOTATION, asked),
+        &runs,
+    );
+    let echo = api.patch(RUN_STATUS_PATH).await;
+    assert_eq!(echo["status"]["lastHandledReconcileAt"], asked);
+    assert_eq!(echo["status"]["phase"], "Failed");
+    assert_eq!(outcome(flow).await, Next::Settled);
+    assert_eq!(service.calls(), [("create_invocation".into(), 1)].into());
     api.assert_done(&runs, &[("Warning", reason.as_str())])
         .await;
 }
@@ -743,6 +757,29 @@ async fn deleted(phase: RunPhase, plan: RunPlan, events: &[(&str, &str)]) -> (Se
     assert_eq!(service.calls(), [("cancel_invocation".into(), 1)].into());
     api.assert_done(&runs, events).await;
     (service, id)
+}
+
+/// A source that cannot be read now (the apiserver answers 500) is read again later: the
+/// finalizer stays, and the pending invocation is still cancelled then.
+#[tokio::test]
+async fn deleting_a_pending_run_while_its_source_cannot_be_read_keeps_the_finalizer() {
+    let mut service = Service::start().await;
+    let id = service.invocation(plan(HOUR_MS, HOUR_MS, None)).await;
+    let obj = deleting(recorded(
+        &id,
+        &service.source_id,
+        RunPhase::Pending,
+        secs(30),
+    ));
+    let (mut api, runs, flow) = launch(&service, Which::Cleanup, &obj);
+    api.expect(Method::GET, OBJECT_PATH)
+        .await
+        .refuse(500, "InternalError");
+    let failed = flow.await.expect("the flow ran");
+    assert!(matches!(&failed, Err(e) if !e.is_conflict()), "{failed:?}");
+    assert!(service.calls().is_empty(), "no call: {:?}", service.calls());
+    assert_eq!(service.status_of(&id), "pending");
+    api.assert_done(&runs, &[]).await;
 }
 
 #[tokio::test]

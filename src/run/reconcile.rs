@@ -37,7 +37,14 @@ pub async fn apply(run: &SyncRun, ctx: &Runs) -> Result<Next, Error> {
     let asked = intent::requested(&run.metadata, handled).is_some();
     let was_paused =
         conditions::ready_reason(&previous.conditions) == Some(Reason::Paused.as_str());
-    if previous.phase.is_some_and(RunPhase::is_final) && !asked && !was_paused {
+    let finished = previous.phase.is_some_and(RunPhase::is_final);
+    if finished && !asked && !was_paused {
+        return Ok(Next::Settled);
+    }
+    if finished && previous.invocation_id.is_none() {
+        // Refused at create: a run is one attempt, so there is nothing to look at and nothing
+        // to create again; the status says the request (or the resume) was seen.
+        write_status(ctx, run, &previous, previous.clone(), None).await?;
         return Ok(Next::Settled);
     }
     let name = &run.spec.source_ref.name;
@@ -266,7 +273,10 @@ pub async fn cleanup(run: &SyncRun, ctx: &Runs) -> Result<Next, Error> {
     let unfinished = !status.phase.is_some_and(RunPhase::is_final);
     let started = status.invocation_id.is_some() || pending_mark(run).is_some();
     if unfinished && started {
-        match cancel(ctx, run, &status).await {
+        // A source that cannot be read now is read again later (the error): only a source
+        // that is gone makes a cancel impossible.
+        let source = source_of(ctx, run).await?;
+        match cancel(ctx, run, &status, source).await {
             Ok(()) => {}
             Err(CancelError::Transient(failure)) => {
                 return fail(ctx, run, &status, failure, "unknown").await;
@@ -291,20 +301,17 @@ enum CancelError {
 
 /// Cancels the run's invocation if it is still pending; a processing one cannot be cancelled by
 /// the API, which an Event says.
-async fn cancel(ctx: &Runs, run: &SyncRun, status: &SyncRunStatus) -> Result<(), CancelError> {
+async fn cancel(
+    ctx: &Runs,
+    run: &SyncRun,
+    status: &SyncRunStatus,
+    source: Option<SyncSource>,
+) -> Result<(), CancelError> {
     let name = &run.spec.source_ref.name;
-    let source = match source_of(ctx, run).await {
-        Ok(Some(source)) => source,
-        Ok(None) => {
-            return Err(CancelError::Impossible(format!(
-                "SyncSource {name} is gone, so its credentials are: the invocation, if pending, is not cancelled"
-            )));
-        }
-        Err(e) => {
-            return Err(CancelError::Impossible(format!(
-                "cannot read SyncSource {name} ({e}): the invocation, if pending, is not cancelled"
-            )));
-        }
+    let Some(source) = source else {
+        return Err(CancelError::Impossible(format!(
+            "SyncSource {name} is gone, so its credentials are: the invocation, if pending, is not cancelled"
+        )));
     };
     let token = ctx
         .token_for(&source)
@@ -390,6 +397,7 @@ async fn find_unrecorded(
         }
     };
     let listed = match ctx.lookups.look(listing, lookup, page).await {
+        Ok(listed) if listed.is_empty() => return Ok(None), // no need to read the claims
         Ok(listed) => listed,
         Err(ChromaError::Api { status: 404, .. }) => return Ok(None),
         Err(e) => return Err(e),
