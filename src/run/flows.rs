@@ -759,10 +759,12 @@ async fn deleted(phase: RunPhase, plan: RunPlan, events: &[(&str, &str)]) -> (Se
     (service, id)
 }
 
-/// A source that cannot be read now (the apiserver answers 500) is read again later: the
-/// finalizer stays, and the pending invocation is still cancelled then.
-#[tokio::test]
-async fn deleting_a_pending_run_while_its_source_cannot_be_read_keeps_the_finalizer() {
+/// The cleanup of a deleted Pending run (its invocation pending in the stand-in) whose read of
+/// its SyncSource the apiserver refuses with `code`.
+async fn source_read_at_delete(
+    code: u16,
+    reason: &str,
+) -> (Service, String, ApiServer, Arc<Driver<Runs>>, Flow) {
     let mut service = Service::start().await;
     let id = service.invocation(plan(HOUR_MS, HOUR_MS, None)).await;
     let obj = deleting(recorded(
@@ -774,7 +776,15 @@ async fn deleting_a_pending_run_while_its_source_cannot_be_read_keeps_the_finali
     let (mut api, runs, flow) = launch(&service, Which::Cleanup, &obj);
     api.expect(Method::GET, OBJECT_PATH)
         .await
-        .refuse(500, "InternalError");
+        .refuse(code, reason);
+    (service, id, api, runs, flow)
+}
+
+/// A source that cannot be read now (the apiserver answers 500) is read again later: the
+/// finalizer stays, and the pending invocation is still cancelled then.
+#[tokio::test]
+async fn deleting_a_pending_run_while_its_source_cannot_be_read_keeps_the_finalizer() {
+    let (service, id, mut api, runs, flow) = source_read_at_delete(500, "InternalError").await;
     let failed = flow.await.expect("the flow ran");
     assert!(matches!(&failed, Err(e) if !e.is_conflict()), "{failed:?}");
     assert!(service.calls().is_empty(), "no call: {:?}", service.calls());
@@ -827,18 +837,7 @@ async fn deleting_a_run_with_an_unrecorded_invocation_finds_and_cancels_it() {
 /// object is let go.
 #[tokio::test]
 async fn deleting_a_run_whose_source_is_gone_warns_and_releases_the_finalizer() {
-    let mut service = Service::start().await;
-    let id = service.invocation(plan(HOUR_MS, HOUR_MS, None)).await;
-    let obj = deleting(recorded(
-        &id,
-        &service.source_id,
-        RunPhase::Pending,
-        secs(30),
-    ));
-    let (mut api, runs, flow) = launch(&service, Which::Cleanup, &obj);
-    api.expect(Method::GET, OBJECT_PATH)
-        .await
-        .refuse(404, "NotFound");
+    let (service, id, mut api, runs, flow) = source_read_at_delete(404, "NotFound").await;
     let release = api.patch(RUN_PATH).await;
     assert_eq!(release["metadata"]["finalizers"], json!([]));
     assert_eq!(outcome(flow).await, Next::Settled);
