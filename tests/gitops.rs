@@ -328,7 +328,7 @@ fn source_cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
 
 #[test]
 fn kstatus_reads_every_state_the_operator_writes() {
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let bin = dir.join("kstatus");
     let build = Command::new("go")
         .args(["build", "-o", bin.to_str().unwrap(), "."])
@@ -383,7 +383,7 @@ fn argo_cd_reads_every_state_the_operator_writes() {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let cases_file = dir.join("health-cases.lua");
     std::fs::write(&cases_file, cases_lua).unwrap();
     let root = env!("CARGO_MANIFEST_DIR");

@@ -139,9 +139,7 @@ async fn the_finalizer_is_released_under_a_busy_writer() {
     let chroma = Chroma::start().await;
     let mut obj = run();
     obj.metadata.finalizers = Some(vec![RUN_FINALIZER.into()]);
-    obj.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-        jiff::Timestamp::now(),
-    ));
+    obj.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
     obj.status = Some(
         serde_json::from_value(json!({"invocationId": "inv-1", "phase": "Complete"}))
             .expect("a status"),

@@ -103,7 +103,7 @@ pub async fn run(
     namespaces: &[String],
     concurrency: u16,
     ctx: Arc<Context>,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let driver = Driver::new(Runs::new(ctx));
     let scopes: Vec<Api<SyncRun>> = if namespaces.is_empty() {

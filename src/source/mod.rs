@@ -181,7 +181,7 @@ impl Controller {
     pub async fn run(
         self,
         ready: Arc<AtomicBool>,
-        shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+        shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     ) {
         let Self {
             driver,

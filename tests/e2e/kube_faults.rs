@@ -461,7 +461,7 @@ async fn the_operator_rides_out_apiserver_and_etcd_restarts() {
     let mut converge = Vec::new();
     for component in ["kube-apiserver", "etcd"] {
         cluster.restart(component);
-        let back = std::time::Instant::now();
+        let back = Instant::now();
         let names: Vec<String> = (0..per_restart)
             .map(|i| format!("after-{component}-{i:03}"))
             .collect();
