@@ -29,23 +29,13 @@ pub(super) type Listing = (Token, String);
 /// How soon a run that waits for its SyncSource looks again.
 const SOURCE_WAIT: Duration = Duration::from_secs(10);
 
+/// Brings the run about. The steps, in order: a finished run is at rest (unless asked to look,
+/// or resumed); a run waits for its SyncSource; a recorded invocation is followed; otherwise,
+/// once the source is Ready, the invocation is started (its payload and token checked first).
 pub async fn apply(run: &SyncRun, ctx: &Runs) -> Result<Next, Error> {
     let previous = run.status.clone().unwrap_or_default();
-    // At rest: a finished run is not looked at again, unless someone asks (reconcile-now) or
-    // it comes back from a pause (its status still says paused).
-    let handled = previous.last_handled_reconcile_at.as_deref();
-    let asked = intent::requested(&run.metadata, handled).is_some();
-    let was_paused =
-        conditions::ready_reason(&previous.conditions) == Some(Reason::Paused.as_str());
-    let finished = previous.phase.is_some_and(RunPhase::is_final);
-    if finished && !asked && !was_paused {
-        return Ok(Next::Settled);
-    }
-    if finished && previous.invocation_id.is_none() {
-        // Refused at create: a run is one attempt, so there is nothing to look at and nothing
-        // to create again; the status says the request (or the resume) was seen.
-        write_status(ctx, run, &previous, previous.clone(), None).await?;
-        return Ok(Next::Settled);
+    if previous.phase.is_some_and(RunPhase::is_final) {
+        return finished(ctx, run, &previous).await;
     }
     let name = &run.spec.source_ref.name;
     let Some(source) = source_of(ctx, run).await? else {
@@ -59,31 +49,67 @@ pub async fn apply(run: &SyncRun, ctx: &Runs) -> Result<Next, Error> {
         let why = format!("SyncSource {name} is not Ready yet");
         return waiting(ctx, run, &previous, Reason::WaitingForSource, why).await;
     };
+    start(ctx, run, &previous, &source, &source_id).await
+}
+
+/// A finished run is not looked at again, unless someone asks (reconcile-now) or it comes back
+/// from a pause (its status still says paused): then one look at its invocation. A run refused
+/// at create has none: a run is one attempt, so nothing is created again, and the status only
+/// says the request (or the resume) was seen.
+async fn finished(ctx: &Runs, run: &SyncRun, previous: &SyncRunStatus) -> Result<Next, Error> {
+    let handled = previous.last_handled_reconcile_at.as_deref();
+    let asked = intent::requested(&run.metadata, handled).is_some();
+    let was_paused =
+        conditions::ready_reason(&previous.conditions) == Some(Reason::Paused.as_str());
+    if !asked && !was_paused {
+        return Ok(Next::Settled);
+    }
+    let Some(id) = previous.invocation_id.as_deref() else {
+        write_status(ctx, run, previous, previous.clone(), None).await?;
+        return Ok(Next::Settled);
+    };
+    let name = &run.spec.source_ref.name;
+    match source_of(ctx, run).await? {
+        Some(source) => follow(ctx, run, previous, &source, id).await,
+        None => {
+            let why = format!("SyncSource {name} does not exist");
+            waiting(ctx, run, previous, Reason::WaitingForSource, why).await
+        }
+    }
+}
+
+/// Starts the run's one invocation on `source_id`: an unrecorded one an earlier attempt made is
+/// recovered, or the kernel marks, creates and records a new one.
+async fn start(
+    ctx: &Runs,
+    run: &SyncRun,
+    previous: &SyncRunStatus,
+    source: &SyncSource,
+    source_id: &str,
+) -> Result<Next, Error> {
     let payload = match decide::payload(&run.spec, &source.spec) {
         Ok(payload) => payload,
         Err(why) => {
             // The spec cannot change, but the source can: look again now and then.
             let reason = Reason::InvalidSpec;
-            return stall(ctx, run, &previous, reason, &why, Retry::Slow).await;
+            return stall(ctx, run, previous, reason, &why, Retry::Slow).await;
         }
     };
-    let token = match ctx.token_for(&source).await {
+    let token = match ctx.token_for(source).await {
         Ok(token) => token,
         Err(why) => {
             let reason = Reason::MissingCredentials;
-            return stall(ctx, run, &previous, reason, &why, Retry::Slow).await;
+            return stall(ctx, run, previous, reason, &why, Retry::Slow).await;
         }
     };
     let kind = decide::kind_of(&source.spec);
     let creation = NewInvocation {
         ctx,
         token: &token,
-        source: &source,
-        source_id: &source_id,
+        source,
+        source_id,
         payload: &payload,
     };
-
-    // An earlier attempt may have created the invocation without recording it.
     match create::recover(&ctx.client, &creation, run).await? {
         Recovered::Nothing => {}
         Recovered::Found { obj, id } => {
@@ -93,7 +119,7 @@ pub async fn apply(run: &SyncRun, ctx: &Runs) -> Result<Next, Error> {
                 .publish(&obj, Kind::Normal, Reason::Adopted, note);
             return Ok(Next::LookAgainIn(decide::POLL_FIRST));
         }
-        Recovered::Unknown(failure) => return fail(ctx, run, &previous, failure, kind).await,
+        Recovered::Unknown(failure) => return fail(ctx, run, previous, failure, kind).await,
     }
     match create::mark_and_create(ctx, &creation, run).await? {
         Created::Made { stored, .. } => {
@@ -102,7 +128,7 @@ pub async fn apply(run: &SyncRun, ctx: &Runs) -> Result<Next, Error> {
             let first = decide::next_poll(Duration::ZERO, jitter());
             Ok(Next::LookAgainIn(first))
         }
-        Created::Failed { obj, failure, .. } => fail(ctx, &obj, &previous, failure, kind).await,
+        Created::Failed { obj, failure, .. } => fail(ctx, &obj, previous, failure, kind).await,
     }
 }
 
