@@ -1,0 +1,178 @@
+//! The README kept true by the code: its flag table is the binary's `--help`, its
+//! troubleshooting table names every reason either kind can give, and the alert thresholds it
+//! quotes are the chart's rules.
+
+use chroma_sync_operator::{run, source};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+fn read(path: &str) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The rows of the first Markdown table after `heading`, as cells (backticks kept).
+fn table_after(text: &str, heading: &str) -> Vec<Vec<String>> {
+    let start = text
+        .find(heading)
+        .unwrap_or_else(|| panic!("no {heading:?}"));
+    text[start..]
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with('|'))
+        .take_while(|l| l.trim_start().starts_with('|'))
+        .skip(2) // the header and its rule
+        .map(|l| {
+            let l = l.trim().trim_start_matches('|').trim_end_matches('|');
+            l.split(" | ").map(|c| c.trim().to_owned()).collect()
+        })
+        .collect()
+}
+
+/// The backticked words of a cell.
+fn quoted(cell: &str) -> Vec<String> {
+    cell.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(ToOwned::to_owned)
+        .collect()
+}
+
+/// One option of `--help`: its environment variable and default, if any.
+#[derive(Debug, PartialEq)]
+struct Flag {
+    env: Option<String>,
+    default: Option<String>,
+}
+
+fn bracketed(text: &str, key: &str) -> Option<String> {
+    let from = text.find(&format!("[{key}: "))? + key.len() + 3;
+    let rest = &text[from..];
+    let value = &rest[..rest.find(']')?];
+    Some(value.trim_end_matches('=').to_owned())
+}
+
+/// The options `--help` lists (but help and version), by flag.
+fn help_flags() -> BTreeMap<String, Flag> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chroma-sync-operator"))
+        .arg("--help")
+        .output()
+        .expect("the binary runs");
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).expect("UTF-8");
+    let mut flags = BTreeMap::new();
+    let mut lines = help.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some(flag) = line.split_whitespace().next() else {
+            continue;
+        };
+        if !flag.starts_with("--") || flag == "--help" || flag == "--version" {
+            continue;
+        }
+        let text = lines.peek().copied().unwrap_or_default();
+        flags.insert(
+            flag.to_owned(),
+            Flag {
+                env: bracketed(text, "env"),
+                default: bracketed(text, "default"),
+            },
+        );
+    }
+    flags
+}
+
+#[test]
+fn the_flag_table_is_the_binarys_help() {
+    let readme = read("README.md");
+    let rows = table_after(&readme, "| flag | environment | default | meaning |");
+    let table: BTreeMap<String, (String, String)> = rows
+        .iter()
+        .map(|r| (quoted(&r[0])[0].clone(), (r[1].clone(), r[2].clone())))
+        .collect();
+    let help = help_flags();
+    assert!(help.len() >= 15, "{help:?}");
+    let documented: BTreeSet<_> = table.keys().collect();
+    let offered: BTreeSet<_> = help.keys().collect();
+    assert_eq!(documented, offered, "README's flag table against --help");
+    for (flag, Flag { env, default }) in &help {
+        let (env_cell, default_cell) = &table[flag];
+        assert_eq!(
+            quoted(env_cell).first(),
+            env.as_ref(),
+            "{flag}'s environment"
+        );
+        if let Some(default) = default {
+            let shown = quoted(default_cell)
+                .first()
+                .cloned()
+                .unwrap_or_else(|| default_cell.clone());
+            assert_eq!(&shown, default, "{flag}'s default");
+        }
+    }
+}
+
+#[test]
+fn the_troubleshooting_table_names_every_reason_of_both_kinds() {
+    let readme = read("README.md");
+    let rows = table_after(&readme, "## Troubleshooting");
+    let named: BTreeSet<String> = rows.iter().flat_map(|r| quoted(&r[0])).collect();
+    let sources = source::Reason::ALL.iter().map(|r| r.as_str());
+    let runs = run::Reason::ALL.iter().map(|r| r.as_str());
+    let missing: Vec<&str> = sources
+        .chain(runs)
+        .filter(|r| !named.contains(*r))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not in README's troubleshooting table: {missing:?}"
+    );
+    let known: BTreeSet<&str> = source::Reason::ALL
+        .iter()
+        .map(|r| r.as_str())
+        .chain(run::Reason::ALL.iter().map(|r| r.as_str()))
+        .collect();
+    let stale: Vec<&String> = named
+        .iter()
+        .filter(|n| !known.contains(n.as_str()))
+        .collect();
+    assert!(stale.is_empty(), "reasons the code never gives: {stale:?}");
+}
+
+#[test]
+fn the_alert_thresholds_the_readme_quotes_are_the_rules() {
+    let rules = read("deploy/helm/chroma-sync-operator/templates/prometheusrule.yaml");
+    let readme = read("README.md");
+    let after = |alert: &str, key: &str| -> String {
+        let at = rules.find(&format!("alert: {alert}")).expect(alert);
+        let from = rules[at..].find(key).expect(key) + at + key.len();
+        rules[from..]
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
+    let ratio: f64 = {
+        let at = rules
+            .find("alert: ChromaSyncChromaErrors")
+            .expect("the error-rate alert");
+        let expr = &rules[at..];
+        let from = expr.find("> ").expect("a threshold") + 2;
+        expr[from..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let percent = format!("a Chroma error rate above {}%", (ratio * 100.0).round());
+    assert!(readme.contains(&percent), "README should say {percent:?}");
+    let minutes = |d: String| d.trim_end_matches('m').to_owned();
+    let not_ready = minutes(after("ChromaSyncObjectNotReady", "for: "));
+    let no_leader = minutes(after("ChromaSyncNoLeader", "for: "));
+    for quoted in [
+        format!("an object not Ready for {not_ready} minutes"),
+        format!("no leader for {no_leader} minutes"),
+    ] {
+        assert!(readme.contains(&quoted), "README should say {quoted:?}");
+    }
+}
