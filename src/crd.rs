@@ -45,10 +45,14 @@ pub const RECONCILE_REQUEST_ANNOTATION: &str = "chromasync.dev/reconcile-request
     shortname = "syncsrc",
     namespaced,
     status = "SyncSourceStatus",
+    category = "chromasync",
     printcolumn = r#"{"name":"Source ID","type":"string","jsonPath":".status.sourceId"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Database","type":"string","priority":1,"jsonPath":".spec.databaseName"}"#,
+    printcolumn = r#"{"name":"Last Sync","type":"string","priority":1,"jsonPath":".status.lastSync.name"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [

@@ -48,6 +48,19 @@ fn the_syncrun_crd_makes_runs_immutable_and_reads_in_progress_when_new() {
         .collect();
     assert_eq!(
         columns,
-        ["Source", "Phase", "Invocation", "Duration (ms)", "Age"]
+        [
+            "Source",
+            "Phase",
+            "Ready",
+            "Reason",
+            "Age",
+            "Invocation",
+            "Duration (ms)",
+            "Message"
+        ]
+    );
+    assert_eq!(
+        crd["spec"]["names"]["categories"],
+        serde_json::json!(["chromasync"])
     );
 }

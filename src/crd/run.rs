@@ -28,11 +28,15 @@ pub const RUN_FINALIZER: &str = "chromasync.dev/run";
     shortname = "syncrun",
     namespaced,
     status = "SyncRunStatus",
+    category = "chromasync",
     printcolumn = r#"{"name":"Source","type":"string","jsonPath":".spec.sourceRef.name"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
-    printcolumn = r#"{"name":"Invocation","type":"string","jsonPath":".status.invocationId"}"#,
-    printcolumn = r#"{"name":"Duration (ms)","type":"integer","jsonPath":".status.durationMs"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Invocation","type":"string","priority":1,"jsonPath":".status.invocationId"}"#,
+    printcolumn = r#"{"name":"Duration (ms)","type":"integer","priority":1,"jsonPath":".status.durationMs"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [

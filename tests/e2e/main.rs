@@ -10,6 +10,7 @@ mod credentials;
 mod harness;
 mod install;
 mod kube_faults;
+mod kubectl;
 mod leader;
 mod lifecycle;
 mod observe;
