@@ -62,19 +62,23 @@ pub const RECONCILE_REQUEST_ANNOTATION: &str = "chromasync.dev/reconcile-request
     },
     {
         "rule": "!has(oldSelf.sourceId) || !has(self.sourceId) || self.sourceId == oldSelf.sourceId",
-        "message": "sourceId cannot be changed once set (it may be removed)"
+        "message": "sourceId cannot be changed once set (it may be removed)",
+        "fieldPath": ".sourceId"
     },
     {
         "rule": "!has(self.sync) || !has(self.s3)",
-        "message": "sync is for GitHub and web sources; sync S3 objects with SyncRuns (objectKey)"
+        "message": "sync is for GitHub and web sources; sync S3 objects with SyncRuns (objectKey)",
+        "fieldPath": ".sync"
     },
     {
         "rule": "!has(self.sync) || !has(self.github) || has(self.sync.ref)",
-        "message": "sync.ref (a branch or sha) is required for a GitHub source"
+        "message": "sync.ref (a branch or sha) is required for a GitHub source",
+        "fieldPath": ".sync.ref"
     },
     {
         "rule": "!has(self.sync) || !has(self.webScrape) || !has(self.sync.ref)",
-        "message": "sync.ref is for GitHub sources only"
+        "message": "sync.ref is for GitHub sources only",
+        "fieldPath": ".sync.ref"
     }
 ]))]
 // The source kinds and option groups are boxed: a cached object holds one of the three kinds,
@@ -279,7 +283,8 @@ pub enum S3TriggerMode {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
     "rule": "self.type == 'lines' || !has(self.maxLines)",
-    "message": "maxLines applies only to type lines"
+    "message": "maxLines applies only to type lines",
+    "fieldPath": ".maxLines"
 }]))]
 pub struct Chunking {
     /// `tree_sitter` splits code along its syntax tree; `lines` splits by line count.

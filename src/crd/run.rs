@@ -46,7 +46,8 @@ pub const RUN_FINALIZER: &str = "chromasync.dev/run";
     },
     {
         "rule": "!has(self.objectKey) || !has(self.ref)",
-        "message": "objectKey (S3 sources) and ref (GitHub sources) cannot both be set"
+        "message": "objectKey (S3 sources) and ref (GitHub sources) cannot both be set",
+        "fieldPath": ".objectKey"
     }
 ]))]
 pub struct SyncRunSpec {
