@@ -142,7 +142,10 @@ async fn a_dashboard_made_source_is_adopted_with_zero_creates_and_deleted_with_i
         .await;
     let refused = format!("{changed:?}");
     assert!(refused.contains("sourceId cannot be changed"), "{refused}");
-    assert!(refused.contains("spec.sourceId"), "the rule names its field: {refused}");
+    assert!(
+        refused.contains("spec.sourceId"),
+        "the rule names its field: {refused}"
+    );
 
     // The deletion policy applies to an adopted source as to any other.
     env.delete("made").await;
