@@ -12,8 +12,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+pub mod connection;
 pub mod run;
 
+pub use connection::{
+    ChromaSyncConnection, ClusterChromaSyncConnection, ConnectionKind, ConnectionRef,
+};
 pub use run::{SyncRun, SyncRunSpec, SyncRunStatus};
 
 /// API group of the operator's resources.
@@ -113,9 +117,18 @@ pub struct SyncSourceSpec {
     pub embedding_model: Option<Box<DenseEmbeddingModel>>,
 
     /// The Secret, in this object's namespace, that holds the Chroma API token. When unset, the
-    /// operator's default token is used. The token is never written to status, events or logs.
+    /// connection's token is used (or the operator's default token). The token is never written
+    /// to status, events or logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_secret_ref: Option<SecretKeyRef>,
+
+    /// The connection (Chroma Sync endpoint, account and limits) to call the service through.
+    /// When unset: the ChromaSyncConnection named `default` in this namespace if there is one,
+    /// else the operator's own settings. A source is only ever deleted or looked at through the
+    /// connection it was created through (`status.connection`): pointing an object with a
+    /// source at another connection is refused (`ConnectionChanged`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_ref: Option<ConnectionRef>,
 
     /// What happens to the Chroma source when this object is deleted: `Delete` (the default)
     /// deletes it, `Retain` leaves it in Chroma.
@@ -437,6 +450,10 @@ pub struct SyncSourceStatus {
     /// ID of the Chroma Sync source this object manages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_id: Option<String>,
+    /// The connection `sourceId` was created (or adopted) through: `ChromaSyncConnection/<name>`,
+    /// `ClusterChromaSyncConnection/<name>`, or `operator` (the operator's own settings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
     /// Fingerprint of the create payload `sourceId` was created from. A spec change that alters
     /// the payload replaces the source; one that does not (say `deletionPolicy`) does not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -576,7 +593,15 @@ pub fn crd_yaml() -> String {
 /// Every CRD of the operator by plural name, as YAML, exactly as committed in
 /// `crds/<plural>.chromasync.dev.yaml`.
 pub fn all_crds_yaml() -> Vec<(&'static str, String)> {
-    vec![("syncsources", crd_yaml()), ("syncruns", yaml(&run::crd()))]
+    vec![
+        ("syncsources", crd_yaml()),
+        ("syncruns", yaml(&run::crd())),
+        ("chromasyncconnections", yaml(&connection::crd())),
+        (
+            "clusterchromasyncconnections",
+            yaml(&connection::cluster_crd()),
+        ),
+    ]
 }
 
 fn yaml(crd: &CustomResourceDefinition) -> String {

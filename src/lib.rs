@@ -11,7 +11,9 @@
 //! - [`server`] and [`metrics`]: health and metrics endpoints.
 
 pub mod chroma;
+pub mod connection;
 pub mod crd;
+pub mod duration;
 pub mod kernel;
 pub mod leader;
 pub mod metrics;

@@ -19,7 +19,7 @@ use chroma_sync_operator::crd::{self, SyncSource};
 use chroma_sync_operator::kernel::DefaultToken;
 use chroma_sync_operator::metrics::Metrics;
 use chroma_sync_operator::source::{Controller, Parts, Settings};
-use chroma_sync_operator::{leader, run, server};
+use chroma_sync_operator::{connection, leader, run, server};
 use clap::{Parser, Subcommand, ValueEnum};
 use kube::api::{Api, ListParams};
 use std::path::PathBuf;
@@ -43,7 +43,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Print the operator's CustomResourceDefinitions as YAML (all, or the one named by its
-    /// plural: syncsources, syncruns).
+    /// plural: syncsources, syncruns, chromasyncconnections, clusterchromasyncconnections).
     Crd { name: Option<String> },
     /// GET an http:// URL (such as the operator's /readyz) and exit 0 on a 2xx answer, 1
     /// otherwise: a health check for images without a shell (the chart's `helm test` hook).
@@ -94,6 +94,10 @@ struct RunArgs {
     /// database and token, spread over the interval; jittered). 0 turns the check off.
     #[arg(long, env = "DRIFT_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     drift_interval: Duration,
+    /// How often a Ready ChromaSyncConnection or ClusterChromaSyncConnection is checked again
+    /// with an authenticated call (at once when its spec or token Secret changes).
+    #[arg(long, env = "CONNECTION_CHECK_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    connection_check_interval: Duration,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
     metrics_address: String,
@@ -125,14 +129,7 @@ enum LogFormat {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n.parse().map_err(|_| format!("not a duration: {s:?}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("unknown unit in {s:?}; use ms, s or m")),
-    }
+    chroma_sync_operator::duration::parse(s)
 }
 
 #[tokio::main]
@@ -150,16 +147,26 @@ async fn operate(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
     chroma_sync_operator::chroma::install_crypto_provider();
     let metrics = Metrics::new();
-    let chroma = chroma_client(&args, &metrics)?;
+    let defaults = client_config(&args)?;
+    let chroma = ChromaClient::new(&defaults, metrics.clone())?;
     let identity = args
         .pod_name
         .clone()
         .unwrap_or_else(|| format!("chroma-sync-operator-{}", uuid::Uuid::new_v4().simple()));
     let client = kube_client(&identity).await?;
     crds_installed(&client, &args.namespaces).await?;
+    let watches = connection::Watches::new(
+        client.clone(),
+        connection::Settings {
+            namespaces: args.namespaces.clone(),
+            check_interval: args.connection_check_interval,
+            allow_insecure_http: args.allow_insecure_http,
+            defaults,
+        },
+    );
     let controller = Controller::new(Parts {
         client: client.clone(),
-        chroma,
+        connections: watches.connections(chroma),
         metrics: metrics.clone(),
         default_token: DefaultToken {
             value: args.default_token.clone().and_then(Token::new),
@@ -196,7 +203,8 @@ async fn operate(args: RunArgs) -> anyhow::Result<()> {
         ctx.clone(),
         shutdown.clone(),
     );
-    futures::join!(controller.run(ready, shutdown), runs);
+    let connections = watches.run(ctx.clone(), shutdown.clone());
+    futures::join!(controller.run(ready, shutdown), runs, connections);
     // Events of the last reconciles are still queued; give them a moment (within the pod's
     // grace period), then release the Lease.
     ctx.events.flush(Duration::from_secs(3)).await;
@@ -217,30 +225,47 @@ fn print_crds(name: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn chroma_client(args: &RunArgs, metrics: &Metrics) -> anyhow::Result<ChromaClient> {
+/// The client settings of the operator's own route, and the defaults of every connection.
+fn client_config(args: &RunArgs) -> anyhow::Result<ClientConfig> {
     check_base_url(&args.chroma_url, args.allow_insecure_http)?;
     let extra_ca_pem = args.ca_file.as_ref().map(std::fs::read).transpose()?;
-    let config = ClientConfig {
+    Ok(ClientConfig {
         base_url: args.chroma_url.clone(),
         timeout: args.chroma_timeout,
         extra_ca_pem,
-    };
-    Ok(ChromaClient::new(&config, metrics.clone())?)
+    })
 }
 
-/// Fails fast, with a clear message, when the CRD is missing. (In namespaced mode the operator
-/// may list only its own namespaces.)
+/// Fails fast, with a clear message, when a CRD or a permission the watches need is missing (a
+/// watch that cannot list would retry forever, and the objects would wait for it). In
+/// namespaced mode the operator may list only its own namespaces.
 async fn crds_installed(client: &kube::Client, namespaces: &[String]) -> anyhow::Result<()> {
-    let sources: Api<SyncSource> = match namespaces.first() {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+    use chroma_sync_operator::crd::{ChromaSyncConnection, ClusterChromaSyncConnection};
+    use k8s_openapi::api::core::v1::Namespace;
+    let one = ListParams::default().limit(1);
+    let scoped = |c: &kube::Client| -> (Api<SyncSource>, Api<ChromaSyncConnection>) {
+        match namespaces.first() {
+            Some(ns) => (Api::namespaced(c.clone(), ns), Api::namespaced(c.clone(), ns)),
+            None => (Api::all(c.clone()), Api::all(c.clone())),
+        }
     };
-    match sources.list(&ListParams::default().limit(1)).await {
-        Ok(_) => Ok(()),
-        Err(e) => anyhow::bail!(
-            "cannot list SyncSources ({e}); is the CRD installed (kubectl apply -f crds/)?"
-        ),
-    }
+    let (sources, connections) = scoped(client);
+    let hint = "are the CRDs and the operator's RBAC installed (kubectl apply --server-side -f crds/)?";
+    let failed = |what: &str, e: kube::Error| anyhow::anyhow!("cannot list {what} ({e}); {hint}");
+    sources.list(&one).await.map_err(|e| failed("SyncSources", e))?;
+    connections
+        .list(&one)
+        .await
+        .map_err(|e| failed("ChromaSyncConnections", e))?;
+    Api::<ClusterChromaSyncConnection>::all(client.clone())
+        .list(&one)
+        .await
+        .map_err(|e| failed("ClusterChromaSyncConnections", e))?;
+    Api::<kube::core::PartialObjectMeta<Namespace>>::all(client.clone())
+        .list_metadata(&one)
+        .await
+        .map_err(|e| failed("Namespaces", e))?;
+    Ok(())
 }
 
 /// Serves /healthz, /readyz and /metrics in the background.

@@ -2,7 +2,7 @@
 //! troubleshooting table names every reason either kind can give, and the alert thresholds it
 //! quotes are the chart's rules.
 
-use chroma_sync_operator::{run, source};
+use chroma_sync_operator::{connection, run, source};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -111,14 +111,16 @@ fn the_flag_table_is_the_binarys_help() {
 }
 
 #[test]
-fn the_troubleshooting_table_names_every_reason_of_both_kinds() {
+fn the_troubleshooting_table_names_every_reason_of_every_kind() {
     let readme = read("README.md");
     let rows = table_after(&readme, "## Troubleshooting");
     let named: BTreeSet<String> = rows.iter().flat_map(|r| quoted(&r[0])).collect();
     let sources = source::Reason::ALL.iter().map(|r| r.as_str());
     let runs = run::Reason::ALL.iter().map(|r| r.as_str());
+    let connections = connection::Reason::ALL.iter().map(|r| r.as_str());
     let missing: Vec<&str> = sources
         .chain(runs)
+        .chain(connections)
         .filter(|r| !named.contains(*r))
         .collect();
     assert!(
@@ -129,6 +131,7 @@ fn the_troubleshooting_table_names_every_reason_of_both_kinds() {
         .iter()
         .map(|r| r.as_str())
         .chain(run::Reason::ALL.iter().map(|r| r.as_str()))
+        .chain(connection::Reason::ALL.iter().map(|r| r.as_str()))
         .collect();
     let stale: Vec<&String> = named
         .iter()

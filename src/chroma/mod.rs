@@ -141,6 +141,26 @@ impl ChromaClient {
         })
     }
 
+    /// The service's base URL (no trailing slash).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The cheapest call that proves a token: `GET /api/v1/sources?limit=1` (the tenant's
+    /// newest source, if any). `/health` proves no token.
+    pub async fn check_token(&self, token: &Token) -> Result<(), ChromaError> {
+        let (status, body) = self
+            .call::<()>(
+                "list_sources",
+                Method::GET,
+                "/api/v1/sources?limit=1",
+                token,
+                None,
+            )
+            .await?;
+        decode::listed(status.as_u16(), &body).map(drop)
+    }
+
     /// `POST /api/v1/sources`: the new source's id.
     pub async fn create_source(
         &self,

@@ -90,41 +90,40 @@ impl Credentials {
         let _ = self.synced.subscribe().wait_for(|synced| *synced).await;
     }
 
-    /// The token for an object, or why there is none. Never the token's value in the reason.
-    /// The object is noted as waiting for its Secret, so that the Secret's change wakes it.
-    pub async fn token_for(&self, obj: &SyncSource) -> Result<Token, String> {
-        if let Some(reference) = &obj.spec.token_secret_ref {
-            let key = secret_key(obj, &reference.name);
+    /// The token `from` names, or why there is none. Never the token's value in the reason.
+    /// `waiter`, if any, is noted as waiting for the Secret, so that the Secret's change wakes
+    /// it (noted before the Secret is looked up, so that one appearing right after still does).
+    pub async fn token(&self, from: &TokenFrom, waiter: Option<&SyncSource>) -> Result<Token, String> {
+        if let (TokenFrom::Secret { secret, .. }, Some(obj)) = (from, waiter) {
             self.waiting
                 .lock()
                 .expect("secret waiters")
-                .entry(key)
+                .entry(secret.clone())
                 .or_default()
                 .insert(ObjectRef::from_obj(obj));
         }
-        self.load(obj).await?;
-        self.peek(obj)
+        self.load(from).await?;
+        self.peek(from)
     }
 
-    /// Reads the data of the Secret `obj` references, unless what was read is still current.
-    /// A Secret the metadata cache does not have is not read (and what was read of it is
+    /// Reads the data of the Secret `from` names, unless what was read is still current. A
+    /// Secret the metadata cache does not have is not read (and what was read of it is
     /// forgotten). The read is a list of that one name: the operator's role grants `list` and
     /// `watch` on Secrets, and no `get`.
-    pub async fn load(&self, obj: &SyncSource) -> Result<(), String> {
-        let Some(reference) = &obj.spec.token_secret_ref else {
+    pub async fn load(&self, from: &TokenFrom) -> Result<(), String> {
+        let TokenFrom::Secret { secret: key, .. } = from else {
             return Ok(());
         };
-        let key = secret_key(obj, &reference.name);
-        let version = match self.metadata(&key) {
+        let version = match self.metadata(key) {
             Some(meta) => meta.metadata.resource_version.clone(),
             None => {
-                self.loaded.lock().expect("loaded secrets").remove(&key);
+                self.loaded.lock().expect("loaded secrets").remove(key);
                 return Ok(());
             }
         };
         let current = |loaded: &HashMap<_, Loaded>| {
             loaded
-                .get(&key)
+                .get(key)
                 .is_some_and(|l: &Loaded| l.for_version == version)
         };
         if current(&self.loaded.lock().expect("loaded secrets")) {
@@ -153,19 +152,23 @@ impl Credentials {
         self.loaded
             .lock()
             .expect("loaded secrets")
-            .insert(key, loaded);
+            .insert(key.clone(), loaded);
         Ok(())
     }
 
-    /// The token for an object from what is loaded, without noting it as waiting (the drift
-    /// check reads tokens of objects that wait for nothing).
-    pub fn peek(&self, obj: &SyncSource) -> Result<Token, String> {
-        let Some(reference) = &obj.spec.token_secret_ref else {
+    /// The token `from` names, from what is loaded, without noting a waiter (the drift check
+    /// reads tokens of objects that wait for nothing).
+    pub fn peek(&self, from: &TokenFrom) -> Result<Token, String> {
+        let TokenFrom::Secret {
+            secret: key,
+            data_key,
+            field,
+        } = from
+        else {
             return self.default_token();
         };
-        let key = secret_key(obj, &reference.name);
         let ns = key.namespace.as_deref().unwrap_or_default();
-        let Some(meta) = self.metadata(&key) else {
+        let Some(meta) = self.metadata(key) else {
             let hint = match &self.selector {
                 Some(selector) => {
                     format!(" (or does not match the operator's Secret selector {selector:?})")
@@ -173,25 +176,25 @@ impl Credentials {
                 None => String::new(),
             };
             return Err(format!(
-                "Secret {ns}/{} (tokenSecretRef) does not exist{hint}",
-                reference.name
+                "Secret {ns}/{} ({field}) does not exist{hint}",
+                key.name
             ));
         };
         let loaded = self.loaded.lock().expect("loaded secrets");
         let Some(secret) = loaded
-            .get(&key)
+            .get(key)
             .filter(|l| l.for_version == meta.metadata.resource_version)
         else {
-            return Err(format!("Secret {ns}/{} is not read yet", reference.name));
+            return Err(format!("Secret {ns}/{} is not read yet", key.name));
         };
         let value = secret
             .data
-            .get(&reference.key)
+            .get(data_key)
             .map(|b| String::from_utf8_lossy(&b.0).into_owned());
         value.and_then(Token::new).ok_or_else(|| {
             format!(
-                "Secret {ns}/{} has no non-empty key {:?}",
-                reference.name, reference.key
+                "Secret {ns}/{} has no non-empty key {data_key:?}",
+                key.name
             )
         })
     }
@@ -247,7 +250,26 @@ impl Credentials {
     }
 }
 
-/// The Secret `name` in `obj`'s namespace.
-fn secret_key(obj: &SyncSource, name: &str) -> ObjectRef<Secret> {
-    ObjectRef::new(name).within(&obj.namespace().unwrap_or_default())
+/// Where a token comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenFrom {
+    /// The operator's default token.
+    Default,
+    /// A key of a Secret; `field` names the reference in messages.
+    Secret {
+        secret: ObjectRef<Secret>,
+        data_key: String,
+        field: &'static str,
+    },
+}
+
+impl TokenFrom {
+    /// The key `data_key` of Secret `namespace/name`.
+    pub fn secret(namespace: &str, name: &str, data_key: &str, field: &'static str) -> Self {
+        TokenFrom::Secret {
+            secret: ObjectRef::new(name).within(namespace),
+            data_key: data_key.to_owned(),
+            field,
+        }
+    }
 }

@@ -10,6 +10,8 @@
 //! relative to the flow's own writes is not the flow's to promise.
 
 use super::Context;
+use super::connections::Connections;
+use kube::runtime::reflector::store::Writer;
 use super::credentials::{Credentials, DefaultToken};
 use crate::chroma::{ChromaClient, ClientConfig, Token};
 use crate::crd::{CREATE_PENDING_ANNOTATION, SyncSource, SyncSourceSpec};
@@ -343,6 +345,13 @@ pub fn context(client: kube::Client, chroma: ChromaClient, token: Option<&str>) 
     };
     let metrics = Metrics::new();
     let credentials = Credentials::new(client.clone(), default_token, vec![], None);
-    let ctx = Context::new(client, chroma, metrics, credentials, "test", vec![]);
+    let connections = Arc::new(Connections::new(
+        chroma,
+        vec![],
+        Writer::default().as_reader(),
+        Writer::default().as_reader(),
+    ));
+    connections.set_synced();
+    let ctx = Context::new(client, connections, metrics, credentials, "test", vec![]);
     Arc::new(ctx)
 }

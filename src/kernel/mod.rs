@@ -10,6 +10,7 @@
 
 pub mod cache;
 pub mod conditions;
+pub mod connections;
 pub mod create;
 pub mod credentials;
 pub mod driver;
@@ -27,8 +28,9 @@ pub use credentials::DefaultToken;
 pub use failure::Retry;
 pub use reason::Reason;
 
-use crate::chroma::{ChromaClient, Token};
 use crate::crd::SyncSource;
+use connections::{Blocked, Connections, Endpoint, Route, Via};
+use credentials::TokenFrom;
 use crate::metrics::Metrics;
 use credentials::Credentials;
 use kube::Client;
@@ -94,7 +96,8 @@ pub enum Next<R> {
 /// the SyncSource caches and the shutdown switch.
 pub struct Context {
     pub client: Client,
-    pub chroma: ChromaClient,
+    /// Which connection each object calls through, and each connection's client.
+    pub connections: Arc<Connections>,
     pub events: events::Events,
     pub metrics: Metrics,
     pub credentials: Credentials,
@@ -107,7 +110,7 @@ pub struct Context {
 impl Context {
     pub fn new(
         client: Client,
-        chroma: ChromaClient,
+        connections: Arc<Connections>,
         metrics: Metrics,
         credentials: Credentials,
         instance: &str,
@@ -116,7 +119,7 @@ impl Context {
         Self {
             events: events::Events::start(client.clone(), FIELD_MANAGER, instance, metrics.clone()),
             client,
-            chroma,
+            connections,
             metrics,
             credentials,
             stopping: AtomicBool::new(false),
@@ -149,8 +152,74 @@ impl Context {
         self.credentials.synced().await;
     }
 
-    /// The token for `source`, or why there is none (see [`credentials`]).
-    pub async fn token_for(&self, source: &SyncSource) -> Result<Token, String> {
-        self.credentials.token_for(source).await
+    /// The connection `source`'s calls go through, if it may use it now: the one its source was
+    /// made through, once recorded; else the one it names (or its namespace's `default`, or the
+    /// operator's own). Decided from caches: no call.
+    pub async fn route(&self, source: &SyncSource) -> Result<Route, Blocked> {
+        let namespace = source.metadata.namespace.as_deref().unwrap_or_default();
+        let status = source.status.as_ref();
+        // A recorded source without a recorded connection was made through the operator's own.
+        let recorded = status.filter(|s| s.source_id.is_some()).map(|s| {
+            s.connection
+                .as_deref()
+                .and_then(|r| Via::recorded(namespace, r))
+                .unwrap_or(Via::Operator)
+        });
+        let reference = source.spec.connection_ref.as_ref();
+        self.connections
+            .route(namespace, reference, recorded.as_ref())
+            .await
+    }
+
+    /// Where `source`'s token comes from on `via`: its own `tokenSecretRef`, else the
+    /// connection's Secret, else the operator's default token.
+    pub fn token_from(&self, source: &SyncSource, via: &Via) -> TokenFrom {
+        let namespace = source.metadata.namespace.as_deref().unwrap_or_default();
+        if let Some(own) = &source.spec.token_secret_ref {
+            return TokenFrom::secret(namespace, &own.name, &own.key, "tokenSecretRef");
+        }
+        self.connections.token_from(via)
+    }
+
+    /// The route and the token for `source`'s calls, or why there is no token. `source` is
+    /// woken when the Secret it waits for changes.
+    pub async fn endpoint(&self, source: &SyncSource, route: Route) -> Result<Endpoint, String> {
+        let from = self.token_from(source, &route.via);
+        let token = self.credentials.token(&from, Some(source)).await?;
+        Ok(Endpoint {
+            via: route.via,
+            chroma: route.chroma,
+            token,
+        })
+    }
+
+    /// Both steps: the route (a refusal as `Err(Ok(_))`) and the token (`Err(Err(_))`).
+    pub async fn reach(&self, source: &SyncSource) -> Result<Endpoint, Result<Blocked, String>> {
+        let route = self.route(source).await.map_err(Ok)?;
+        self.endpoint(source, route).await.map_err(Err)
+    }
+
+    /// The connection a recorded source was made through, if it can be used now (from caches).
+    pub fn peek_route(&self, source: &SyncSource) -> Option<Via> {
+        let namespace = source.metadata.namespace.as_deref().unwrap_or_default();
+        let recorded = source.status.as_ref()?.connection.as_deref();
+        let via = recorded
+            .and_then(|r| Via::recorded(namespace, r))
+            .unwrap_or(Via::Operator);
+        Some(self.connections.route_to(namespace, via).ok()?.via)
+    }
+
+    /// The endpoint of a recorded source at rest, from caches and loaded tokens only (the drift
+    /// check); None when it cannot be reached now.
+    pub fn peek_endpoint(&self, source: &SyncSource) -> Option<Endpoint> {
+        let namespace = source.metadata.namespace.as_deref().unwrap_or_default();
+        let via = self.peek_route(source)?;
+        let route = self.connections.route_to(namespace, via).ok()?;
+        let token = self.credentials.peek(&self.token_from(source, &route.via)).ok()?;
+        Some(Endpoint {
+            via: route.via,
+            chroma: route.chroma,
+            token,
+        })
     }
 }

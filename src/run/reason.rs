@@ -15,6 +15,9 @@ crate::kernel::reason::reasons! {
         InvalidSpec,
         InvocationExists,
         MissingCredentials,
+        ConnectionNotReady,
+        ConnectionNotPermitted,
+        ConnectionChanged,
         Unauthorized,
         Forbidden,
         RateLimited,
@@ -36,7 +39,7 @@ mod tests {
 
     #[test]
     fn reasons_read_as_their_names() {
-        assert_eq!(Reason::ALL.len(), 19);
+        assert_eq!(Reason::ALL.len(), 22);
         assert_eq!(Reason::RunFailed.as_str(), "RunFailed");
         assert_eq!(Reason::WaitingForSource.to_string(), "WaitingForSource");
     }

@@ -8,10 +8,11 @@
 use super::decide::{self, Problem, reason_of, refused};
 use super::{Next, Reason, Runs};
 use crate::chroma::wire::{CreateJobPayload, JobStatus};
-use crate::chroma::{Cancelled, ChromaError, Token};
+use crate::chroma::{Cancelled, ChromaError};
 use crate::crd::SyncSource;
 use crate::crd::run::{RunPhase, SyncRun, SyncRunStatus};
 use crate::kernel::conditions;
+use crate::kernel::connections::{Endpoint, Refusal};
 use crate::kernel::create::{self, Created, Creation, Recovered, pending_mark};
 use crate::kernel::events::Kind;
 use crate::kernel::failure::{self, Failure, Retry};
@@ -23,8 +24,8 @@ use kube::api::{Api, Patch};
 use std::time::Duration;
 use tracing::{info, warn};
 
-/// The listing a lookup reads: a token and a source id.
-pub(super) type Listing = (Token, String);
+/// The listing a lookup reads: an endpoint (URL and token) and a source id.
+pub(super) type Listing = (Endpoint, String);
 
 /// How soon a run that waits for its SyncSource looks again.
 const SOURCE_WAIT: Duration = Duration::from_secs(10);
@@ -95,17 +96,14 @@ async fn start(
             return stall(ctx, run, previous, reason, &why, Retry::Slow).await;
         }
     };
-    let token = match ctx.token_for(source).await {
-        Ok(token) => token,
-        Err(why) => {
-            let reason = Reason::MissingCredentials;
-            return stall(ctx, run, previous, reason, &why, Retry::Slow).await;
-        }
+    let endpoint = match reach(ctx, run, previous, source).await {
+        Ok(endpoint) => endpoint,
+        Err(next) => return next,
     };
     let kind = decide::kind_of(&source.spec);
     let creation = NewInvocation {
         ctx,
-        token: &token,
+        endpoint: &endpoint,
         source,
         source_id,
         payload: &payload,
@@ -135,7 +133,7 @@ async fn start(
 /// One create of an invocation, as the kernel's protocol makes it.
 struct NewInvocation<'a> {
     ctx: &'a Runs,
-    token: &'a Token,
+    endpoint: &'a Endpoint,
     source: &'a SyncSource,
     source_id: &'a str,
     payload: &'a CreateJobPayload,
@@ -146,9 +144,9 @@ impl Creation for NewInvocation<'_> {
     const WHAT: &'static str = "invocation";
 
     async fn create(&self) -> Result<String, ChromaError> {
-        let (chroma, source_id) = (&self.ctx.chroma, self.source_id);
+        let Endpoint { chroma, token, .. } = self.endpoint;
         chroma
-            .create_invocation(self.token, source_id, self.payload)
+            .create_invocation(token, self.source_id, self.payload)
             .await
     }
 
@@ -209,14 +207,11 @@ async fn follow(
     id: &str,
 ) -> Result<Next, Error> {
     let kind = decide::kind_of(&source.spec);
-    let token = match ctx.token_for(source).await {
-        Ok(token) => token,
-        Err(why) => {
-            let reason = Reason::MissingCredentials;
-            return stall(ctx, run, previous, reason, &why, Retry::Slow).await;
-        }
+    let endpoint = match reach(ctx, run, previous, source).await {
+        Ok(endpoint) => endpoint,
+        Err(next) => return next,
     };
-    let job = match ctx.chroma.get_invocation(&token, id).await {
+    let job = match endpoint.chroma.get_invocation(&endpoint.token, id).await {
         Ok(job) => job,
         Err(ChromaError::Api { status: 404, .. }) => {
             let gone = format!("invocation {id} no longer exists in Chroma Sync");
@@ -339,10 +334,11 @@ async fn cancel(
             "SyncSource {name} is gone, so its credentials are: the invocation, if pending, is not cancelled"
         )));
     };
-    let token = ctx
-        .token_for(&source)
-        .await
-        .map_err(CancelError::Impossible)?;
+    let endpoint = match ctx.reach(&source).await {
+        Ok(endpoint) => endpoint,
+        Err(Ok(blocked)) => return Err(CancelError::Impossible(blocked.message)),
+        Err(Err(why)) => return Err(CancelError::Impossible(why)),
+    };
     let id = match (
         &status.invocation_id,
         pending_mark(run),
@@ -355,7 +351,7 @@ async fn cancel(
             };
             let creation = NewInvocation {
                 ctx,
-                token: &token,
+                endpoint: &endpoint,
                 source: &source,
                 source_id: &source_id,
                 payload: &payload,
@@ -372,7 +368,7 @@ async fn cancel(
         }
         _ => return Ok(()),
     };
-    match ctx.chroma.cancel_invocation(&token, &id).await {
+    match endpoint.chroma.cancel_invocation(&endpoint.token, &id).await {
         Ok(Cancelled::Now) => {
             info!(invocation_id = %id, "cancelled the pending invocation");
             Ok(())
@@ -402,7 +398,7 @@ async fn find_unrecorded(
 ) -> Result<Option<String>, ChromaError> {
     let NewInvocation {
         ctx,
-        token,
+        endpoint,
         source,
         source_id,
         payload,
@@ -414,12 +410,15 @@ async fn find_unrecorded(
         seen: Vec::new(),
     };
     // Shared with the other runs of the source that look meanwhile (after a restart, all).
-    let listing = (token.clone(), source_id.to_owned());
+    let listing = (endpoint.clone(), source_id.to_owned());
     let page = {
-        let (chroma, (token, id)) = (ctx.chroma.clone(), listing.clone());
+        let (endpoint, id) = listing.clone();
         move |n| {
-            let (chroma, token, id) = (chroma.clone(), token.clone(), id.clone());
-            async move { chroma.list_invocations_page(&token, &id, n).await }
+            let (endpoint, id) = (endpoint.clone(), id.clone());
+            async move {
+                let Endpoint { chroma, token, .. } = &endpoint;
+                chroma.list_invocations_page(token, &id, n).await
+            }
         }
     };
     let listed = match ctx.lookups.look(listing, lookup, page).await {
@@ -512,6 +511,30 @@ async fn fail(
 }
 
 /// Stalls with `reason` (a person must act), and tries again as `retry` says.
+/// The endpoint of the run's source (its connection and token), or the status that says why
+/// there is none now: a connection missing or not Ready waits, one not permitted or a missing
+/// token needs a person.
+async fn reach(
+    ctx: &Runs,
+    run: &SyncRun,
+    previous: &SyncRunStatus,
+    source: &SyncSource,
+) -> Result<Endpoint, Result<Next, Error>> {
+    let (reason, why, retry) = match ctx.reach(source).await {
+        Ok(endpoint) => return Ok(endpoint),
+        Err(Ok(blocked)) => match blocked.refusal {
+            Refusal::NotFound | Refusal::NotReady => {
+                let reason = Reason::ConnectionNotReady;
+                return Err(waiting(ctx, run, previous, reason, blocked.message).await);
+            }
+            Refusal::NotPermitted => (Reason::ConnectionNotPermitted, blocked.message, Retry::Slow),
+            Refusal::Changed => (Reason::ConnectionChanged, blocked.message, Retry::Slow),
+        },
+        Err(Err(why)) => (Reason::MissingCredentials, why, Retry::Slow),
+    };
+    Err(stall(ctx, run, previous, reason, &why, retry).await)
+}
+
 async fn stall(
     ctx: &Runs,
     run: &SyncRun,

@@ -8,7 +8,8 @@
 
 use super::Sources;
 use super::status;
-use crate::chroma::{ChromaError, LIST_PAGE, Token};
+use crate::chroma::{ChromaError, LIST_PAGE};
+use crate::kernel::connections::Endpoint;
 use crate::crd::SyncSource;
 use crate::kernel::driver::Driver;
 use futures::channel::mpsc::UnboundedSender;
@@ -24,24 +25,23 @@ pub(super) struct Scope {
     pub trigger: UnboundedSender<ObjectRef<SyncSource>>,
 }
 
-/// The recorded sources of one database, as one token sees them.
-#[derive(Debug, PartialEq)]
+/// The recorded sources of one database, as one endpoint (URL and token) sees them.
 struct Check {
-    token: Token,
+    endpoint: Endpoint,
     database: String,
     /// (scope, object, recorded source id)
     members: Vec<(usize, ObjectRef<SyncSource>, String)>,
 }
 
 /// What one interval checks: every object at rest (Ready with a recorded source, not paused,
-/// not being deleted), grouped by token and database. Objects in any other state are being
+/// not being deleted), grouped by endpoint and database. Objects in any other state are being
 /// reconciled anyway, or already report their source missing.
 fn plan<'a>(
     scopes: impl IntoIterator<Item = (usize, &'a SyncSource)>,
-    token_for: impl Fn(&SyncSource) -> Option<Token>,
+    endpoint_of: impl Fn(&SyncSource) -> Option<Endpoint>,
 ) -> Vec<Check> {
     let mut checks: BTreeMap<(String, usize), Check> = BTreeMap::new();
-    let mut tokens: Vec<Token> = Vec::new();
+    let mut endpoints: Vec<Endpoint> = Vec::new();
     for (scope, obj) in scopes {
         let Some(status) = obj.status.as_ref() else {
             continue;
@@ -53,22 +53,22 @@ fn plan<'a>(
         let (Some(id), true) = (status.source_id.as_ref(), at_rest) else {
             continue;
         };
-        let Some(token) = token_for(obj) else {
+        let Some(endpoint) = endpoint_of(obj) else {
             continue;
         };
-        // Tokens are grouped by index, so that the map's key (and its order) holds no secret.
-        let t = match tokens.iter().position(|k| *k == token) {
+        // Endpoints are grouped by index, so that the map's key (and its order) holds no secret.
+        let t = match endpoints.iter().position(|k| *k == endpoint) {
             Some(t) => t,
             None => {
-                tokens.push(token.clone());
-                tokens.len() - 1
+                endpoints.push(endpoint.clone());
+                endpoints.len() - 1
             }
         };
         let database = obj.spec.database_name.clone();
         checks
             .entry((database.clone(), t))
             .or_insert_with(|| Check {
-                token,
+                endpoint,
                 database,
                 members: Vec::new(),
             })
@@ -111,13 +111,18 @@ async fn sweep(ctx: &Sources, scopes: &[Scope], interval: Duration) {
         .collect();
     // The tokens of objects at rest may not have been read since a restart: read each
     // referenced Secret (once: a current one is not read again).
+    let mut loaded = HashSet::new();
     for (_, obj) in &objects {
-        if obj.spec.token_secret_ref.is_some() {
-            let _ = ctx.credentials.load(obj).await;
+        let Some(endpoint) = ctx.peek_route(obj) else {
+            continue;
+        };
+        let from = ctx.token_from(obj, &endpoint);
+        if loaded.insert(format!("{from:?}")) {
+            let _ = ctx.credentials.load(&from).await;
         }
     }
     let at_rest = objects.iter().map(|(i, o)| (*i, o.as_ref()));
-    let checks = plan(at_rest, |o| ctx.credentials.peek(o).ok());
+    let checks = plan(at_rest, |o| ctx.peek_endpoint(o));
     drop(objects);
     let calls: usize = checks
         .iter()
@@ -126,7 +131,7 @@ async fn sweep(ctx: &Sources, scopes: &[Scope], interval: Duration) {
     let gap = pace(interval, calls);
     let mut suspected = 0;
     for check in &checks {
-        let missing = match unlisted(ctx, check, gap).await {
+        let missing = match unlisted(check, gap).await {
             Ok(missing) => {
                 ctx.metrics.drift_checked("ok");
                 missing
@@ -161,7 +166,6 @@ async fn sweep(ctx: &Sources, scopes: &[Scope], interval: Duration) {
 /// The members' ids that the database's listing does not hold. Pages are read newest first
 /// until every member is found or the listing ends.
 async fn unlisted<'a>(
-    ctx: &Sources,
     check: &'a Check,
     gap: Duration,
 ) -> Result<HashSet<&'a str>, ChromaError> {
@@ -170,9 +174,9 @@ async fn unlisted<'a>(
         if page > 0 {
             tokio::time::sleep(gap).await;
         }
-        let items = ctx
-            .chroma
-            .list_sources_page(&check.token, &check.database, page)
+        let Endpoint { chroma, token, .. } = &check.endpoint;
+        let items = chroma
+            .list_sources_page(token, &check.database, page)
             .await?;
         for s in &items {
             wanted.remove(s.id.as_str());
@@ -208,7 +212,7 @@ mod tests {
     }
 
     #[test]
-    fn the_plan_groups_objects_at_rest_by_database_and_token() {
+    fn the_plan_groups_objects_at_rest_by_database_and_endpoint() {
         let objs = [
             obj("a", "docs", Some("1"), "SourceReady", false),
             obj("b", "docs", Some("2"), "SourceReady", false),
@@ -217,16 +221,28 @@ mod tests {
             obj("stalled", "docs", Some("5"), "SourceMissing", false),
             obj("new", "docs", None, "SourceReady", false),
             obj("other-token", "docs", Some("6"), "SourceReady", false),
+            obj("other-url", "docs", Some("7"), "SourceReady", false),
         ];
-        let token = |o: &SyncSource| {
-            let t = if o.metadata.name.as_deref() == Some("other-token") {
-                "t2"
-            } else {
-                "t1"
+        let client = |url: &str| {
+            let config = crate::chroma::ClientConfig {
+                base_url: url.into(),
+                timeout: Duration::from_secs(1),
+                extra_ca_pem: None,
             };
-            Token::new(t)
+            crate::chroma::ChromaClient::new(&config, crate::metrics::Metrics::new()).unwrap()
         };
-        let checks = plan(objs.iter().map(|o| (0, o)), token);
+        let (here, there) = (client("https://a.example"), client("https://b.example"));
+        let endpoint = |o: &SyncSource| {
+            let name = o.metadata.name.as_deref();
+            let t = if name == Some("other-token") { "t2" } else { "t1" };
+            let chroma = if name == Some("other-url") { &there } else { &here };
+            Some(Endpoint {
+                via: crate::kernel::connections::Via::Operator,
+                chroma: chroma.clone(),
+                token: crate::chroma::Token::new(t)?,
+            })
+        };
+        let checks = plan(objs.iter().map(|o| (0, o)), endpoint);
         let summary: Vec<(&str, Vec<&str>)> = checks
             .iter()
             .map(|c| {
@@ -239,10 +255,11 @@ mod tests {
             [
                 ("docs", vec!["1", "2"]),
                 ("docs", vec!["6"]),
+                ("docs", vec!["7"]),
                 ("wiki", vec!["3"])
             ]
         );
-        assert_eq!(plan(objs.iter().map(|o| (0, o)), |_| None), []);
+        assert!(plan(objs.iter().map(|o| (0, o)), |_| None).is_empty());
     }
 
     #[test]

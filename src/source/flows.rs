@@ -71,6 +71,7 @@ fn recorded(mut obj: SyncSource, id: &str, hash: &str) -> SyncSource {
     let rec = Recorded {
         id: id.into(),
         payload_hash: Some(hash.into()),
+        connection: None,
     };
     let at = "2026-01-01T00:00:00Z".parse().expect("a timestamp");
     obj.status = Some(status::next(

@@ -3,13 +3,13 @@
 //! [`crate::chroma::shared`]); each reads it as if it listed alone.
 
 use super::payload::NaturalKey;
-use crate::chroma::Token;
+use crate::kernel::connections::Endpoint;
 use crate::chroma::shared::Reader;
 use crate::chroma::wire::ListedSource;
 use std::ops::ControlFlow;
 
-/// The listing a lookup reads: a token and a database.
-pub(crate) type Listing = (Token, String);
+/// The listing a lookup reads: an endpoint (URL and token) and a database.
+pub(crate) type Listing = (Endpoint, String);
 
 /// Looks for the source with natural key `key` created no earlier than `since` (the mark, less
 /// the skew allowance).

@@ -27,7 +27,7 @@ pub use reason::Reason;
 /// How a SyncSource reconcile ended.
 pub type Next = crate::kernel::Next<Reason>;
 
-use crate::chroma::ChromaClient;
+use crate::kernel::connections::Connections;
 use crate::chroma::shared::SharedListing;
 use crate::crd::SyncSource;
 use crate::kernel::create::{LOOKUP_GATHER, Marked};
@@ -82,7 +82,8 @@ pub struct Settings {
 /// What the controller is made of.
 pub struct Parts {
     pub client: Client,
-    pub chroma: ChromaClient,
+    /// The routing of calls to connections (see [`crate::connection`]).
+    pub connections: Arc<Connections>,
     pub metrics: Metrics,
     pub default_token: DefaultToken,
     /// The reporting instance of Events (the pod's name); the field manager when unset.
@@ -101,6 +102,8 @@ pub struct Controller {
 
 /// One watched namespace (or all of them): its two watches and the caches they fill.
 struct Scope {
+    /// The namespace watched; None: all.
+    namespace: Option<String>,
     sources: Api<SyncSource>,
     secrets: Api<PartialObjectMeta<Secret>>,
     source_cache: Writer<SyncSource>,
@@ -111,7 +114,7 @@ impl Controller {
     pub fn new(parts: Parts) -> Self {
         let Parts {
             client,
-            chroma,
+            connections,
             metrics,
             default_token,
             instance,
@@ -129,6 +132,7 @@ impl Controller {
         let scopes: Vec<Scope> = namespaces
             .into_iter()
             .map(|ns| Scope {
+                namespace: ns.map(str::to_owned),
                 sources: match ns {
                     Some(ns) => Api::namespaced(client.clone(), ns),
                     None => Api::all(client.clone()),
@@ -156,7 +160,7 @@ impl Controller {
         });
         let ctx = Context::new(
             client,
-            chroma,
+            connections,
             metrics,
             credentials,
             instance,
@@ -203,9 +207,11 @@ impl Controller {
         let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
         let mut controllers = Vec::new();
         let mut drift_scopes = Vec::new();
+        let mut triggers = Vec::new();
         for scope in scopes {
             let source_reader = scope.source_cache.as_reader();
             let (trigger, drifted) = futures::channel::mpsc::unbounded();
+            triggers.push((scope.namespace.clone(), trigger.clone()));
             drift_scopes.push(drift::Scope {
                 store: source_reader.clone(),
                 trigger,
@@ -256,6 +262,8 @@ impl Controller {
             let waiters = driver.flows.ctx.clone();
             let controller = Runtime::for_stream(source_stream, source_reader)
                 .watches_stream(secret_stream, move |secret: PartialObjectMeta<Secret>| {
+                    let namespace = secret.namespace().unwrap_or_default();
+                    waiters.connections.secret_changed(&namespace, &secret.name_any());
                     waiters.credentials.waiting_for(&secret)
                 })
                 .reconcile_on(drifted);
@@ -265,11 +273,22 @@ impl Controller {
                     .run(controller, concurrency, shutdown.clone()),
             );
         }
+        // Objects refused by a connection, woken when it (or their namespace's labels) changes,
+        // go to the controller of their scope.
+        let woken = driver.flows.ctx.connections.woken().map(|woken| {
+            tokio::spawn(woken.for_each(move |obj| {
+                let mine = |ns: &Option<String>| ns.is_none() || *ns == obj.namespace;
+                if let Some((_, trigger)) = triggers.iter().find(|(ns, _)| mine(ns)) {
+                    let _ = trigger.unbounded_send(obj);
+                }
+                futures::future::ready(())
+            }))
+        });
         let drift = (!drift_interval.is_zero())
             .then(|| tokio::spawn(drift::run(driver.clone(), drift_scopes, drift_interval)));
         futures::future::join_all(controllers).await;
-        if let Some(drift) = drift {
-            drift.abort();
+        for task in drift.into_iter().chain(woken) {
+            task.abort();
         }
         info!("controller stopped");
     }

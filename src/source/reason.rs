@@ -17,6 +17,9 @@ crate::kernel::reason::reasons! {
         ConnectionFailed,
         InvalidResponse,
         MissingCredentials,
+        ConnectionNotReady,
+        ConnectionNotPermitted,
+        ConnectionChanged,
         Replacing,
         Paused,
         SourceMissing,
@@ -37,7 +40,7 @@ mod tests {
 
     #[test]
     fn reasons_read_as_their_names_and_three_wait_on_credentials() {
-        assert_eq!(Reason::ALL.len(), 20);
+        assert_eq!(Reason::ALL.len(), 23);
         assert_eq!(Reason::SourceReady.as_str(), "SourceReady");
         assert_eq!(Reason::DatabaseNotFound.to_string(), "DatabaseNotFound");
         let waiting: Vec<_> = Reason::ALL

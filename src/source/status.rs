@@ -6,6 +6,7 @@
 
 use super::Reason;
 use crate::crd::{LastError, SyncSourceStatus};
+use crate::kernel::connections::Via;
 use serde_json::Value;
 
 pub use crate::kernel::conditions::{READY, RECONCILING, STALLED, condition};
@@ -42,11 +43,13 @@ impl State {
     }
 }
 
-/// The recorded source: its id and the fingerprint of the payload it was created from.
+/// The recorded source: its id, the fingerprint of the payload it was created from, and the
+/// connection it was made through (`None`: the operator's own).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recorded {
     pub id: String,
     pub payload_hash: Option<String>,
+    pub connection: Option<String>,
 }
 
 impl Recorded {
@@ -54,8 +57,15 @@ impl Recorded {
         status.source_id.as_ref().map(|id| Self {
             id: id.clone(),
             payload_hash: status.payload_hash.clone(),
+            connection: status.connection.clone(),
         })
     }
+}
+
+/// What `status.connection` records for a source made through `via`: nothing for the operator's
+/// own settings (so that objects made before connections existed read the same).
+pub fn connection_of(via: &Via) -> Option<String> {
+    (*via != Via::Operator).then(|| via.to_string())
 }
 
 /// The status to write for `state` at `generation`. Conditions keep their
@@ -123,6 +133,7 @@ pub fn next(
         observed_generation: Some(generation),
         source_id: source.map(|s| s.id.clone()),
         payload_hash: source.and_then(|s| s.payload_hash.clone()),
+        connection: source.and_then(|s| s.connection.clone()),
         conditions,
         last_error,
         // spec.sync's own fields, written by its own patch (runs::sync).
@@ -177,11 +188,14 @@ mod tests {
         let rec = Recorded {
             id: "abc".into(),
             payload_hash: Some("h".into()),
+            connection: Some("ClusterChromaSyncConnection/platform".into()),
         };
         let s = next(&Default::default(), 3, Some(&rec), &State::Ready, t(10));
         assert_eq!(s.observed_generation, Some(3));
         assert_eq!(s.source_id.as_deref(), Some("abc"));
         assert_eq!(s.payload_hash.as_deref(), Some("h"));
+        let connection = s.connection.as_deref();
+        assert_eq!(connection, Some("ClusterChromaSyncConnection/platform"));
         assert_eq!(s.conditions.len(), 1);
         assert_eq!(s.conditions[0].type_, READY);
         assert_eq!(s.conditions[0].status, "True");
@@ -220,6 +234,7 @@ mod tests {
         let rec = Recorded {
             id: "x".into(),
             payload_hash: None,
+            connection: None,
         };
         let ready = next(&first, 2, Some(&rec), &State::Ready, t(20));
         assert_eq!(ready.conditions[0].last_transition_time, Time(t(20)));
@@ -257,6 +272,7 @@ mod tests {
         let rec = Recorded {
             id: "abc".into(),
             payload_hash: Some("h".into()),
+            connection: None,
         };
         let ready = next(&Default::default(), 1, Some(&rec), &State::Ready, t(1));
         let p = patch_if_changed(&ready, &conflict, None).expect("a change");
@@ -366,7 +382,11 @@ mod properties {
 
     fn recorded() -> impl Strategy<Value = Option<Recorded>> {
         of(("[a-f0-9-]{1,36}", of("[a-f0-9]{16}"))
-            .prop_map(|(id, payload_hash)| Recorded { id, payload_hash }))
+            .prop_map(|(id, payload_hash)| Recorded {
+                id,
+                payload_hash,
+                connection: None,
+            }))
     }
 
     /// RFC 7386, as the apiserver applies `Patch::Merge`: objects merge key by key, `null`

@@ -14,7 +14,8 @@ use super::payload::{self, NaturalKey};
 use super::status::{self, Recorded, State};
 use super::{Next, Reason, Sources};
 use crate::chroma::wire::CreateSourcePayload;
-use crate::chroma::{ChromaError, Token};
+use crate::chroma::ChromaError;
+use crate::kernel::connections::{Blocked, Endpoint, Refusal, Route, Via};
 use crate::crd::{ConflictPolicy, DeletionPolicy, PAUSED_ANNOTATION, SyncSource};
 use crate::kernel::create::{self, Created, Creation, Recovered, pending_mark};
 use crate::kernel::events::Kind;
@@ -41,10 +42,12 @@ impl Desired {
         rec.payload_hash.as_deref() == Some(self.hash.as_str())
     }
 
-    fn recorded(&self, id: String) -> Recorded {
+    /// The record of source `id`, made from this payload through `via`.
+    fn recorded(&self, id: String, via: &Via) -> Recorded {
         Recorded {
             id,
             payload_hash: Some(self.hash.clone()),
+            connection: status::connection_of(via),
         }
     }
 }
@@ -68,23 +71,27 @@ pub async fn apply(obj: &SyncSource, ctx: &Sources) -> Result<Next, Error> {
         hash: payload::fingerprint(&payload),
         payload,
     };
+    let route = match ctx.route(obj).await {
+        Ok(route) => route,
+        Err(blocked) => return refused(ctx, obj, recorded.as_ref(), blocked).await,
+    };
     let pinned = obj.spec.source_id.as_deref();
     if let Some(rec) = recorded
         .as_ref()
         .filter(|rec| desired.made(rec) && pinned.is_none_or(|id| id == rec.id))
     {
-        return at_rest(ctx, obj, rec, &desired).await;
+        return at_rest(ctx, obj, rec, &desired, route).await;
     }
-    let token = match ctx.credentials.token_for(obj).await {
-        Ok(token) => token,
+    let ep = match ctx.endpoint(obj, route).await {
+        Ok(ep) => ep,
         Err(why) => return missing_credentials(ctx, obj, recorded.as_ref(), why).await,
     };
     if let Some(id) = pinned {
-        return outside::adopt_named(ctx, obj, &token, &desired, recorded.as_ref(), id).await;
+        return outside::adopt_named(ctx, obj, &ep, &desired, recorded.as_ref(), id).await;
     }
     let step = match &recorded {
-        Some(old) => replace(ctx, obj, old, &token).await?,
-        None => recover(ctx, obj, &token, &desired).await?,
+        Some(old) => replace(ctx, obj, old, &ep).await?,
+        None => recover(ctx, obj, &ep, &desired).await?,
     };
     match step {
         ControlFlow::Break(next) => Ok(next),
@@ -93,7 +100,7 @@ pub async fn apply(obj: &SyncSource, ctx: &Sources) -> Result<Next, Error> {
                 Some(old) => Because::Replacing(old.id),
                 None => Because::New,
             };
-            mark_and_create(ctx, &obj, &token, &desired, why).await
+            mark_and_create(ctx, &obj, &ep, &desired, why).await
         }
     }
 }
@@ -101,7 +108,7 @@ pub async fn apply(obj: &SyncSource, ctx: &Sources) -> Result<Next, Error> {
 /// One create of a source, as the kernel's protocol makes it.
 struct NewSource<'a> {
     ctx: &'a Sources,
-    token: &'a Token,
+    ep: &'a Endpoint,
     desired: &'a Desired,
 }
 
@@ -111,7 +118,8 @@ impl Creation for NewSource<'_> {
 
     async fn create(&self) -> Result<String, ChromaError> {
         let payload = &self.desired.payload;
-        self.ctx.chroma.create_source(self.token, payload).await
+        let Endpoint { chroma, token, .. } = self.ep;
+        chroma.create_source(token, payload).await
     }
 
     async fn find_unrecorded(
@@ -119,11 +127,11 @@ impl Creation for NewSource<'_> {
         _obj: &SyncSource,
         since: jiff::Timestamp,
     ) -> Result<Option<String>, ChromaError> {
-        find_unrecorded(self.ctx, self.token, &self.desired.payload, since).await
+        find_unrecorded(self.ctx, self.ep, &self.desired.payload, since).await
     }
 
     async fn record(&self, obj: SyncSource, id: &str) -> Result<SyncSource, Error> {
-        let recorded = self.desired.recorded(id.to_owned());
+        let recorded = self.desired.recorded(id.to_owned(), &self.ep.via);
         set_status(self.ctx, &obj, Some(&recorded), &State::Ready).await
     }
 }
@@ -180,6 +188,7 @@ async fn at_rest(
     obj: &SyncSource,
     rec: &Recorded,
     desired: &Desired,
+    route: Route,
 ) -> Result<Next, Error> {
     let obj = create::with_finalizer(&ctx.client, obj).await?;
     let status = obj.status.as_ref();
@@ -191,13 +200,13 @@ async fn at_rest(
         Some(r) if r == Reason::Paused.as_str() || r == Reason::SourceMissing.as_str()
     );
     if asked || suspected || unsure {
-        let token = match ctx.credentials.token_for(&obj).await {
-            Ok(token) => token,
+        let ep = match ctx.endpoint(&obj, route).await {
+            Ok(ep) => ep,
             Err(why) => return missing_credentials(ctx, &obj, Some(rec), why).await,
         };
-        match ctx.chroma.get_source(&token, &rec.id).await {
+        match ep.chroma.get_source(&ep.token, &rec.id).await {
             Ok(Some(_)) => {}
-            Ok(None) => return outside::missing(ctx, obj, rec, &token, desired).await,
+            Ok(None) => return outside::missing(ctx, obj, rec, &ep, desired).await,
             Err(e) => {
                 let failure = failure::classify("looking at the source", &e);
                 return fail(ctx, &obj, Some(rec), failure).await;
@@ -231,8 +240,8 @@ pub(super) async fn stall(
 
 /// No update call exists: a changed payload replaces the source. The old one is deleted, and
 /// that recorded, before anything new is created, so there is never more than one.
-async fn replace(ctx: &Sources, obj: &SyncSource, old: &Recorded, token: &Token) -> Step {
-    if let Err(e) = ctx.chroma.delete_source(token, &old.id).await {
+async fn replace(ctx: &Sources, obj: &SyncSource, old: &Recorded, ep: &Endpoint) -> Step {
+    if let Err(e) = ep.chroma.delete_source(&ep.token, &old.id).await {
         let failure = failure::classify("deleting the replaced source", &e);
         return fail(ctx, obj, Some(old), failure)
             .await
@@ -253,12 +262,8 @@ async fn replace(ctx: &Sources, obj: &SyncSource, old: &Recorded, token: &Token)
 
 /// An earlier attempt may have created the source without recording it: a mark with no
 /// recorded id. The source is looked up by the mark and the natural key and adopted if found.
-async fn recover(ctx: &Sources, obj: &SyncSource, token: &Token, desired: &Desired) -> Step {
-    let creation = NewSource {
-        ctx,
-        token,
-        desired,
-    };
+async fn recover(ctx: &Sources, obj: &SyncSource, ep: &Endpoint, desired: &Desired) -> Step {
+    let creation = NewSource { ctx, ep, desired };
     match create::recover(&ctx.client, &creation, obj).await? {
         Recovered::Nothing => Ok(ControlFlow::Continue(obj.clone())),
         Recovered::Found { obj, id } => {
@@ -276,22 +281,18 @@ async fn recover(ctx: &Sources, obj: &SyncSource, token: &Token, desired: &Desir
 async fn mark_and_create(
     ctx: &Sources,
     obj: &SyncSource,
-    token: &Token,
+    ep: &Endpoint,
     desired: &Desired,
     why: Because,
 ) -> Result<Next, Error> {
-    let creation = NewSource {
-        ctx,
-        token,
-        desired,
-    };
+    let creation = NewSource { ctx, ep, desired };
     let payload = &desired.payload;
     match create::mark_and_create(ctx, &creation, obj).await? {
         Created::Made { id, stored } => {
             let obj = match stored {
                 Ok(stored) => stored,
                 Err(e) if e.is_not_found() || gone(ctx, obj).await => {
-                    return vanished(ctx, obj, token, Some(id), payload).await;
+                    return vanished(ctx, obj, ep, Some(id), payload).await;
                 }
                 Err(e) => return Err(e),
             };
@@ -316,13 +317,13 @@ async fn mark_and_create(
                 && obj.spec.on_conflict == ConflictPolicy::Adopt =>
         {
             // The 409 created nothing, and the mark is gone already.
-            outside::adopt_existing(ctx, &obj, token, desired, failure).await
+            outside::adopt_existing(ctx, &obj, ep, desired, failure).await
         }
         Created::Failed { obj, failure, .. } => {
             let nothing_created = failure.nothing_created;
             match fail(ctx, &obj, None, failure).await {
                 Err(e) if !nothing_created && (e.is_not_found() || gone(ctx, &obj).await) => {
-                    vanished(ctx, &obj, token, None, payload).await
+                    vanished(ctx, &obj, ep, None, payload).await
                 }
                 other => other,
             }
@@ -368,9 +369,9 @@ pub async fn orphaned(ctx: &Sources, obj: &SyncSource, namesake: Namesake) {
             return;
         }
     }
-    let token = match ctx.credentials.token_for(obj).await {
-        Ok(token) => token,
-        Err(why) => {
+    let ep = match ctx.reach(obj).await {
+        Ok(ep) => ep,
+        Err(Ok(Blocked { message: why, .. }) | Err(why)) => {
             warn!(source_id = ?recorded, %why, "cannot delete the source of a vanished object; it is left in Chroma");
             return;
         }
@@ -378,7 +379,7 @@ pub async fn orphaned(ctx: &Sources, obj: &SyncSource, namesake: Namesake) {
     let Ok(payload) = payload::build(&obj.spec) else {
         return; // an invalid spec was never sent
     };
-    let _ = vanished(ctx, obj, &token, recorded, &payload).await;
+    let _ = vanished(ctx, obj, &ep, recorded, &payload).await;
 }
 
 /// The object of a cleanup in `vanished` is gone, so nothing will bring that cleanup back: it
@@ -418,7 +419,7 @@ where
 async fn vanished(
     ctx: &Sources,
     obj: &SyncSource,
-    token: &Token,
+    ep: &Endpoint,
     created: Option<String>,
     payload: &CreateSourcePayload,
 ) -> Result<Next, Error> {
@@ -431,7 +432,7 @@ async fn vanished(
         (None, Some(marked_at)) => {
             let since = create::lookup_since(marked_at);
             persistently("looking for the source of a deleted object", || {
-                find_unrecorded(ctx, token, payload, since)
+                find_unrecorded(ctx, ep, payload, since)
             })
             .await
             .unwrap_or_else(|e| {
@@ -442,7 +443,7 @@ async fn vanished(
         (None, None) => None,
     };
     if let Some(id) = target {
-        let delete = || ctx.chroma.delete_source(token, &id);
+        let delete = || ep.chroma.delete_source(&ep.token, &id);
         match persistently("deleting the source of a deleted object", delete).await {
             Ok(_) => info!(source_id = %id, "deleted the source of an object deleted meanwhile"),
             Err(e) => {
@@ -492,16 +493,17 @@ pub async fn cleanup(obj: &SyncSource, ctx: &Sources) -> Result<Next, Error> {
     }
 
     if recorded.is_some() || marked.is_some() {
-        let token = match ctx.credentials.token_for(obj).await {
-            Ok(t) => t,
-            Err(why) => return missing_credentials(ctx, obj, recorded.as_ref(), why).await,
+        let ep = match ctx.reach(obj).await {
+            Ok(ep) => ep,
+            Err(Ok(blocked)) => return refused(ctx, obj, recorded.as_ref(), blocked).await,
+            Err(Err(why)) => return missing_credentials(ctx, obj, recorded.as_ref(), why).await,
         };
         let target = match (&recorded, marked) {
             (Some(rec), _) => Some(rec.id.clone()),
             (None, Some(marked_at)) => match payload::build(&obj.spec) {
                 Ok(payload) => {
                     let since = create::lookup_since(marked_at);
-                    match find_unrecorded(ctx, &token, &payload, since).await {
+                    match find_unrecorded(ctx, &ep, &payload, since).await {
                         Ok(found) => found,
                         Err(e) => {
                             let action = "looking for an unrecorded source";
@@ -515,7 +517,7 @@ pub async fn cleanup(obj: &SyncSource, ctx: &Sources) -> Result<Next, Error> {
             (None, None) => None,
         };
         if let Some(id) = target {
-            if let Err(e) = ctx.chroma.delete_source(&token, &id).await {
+            if let Err(e) = ep.chroma.delete_source(&ep.token, &id).await {
                 let failure = failure::classify("deleting the source", &e);
                 return fail(ctx, obj, recorded.as_ref(), failure).await;
             }
@@ -532,7 +534,7 @@ pub async fn cleanup(obj: &SyncSource, ctx: &Sources) -> Result<Next, Error> {
 /// a restart, every marked object looks at once).
 async fn find_unrecorded(
     ctx: &Sources,
-    token: &Token,
+    ep: &Endpoint,
     payload: &CreateSourcePayload,
     since: jiff::Timestamp,
 ) -> Result<Option<String>, ChromaError> {
@@ -540,12 +542,15 @@ async fn find_unrecorded(
         key: NaturalKey::of_payload(payload),
         since,
     };
-    let listing = (token.clone(), payload.database_name.clone());
+    let listing = (ep.clone(), payload.database_name.clone());
     let page = {
-        let (chroma, (token, database)) = (ctx.chroma.clone(), listing.clone());
+        let (ep, database) = listing.clone();
         move |n| {
-            let (chroma, token, database) = (chroma.clone(), token.clone(), database.clone());
-            async move { chroma.list_sources_page(&token, &database, n).await }
+            let (ep, database) = (ep.clone(), database.clone());
+            async move {
+                let Endpoint { chroma, token, .. } = &ep;
+                chroma.list_sources_page(token, &database, n).await
+            }
         }
     };
     match ctx.lookups.look(listing, lookup, page).await {
@@ -570,6 +575,42 @@ async fn fail(
         retry,
         reason: state.reason(),
     })
+}
+
+/// The object's connection refuses it now (see [`Refusal`]): it waits for the connection, or a
+/// person must act. No call is made; a recorded source is kept.
+async fn refused(
+    ctx: &Sources,
+    obj: &SyncSource,
+    recorded: Option<&Recorded>,
+    blocked: Blocked,
+) -> Result<Next, Error> {
+    let Blocked {
+        refusal, message, ..
+    } = blocked;
+    let (state, retry) = match refusal {
+        Refusal::NotFound | Refusal::NotReady => {
+            let reason = Reason::ConnectionNotReady;
+            let error = None;
+            (State::Reconciling { reason, message, error }, Retry::Slow)
+        }
+        Refusal::NotPermitted => {
+            let reason = Reason::ConnectionNotPermitted;
+            let error = None;
+            (State::Stalled { reason, message, error }, Retry::Slow)
+        }
+        Refusal::Changed => {
+            let reason = Reason::ConnectionChanged;
+            let error = None;
+            (State::Stalled { reason, message, error }, Retry::OnChange)
+        }
+    };
+    let reason = state.reason();
+    warn!(%reason, "{}", message_of(&state));
+    set_status(ctx, obj, recorded, &state).await?;
+    // The connection's watch (and the namespace's) wakes the object when what refused it
+    // changes; the slow retry is a safety net.
+    Ok(Next::Retry { retry, reason })
 }
 
 async fn missing_credentials(

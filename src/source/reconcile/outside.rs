@@ -6,7 +6,7 @@ use super::{
     Announce, Because, Desired, Recorded, State, fail, mark_and_create, publish, set_status,
     settled, stall, write_status,
 };
-use crate::chroma::Token;
+use crate::kernel::connections::Endpoint;
 use crate::chroma::wire::ListedSource;
 use crate::crd::{MissingPolicy, SyncSource};
 use crate::kernel::Error;
@@ -25,7 +25,7 @@ pub(super) async fn missing(
     ctx: &Sources,
     obj: SyncSource,
     rec: &Recorded,
-    token: &Token,
+    ep: &Endpoint,
     desired: &Desired,
 ) -> Result<Next, Error> {
     let gone = &rec.id;
@@ -64,7 +64,7 @@ pub(super) async fn missing(
     };
     // No Event here: the one Event of a recreate names both ids, once the new one exists.
     let obj = write_status(ctx, &obj, None, &state, Announce::No).await?;
-    mark_and_create(ctx, &obj, token, desired, Because::Missing(gone.clone())).await
+    mark_and_create(ctx, &obj, ep, desired, Because::Missing(gone.clone())).await
 }
 
 /// `spec.sourceId` names the source to manage: it is read, compared with the spec, and recorded
@@ -72,7 +72,7 @@ pub(super) async fn missing(
 pub(super) async fn adopt_named(
     ctx: &Sources,
     obj: &SyncSource,
-    token: &Token,
+    ep: &Endpoint,
     desired: &Desired,
     recorded: Option<&Recorded>,
     id: &str,
@@ -84,7 +84,7 @@ pub(super) async fn adopt_named(
         );
         return stall(ctx, obj, recorded, Reason::SourceMismatch, message).await;
     }
-    adopt(ctx, obj, token, desired, recorded, id, "spec.sourceId").await
+    adopt(ctx, obj, ep, desired, recorded, id, "spec.sourceId").await
 }
 
 /// Reads source `id`, and records it when it matches the spec and no other object manages it;
@@ -92,7 +92,7 @@ pub(super) async fn adopt_named(
 async fn adopt(
     ctx: &Sources,
     obj: &SyncSource,
-    token: &Token,
+    ep: &Endpoint,
     desired: &Desired,
     recorded: Option<&Recorded>,
     id: &str,
@@ -104,7 +104,7 @@ async fn adopt(
         );
         return stall(ctx, obj, recorded, Reason::SourceExists, message).await;
     }
-    let held = match ctx.chroma.get_source(token, id).await {
+    let held = match ep.chroma.get_source(&ep.token, id).await {
         Ok(Some(held)) => held,
         Ok(None) => {
             let message = format!("source {id} ({how}) does not exist in Chroma");
@@ -131,7 +131,7 @@ async fn adopt(
     let obj = set_status(
         ctx,
         &obj,
-        Some(&desired.recorded(id.to_owned())),
+        Some(&desired.recorded(id.to_owned(), &ep.via)),
         &State::Ready,
     )
     .await?;
@@ -150,23 +150,21 @@ async fn adopt(
 pub(super) async fn adopt_existing(
     ctx: &Sources,
     obj: &SyncSource,
-    token: &Token,
+    ep: &Endpoint,
     desired: &Desired,
     conflict: Failure,
 ) -> Result<Next, Error> {
     let key = NaturalKey::of_payload(&desired.payload);
     let ours = |s: &ListedSource| NaturalKey::of_listed(s).as_ref() == Some(&key);
     let database = &desired.payload.database_name;
-    let found = ctx
-        .chroma
-        .list_sources_while(token, database, |page| !page.iter().any(ours))
+    let found = ep.chroma.list_sources_while(&ep.token, database, |page| !page.iter().any(ours))
         .await;
     match found.map(|listed| listed.into_iter().find(ours)) {
         Ok(Some(existing)) => {
             adopt(
                 ctx,
                 obj,
-                token,
+                ep,
                 desired,
                 None,
                 &existing.id,

@@ -33,7 +33,12 @@ pub async fn client_for(kubeconfig: &Path) -> Client {
 /// listed.
 pub async fn apply_crd(client: &Client, manager: &str) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in [crd::crd(), crd::run::crd()] {
+    for crd in [
+        crd::crd(),
+        crd::run::crd(),
+        crd::connection::crd(),
+        crd::connection::cluster_crd(),
+    ] {
         let name = crd.metadata.name.clone().unwrap();
         api.patch(
             &name,

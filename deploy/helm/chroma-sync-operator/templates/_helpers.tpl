@@ -54,6 +54,20 @@ helm.sh/chart: {{ include "chroma-sync-operator.chart" . }}
 What the operator does with SyncSources, Secrets and Events, in one place for the ClusterRole
 (all namespaces) and the per-namespace Roles. Nothing here writes a Secret or reads one by name.
 */}}
+{{- define "chroma-sync-operator.clusterRules" -}}
+# ClusterChromaSyncConnections: watched and checked like the namespaced kind; the namespaces'
+# labels (metadata only) say which namespaces a cluster connection admits.
+- apiGroups: [chromasync.dev]
+  resources: [clusterchromasyncconnections]
+  verbs: [get, list, watch]
+- apiGroups: [chromasync.dev]
+  resources: [clusterchromasyncconnections/status]
+  verbs: [patch]
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [list, watch]
+{{- end -}}
+
 {{- define "chroma-sync-operator.rules" -}}
 # Watch SyncSources into the cache; patch them to add or remove the finalizer and the
 # create-pending mark (one resourceVersion-guarded patch before every create). No create,
@@ -79,6 +93,17 @@ What the operator does with SyncSources, Secrets and Events, in one place for th
 - apiGroups: [""]
   resources: [secrets]
   verbs: [list, watch]
+# Check ChromaSyncConnections (an authenticated call each) and record what it found. A
+# connection's CA bundle may be a ConfigMap key, read by a list of its one name.
+- apiGroups: [chromasync.dev]
+  resources: [chromasyncconnections]
+  verbs: [get, list, watch]
+- apiGroups: [chromasync.dev]
+  resources: [chromasyncconnections/status]
+  verbs: [patch]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [list]
 # Tell people what status does not: a replaced, adopted or retained source, a failure. Each
 # Event is a new one (no series to patch).
 - apiGroups: [events.k8s.io]

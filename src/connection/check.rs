@@ -1,0 +1,151 @@
+//! What a connection check's outcome means: the pure decision, apart from its IO.
+
+use super::Reason;
+use crate::chroma::ChromaError;
+use crate::kernel::failure::{Class, classify};
+use std::time::Duration;
+
+/// How soon a connection that failed for a reason that may pass is checked again.
+pub const RETRY_SOON: Duration = Duration::from_secs(15);
+
+/// What one check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub ready: bool,
+    /// A person must act (else the operator tries again by itself).
+    pub stalled: bool,
+    pub reason: Reason,
+    pub message: String,
+    /// The status says what it said: a 429 on the check is about the limit, not the connection.
+    pub keep_status: bool,
+}
+
+impl Outcome {
+    pub fn stalled(reason: Reason, message: String) -> Self {
+        Self {
+            ready: false,
+            stalled: true,
+            reason,
+            message,
+            keep_status: false,
+        }
+    }
+
+    pub fn waiting(reason: Reason, message: String) -> Self {
+        Self {
+            stalled: false,
+            ..Self::stalled(reason, message)
+        }
+    }
+
+    /// When to check again: a Ready or stalled connection at the interval (a stalled one's
+    /// Secret wakes it sooner), one that may pass by itself soon.
+    pub fn again_in(&self, interval: Duration) -> Duration {
+        if self.ready || self.stalled {
+            interval
+        } else {
+            RETRY_SOON.min(interval)
+        }
+    }
+}
+
+/// What the authenticated call's result says about the connection to `url`.
+pub fn outcome_of(url: &str, result: Result<(), ChromaError>) -> Outcome {
+    let error = match result {
+        Ok(()) => {
+            return Outcome {
+                ready: true,
+                stalled: false,
+                reason: Reason::Connected,
+                message: format!("an authenticated call to {url} succeeded"),
+                keep_status: false,
+            };
+        }
+        Err(error) => error,
+    };
+    let failure = classify("checking the connection", &error);
+    let message = failure.message;
+    match failure.class {
+        Class::Unauthorized => Outcome::stalled(Reason::Unauthorized, message),
+        Class::Forbidden => Outcome::stalled(Reason::Forbidden, message),
+        // The path is the published one: a 404 or 4xx means the URL is not Chroma Sync's.
+        Class::Invalid | Class::NotFound | Class::Conflict => {
+            Outcome::stalled(Reason::InvalidUrl, message)
+        }
+        Class::RateLimited => Outcome {
+            keep_status: true,
+            ..Outcome::waiting(Reason::RateLimited, message)
+        },
+        Class::ServerError => Outcome::waiting(Reason::ServerError, message),
+        Class::Timeout => Outcome::waiting(Reason::Timeout, message),
+        Class::ConnectionFailed if is_tls(&message) => Outcome::stalled(Reason::TlsFailed, message),
+        Class::ConnectionFailed => Outcome::waiting(Reason::Unreachable, message),
+        Class::InvalidResponse => Outcome::waiting(Reason::InvalidResponse, message),
+    }
+}
+
+/// Whether a transport error is about TLS (a certificate the operator does not trust, a
+/// handshake refused): a person must fix the CA bundle or the URL.
+fn is_tls(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    ["certificate", "tls", "handshake", "unknownissuer"]
+        .iter()
+        .any(|word| message.contains(word))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chroma::TransportKind;
+
+    fn api(status: u16) -> ChromaError {
+        ChromaError::Api {
+            status,
+            error: None,
+            message: "no".into(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn every_answer_names_its_reason() {
+        let url = "https://sync.example";
+        let ok = outcome_of(url, Ok(()));
+        assert!(ok.ready && !ok.stalled);
+        assert_eq!(ok.reason, Reason::Connected);
+        let cases = [
+            (api(401), Reason::Unauthorized, true),
+            (api(403), Reason::Forbidden, true),
+            (api(404), Reason::InvalidUrl, true),
+            (api(503), Reason::ServerError, false),
+            (api(429), Reason::RateLimited, false),
+        ];
+        for (error, reason, stalled) in cases {
+            let outcome = outcome_of(url, Err(error));
+            assert_eq!((outcome.reason, outcome.stalled), (reason, stalled));
+            assert!(!outcome.ready);
+        }
+        let refused = ChromaError::Transport {
+            kind: TransportKind::Connect,
+            message: "connection refused".into(),
+        };
+        assert_eq!(outcome_of(url, Err(refused)).reason, Reason::Unreachable);
+        let untrusted = ChromaError::Transport {
+            kind: TransportKind::Connect,
+            message: "invalid peer certificate: UnknownIssuer".into(),
+        };
+        let tls = outcome_of(url, Err(untrusted));
+        assert_eq!((tls.reason, tls.stalled), (Reason::TlsFailed, true));
+    }
+
+    #[test]
+    fn a_429_keeps_the_status_and_a_stall_waits_for_the_interval() {
+        let limited = outcome_of("https://x", Err(api(429)));
+        assert!(limited.keep_status);
+        let interval = Duration::from_secs(300);
+        assert_eq!(limited.again_in(interval), RETRY_SOON);
+        let refused = outcome_of("https://x", Err(api(401)));
+        assert_eq!(refused.again_in(interval), interval);
+        assert_eq!(outcome_of("https://x", Ok(())).again_in(interval), interval);
+    }
+}
