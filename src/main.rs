@@ -245,14 +245,21 @@ async fn crds_installed(client: &kube::Client, namespaces: &[String]) -> anyhow:
     let one = ListParams::default().limit(1);
     let scoped = |c: &kube::Client| -> (Api<SyncSource>, Api<ChromaSyncConnection>) {
         match namespaces.first() {
-            Some(ns) => (Api::namespaced(c.clone(), ns), Api::namespaced(c.clone(), ns)),
+            Some(ns) => (
+                Api::namespaced(c.clone(), ns),
+                Api::namespaced(c.clone(), ns),
+            ),
             None => (Api::all(c.clone()), Api::all(c.clone())),
         }
     };
     let (sources, connections) = scoped(client);
-    let hint = "are the CRDs and the operator's RBAC installed (kubectl apply --server-side -f crds/)?";
+    let hint =
+        "are the CRDs and the operator's RBAC installed (kubectl apply --server-side -f crds/)?";
     let failed = |what: &str, e: kube::Error| anyhow::anyhow!("cannot list {what} ({e}); {hint}");
-    sources.list(&one).await.map_err(|e| failed("SyncSources", e))?;
+    sources
+        .list(&one)
+        .await
+        .map_err(|e| failed("SyncSources", e))?;
     connections
         .list(&one)
         .await

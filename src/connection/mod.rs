@@ -14,17 +14,17 @@ pub mod reason;
 pub use reason::Reason;
 
 use crate::chroma::{ChromaClient, ClientConfig, check_base_url};
+use crate::crd::SyncSource;
 use crate::crd::connection::{
     ChromaSyncConnection, ClusterChromaSyncConnection, ConnectionStatus, Endpoint,
 };
+use crate::kernel::Context;
 use crate::kernel::conditions::{READY, RECONCILING, STALLED, condition, is_ready};
-use crate::crd::SyncSource;
 use crate::kernel::connections::{Connections, Via, uses};
 use crate::kernel::credentials::TokenFrom;
 use crate::kernel::events::Kind;
 use crate::kernel::kube_io::{bounded, params, status_patch};
 use crate::kernel::readiness::Countdown;
-use crate::kernel::Context;
 use check::Outcome;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
@@ -71,7 +71,10 @@ impl Watches {
             settings.namespaces.iter().map(namespaced).collect()
         };
         Self {
-            namespaced: scopes.into_iter().map(|api| (api, Writer::default())).collect(),
+            namespaced: scopes
+                .into_iter()
+                .map(|api| (api, Writer::default()))
+                .collect(),
             cluster: Writer::default(),
             namespaces: Writer::default(),
             client,
@@ -161,7 +164,11 @@ impl Watches {
             if let Some(rechecks) = rechecks_namespaced.take() {
                 runtime = runtime.reconcile_on(rechecks);
             }
-            tasks.push(tokio::spawn(run_checks(runtime, checker.clone(), shutdown.clone())));
+            tasks.push(tokio::spawn(run_checks(
+                runtime,
+                checker.clone(),
+                shutdown.clone(),
+            )));
         }
         let done = listed.once();
         let woken = ctx.clone();
@@ -171,8 +178,8 @@ impl Watches {
             .default_backoff()
             .reflect(cluster)
             .inspect(move |event| observe(&woken, event, &done, via_of_cluster));
-        let runtime = Runtime::for_stream(stream.applied_objects(), store)
-            .reconcile_on(rechecks_cluster);
+        let runtime =
+            Runtime::for_stream(stream.applied_objects(), store).reconcile_on(rechecks_cluster);
         tasks.push(tokio::spawn(run_checks(runtime, checker, shutdown.clone())));
         shutdown.await;
         for task in tasks {
@@ -332,15 +339,21 @@ fn error_policy<K: Connection>(_obj: Arc<K>, error: &Error, _checker: Arc<Checke
 }
 
 async fn reconcile<K: Connection>(obj: Arc<K>, checker: Arc<Checker>) -> Result<Action, Error> {
-    let span = info_span!("check", kind = K::KIND, name = %obj.name_any(), namespace = ?obj.namespace());
+    let span =
+        info_span!("check", kind = K::KIND, name = %obj.name_any(), namespace = ?obj.namespace());
     async move {
         let started = Instant::now();
         let outcome = checker.check(&*obj).await;
         let result = checker.record(&*obj, &outcome).await;
         let reason = (!outcome.ready).then_some(outcome.reason.as_str());
-        checker.ctx.metrics.reconciled(K::KIND, started.elapsed(), reason);
+        checker
+            .ctx
+            .metrics
+            .reconciled(K::KIND, started.elapsed(), reason);
         result?;
-        Ok(Action::requeue(outcome.again_in(checker.settings.check_interval)))
+        Ok(Action::requeue(
+            outcome.again_in(checker.settings.check_interval),
+        ))
     }
     .instrument(span)
     .await
@@ -414,7 +427,8 @@ impl Checker {
                 format!("{what} {namespace}/{name} has no key {:?}", bundle.key),
             )
         };
-        let failed = |e: crate::kernel::Error| Outcome::waiting(Reason::CaBundleInvalid, e.to_string());
+        let failed =
+            |e: crate::kernel::Error| Outcome::waiting(Reason::CaBundleInvalid, e.to_string());
         if let Some(name) = &bundle.secret_name {
             let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), namespace);
             let params = ListParams::default().fields(&format!("metadata.name={name}"));
@@ -454,8 +468,19 @@ impl Checker {
             at,
         )];
         if !outcome.ready {
-            let abnormal = if outcome.stalled { STALLED } else { RECONCILING };
-            conditions.push(condition(&previous.conditions, abnormal, true, reason, message, at));
+            let abnormal = if outcome.stalled {
+                STALLED
+            } else {
+                RECONCILING
+            };
+            conditions.push(condition(
+                &previous.conditions,
+                abnormal,
+                true,
+                reason,
+                message,
+                at,
+            ));
         }
         let next = ConnectionStatus {
             observed_generation: Some(generation),
@@ -468,8 +493,14 @@ impl Checker {
         let api = obj.api(self.ctx.client.clone());
         bounded(api.patch_status(&obj.name_any(), &params(), &Patch::Merge(&patch))).await?;
         if is_ready(&previous.conditions) != outcome.ready {
-            let kind = if outcome.ready { Kind::Normal } else { Kind::Warning };
-            self.ctx.events.publish(obj, kind, outcome.reason, message.clone());
+            let kind = if outcome.ready {
+                Kind::Normal
+            } else {
+                Kind::Warning
+            };
+            self.ctx
+                .events
+                .publish(obj, kind, outcome.reason, message.clone());
         }
         Ok(())
     }
@@ -481,7 +512,10 @@ pub fn reading_secret(
     cluster: &Store<ClusterChromaSyncConnection>,
     namespace: &str,
     name: &str,
-) -> (Vec<ObjectRef<ChromaSyncConnection>>, Vec<ObjectRef<ClusterChromaSyncConnection>>) {
+) -> (
+    Vec<ObjectRef<ChromaSyncConnection>>,
+    Vec<ObjectRef<ClusterChromaSyncConnection>>,
+) {
     let reads = |e: &Endpoint, ns: &str| e.token_secret_ref.name == name && ns == namespace;
     let own = namespaced
         .iter()

@@ -224,9 +224,7 @@ pub struct ConnectionRef {
 }
 
 /// The kinds of connection.
-#[derive(
-    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema,
-)]
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 pub enum ConnectionKind {
     #[default]
     ChromaSyncConnection,

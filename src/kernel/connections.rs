@@ -10,7 +10,9 @@
 
 use super::credentials::TokenFrom;
 use crate::chroma::{ChromaClient, Token};
-use crate::crd::connection::{ChromaSyncConnection, ClusterChromaSyncConnection, DEFAULT_CONNECTION};
+use crate::crd::connection::{
+    ChromaSyncConnection, ClusterChromaSyncConnection, DEFAULT_CONNECTION,
+};
 use crate::crd::{ConnectionKind, ConnectionRef, SyncSource};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -139,7 +141,10 @@ type Sender<K> = futures::channel::mpsc::UnboundedSender<ObjectRef<K>>;
 type Receiver<K> = futures::channel::mpsc::UnboundedReceiver<ObjectRef<K>>;
 
 /// The receivers of connections to check again, by kind.
-pub type Rechecks = (Receiver<ChromaSyncConnection>, Receiver<ClusterChromaSyncConnection>);
+pub type Rechecks = (
+    Receiver<ChromaSyncConnection>,
+    Receiver<ClusterChromaSyncConnection>,
+);
 
 /// A connection's client, and the generation of the spec it was built from.
 struct Client {
@@ -158,7 +163,10 @@ pub struct Connections {
     woken: Mutex<Option<futures::channel::mpsc::UnboundedReceiver<ObjectRef<SyncSource>>>>,
     /// Connections to check again at once (their Secret changed), and their receivers (taken
     /// once, by the connection controller).
-    recheck: (Sender<ChromaSyncConnection>, Sender<ClusterChromaSyncConnection>),
+    recheck: (
+        Sender<ChromaSyncConnection>,
+        Sender<ClusterChromaSyncConnection>,
+    ),
     rechecks: Mutex<Option<Rechecks>>,
     synced: tokio::sync::watch::Sender<bool>,
 }
@@ -204,7 +212,9 @@ impl Connections {
     }
 
     /// The SyncSources woken by a change they wait for (taken once, by their controller).
-    pub fn woken(&self) -> Option<futures::channel::mpsc::UnboundedReceiver<ObjectRef<SyncSource>>> {
+    pub fn woken(
+        &self,
+    ) -> Option<futures::channel::mpsc::UnboundedReceiver<ObjectRef<SyncSource>>> {
         self.woken.lock().expect("woken").take()
     }
 
@@ -236,7 +246,10 @@ impl Connections {
         self.synced().await;
         let via = match reference {
             Some(reference) => Via::named(namespace, reference),
-            None if self.namespaced_connection(namespace, DEFAULT_CONNECTION).is_some() => {
+            None if self
+                .namespaced_connection(namespace, DEFAULT_CONNECTION)
+                .is_some() =>
+            {
                 Via::Namespaced {
                     namespace: namespace.to_owned(),
                     name: DEFAULT_CONNECTION.to_owned(),
@@ -281,7 +294,10 @@ impl Connections {
                         format!("ChromaSyncConnection {namespace}/{name} does not exist"),
                     ));
                 };
-                ready_of(c.status.as_ref().map(|s| s.conditions.as_slice()), c.metadata.generation)
+                ready_of(
+                    c.status.as_ref().map(|s| s.conditions.as_slice()),
+                    c.metadata.generation,
+                )
             }
             Via::Cluster { name } => {
                 let Some(c) = self.cluster.get(&ObjectRef::new(name)) else {
@@ -310,19 +326,29 @@ impl Connections {
                         ),
                     ));
                 }
-                ready_of(c.status.as_ref().map(|s| s.conditions.as_slice()), c.metadata.generation)
+                ready_of(
+                    c.status.as_ref().map(|s| s.conditions.as_slice()),
+                    c.metadata.generation,
+                )
             }
         };
         let client = {
             let clients = self.clients.lock().expect("connection clients");
             clients
                 .get(&via)
-                .filter(|c| ready.as_ref().is_ok_and(|generation| c.generation == *generation))
+                .filter(|c| {
+                    ready
+                        .as_ref()
+                        .is_ok_and(|generation| c.generation == *generation)
+                })
                 .map(|c| c.chroma.clone())
         };
         match (ready, client) {
             (Ok(_), Some(chroma)) => Ok(Route { via, chroma }),
-            (Err(why), _) => Err(blocked(Refusal::NotReady, format!("{via} is not Ready: {why}"))),
+            (Err(why), _) => Err(blocked(
+                Refusal::NotReady,
+                format!("{via} is not Ready: {why}"),
+            )),
             (Ok(_), None) => Err(blocked(
                 Refusal::NotReady,
                 format!("{via} is not checked by this operator yet"),
@@ -344,10 +370,12 @@ impl Connections {
     pub fn token_from(&self, via: &Via) -> TokenFrom {
         let (namespace, reference) = match via {
             Via::Operator => return TokenFrom::Default,
-            Via::Namespaced { namespace, name } => match self.namespaced_connection(namespace, name) {
-                Some(c) => (namespace.clone(), c.spec.endpoint.token_secret_ref.clone()),
-                None => return TokenFrom::Default,
-            },
+            Via::Namespaced { namespace, name } => {
+                match self.namespaced_connection(namespace, name) {
+                    Some(c) => (namespace.clone(), c.spec.endpoint.token_secret_ref.clone()),
+                    None => return TokenFrom::Default,
+                }
+            }
             Via::Cluster { name } => match self.cluster.get(&ObjectRef::new(name)) {
                 Some(c) => {
                     let reference = c.spec.endpoint.token_secret_ref.clone();
@@ -356,7 +384,12 @@ impl Connections {
                 None => return TokenFrom::Default,
             },
         };
-        TokenFrom::secret(&namespace, &reference.name, &reference.key, "the connection's tokenSecretRef")
+        TokenFrom::secret(
+            &namespace,
+            &reference.name,
+            &reference.key,
+            "the connection's tokenSecretRef",
+        )
     }
 
     /// Records the client a connection's successful check built (for its spec's `generation`).
@@ -463,7 +496,10 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

@@ -93,7 +93,11 @@ impl Credentials {
     /// The token `from` names, or why there is none. Never the token's value in the reason.
     /// `waiter`, if any, is noted as waiting for the Secret, so that the Secret's change wakes
     /// it (noted before the Secret is looked up, so that one appearing right after still does).
-    pub async fn token(&self, from: &TokenFrom, waiter: Option<&SyncSource>) -> Result<Token, String> {
+    pub async fn token(
+        &self,
+        from: &TokenFrom,
+        waiter: Option<&SyncSource>,
+    ) -> Result<Token, String> {
         if let (TokenFrom::Secret { secret, .. }, Some(obj)) = (from, waiter) {
             self.waiting
                 .lock()
@@ -191,12 +195,9 @@ impl Credentials {
             .data
             .get(data_key)
             .map(|b| String::from_utf8_lossy(&b.0).into_owned());
-        value.and_then(Token::new).ok_or_else(|| {
-            format!(
-                "Secret {ns}/{} has no non-empty key {data_key:?}",
-                key.name
-            )
-        })
+        value
+            .and_then(Token::new)
+            .ok_or_else(|| format!("Secret {ns}/{} has no non-empty key {data_key:?}", key.name))
     }
 
     fn metadata(

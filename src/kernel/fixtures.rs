@@ -11,7 +11,6 @@
 
 use super::Context;
 use super::connections::Connections;
-use kube::runtime::reflector::store::Writer;
 use super::credentials::{Credentials, DefaultToken};
 use crate::chroma::{ChromaClient, ClientConfig, Token};
 use crate::crd::{CREATE_PENDING_ANNOTATION, SyncSource, SyncSourceSpec};
@@ -19,6 +18,7 @@ use crate::metrics::Metrics;
 use chroma_sync_standin::{StandIn, Tokens};
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
+use kube::runtime::reflector::store::Writer;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

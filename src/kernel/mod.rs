@@ -29,10 +29,10 @@ pub use failure::Retry;
 pub use reason::Reason;
 
 use crate::crd::SyncSource;
-use connections::{Blocked, Connections, Endpoint, Route, Via};
-use credentials::TokenFrom;
 use crate::metrics::Metrics;
+use connections::{Blocked, Connections, Endpoint, Route, Via};
 use credentials::Credentials;
+use credentials::TokenFrom;
 use kube::Client;
 use kube::runtime::reflector::{ObjectRef, Store};
 use std::sync::Arc;
@@ -215,7 +215,10 @@ impl Context {
         let namespace = source.metadata.namespace.as_deref().unwrap_or_default();
         let via = self.peek_route(source)?;
         let route = self.connections.route_to(namespace, via).ok()?;
-        let token = self.credentials.peek(&self.token_from(source, &route.via)).ok()?;
+        let token = self
+            .credentials
+            .peek(&self.token_from(source, &route.via))
+            .ok()?;
         Some(Endpoint {
             via: route.via,
             chroma: route.chroma,

@@ -368,7 +368,11 @@ async fn cancel(
         }
         _ => return Ok(()),
     };
-    match endpoint.chroma.cancel_invocation(&endpoint.token, &id).await {
+    match endpoint
+        .chroma
+        .cancel_invocation(&endpoint.token, &id)
+        .await
+    {
         Ok(Cancelled::Now) => {
             info!(invocation_id = %id, "cancelled the pending invocation");
             Ok(())

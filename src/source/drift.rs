@@ -9,8 +9,8 @@
 use super::Sources;
 use super::status;
 use crate::chroma::{ChromaError, LIST_PAGE};
-use crate::kernel::connections::Endpoint;
 use crate::crd::SyncSource;
+use crate::kernel::connections::Endpoint;
 use crate::kernel::driver::Driver;
 use futures::channel::mpsc::UnboundedSender;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -165,10 +165,7 @@ async fn sweep(ctx: &Sources, scopes: &[Scope], interval: Duration) {
 
 /// The members' ids that the database's listing does not hold. Pages are read newest first
 /// until every member is found or the listing ends.
-async fn unlisted<'a>(
-    check: &'a Check,
-    gap: Duration,
-) -> Result<HashSet<&'a str>, ChromaError> {
+async fn unlisted<'a>(check: &'a Check, gap: Duration) -> Result<HashSet<&'a str>, ChromaError> {
     let mut wanted: HashSet<&str> = check.members.iter().map(|(_, _, id)| id.as_str()).collect();
     for page in 0.. {
         if page > 0 {
@@ -234,8 +231,16 @@ mod tests {
         let (here, there) = (client("https://a.example"), client("https://b.example"));
         let endpoint = |o: &SyncSource| {
             let name = o.metadata.name.as_deref();
-            let t = if name == Some("other-token") { "t2" } else { "t1" };
-            let chroma = if name == Some("other-url") { &there } else { &here };
+            let t = if name == Some("other-token") {
+                "t2"
+            } else {
+                "t1"
+            };
+            let chroma = if name == Some("other-url") {
+                &there
+            } else {
+                &here
+            };
             Some(Endpoint {
                 via: crate::kernel::connections::Via::Operator,
                 chroma: chroma.clone(),

@@ -3,9 +3,9 @@
 //! [`crate::chroma::shared`]); each reads it as if it listed alone.
 
 use super::payload::NaturalKey;
-use crate::kernel::connections::Endpoint;
 use crate::chroma::shared::Reader;
 use crate::chroma::wire::ListedSource;
+use crate::kernel::connections::Endpoint;
 use std::ops::ControlFlow;
 
 /// The listing a lookup reads: an endpoint (URL and token) and a database.

@@ -27,9 +27,9 @@ pub use reason::Reason;
 /// How a SyncSource reconcile ended.
 pub type Next = crate::kernel::Next<Reason>;
 
-use crate::kernel::connections::Connections;
 use crate::chroma::shared::SharedListing;
 use crate::crd::SyncSource;
+use crate::kernel::connections::Connections;
 use crate::kernel::create::{LOOKUP_GATHER, Marked};
 use crate::kernel::credentials::{Credentials, DefaultToken};
 use crate::kernel::driver::{Driver, Outcome, Reconciler};
@@ -263,7 +263,9 @@ impl Controller {
             let controller = Runtime::for_stream(source_stream, source_reader)
                 .watches_stream(secret_stream, move |secret: PartialObjectMeta<Secret>| {
                     let namespace = secret.namespace().unwrap_or_default();
-                    waiters.connections.secret_changed(&namespace, &secret.name_any());
+                    waiters
+                        .connections
+                        .secret_changed(&namespace, &secret.name_any());
                     waiters.credentials.waiting_for(&secret)
                 })
                 .reconcile_on(drifted);

@@ -381,12 +381,13 @@ mod properties {
     }
 
     fn recorded() -> impl Strategy<Value = Option<Recorded>> {
-        of(("[a-f0-9-]{1,36}", of("[a-f0-9]{16}"))
-            .prop_map(|(id, payload_hash)| Recorded {
+        of(
+            ("[a-f0-9-]{1,36}", of("[a-f0-9]{16}")).prop_map(|(id, payload_hash)| Recorded {
                 id,
                 payload_hash,
                 connection: None,
-            }))
+            }),
+        )
     }
 
     /// RFC 7386, as the apiserver applies `Patch::Merge`: objects merge key by key, `null`

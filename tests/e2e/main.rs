@@ -5,6 +5,7 @@ mod admission;
 mod chaos;
 mod chroma_errors;
 mod chroma_faults;
+mod connections;
 mod create_window;
 mod credentials;
 mod harness;

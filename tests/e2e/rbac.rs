@@ -30,13 +30,29 @@ fn granted(sa: &str, ns: &str) -> Vec<String> {
     rules
 }
 
-const OPERATOR_RULES: [&str; 6] = [
+/// What the operator may do in a namespace it watches (cluster-scoped reads included: they
+/// show in every namespace).
+const OPERATOR_RULES: [&str; 12] = [
+    "chromasyncconnections.chromasync.dev [get list watch]",
+    "chromasyncconnections.chromasync.dev/status [patch]",
+    "clusterchromasyncconnections.chromasync.dev [get list watch]",
+    "clusterchromasyncconnections.chromasync.dev/status [patch]",
+    "configmaps [list]",
     "events.events.k8s.io [create]",
+    "namespaces [list watch]",
     "secrets [list watch]",
     "syncruns.chromasync.dev [get list watch create patch delete]",
     "syncruns.chromasync.dev/status [patch]",
     "syncsources.chromasync.dev [get list watch patch]",
     "syncsources.chromasync.dev/status [patch]",
+];
+
+/// The cluster-scoped reads the operator has even in namespaced mode: cluster connections and
+/// the namespaces' labels their selectors read.
+const CLUSTER_RULES: [&str; 3] = [
+    "clusterchromasyncconnections.chromasync.dev [get list watch]",
+    "clusterchromasyncconnections.chromasync.dev/status [patch]",
+    "namespaces [list watch]",
 ];
 
 fn can_i(sa: &str, verb: &str, resource: &str, ns: &str) -> bool {
@@ -143,11 +159,14 @@ async fn the_chart_in_namespaced_mode_grants_nothing_outside_its_namespaces() {
 
     let sa = format!("system:serviceaccount:{release_ns}:op-chroma-sync-operator");
     assert_eq!(granted(&sa, &env.ns), OPERATOR_RULES);
-    // Elsewhere: nothing of its own (another namespace, and the cluster scope).
-    assert_eq!(granted(&sa, "default"), Vec::<String>::new());
+    // Elsewhere: nothing of its own but the cluster-scoped reads (another namespace, and the
+    // cluster scope).
+    assert_eq!(granted(&sa, "default"), CLUSTER_RULES);
     for (verb, resource) in [
         ("list", "secrets"),
         ("list", "syncsources.chromasync.dev"),
+        ("list", "chromasyncconnections.chromasync.dev"),
+        ("list", "configmaps"),
         ("create", "events.events.k8s.io"),
     ] {
         let (_, answer) = kubectl(&["auth", "can-i", verb, resource, "--as", &sa, "-A"]);

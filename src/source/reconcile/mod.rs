@@ -13,10 +13,10 @@ use super::lookup::SourceLookup;
 use super::payload::{self, NaturalKey};
 use super::status::{self, Recorded, State};
 use super::{Next, Reason, Sources};
-use crate::chroma::wire::CreateSourcePayload;
 use crate::chroma::ChromaError;
-use crate::kernel::connections::{Blocked, Endpoint, Refusal, Route, Via};
+use crate::chroma::wire::CreateSourcePayload;
 use crate::crd::{ConflictPolicy, DeletionPolicy, PAUSED_ANNOTATION, SyncSource};
+use crate::kernel::connections::{Blocked, Endpoint, Refusal, Route, Via};
 use crate::kernel::create::{self, Created, Creation, Recovered, pending_mark};
 use crate::kernel::events::Kind;
 use crate::kernel::failure::{self, Class, Failure, Retry};
@@ -592,17 +592,38 @@ async fn refused(
         Refusal::NotFound | Refusal::NotReady => {
             let reason = Reason::ConnectionNotReady;
             let error = None;
-            (State::Reconciling { reason, message, error }, Retry::Slow)
+            (
+                State::Reconciling {
+                    reason,
+                    message,
+                    error,
+                },
+                Retry::Slow,
+            )
         }
         Refusal::NotPermitted => {
             let reason = Reason::ConnectionNotPermitted;
             let error = None;
-            (State::Stalled { reason, message, error }, Retry::Slow)
+            (
+                State::Stalled {
+                    reason,
+                    message,
+                    error,
+                },
+                Retry::Slow,
+            )
         }
         Refusal::Changed => {
             let reason = Reason::ConnectionChanged;
             let error = None;
-            (State::Stalled { reason, message, error }, Retry::OnChange)
+            (
+                State::Stalled {
+                    reason,
+                    message,
+                    error,
+                },
+                Retry::OnChange,
+            )
         }
     };
     let reason = state.reason();

@@ -6,10 +6,10 @@ use super::{
     Announce, Because, Desired, Recorded, State, fail, mark_and_create, publish, set_status,
     settled, stall, write_status,
 };
-use crate::kernel::connections::Endpoint;
 use crate::chroma::wire::ListedSource;
 use crate::crd::{MissingPolicy, SyncSource};
 use crate::kernel::Error;
+use crate::kernel::connections::Endpoint;
 use crate::kernel::create;
 use crate::kernel::events::Kind;
 use crate::kernel::failure::{self, Failure, Retry};
@@ -157,7 +157,9 @@ pub(super) async fn adopt_existing(
     let key = NaturalKey::of_payload(&desired.payload);
     let ours = |s: &ListedSource| NaturalKey::of_listed(s).as_ref() == Some(&key);
     let database = &desired.payload.database_name;
-    let found = ep.chroma.list_sources_while(&ep.token, database, |page| !page.iter().any(ours))
+    let found = ep
+        .chroma
+        .list_sources_while(&ep.token, database, |page| !page.iter().any(ours))
         .await;
     match found.map(|listed| listed.into_iter().find(ours)) {
         Ok(Some(existing)) => {
