@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# A real Kubernetes control plane on loopback: etcd plus kube-apiserver, as envtest runs them.
+# A real Kubernetes control plane on loopback: etcd plus kube-apiserver, as envtest runs them, and
+# kube-controller-manager with only its ClusterRole aggregation controller (what fills the
+# built-in view, edit and admin ClusterRoles from the `aggregate-to-*` labelled ones; no other
+# controller runs, so namespaces still never finish deleting and nothing is garbage-collected).
 #
 #   controlplane.sh up DIR              build the binaries if needed, start both, write
 #                                       DIR/kubeconfig
 #   controlplane.sh restart etcd DIR    stop one component and start it again on the same port
 #   controlplane.sh restart kube-apiserver DIR     and data (for fault tests)
-#   controlplane.sh down DIR            stop both and remove DIR
+#   controlplane.sh down DIR            stop all three and remove DIR
 #
 # The admin identity is a client certificate in group system:masters. The CA, serving and
 # service-account keys are made fresh with openssl for each DIR.
@@ -34,6 +37,7 @@ stop_one() {
 }
 
 stop() {
+  stop_one kube-controller-manager
   stop_one kube-apiserver
   stop_one etcd
 }
@@ -57,6 +61,7 @@ extendedKeyUsage=serverAuth,clientAuth"
     }
     leaf apiserver "/CN=kube-apiserver" "IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc"
     leaf admin "/O=system:masters/CN=admin"
+    leaf controller-manager "/O=system:masters/CN=system:kube-controller-manager"
     openssl genrsa -out sa.key 2048 2>/dev/null
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
   )
@@ -99,6 +104,36 @@ start_apiserver() {
     --audit-log-format json --audit-log-maxsize 100000 \
     "${advertise[@]}" >>"$dir/kube-apiserver.log" 2>&1 &
   echo $! >"$dir/kube-apiserver.pid"
+}
+
+start_controller_manager() {
+  # Its own identity (so the apiserver's audit log tells it from the tests' admin), no serving
+  # port, no leader election: one controller that only reads and updates ClusterRoles.
+  cat >"$dir/controller-manager.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: test
+  cluster:
+    server: https://127.0.0.1:$api_port
+    certificate-authority: $dir/pki/ca.crt
+users:
+- name: controller-manager
+  user:
+    client-certificate: $dir/pki/controller-manager.crt
+    client-key: $dir/pki/controller-manager.key
+contexts:
+- name: test
+  context: {cluster: test, user: controller-manager}
+current-context: test
+EOF
+  say "starting kube-controller-manager (clusterrole-aggregation-controller only)"
+  "$bin/kube-controller-manager" \
+    --kubeconfig "$dir/controller-manager.kubeconfig" \
+    --controllers clusterrole-aggregation-controller \
+    --leader-elect=false --secure-port 0 \
+    >>"$dir/kube-controller-manager.log" 2>&1 &
+  echo $! >"$dir/kube-controller-manager.pid"
 }
 
 wait_ready() {
@@ -148,6 +183,7 @@ current-context: test
 EOF
   ln -sf "$bin/kubectl" "$dir/kubectl"
   wait_ready
+  start_controller_manager
 }
 
 restart() {

@@ -303,8 +303,9 @@ fn every_chart_option_renders_objects_the_apiserver_accepts() {
     let ns = fresh_namespace("chart-dry-run", true);
     let watch = format!("watchNamespaces={{{ns},default}}");
     let rendered = render(&ns, "full", FULL_VALUES, &[&watch]);
-    let expected = "ConfigMap Deployment NetworkPolicy Pod PodDisruptionBudget PrometheusRule Role \
-                    RoleBinding Service ServiceAccount ServiceMonitor";
+    // The one ClusterRole kind: the tenant roles (tenants.rs), not the operator's own.
+    let expected = "ClusterRole ConfigMap Deployment NetworkPolicy Pod PodDisruptionBudget \
+                    PrometheusRule Role RoleBinding Service ServiceAccount ServiceMonitor";
     assert_eq!(kinds(&rendered), words(expected));
     for token_leak in ["stringData", "kind: Secret"] {
         assert!(
@@ -463,6 +464,69 @@ fn every_chart_option_renders_objects_the_apiserver_accepts() {
     assert!(out.contains("would violate PodSecurity"), "{out}");
 }
 
+/// The tenant ClusterRoles (tests/e2e/tenants.rs shows what they grant): rendered by default in
+/// both modes, aggregated into the built-in roles by label, bound to nobody; off with
+/// `rbac.aggregateToDefaultRoles=false` or `rbac.create=false`.
+#[test]
+fn the_chart_renders_the_tenant_roles_unless_told_not_to() {
+    let tenant_roles = |set: &[&str]| -> Vec<(String, Vec<String>)> {
+        let rendered = render("tenant-roles", "t", "{}", set);
+        documents(&rendered)
+            .iter()
+            .filter(|d| {
+                d["kind"].as_str() == Some("ClusterRole")
+                    && d["metadata"]["labels"]
+                        .as_object()
+                        .is_some_and(|l| l.keys().any(|k| k.contains("aggregate-to-")))
+            })
+            .map(|d| {
+                let mut labels: Vec<String> = d["metadata"]["labels"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("rbac.authorization.k8s.io/"))
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap()))
+                    .collect();
+                labels.sort();
+                (d["metadata"]["name"].as_str().unwrap().to_owned(), labels)
+            })
+            .collect()
+    };
+    let expected = vec![
+        (
+            "t-chroma-sync-operator-view".to_owned(),
+            vec![
+                "rbac.authorization.k8s.io/aggregate-to-admin=true".to_owned(),
+                "rbac.authorization.k8s.io/aggregate-to-edit=true".to_owned(),
+                "rbac.authorization.k8s.io/aggregate-to-view=true".to_owned(),
+            ],
+        ),
+        (
+            "t-chroma-sync-operator-edit".to_owned(),
+            vec![
+                "rbac.authorization.k8s.io/aggregate-to-admin=true".to_owned(),
+                "rbac.authorization.k8s.io/aggregate-to-edit=true".to_owned(),
+            ],
+        ),
+    ];
+    assert_eq!(tenant_roles(&[]), expected);
+    assert_eq!(tenant_roles(&["watchNamespaces={team-a}"]), expected);
+    assert_eq!(
+        tenant_roles(&["rbac.aggregateToDefaultRoles=false"]),
+        vec![]
+    );
+    assert_eq!(tenant_roles(&["rbac.create=false"]), vec![]);
+    // Nothing binds them: a RoleBinding to the built-in view or edit is what grants.
+    let rendered = render("tenant-roles", "t", "{}", &[]);
+    for doc in documents(&rendered) {
+        let role = doc["roleRef"]["name"].as_str().unwrap_or_default();
+        assert!(
+            !role.ends_with("-view") && !role.ends_with("-edit"),
+            "{doc:?}"
+        );
+    }
+}
+
 #[test]
 fn helm_installs_upgrades_and_uninstalls_the_operator() {
     let ns = fresh_namespace("helm", true);
@@ -503,8 +567,14 @@ fn helm_installs_upgrades_and_uninstalls_the_operator() {
         "/readyz"
     );
     assert!(deployment(&format!("{container}.args}}")).contains("--concurrency=16"));
-    let (ok, out) = kubectl(&["get", "clusterrole", "op-chroma-sync-operator"]);
-    assert!(ok, "{out}");
+    for role in ["", "-view", "-edit"] {
+        let (ok, out) = kubectl(&[
+            "get",
+            "clusterrole",
+            &format!("op-chroma-sync-operator{role}"),
+        ]);
+        assert!(ok, "{out}");
+    }
 
     let (ok, out) = helm(&[
         "upgrade",
@@ -546,8 +616,11 @@ fn helm_installs_upgrades_and_uninstalls_the_operator() {
     assert!(ok, "{out}");
     let (ok, _) = kubectl(&["get", "deployment", "op-chroma-sync-operator", "-n", &ns]);
     assert!(!ok, "the Deployment outlived helm uninstall");
-    let (ok, _) = kubectl(&["get", "clusterrole", "op-chroma-sync-operator"]);
-    assert!(!ok, "the ClusterRole outlived helm uninstall");
+    for role in ["", "-view", "-edit"] {
+        let role = format!("op-chroma-sync-operator{role}");
+        let (ok, _) = kubectl(&["get", "clusterrole", &role]);
+        assert!(!ok, "the ClusterRole {role} outlived helm uninstall");
+    }
     // Helm never deletes what it installed from crds/: SyncSources (and their sources) stay.
     let (ok, out) = kubectl(&["get", "crd", "syncsources.chromasync.dev"]);
     assert!(ok, "{out}");

@@ -23,5 +23,6 @@ mod replicas;
 mod runs;
 mod sharding;
 mod shutdown;
+mod tenants;
 
 use chroma_sync_test_support as support;
