@@ -219,6 +219,14 @@ securityContext:
   runAsNonRoot: true
   capabilities: {drop: [ALL]}
   seccompProfile: {type: RuntimeDefault}
+clusterConnection:
+  create: true
+  name: platform-full
+  tokenSecretRef: {name: platform-token}
+  namespaceSelector: {matchLabels: {chromasync.dev/tenant: platform}}
+  namespaces: [search]
+  limits: {callsPerSecond: 20, burst: 40, callsInFlight: 8}
+  timeout: 1m
 topologySpreadConstraints:
   - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway}
   - maxSkew: 1
@@ -303,9 +311,11 @@ fn every_chart_option_renders_objects_the_apiserver_accepts() {
     let ns = fresh_namespace("chart-dry-run", true);
     let watch = format!("watchNamespaces={{{ns},default}}");
     let rendered = render(&ns, "full", FULL_VALUES, &[&watch]);
-    // The one ClusterRole kind: the tenant roles (tenants.rs), not the operator's own.
-    let expected = "ClusterRole ConfigMap Deployment NetworkPolicy Pod PodDisruptionBudget \
-                    PrometheusRule Role RoleBinding Service ServiceAccount ServiceMonitor";
+    // Cluster-scoped RBAC in namespaced mode: the tenant roles (tenants.rs) and the operator's
+    // reads of cluster connections and namespaces' labels.
+    let expected = "ClusterChromaSyncConnection ClusterRole ClusterRoleBinding ConfigMap \
+                    Deployment NetworkPolicy Pod PodDisruptionBudget PrometheusRule Role \
+                    RoleBinding Service ServiceAccount ServiceMonitor";
     assert_eq!(kinds(&rendered), words(expected));
     for token_leak in ["stringData", "kind: Secret"] {
         assert!(
@@ -332,6 +342,25 @@ fn every_chart_option_renders_objects_the_apiserver_accepts() {
         }
     }
     let values = yaml(FULL_VALUES);
+
+    // The platform's connection, as the values say, its Secret in the release's namespace.
+    let connection = find(&docs, "ClusterChromaSyncConnection");
+    assert_eq!(
+        connection["metadata"]["name"].as_str(),
+        Some("platform-full")
+    );
+    let spec = &connection["spec"];
+    assert_eq!(
+        spec["tokenSecretRef"]["namespace"].as_str(),
+        Some(ns.as_str())
+    );
+    assert_eq!(spec["tokenSecretRef"]["key"].as_str(), Some("token"));
+    assert_eq!(spec["limits"], values["clusterConnection"]["limits"]);
+    assert_eq!(
+        spec["namespaceSelector"],
+        values["clusterConnection"]["namespaceSelector"]
+    );
+    assert_eq!(spec["timeout"].as_str(), Some("1m"));
 
     // Names and labels follow fullnameOverride and nameOverride.
     let deployment = find(&docs, "Deployment");
@@ -850,7 +879,7 @@ fn the_chart_metadata_matches_its_crds_image_and_license() {
             ));
         }
     }
-    assert_eq!(listed.len(), 2);
+    assert_eq!(listed.len(), 4);
     assert_eq!(listed, shipped);
 
     let images: Vec<Value> =
