@@ -170,6 +170,7 @@ fn source_cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
     let rec = Recorded {
         id: "4d81586e".into(),
         payload_hash: Some("h".into()),
+        connection: None,
     };
     let error = |code| {
         Some(LastError {

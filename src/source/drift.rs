@@ -165,7 +165,7 @@ async fn sweep(ctx: &Sources, scopes: &[Scope], interval: Duration) {
 
 /// The members' ids that the database's listing does not hold. Pages are read newest first
 /// until every member is found or the listing ends.
-async fn unlisted<'a>(check: &'a Check, gap: Duration) -> Result<HashSet<&'a str>, ChromaError> {
+async fn unlisted(check: &Check, gap: Duration) -> Result<HashSet<&str>, ChromaError> {
     let mut wanted: HashSet<&str> = check.members.iter().map(|(_, _, id)| id.as_str()).collect();
     for page in 0.. {
         if page > 0 {

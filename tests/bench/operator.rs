@@ -1040,6 +1040,7 @@ async fn null_operator(sa: &Client, ns: &str, concurrency: usize) -> anyhow::Res
                 let rec = Recorded {
                     id: uuid::Uuid::new_v4().to_string(),
                     payload_hash: Some(format!("{:064x}", o.metadata.generation.unwrap_or(0))),
+                    connection: None,
                 };
                 let generation = o.metadata.generation.unwrap_or_default();
                 let ready = status::next(&Default::default(), generation, Some(&rec), &State::Ready, jiff::Timestamp::now());

@@ -96,8 +96,8 @@ async fn namespace_connections_route_each_object_to_its_endpoint_with_its_token(
     };
     let a_id = a.status.unwrap().source_id.unwrap();
     let b_id = b.status.unwrap().source_id.unwrap();
-    assert_eq!(held(&env.standin), [a_id.clone()]);
-    assert_eq!(held(&team_b), [b_id.clone()]);
+    assert_eq!(held(&env.standin), std::slice::from_ref(&a_id));
+    assert_eq!(held(&team_b), std::slice::from_ref(&b_id));
     for endpoint in ["create_source", "list_sources"] {
         let refused = env.standin.calls(endpoint, "401") + team_b.calls(endpoint, "401");
         assert_eq!(refused, 0, "{endpoint}");
@@ -221,7 +221,7 @@ async fn a_cluster_connection_serves_only_the_namespaces_it_admits() {
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    assert_eq!(held, [id.clone()]);
+    assert_eq!(held, std::slice::from_ref(&id));
     // Deleting the object while refused deletes nothing either: it waits for permission.
     env.delete("s").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
