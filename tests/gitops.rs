@@ -162,7 +162,81 @@ fn cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
             "InProgress",
         ),
     ]);
+    cases.extend(connection_cases());
     cases
+}
+
+/// Connections (both kinds) with the status a check writes for each kind of outcome.
+fn connection_cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
+    use chroma_sync_operator::connection::Reason;
+    use chroma_sync_operator::connection::check::{Outcome, outcome_of, status_of};
+    let connection = |kind: &str, outcome: Option<Outcome>| {
+        let status = match outcome {
+            Some(o) => serde_json::to_value(status_of(
+                &Default::default(),
+                1,
+                &o,
+                jiff::Timestamp::now(),
+            ))
+            .unwrap(),
+            None => json!({"observedGeneration": -1}),
+        };
+        json!({"apiVersion": "chromasync.dev/v1alpha1", "kind": kind,
+               "metadata": {"name": "c", "generation": 1}, "status": status})
+    };
+    let url = "https://sync.example";
+    let refused = chroma_sync_operator::chroma::ChromaError::Api {
+        status: 401,
+        error: None,
+        message: "no".into(),
+        retry_after: None,
+    };
+    let down = chroma_sync_operator::chroma::ChromaError::Transport {
+        kind: chroma_sync_operator::chroma::TransportKind::Connect,
+        message: "connection refused".into(),
+    };
+    let (namespaced, cluster) = ("ChromaSyncConnection", "ClusterChromaSyncConnection");
+    vec![
+        (
+            "connection new (schema default)",
+            connection(namespaced, None),
+            "Progressing",
+            "InProgress",
+        ),
+        (
+            "connection connected",
+            connection(namespaced, Some(outcome_of(url, Ok(())))),
+            "Healthy",
+            "Current",
+        ),
+        (
+            "cluster connection connected",
+            connection(cluster, Some(outcome_of(url, Ok(())))),
+            "Healthy",
+            "Current",
+        ),
+        (
+            "connection with a refused token",
+            connection(namespaced, Some(outcome_of(url, Err(refused)))),
+            "Degraded",
+            "Failed",
+        ),
+        (
+            "cluster connection unreachable",
+            connection(cluster, Some(outcome_of(url, Err(down)))),
+            "Progressing",
+            "InProgress",
+        ),
+        (
+            "connection without its Secret",
+            connection(
+                namespaced,
+                Some(Outcome::stalled(Reason::MissingCredentials, "no".into())),
+            ),
+            "Degraded",
+            "Failed",
+        ),
+    ]
 }
 
 fn source_cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
@@ -407,7 +481,13 @@ fn argo_cd_reads_every_state_the_operator_writes() {
 fn the_argocd_cm_snippet_installs_exactly_health_lua() {
     let cm: Value =
         serde_saphyr::from_str(include_str!("../deploy/argocd/argocd-cm.yaml")).unwrap();
-    for kind in ["SyncSource", "SyncRun"] {
+    let kinds = [
+        "SyncSource",
+        "SyncRun",
+        "ChromaSyncConnection",
+        "ClusterChromaSyncConnection",
+    ];
+    for kind in kinds {
         let key = format!("resource.customizations.health.chromasync.dev_{kind}");
         assert_eq!(cm["data"][&key].as_str(), Some(HEALTH), "{key}");
     }

@@ -1,5 +1,6 @@
--- Argo CD health check for chromasync.dev/SyncSource and SyncRun (Argo CD runs gopher-lua,
--- Lua 5.1); both write the same conditions.
+-- Argo CD health check for every kind of chromasync.dev: SyncSource, SyncRun,
+-- ChromaSyncConnection, ClusterChromaSyncConnection (Argo CD runs gopher-lua, Lua 5.1); all
+-- write the same conditions.
 -- Same reading as kstatus (Flux, Helm 4): deleting or not yet observed -> Progressing;
 -- Stalled=True -> Degraded (checked before Ready, so an old Ready cannot hide a failure);
 -- Reconciling=True -> Progressing; Ready=True -> Healthy; anything else -> Progressing.

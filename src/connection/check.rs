@@ -2,6 +2,8 @@
 
 use super::Reason;
 use crate::chroma::ChromaError;
+use crate::crd::connection::ConnectionStatus;
+use crate::kernel::conditions::{READY, RECONCILING, STALLED, condition};
 use crate::kernel::failure::{Class, classify};
 use std::time::Duration;
 
@@ -46,6 +48,32 @@ impl Outcome {
         } else {
             RETRY_SOON.min(interval)
         }
+    }
+}
+
+/// The status that says what a check found at `generation`: `Ready` always, `Reconciling` or
+/// `Stalled` only while true (as every kind of the operator writes them).
+pub fn status_of(
+    previous: &ConnectionStatus,
+    generation: i64,
+    outcome: &Outcome,
+    now: jiff::Timestamp,
+) -> ConnectionStatus {
+    let at = (generation, now);
+    let (reason, message) = (outcome.reason.as_str(), outcome.message.as_str());
+    let was = &previous.conditions;
+    let mut conditions = vec![condition(was, READY, outcome.ready, reason, message, at)];
+    if !outcome.ready {
+        let abnormal = if outcome.stalled {
+            STALLED
+        } else {
+            RECONCILING
+        };
+        conditions.push(condition(was, abnormal, true, reason, message, at));
+    }
+    ConnectionStatus {
+        observed_generation: Some(generation),
+        conditions,
     }
 }
 

@@ -19,7 +19,7 @@ use crate::crd::connection::{
     ChromaSyncConnection, ClusterChromaSyncConnection, ConnectionStatus, Endpoint,
 };
 use crate::kernel::Context;
-use crate::kernel::conditions::{READY, RECONCILING, STALLED, condition, is_ready};
+use crate::kernel::conditions::is_ready;
 use crate::kernel::connections::{Connections, Via, uses};
 use crate::kernel::credentials::TokenFrom;
 use crate::kernel::events::Kind;
@@ -456,36 +456,7 @@ impl Checker {
             return Ok(());
         }
         let generation = obj.meta().generation.unwrap_or_default();
-        let at = (generation, jiff::Timestamp::now());
-        let reason = outcome.reason.as_str();
-        let message = &outcome.message;
-        let mut conditions = vec![condition(
-            &previous.conditions,
-            READY,
-            outcome.ready,
-            reason,
-            message,
-            at,
-        )];
-        if !outcome.ready {
-            let abnormal = if outcome.stalled {
-                STALLED
-            } else {
-                RECONCILING
-            };
-            conditions.push(condition(
-                &previous.conditions,
-                abnormal,
-                true,
-                reason,
-                message,
-                at,
-            ));
-        }
-        let next = ConnectionStatus {
-            observed_generation: Some(generation),
-            conditions,
-        };
+        let next = check::status_of(&previous, generation, outcome, jiff::Timestamp::now());
         let rv = obj.meta().resource_version.clone();
         let Some(patch) = status_patch(&previous, &next, rv) else {
             return Ok(());
@@ -500,7 +471,7 @@ impl Checker {
             };
             self.ctx
                 .events
-                .publish(obj, kind, outcome.reason, message.clone());
+                .publish(obj, kind, outcome.reason, outcome.message.clone());
         }
         Ok(())
     }
