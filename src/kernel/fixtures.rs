@@ -336,22 +336,64 @@ pub fn client_for(base_url: &str, timeout: Duration) -> ChromaClient {
     ChromaClient::new(&config, Metrics::new()).expect("a Chroma client")
 }
 
+/// The caches a route is decided from, filled by the test: connections of both kinds and
+/// namespaces (with their labels).
+#[derive(Default)]
+pub struct Routing {
+    pub namespaced: Writer<crate::crd::ChromaSyncConnection>,
+    pub cluster: Writer<crate::crd::ClusterChromaSyncConnection>,
+    pub namespaces: Writer<kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::Namespace>>,
+}
+
+impl Routing {
+    /// Puts `obj` (a connection or a namespace, as JSON) into its cache.
+    pub fn put(&mut self, obj: Value) {
+        use kube::runtime::watcher::Event;
+        match obj["kind"].as_str() {
+            Some("ChromaSyncConnection") => self
+                .namespaced
+                .apply_watcher_event(&Event::Apply(serde_json::from_value(obj).unwrap())),
+            Some("ClusterChromaSyncConnection") => self
+                .cluster
+                .apply_watcher_event(&Event::Apply(serde_json::from_value(obj).unwrap())),
+            _ => self
+                .namespaces
+                .apply_watcher_event(&Event::Apply(serde_json::from_value(obj).unwrap())),
+        }
+    }
+
+    fn connections(&self, operator: ChromaClient) -> Arc<Connections> {
+        let connections = Connections::new(
+            operator,
+            vec![self.namespaced.as_reader()],
+            self.cluster.as_reader(),
+            self.namespaces.as_reader(),
+        );
+        connections.set_synced();
+        Arc::new(connections)
+    }
+}
+
 /// The kernel's context on the mock apiserver and `chroma`, with `token` as the default token
 /// and no watched caches.
 pub fn context(client: kube::Client, chroma: ChromaClient, token: Option<&str>) -> Arc<Context> {
+    context_routed(client, chroma, token, &Routing::default())
+}
+
+/// [`context`], routing through the connections and namespaces `routing` holds.
+pub fn context_routed(
+    client: kube::Client,
+    chroma: ChromaClient,
+    token: Option<&str>,
+    routing: &Routing,
+) -> Arc<Context> {
     let default_token = DefaultToken {
         value: token.and_then(Token::new),
         file: None,
     };
     let metrics = Metrics::new();
     let credentials = Credentials::new(client.clone(), default_token, vec![], None);
-    let connections = Arc::new(Connections::new(
-        chroma,
-        vec![],
-        Writer::default().as_reader(),
-        Writer::default().as_reader(),
-    ));
-    connections.set_synced();
+    let connections = routing.connections(chroma);
     let ctx = Context::new(client, connections, metrics, credentials, "test", vec![]);
     Arc::new(ctx)
 }

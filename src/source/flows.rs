@@ -1505,3 +1505,140 @@ async fn a_run_going_is_summarized_in_status_and_no_second_run_starts() {
     assert!(chroma.standin.all_calls().is_empty(), "no Chroma call");
     api.assert_idle();
 }
+
+/// A ClusterChromaSyncConnection `platform`, Ready, admitting namespaces labelled `team=a`.
+fn platform() -> Value {
+    let ready = json!({"type": "Ready", "status": "True", "reason": "Connected", "message": "",
+        "observedGeneration": 1, "lastTransitionTime": "2026-01-01T00:00:00Z"});
+    json!({"apiVersion": "chromasync.dev/v1alpha1", "kind": "ClusterChromaSyncConnection",
+        "metadata": {"name": "platform", "generation": 1},
+        "spec": {"url": "https://sync.example", "tokenSecretRef": {"name": "t", "namespace": "ops"},
+                 "namespaceSelector": {"matchLabels": {"team": "a"}}},
+        "status": {"observedGeneration": 1, "conditions": [ready]}})
+}
+
+#[tokio::test]
+async fn a_cluster_connection_that_does_not_admit_the_namespace_refuses_with_no_call() {
+    let chroma = Chroma::start().await;
+    let mut routing = fixtures::Routing::default();
+    routing.put(platform());
+    routing.put(json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": fixtures::NS, "labels": {"team": "b"}}}));
+    let mut obj = source();
+    obj.spec.connection_ref = Some(
+        serde_json::from_value(json!({
+            "kind": "ClusterChromaSyncConnection", "name": "platform"
+        }))
+        .unwrap(),
+    );
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context_routed(client, chroma.client.clone(), Some(ADMIN), &routing);
+    let ctx = Driver::new(Sources::new(ctx));
+
+    let flow = apply(&obj, &ctx);
+    let status = api.patch(STATUS_PATH).await;
+    let reason = Reason::ConnectionNotPermitted;
+    let next = Next::Retry {
+        retry: Retry::Slow,
+        reason,
+    };
+    assert_eq!(outcome(flow).await, next);
+    assert_eq!(
+        conditions(&status),
+        failing("Stalled", "ConnectionNotPermitted")
+    );
+    let message = status["status"]["conditions"][0]["message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        message.contains("platform") && message.contains(fixtures::NS),
+        "{message}"
+    );
+    assert!(
+        chroma.standin.all_calls().is_empty(),
+        "no call while refused"
+    );
+    api.assert_idle();
+}
+
+#[tokio::test]
+async fn a_source_made_through_one_connection_is_never_reached_through_another() {
+    let chroma = Chroma::start().await;
+    let mut routing = fixtures::Routing::default();
+    routing.put(platform());
+    routing.put(json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": fixtures::NS, "labels": {"team": "a"}}}));
+    let id = chroma.standin.insert_source(standin_body());
+    // Made through the operator's own settings (no status.connection), now naming `platform`.
+    let mut obj = deleting(recorded(source(), &id, &hash_of(&source())));
+    obj.spec.connection_ref = Some(
+        serde_json::from_value(json!({
+            "kind": "ClusterChromaSyncConnection", "name": "platform"
+        }))
+        .unwrap(),
+    );
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context_routed(client, chroma.client.clone(), Some(ADMIN), &routing);
+    let ctx = Driver::new(Sources::new(ctx));
+
+    // Being deleted: the delete would go through `platform`; it is refused, and nothing goes.
+    let flow = cleanup(&obj, &ctx);
+    let status = api.patch(STATUS_PATH).await;
+    let reason = Reason::ConnectionChanged;
+    assert_eq!(
+        outcome(flow).await,
+        Next::Retry {
+            retry: Retry::OnChange,
+            reason
+        }
+    );
+    assert_eq!(conditions(&status), failing("Stalled", "ConnectionChanged"));
+    assert_eq!(
+        status["status"]["sourceId"],
+        Value::Null,
+        "the id is kept (unchanged)"
+    );
+    assert!(chroma.standin.all_calls().is_empty());
+    assert_eq!(chroma.standin.sources(DATABASE).len(), 1, "nothing deleted");
+    api.assert_idle();
+}
+
+#[tokio::test]
+async fn a_connection_not_checked_yet_leaves_the_object_waiting_with_no_call() {
+    let chroma = Chroma::start().await;
+    let mut routing = fixtures::Routing::default();
+    // The namespace's `default` connection, not checked by the operator yet.
+    routing.put(
+        json!({"apiVersion": "chromasync.dev/v1alpha1", "kind": "ChromaSyncConnection",
+        "metadata": {"name": "default", "namespace": fixtures::NS, "generation": 1},
+        "spec": {"url": "https://sync.example", "tokenSecretRef": {"name": "t"}}}),
+    );
+    let obj = source();
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = fixtures::context_routed(client, chroma.client.clone(), Some(ADMIN), &routing);
+    let ctx = Driver::new(Sources::new(ctx));
+
+    let flow = apply(&obj, &ctx);
+    let status = api.patch(STATUS_PATH).await;
+    let reason = Reason::ConnectionNotReady;
+    assert_eq!(
+        outcome(flow).await,
+        Next::Retry {
+            retry: Retry::Slow,
+            reason
+        }
+    );
+    assert_eq!(
+        conditions(&status),
+        failing("Reconciling", "ConnectionNotReady")
+    );
+    let message = status["status"]["conditions"][0]["message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        message.contains("ChromaSyncConnection/default"),
+        "{message}"
+    );
+    assert!(chroma.standin.all_calls().is_empty());
+    api.assert_idle();
+}
