@@ -1595,8 +1595,8 @@ async fn a_source_made_through_one_connection_is_never_reached_through_another()
     assert_eq!(conditions(&status), failing("Stalled", "ConnectionChanged"));
     assert_eq!(
         status["status"]["sourceId"],
-        Value::Null,
-        "the id is kept (unchanged)"
+        json!(id),
+        "the source stays recorded"
     );
     assert!(chroma.standin.all_calls().is_empty());
     assert_eq!(chroma.standin.sources(DATABASE).len(), 1, "nothing deleted");
