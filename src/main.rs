@@ -166,7 +166,7 @@ async fn operate(args: RunArgs) -> anyhow::Result<()> {
     );
     let controller = Controller::new(Parts {
         client: client.clone(),
-        connections: watches.connections(chroma),
+        connections: watches.connections(chroma, &metrics),
         metrics: metrics.clone(),
         default_token: DefaultToken {
             value: args.default_token.clone().and_then(Token::new),

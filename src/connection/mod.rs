@@ -25,6 +25,7 @@ use crate::kernel::credentials::TokenFrom;
 use crate::kernel::events::Kind;
 use crate::kernel::kube_io::{bounded, params, status_patch};
 use crate::kernel::readiness::Countdown;
+use crate::metrics::Metrics;
 use check::Outcome;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
@@ -84,8 +85,16 @@ impl Watches {
 
     /// The routing the objects of every kind use, over these watches' caches; `operator` is
     /// the client of the operator's own settings.
-    pub fn connections(&self, operator: ChromaClient) -> Arc<Connections> {
-        let namespaced = self.namespaced.iter().map(|(_, w)| w.as_reader()).collect();
+    pub fn connections(&self, operator: ChromaClient, metrics: &Metrics) -> Arc<Connections> {
+        let namespaced: Vec<_> = self.namespaced.iter().map(|(_, w)| w.as_reader()).collect();
+        // `/metrics` shows every connection's conditions (for alerts), read at each scrape.
+        metrics.show_cached_conditions(namespaced.clone(), |c: &ChromaSyncConnection| {
+            c.status.as_ref().map_or(&[], |s| s.conditions.as_slice())
+        });
+        let cluster = vec![self.cluster.as_reader()];
+        metrics.show_cached_conditions(cluster, |c: &ClusterChromaSyncConnection| {
+            c.status.as_ref().map_or(&[], |s| s.conditions.as_slice())
+        });
         Arc::new(Connections::new(
             operator,
             namespaced,

@@ -74,6 +74,20 @@ async fn namespace_connections_route_each_object_to_its_endpoint_with_its_token(
     apply(&api, "team-b", connection(&url_b, "token-b")).await;
     wait_connection(&api, "default", "True", "Connected").await;
     wait_connection(&api, "team-b", "True", "Connected").await;
+    // Both in the condition gauge the alerts read.
+    let metrics = reqwest::get(format!("{}/metrics", env.metrics_url().await))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in ["default", "team-b"] {
+        let series = format!(
+            "chroma_sync_operator_condition{{kind=\"ChromaSyncConnection\",namespace=\"{}\",name=\"{name}\",type=\"Ready\",status=\"True\",reason=\"Connected\"}} 1",
+            env.ns
+        );
+        assert!(metrics.contains(&series), "{series} in:\n{metrics}");
+    }
 
     // No reference: the namespace's `default`. A reference: that connection.
     env.create("a", bare("acme/a")).await;
