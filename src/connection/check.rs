@@ -7,6 +7,28 @@ use crate::kernel::conditions::{READY, RECONCILING, STALLED, condition};
 use crate::kernel::failure::{Class, classify};
 use std::time::Duration;
 
+/// Failures that may pass by themselves that a Ready connection rides out before it says so.
+pub const TRANSIENT_FAILURES_TOLERATED: u32 = 2;
+
+/// `outcome` after `failures` consecutive transient failures of a connection that `was_ready`:
+/// kept quiet (status as it was, checked again soon) while the tolerance lasts. Returns the
+/// count for next time.
+pub fn damped(outcome: Outcome, was_ready: bool, failures: u32) -> (Outcome, u32) {
+    let transient = !outcome.ready && !outcome.stalled;
+    if !transient {
+        return (outcome, 0);
+    }
+    let failures = failures + 1;
+    if was_ready && failures <= TRANSIENT_FAILURES_TOLERATED {
+        let quiet = Outcome {
+            keep_status: true,
+            ..outcome
+        };
+        return (quiet, failures);
+    }
+    (outcome, failures)
+}
+
 /// How soon a connection that failed for a reason that may pass is checked again.
 pub const RETRY_SOON: Duration = Duration::from_secs(15);
 
@@ -164,6 +186,23 @@ mod tests {
         };
         let tls = outcome_of(url, Err(untrusted));
         assert_eq!((tls.reason, tls.stalled), (Reason::TlsFailed, true));
+    }
+
+    #[test]
+    fn a_ready_connection_rides_out_two_transient_failures_not_a_refusal() {
+        let down = || outcome_of("https://x", Err(api(503)));
+        let (first, n) = damped(down(), true, 0);
+        assert!(first.keep_status && n == 1);
+        let (second, n) = damped(down(), true, n);
+        assert!(second.keep_status && n == 2);
+        let (third, n) = damped(down(), true, n);
+        assert!(!third.keep_status && n == 3, "the third says so");
+        let (not_ready_before, _) = damped(down(), false, 0);
+        assert!(!not_ready_before.keep_status);
+        let (refused, n) = damped(outcome_of("https://x", Err(api(401))), true, 1);
+        assert!(!refused.keep_status && n == 0, "a refusal is said at once");
+        let (ok, n) = damped(outcome_of("https://x", Ok(())), true, 2);
+        assert!(ok.ready && n == 0);
     }
 
     #[test]

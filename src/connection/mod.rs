@@ -123,6 +123,7 @@ impl Watches {
         let checker = Arc::new(Checker {
             ctx: ctx.clone(),
             settings,
+            transient: Default::default(),
         });
         let (rechecks_namespaced, rechecks_cluster) = connections
             .rechecks()
@@ -245,6 +246,9 @@ fn wake(ctx: &Context, concerned: impl Fn(&SyncSource) -> bool) {
 struct Checker {
     ctx: Arc<Context>,
     settings: Settings,
+    /// Consecutive failures that may pass by themselves, by connection (see
+    /// [`check::damped`]).
+    transient: std::sync::Mutex<std::collections::HashMap<Via, u32>>,
 }
 
 /// A kind of connection, as the check reads and writes it.
@@ -353,7 +357,9 @@ async fn reconcile<K: Connection>(obj: Arc<K>, checker: Arc<Checker>) -> Result<
     async move {
         let started = Instant::now();
         let outcome = checker.check(&*obj).await;
+        let outcome = checker.damp(&*obj, outcome);
         let result = checker.record(&*obj, &outcome).await;
+        checker.ctx.connections.note_checked();
         let reason = (!outcome.ready).then_some(outcome.reason.as_str());
         checker
             .ctx
@@ -378,7 +384,9 @@ impl Checker {
         }
         let generation = obj.meta().generation;
         let connections = &self.ctx.connections;
-        let chroma = match connections.client(&via, generation) {
+        let built = connections.client(&via, generation);
+        let first = built.is_none();
+        let chroma = match built {
             Some(chroma) => chroma,
             None => match self.build_client(obj).await {
                 Ok(chroma) => chroma,
@@ -390,13 +398,21 @@ impl Checker {
             // The connection is in the cache being checked; its token is always a Secret's.
             return Outcome::waiting(Reason::MissingCredentials, "not cached yet".into());
         }
+        // A Secret that exists is never reported missing just because the operator has only
+        // started.
+        self.ctx.secrets_synced().await;
         let token = match self.ctx.credentials.token(&from, None).await {
             Ok(token) => token,
             Err(why) => return Outcome::stalled(Reason::MissingCredentials, why),
         };
         let outcome = check::outcome_of(&endpoint.url, chroma.check_token(&token).await);
         if outcome.ready {
-            connections.set_client(via, generation, chroma);
+            connections.set_client(via.clone(), generation, chroma);
+            // A status that says Ready already writes nothing: wake its users here, in case
+            // they were refused before this process first checked it.
+            if first {
+                wake(&self.ctx, |o| uses(o, &via));
+            }
         }
         outcome
     }
@@ -456,6 +472,17 @@ impl Checker {
         data.and_then(|mut d| d.remove(&bundle.key))
             .map(String::into_bytes)
             .ok_or_else(|| missing("ConfigMap", name))
+    }
+
+    /// A Ready connection keeps its status through a few failures that may pass by themselves
+    /// (a 5xx, a timeout): every object using it would wait otherwise.
+    fn damp<K: Connection>(&self, obj: &K, outcome: Outcome) -> Outcome {
+        let mut transient = self.transient.lock().expect("transient failures");
+        let was_ready = obj.status().is_some_and(|s| is_ready(&s.conditions));
+        let failures = transient.entry(obj.via()).or_default();
+        let (outcome, next) = check::damped(outcome, was_ready, *failures);
+        *failures = next;
+        outcome
     }
 
     /// Writes what the check found, if it changed; an Event when Ready flips.

@@ -104,7 +104,12 @@ pub struct Blocked {
     pub refusal: Refusal,
     pub via: Via,
     pub message: String,
+    /// Ready by its status, not checked by this process yet.
+    pub unchecked: bool,
 }
+
+/// How long a route waits for the first check of a connection Ready by its status.
+const FIRST_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Where an object's calls go: the connection and its client.
 #[derive(Clone)]
@@ -169,6 +174,8 @@ pub struct Connections {
     ),
     rechecks: Mutex<Option<Rechecks>>,
     synced: tokio::sync::watch::Sender<bool>,
+    /// Bumped at the end of every connection check.
+    checked: tokio::sync::watch::Sender<u64>,
 }
 
 impl Connections {
@@ -192,6 +199,7 @@ impl Connections {
             wake,
             woken: Mutex::new(Some(woken)),
             synced: tokio::sync::watch::Sender::new(false),
+            checked: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -259,6 +267,7 @@ impl Connections {
         };
         if let Some(recorded) = recorded.filter(|r| **r != via) {
             return Err(Blocked {
+                unchecked: false,
                 refusal: Refusal::Changed,
                 message: format!(
                     "the source was created through {recorded}; this object now names {via}. A \
@@ -269,7 +278,23 @@ impl Connections {
                 via,
             });
         }
-        self.route_to(namespace, via)
+        // A connection Ready by its status but not checked by this process yet (it has just
+        // started): wait a little for the first check rather than flap every object's status.
+        let deadline = tokio::time::Instant::now() + FIRST_CHECK_WAIT;
+        let mut checked = self.checked.subscribe();
+        loop {
+            match self.route_to(namespace, via.clone()) {
+                Err(b) if b.unchecked && tokio::time::Instant::now() < deadline => {
+                    let _ = tokio::time::timeout_at(deadline, checked.changed()).await;
+                }
+                decided => return decided,
+            }
+        }
+    }
+
+    /// A connection's check ended (whatever it found): routes waiting for it decide again.
+    pub fn note_checked(&self) {
+        self.checked.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// The route through `via` for an object of `namespace`, if it exists, admits the namespace
@@ -279,6 +304,7 @@ impl Connections {
             refusal,
             message,
             via: via.clone(),
+            unchecked: false,
         };
         let ready = match &via {
             Via::Operator => {
@@ -349,10 +375,13 @@ impl Connections {
                 Refusal::NotReady,
                 format!("{via} is not Ready: {why}"),
             )),
-            (Ok(_), None) => Err(blocked(
-                Refusal::NotReady,
-                format!("{via} is not checked by this operator yet"),
-            )),
+            (Ok(_), None) => Err(Blocked {
+                unchecked: true,
+                ..blocked(
+                    Refusal::NotReady,
+                    format!("{via} is not checked by this operator yet"),
+                )
+            }),
         }
     }
 

@@ -19,8 +19,10 @@ async fn a_sigkill_storm_leaves_exactly_one_source_per_object() {
     let kills = setting("CHAOS_KILLS", 6) as usize;
     let mut rng = StdRng::seed_from_u64(seed);
     let mut env = Env::start("chaos").await;
+    env.spread_over_two_connections().await;
     let mut report = Report::new("SIGKILL storm", Some(seed), &env.standin);
     report.set("objects", objects);
+    report.set("connections", 2);
     report.set("kills", kills);
     report.set(
         "invariant",

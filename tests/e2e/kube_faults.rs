@@ -61,6 +61,7 @@ async fn cut_apiserver_connections_lose_nothing_and_duplicate_nothing() {
     let kubeconfig = kubeconfig_path();
     let proxy = Proxy::start(server_addr(&kubeconfig)).await;
     let mut env = Env::without_operator("cuts").await;
+    env.spread_over_two_connections().await;
     env.operator_kubeconfig = Some(proxy.kubeconfig(&kubeconfig, &tmp_dir()));
     env.start_operator();
     wait_ready_probe(&env).await;
@@ -75,6 +76,7 @@ async fn cut_apiserver_connections_lose_nothing_and_duplicate_nothing() {
     let per_round = setting("CUTS_PER_ROUND", 6);
     let mut report = Report::new("apiserver connection cuts", Some(seed), &env.standin);
     report.set("cuts", rounds);
+    report.set("connections", 2);
     report.set(
         "invariant",
         "one source per live object, none per deleted one, every create committed, no restart",

@@ -15,7 +15,10 @@ use chroma_sync_operator::crd::SyncSource;
 use chroma_sync_standin::{Faults, StandIn};
 use k8s_openapi::api::core::v1::{Event, Namespace, Secret};
 use kube::Client;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams,
+};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -42,6 +45,9 @@ pub struct Env {
     /// More flags for the operators this environment starts.
     pub extra_args: Vec<String>,
     pub(super) restarts: u32,
+    /// Objects made by `create_github` alternate between the connections `default` and
+    /// `second` (see `spread_over_two_connections`).
+    pub spread: bool,
 }
 
 impl Env {
@@ -90,6 +96,7 @@ impl Env {
             watch_all_namespaces: false,
             leader_election: true,
             extra_args: Vec::new(),
+            spread: false,
             audit_log,
         };
         env.put_token_secret(TOKEN).await;
@@ -125,14 +132,46 @@ impl Env {
             .expect("create the SyncSource")
     }
 
-    /// Creates `names` at once, GitHub sources of repositories `{repos}/{name}`.
+    /// Creates `names` at once, GitHub sources of repositories `{repos}/{name}` (spread over
+    /// two connections, every other one naming `second`, when the environment says so).
     pub async fn create_github(&self, names: &[String], repos: &str) {
-        futures::future::join_all(
-            names
-                .iter()
-                .map(|n| self.create(n, github(&format!("{repos}/{n}")))),
-        )
+        futures::future::join_all(names.iter().enumerate().map(|(i, n)| {
+            let mut spec = github(&format!("{repos}/{n}"));
+            if self.spread && i % 2 == 1 {
+                spec["connectionRef"] = json!({"name": "second"});
+            }
+            self.create(n, spec)
+        }))
         .await;
+    }
+
+    /// Two ChromaSyncConnections to the stand-in, `default` (used by objects naming none) and
+    /// `second`, each its own client and limiter in the operator; `create_github` then spreads
+    /// its objects over both.
+    pub async fn spread_over_two_connections(&mut self) {
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            &self.ns,
+            &ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("chromasync.dev", "v1alpha1", "ChromaSyncConnection"),
+                "chromasyncconnections",
+            ),
+        );
+        for name in ["default", "second"] {
+            let connection = json!({
+                "apiVersion": "chromasync.dev/v1alpha1", "kind": "ChromaSyncConnection",
+                "metadata": {"name": name},
+                "spec": {"url": self.chroma_url, "tokenSecretRef": {"name": TOKEN_SECRET}},
+            });
+            api.patch(
+                name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&connection),
+            )
+            .await
+            .expect("apply a connection");
+        }
+        self.spread = true;
     }
 
     pub async fn get(&self, name: &str) -> SyncSource {
