@@ -339,6 +339,16 @@ pub fn client_for(base_url: &str, timeout: Duration) -> ChromaClient {
 /// The kernel's context on the mock apiserver and `chroma`, with `token` as the default token
 /// and no watched caches.
 pub fn context(client: kube::Client, chroma: ChromaClient, token: Option<&str>) -> Arc<Context> {
+    context_with(client, chroma, token, vec![])
+}
+
+/// [`context`] with the SyncSource caches `sources` (as the watched scopes would fill them).
+pub fn context_with(
+    client: kube::Client,
+    chroma: ChromaClient,
+    token: Option<&str>,
+    sources: Vec<kube::runtime::reflector::Store<SyncSource>>,
+) -> Arc<Context> {
     let default_token = DefaultToken {
         value: token.and_then(Token::new),
         file: None,
@@ -352,6 +362,6 @@ pub fn context(client: kube::Client, chroma: ChromaClient, token: Option<&str>) 
         Writer::default().as_reader(),
     ));
     connections.set_synced();
-    let ctx = Context::new(client, connections, metrics, credentials, "test", vec![]);
+    let ctx = Context::new(client, connections, metrics, credentials, "test", sources);
     Arc::new(ctx)
 }
