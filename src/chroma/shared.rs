@@ -4,7 +4,9 @@
 //! create; alone, each would list the database (or the source's invocations) itself. Here the
 //! lookups of one listing share passes, like a group commit: the first pass lists a short
 //! moment after the first lookup; lookups asked while a pass lists wait for it to end and go
-//! together in the next. Each pass pages until each of its lookups has its answer.
+//! together in the next. Each pass pages until each of its lookups has its answer, unless its
+//! reader says another page does not pay ([`Reader::worth_page`]: the looks of followed runs,
+//! which otherwise make a GET each).
 //!
 //! The rule that keeps this correct: the pass a lookup joins starts listing after the lookup
 //! was asked, so it sees everything created before the ask (the create being recovered was an
