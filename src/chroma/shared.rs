@@ -4,7 +4,9 @@
 //! create; alone, each would list the database (or the source's invocations) itself. Here the
 //! lookups of one listing share passes, like a group commit: the first pass lists a short
 //! moment after the first lookup; lookups asked while a pass lists wait for it to end and go
-//! together in the next. Each pass pages until each of its lookups has its answer.
+//! together in the next. Each pass pages until each of its lookups has its answer, unless its
+//! reader says another page does not pay ([`Reader::worth_page`]: the looks of followed runs,
+//! which otherwise make a GET each).
 //!
 //! The rule that keeps this correct: the pass a lookup joins starts listing after the lookup
 //! was asked, so it sees everything created before the ask (the create being recovered was an
@@ -26,8 +28,20 @@ pub trait Reader: Send + 'static {
     type Answer: Send + 'static;
     /// Reads the next page: `Break` with the answer once it needs no further page.
     fn read(&mut self, page: &[Self::Item]) -> ControlFlow<Self::Answer>;
-    /// The answer when the listing ended before `read` had one.
+    /// The answer when the listing ended before `read` had one, or when the pass stopped
+    /// listing because another page was not worth its call ([`Reader::worth_page`]).
     fn end(self) -> Self::Answer;
+    /// Whether a pass reads page `n` (from 0) for the `reading` lookups still reading, `found`
+    /// of the others having been answered by the pages before ([`Reader::found`]). Otherwise
+    /// the pass ends, and every lookup still reading gets [`Reader::end`]. By default a pass
+    /// reads until each lookup has its answer (a recovery lookup must know).
+    fn worth_page(_n: usize, _reading: usize, _found: usize) -> bool {
+        true
+    }
+    /// Whether `answer` is one the listing gave (the lookup needs no call of its own).
+    fn found(_answer: &Self::Answer) -> bool {
+        true
+    }
 }
 
 type Reply<R> = oneshot::Sender<Result<<R as Reader>::Answer, ChromaError>>;
@@ -192,11 +206,24 @@ where
     F: Future<Output = Result<Vec<R::Item>, ChromaError>>,
 {
     let lookups = reading.len();
+    let mut found = 0;
     for n in 0.. {
         // A lookup given up on (its reconcile dropped) costs no further page.
         reading.retain(|(_, reply)| !reply.is_closed());
         if reading.is_empty() {
             debug!(lookups, pages = n, "a shared listing pass ended");
+            return;
+        }
+        if !R::worth_page(n, reading.len(), found) {
+            debug!(
+                lookups,
+                pages = n,
+                found,
+                "a shared listing pass stopped paging"
+            );
+            for (reader, reply) in reading {
+                let _ = reply.send(Ok(reader.end()));
+            }
             return;
         }
         let items = match page(n).await {
@@ -209,6 +236,7 @@ where
             }
         };
         let fed = feed(reading, &items, items.len() < LIST_PAGE);
+        found += fed.answered.iter().filter(|(_, a)| R::found(a)).count();
         for (reply, answer) in fed.answered {
             let _ = reply.send(Ok(answer));
         }
@@ -414,6 +442,48 @@ mod tests {
             assert_eq!(answer.await.unwrap(), Some(7));
         }
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    /// [`Seek`] in a pass that lists only when it pays: never for a lone lookup, and a page
+    /// after the first only while the pages so far found at least as many as they were.
+    struct Frugal(Seek);
+
+    impl Reader for Frugal {
+        type Item = u32;
+        type Answer = Option<u32>;
+        fn read(&mut self, page: &[u32]) -> ControlFlow<Option<u32>> {
+            self.0.read(page)
+        }
+        fn end(self) -> Option<u32> {
+            None
+        }
+        fn worth_page(n: usize, reading: usize, found: usize) -> bool {
+            if n == 0 { reading > 1 } else { n <= found }
+        }
+        fn found(answer: &Option<u32>) -> bool {
+            answer.is_some()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pass_stops_paging_when_its_reader_says_a_page_does_not_pay() {
+        let shared = SharedListing::new(Duration::from_millis(10));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let look = |wanted| shared.look("db", Frugal(seek(wanted, 0)), pager(1000, None, &calls));
+        assert_eq!(look(990).await.unwrap(), None, "alone: no listing");
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+
+        // Page 0 finds 990 and pays for page 1, which finds nothing: page 2 is not read.
+        let (near, deep) = futures::future::join(look(990), look(5)).await;
+        assert_eq!((near.unwrap(), deep.unwrap()), (Some(990), None));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+        // Three near the top and one on page 2: each page paid for by the finds before it.
+        calls.store(0, Ordering::SeqCst);
+        let answers = futures::future::join_all([look(999), look(950), look(850), look(750)]).await;
+        let answers: Vec<_> = answers.into_iter().map(Result::unwrap).collect();
+        assert_eq!(answers, [Some(999), Some(950), Some(850), Some(750)]);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]

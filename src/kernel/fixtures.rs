@@ -377,14 +377,16 @@ impl Routing {
 /// The kernel's context on the mock apiserver and `chroma`, with `token` as the default token
 /// and no watched caches.
 pub fn context(client: kube::Client, chroma: ChromaClient, token: Option<&str>) -> Arc<Context> {
-    context_routed(client, chroma, token, &Routing::default())
+    context_with(client, chroma, token, vec![], &Routing::default())
 }
 
-/// [`context`], routing through the connections and namespaces `routing` holds.
-pub fn context_routed(
+/// [`context`] with the SyncSource caches `sources` (as the watched scopes would fill them),
+/// routing through the connections and namespaces `routing` holds.
+pub fn context_with(
     client: kube::Client,
     chroma: ChromaClient,
     token: Option<&str>,
+    sources: Vec<kube::runtime::reflector::Store<SyncSource>>,
     routing: &Routing,
 ) -> Arc<Context> {
     let default_token = DefaultToken {
@@ -394,6 +396,16 @@ pub fn context_routed(
     let metrics = Metrics::new();
     let credentials = Credentials::new(client.clone(), default_token, vec![], None);
     let connections = routing.connections(chroma);
-    let ctx = Context::new(client, connections, metrics, credentials, "test", vec![]);
+    let ctx = Context::new(client, connections, metrics, credentials, "test", sources);
     Arc::new(ctx)
+}
+
+/// [`context`], routing through the connections and namespaces `routing` holds.
+pub fn context_routed(
+    client: kube::Client,
+    chroma: ChromaClient,
+    token: Option<&str>,
+    routing: &Routing,
+) -> Arc<Context> {
+    context_with(client, chroma, token, vec![], routing)
 }

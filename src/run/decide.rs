@@ -136,6 +136,51 @@ impl Reader for InvocationLookup {
     }
 }
 
+/// A following run's look for its recorded invocation `id` in its source's listing, newest
+/// first: the invocation as listed (the same `Job` a GET answers), or None once a page's oldest
+/// invocation was created before `since` (the run's start, less the skew allowance: the
+/// invocation cannot be further down) or the listing ends without it; then the run asks for it
+/// alone (a GET, which also tells a gone invocation).
+///
+/// The runs of one source and token that look at about the same time share the listing (after
+/// a restart, all its unfinished runs): the first page costs what one GET would, and a lone run
+/// lists nothing (its GET costs the same call without a page of others). A page after the
+/// first is read only while the pages so far found at least as many invocations as they were:
+/// a pass costs at most one call more than a GET per run, and far fewer when the runs are
+/// among the source's newest.
+pub struct InvocationRefresh {
+    pub id: String,
+    pub since: Option<jiff::Timestamp>,
+}
+
+impl Reader for InvocationRefresh {
+    type Item = Job;
+    type Answer = Option<Job>;
+
+    fn read(&mut self, page: &[Job]) -> ControlFlow<Option<Job>> {
+        if let Some(job) = page.iter().find(|job| job.id == self.id) {
+            return ControlFlow::Break(Some(job.clone()));
+        }
+        let oldest = page.last().and_then(|job| job.created_at);
+        match (oldest, self.since) {
+            (Some(oldest), Some(since)) if oldest < since => ControlFlow::Break(None),
+            _ => ControlFlow::Continue(()),
+        }
+    }
+
+    fn end(self) -> Option<Job> {
+        None
+    }
+
+    fn worth_page(n: usize, reading: usize, found: usize) -> bool {
+        if n == 0 { reading > 1 } else { n <= found }
+    }
+
+    fn found(answer: &Option<Job>) -> bool {
+        answer.is_some()
+    }
+}
+
 /// A listed invocation is a run's own when it was created no earlier than `since` (the run's
 /// create-pending mark, less the skew allowance), on the same target, ref, object key and custom id. Among
 /// several, the oldest is the run's: a newer one was started by someone after it.
@@ -463,6 +508,50 @@ mod tests {
         };
         assert_eq!(short.read(&recent), ControlFlow::Continue(()));
         assert_eq!(ids(&short.end()), ["j1200", "j1100"], "the listing ended");
+    }
+
+    #[test]
+    fn an_invocation_refresh_stops_at_its_invocation_or_past_its_start() {
+        let at = |second| job(&format!("j{second}"), second, "c", None, None);
+        let since = Some(jiff::Timestamp::from_second(1_000).unwrap());
+        let mut refresh = InvocationRefresh {
+            id: "j1050".into(),
+            since,
+        };
+        assert_eq!(
+            refresh.read(&[at(1_200), at(1_100)]),
+            ControlFlow::Continue(())
+        );
+        match refresh.read(&[at(1_060), at(1_050), at(900)]) {
+            ControlFlow::Break(Some(found)) => assert_eq!(found, at(1_050), "as listed"),
+            other => panic!("{other:?}"),
+        }
+        let mut gone = InvocationRefresh {
+            id: "gone".into(),
+            since,
+        };
+        assert_eq!(
+            gone.read(&[at(1_200), at(1_000)]),
+            ControlFlow::Continue(())
+        );
+        assert_eq!(
+            gone.read(&[at(999)]),
+            ControlFlow::Break(None),
+            "past its start"
+        );
+        let mut no_start = InvocationRefresh {
+            id: "gone".into(),
+            since: None,
+        };
+        assert_eq!(no_start.read(&[at(1)]), ControlFlow::Continue(()));
+        assert_eq!(no_start.end(), None);
+
+        // A lone run lists nothing; a page after the first is paid for by the finds before it.
+        assert!(!InvocationRefresh::worth_page(0, 1, 0));
+        assert!(InvocationRefresh::worth_page(0, 2, 0));
+        assert!(!InvocationRefresh::worth_page(1, 5, 0));
+        assert!(InvocationRefresh::worth_page(1, 1, 1));
+        assert!(!InvocationRefresh::worth_page(2, 3, 1));
     }
 
     #[test]

@@ -939,3 +939,124 @@ async fn reconcile_now_on_a_failed_run_warns_no_second_time() {
     let status = reconcile_now(&service, &id, RunPhase::Failed).await;
     assert_eq!(conditions(&status), failing("Stalled", Reason::RunFailed));
 }
+
+// After a restart every unfinished run looks at its invocation at once. The runs of one source
+// that look together share its listing (see `decide::InvocationRefresh`); a run looking alone
+// makes the GET it always made (the flows above).
+
+/// The runs' flows on `client`, with the Ready SyncSource of `service` cached (as the watch
+/// fills the cache after a restart), so a look reads no SyncSource from the apiserver.
+fn runs_with_cached_source(client: kube::Client, service: &Service) -> Arc<Driver<Runs>> {
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher::Event;
+    let source: crate::crd::SyncSource =
+        serde_json::from_value(service.ready_source()).expect("a SyncSource");
+    let mut cache = Writer::default();
+    cache.apply_watcher_event(&Event::Apply(source));
+    let chroma = service.chroma.client.clone();
+    let ctx = fixtures::context_with(
+        client,
+        chroma,
+        Some(ADMIN),
+        vec![cache.as_reader()],
+        &Default::default(),
+    );
+    ctx.credentials.set_synced();
+    Driver::new(Runs::new(ctx))
+}
+
+/// Runs recorded Pending on `service`'s source, started together: `writer` (the one the mock
+/// apiserver holds, [`run`]'s name) and one more per id in `others`, each of its own name.
+fn together(
+    service: &Service,
+    writer: &str,
+    others: &[String],
+) -> (ApiServer, Arc<Driver<Runs>>, Vec<Flow>) {
+    let source_id = &service.source_id;
+    let obj = recorded(writer, source_id, RunPhase::Pending, secs(30));
+    let (client, api) = ApiServer::start(&obj);
+    let runs = runs_with_cached_source(client, service);
+    let mut flows = vec![start(Which::Apply, &obj, &runs)];
+    for (i, id) in others.iter().enumerate() {
+        let mut other = recorded(id, source_id, RunPhase::Pending, secs(30));
+        other.metadata.name = Some(format!("docs-run-{i}"));
+        flows.push(start(Which::Apply, &other, &runs));
+    }
+    (api, runs, flows)
+}
+
+/// `n` invocations of the source, pending for an hour, newest last.
+async fn pending(service: &mut Service, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        ids.push(service.invocation(plan(HOUR_MS, HOUR_MS, None)).await);
+    }
+    ids
+}
+
+/// 150 unfinished runs of one source look at once (a restart): 2 list pages (100 to a page),
+/// not 150 GETs. The run whose invocation has started (the oldest, on the second page) writes
+/// Processing from its listed invocation, as from a GET; the others write nothing.
+#[tokio::test]
+async fn runs_of_one_source_looking_at_once_share_one_listing_instead_of_a_get_each() {
+    let mut service = Service::start().await;
+    let started = service.invocation(plan(0, HOUR_MS, None)).await;
+    let others = pending(&mut service, 149).await;
+    let (mut api, runs, flows) = together(&service, &started, &others);
+
+    let status = api.patch(RUN_STATUS_PATH).await;
+    assert_eq!(status["status"]["phase"], "Processing");
+    assert_eq!(
+        conditions(&status),
+        failing("Reconciling", Reason::Processing)
+    );
+    for flow in flows {
+        assert_looks_again_around(outcome(flow).await, secs(30));
+    }
+    assert_eq!(service.calls(), [("list_invocations".into(), 2)].into());
+    api.assert_done(&runs, &[]).await;
+}
+
+/// A run whose invocation lies deeper in the listing than the finds pay for (page 1 found
+/// nothing, so page 2 is not read) learns its phase by a GET of its own.
+#[tokio::test]
+async fn a_run_whose_invocation_is_past_the_listed_pages_looks_at_it_alone() {
+    let mut service = Service::start().await;
+    let deep = service.invocation(plan(0, HOUR_MS, None)).await;
+    pending(&mut service, 200).await; // of runs not looking now
+    let near = pending(&mut service, 1).await;
+    let (mut api, runs, flows) = together(&service, &deep, &near);
+
+    let status = api.patch(RUN_STATUS_PATH).await;
+    assert_eq!(status["status"]["phase"], "Processing");
+    for flow in flows {
+        assert_looks_again_around(outcome(flow).await, secs(30));
+    }
+    let calls = [("get_invocation".into(), 1), ("list_invocations".into(), 2)];
+    assert_eq!(service.calls(), calls.into());
+    api.assert_done(&runs, &[]).await;
+}
+
+/// A gone invocation is not in the listing: its run asks for it alone, and the 404 fails the
+/// run as before.
+#[tokio::test]
+async fn a_gone_invocation_looked_at_with_others_still_fails_its_run() {
+    let mut service = Service::start().await;
+    let near = pending(&mut service, 1).await;
+    let (mut api, runs, mut flows) = together(&service, "gone-invocation", &near);
+
+    let status = api.patch(RUN_STATUS_PATH).await;
+    assert_eq!(status["status"]["phase"], "Failed");
+    let message = status["status"]["message"].as_str().expect("a message");
+    assert!(
+        message.contains("gone-invocation no longer exists"),
+        "{message}"
+    );
+    assert_eq!(conditions(&status), failing("Stalled", Reason::RunFailed));
+    assert_looks_again_around(outcome(flows.pop().unwrap()).await, secs(30));
+    assert_eq!(outcome(flows.pop().unwrap()).await, Next::Settled);
+    assert_eq!(service.chroma.standin.calls("get_invocation", "404"), 1);
+    let calls = [("get_invocation".into(), 1), ("list_invocations".into(), 1)];
+    assert_eq!(service.calls(), calls.into());
+    api.assert_done(&runs, &[("Warning", "RunFailed")]).await;
+}

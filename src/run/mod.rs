@@ -38,11 +38,14 @@ impl Marked for SyncRun {
 }
 
 /// The SyncRun kind's flows and what only they keep: the kernel's [`Context`] (reached through
-/// `Deref`) and the shared lookups of unrecorded invocations.
+/// `Deref`) and the shared listings: lookups of unrecorded invocations, looks of followed ones.
 pub struct Runs {
     ctx: Arc<Context>,
     /// Lookups for unrecorded runs' invocations, sharing a pass per (token, source id).
     lookups: SharedListing<reconcile::Listing, decide::InvocationLookup>,
+    /// Following runs' looks at their invocations, sharing a listing per (token, source id)
+    /// when several look at once (after a restart, all).
+    refreshes: SharedListing<reconcile::Listing, decide::InvocationRefresh>,
 }
 
 impl std::ops::Deref for Runs {
@@ -58,6 +61,7 @@ impl Runs {
         Self {
             ctx,
             lookups: SharedListing::new(LOOKUP_GATHER),
+            refreshes: SharedListing::new(LOOKUP_GATHER),
         }
     }
 }

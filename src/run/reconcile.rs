@@ -7,7 +7,7 @@
 
 use super::decide::{self, Problem, reason_of, refused};
 use super::{Next, Reason, Runs};
-use crate::chroma::wire::{CreateJobPayload, JobStatus};
+use crate::chroma::wire::{CreateJobPayload, Job, JobStatus};
 use crate::chroma::{Cancelled, ChromaError};
 use crate::crd::SyncSource;
 use crate::crd::run::{RunPhase, SyncRun, SyncRunStatus};
@@ -18,6 +18,7 @@ use crate::kernel::events::Kind;
 use crate::kernel::failure::{self, Failure, Retry};
 use crate::kernel::kube_io::{api_of, bounded, params, status_patch};
 use crate::kernel::{Error, intent};
+use futures::future::BoxFuture;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, Patch};
@@ -211,7 +212,7 @@ async fn follow(
         Ok(endpoint) => endpoint,
         Err(next) => return next,
     };
-    let job = match endpoint.chroma.get_invocation(&endpoint.token, id).await {
+    let job = match look_at(ctx, run, previous, &endpoint, id).await {
         Ok(job) => job,
         Err(ChromaError::Api { status: 404, .. }) => {
             let gone = format!("invocation {id} no longer exists in Chroma Sync");
@@ -278,6 +279,54 @@ async fn follow(
     let elapsed = Duration::try_from(now.duration_since(started)).unwrap_or_default();
     Ok(Next::LookAgainIn(decide::next_poll(elapsed, jitter())))
 }
+
+/// The run's invocation as the service reports it now: from its source's listing when other
+/// runs of the source look at the same time (see [`decide::InvocationRefresh`]), else by a GET
+/// of its own. A listing that cannot serve (the source gone from the service, a page that does
+/// not decode) leaves the answer to the GET, whose errors are the run's as before; another
+/// error of the listing is the run's own.
+async fn look_at(
+    ctx: &Runs,
+    run: &SyncRun,
+    previous: &SyncRunStatus,
+    endpoint: &Endpoint,
+    id: &str,
+) -> Result<Job, ChromaError> {
+    if let Some(source_id) = &previous.source_id {
+        let start = previous.start_time.as_ref().map(|t| t.0);
+        let refresh = decide::InvocationRefresh {
+            id: id.to_owned(),
+            since: start
+                .or_else(|| pending_mark(run))
+                .map(create::lookup_since),
+        };
+        let listing = (endpoint.clone(), source_id.clone());
+        match ctx
+            .refreshes
+            .look(listing.clone(), refresh, pager(listing))
+            .await
+        {
+            Ok(Some(job)) => return Ok(job),
+            Ok(None) => {}
+            Err(ChromaError::Api { status: 404, .. } | ChromaError::Decode { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    endpoint.chroma.get_invocation(&endpoint.token, id).await
+}
+
+/// Lists page `n` of the source's invocations, newest first.
+fn pager(listing: Listing) -> impl FnMut(usize) -> BoxFuture<'static, Listed> + Send + 'static {
+    move |n| {
+        let (endpoint, id) = listing.clone();
+        Box::pin(async move {
+            let Endpoint { chroma, token, .. } = &endpoint;
+            chroma.list_invocations_page(token, &id, n).await
+        })
+    }
+}
+
+type Listed = Result<Vec<Job>, ChromaError>;
 
 fn failure_text(status: &JobStatus) -> String {
     match status {
@@ -415,17 +464,11 @@ async fn find_unrecorded(
     };
     // Shared with the other runs of the source that look meanwhile (after a restart, all).
     let listing = (endpoint.clone(), source_id.to_owned());
-    let page = {
-        let (endpoint, id) = listing.clone();
-        move |n| {
-            let (endpoint, id) = (endpoint.clone(), id.clone());
-            async move {
-                let Endpoint { chroma, token, .. } = &endpoint;
-                chroma.list_invocations_page(token, &id, n).await
-            }
-        }
-    };
-    let listed = match ctx.lookups.look(listing, lookup, page).await {
+    let listed = match ctx
+        .lookups
+        .look(listing.clone(), lookup, pager(listing))
+        .await
+    {
         Ok(listed) if listed.is_empty() => return Ok(None), // no need to read the claims
         Ok(listed) => listed,
         Err(ChromaError::Api { status: 404, .. }) => return Ok(None),

@@ -267,6 +267,57 @@ async fn a_sigkill_storm_over_runs_leaves_exactly_one_invocation_per_run() {
     report.pass();
 }
 
+/// After a SIGKILL every unfinished run looks at its invocation at once: the runs of one
+/// source share a paged listing of its invocations instead of a GET each. The invocations all
+/// move on while the operator is down, so each run's first look after the restart shows in its
+/// status (Processing); the calls made until then are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_unfinished_runs_are_refreshed_by_listing_not_a_get_each() {
+    let count = setting("RUNS_REFRESH_RUNS", 40) as usize;
+    let mut env = Env::start("runs-refresh").await;
+    let pending = Duration::from_secs(15);
+    env.standin.set_run_plan(RunPlan {
+        pending_ms: pending.as_millis() as u64,
+        processing_ms: 600_000,
+        fail_with: None,
+    });
+    env.create("docs", github("acme/refresh")).await;
+    env.wait_reason("docs", "SourceReady", SOON).await;
+    let names: Vec<String> = (0..count).map(|i| format!("r{i:03}")).collect();
+    for name in &names {
+        create_run(&env, name, run_spec(name)).await;
+    }
+    for name in &names {
+        wait_run(&env, name, "Pending", SOON).await;
+    }
+    let created = std::time::Instant::now();
+    env.kill_operator();
+    // Every invocation has started while the operator was down.
+    tokio::time::sleep(pending + Duration::from_secs(1)).await;
+    let standin = env.standin.clone();
+    let calls = |endpoint| standin.calls(endpoint, "*");
+    let (gets, lists) = (calls("get_invocation"), calls("list_invocations"));
+    env.start_operator();
+    for name in &names {
+        wait_run(&env, name, "Processing", SOON).await;
+    }
+    let refreshed = created.elapsed();
+    let gets = calls("get_invocation") - gets;
+    let lists = calls("list_invocations") - lists;
+    println!(
+        "{count} unfinished runs of one source after a SIGKILL: {lists} list calls and {gets} \
+         GETs until every run showed its new phase ({:.1} s after the kill)",
+        refreshed.as_secs_f64()
+    );
+    // One page per 100 runs, a pass or two as the runs come from the watch; a GET only for a
+    // run that looked alone.
+    assert!(lists <= 4, "{lists} list calls");
+    assert!(
+        gets + lists < (count as u64) / 4,
+        "{gets} GETs, {lists} lists"
+    );
+}
+
 /// `spec.sync`: a new source starts one run (owned by it, writing a collection of its own);
 /// a GitOps-style bump of `ref.sha` starts exactly one more; the history limit prunes the older
 /// one; `status.lastSync` follows the newest; and once every run is finished the SyncSource is
