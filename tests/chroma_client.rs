@@ -267,9 +267,11 @@ mod invocations {
     async fn env() -> Env {
         let (standin, base) = support::standin::start("t", &["v"]).await;
         let config = ClientConfig {
+            name: "test".into(),
             base_url: base,
             timeout: Duration::from_millis(800),
             extra_ca_pem: None,
+            limits: Default::default(),
         };
         let metrics = Metrics::new();
         let client = ChromaClient::new(&config, metrics.clone()).unwrap();
