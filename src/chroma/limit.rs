@@ -55,8 +55,12 @@ pub const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
 /// The rate after a 429, as a share of the rate before.
 pub const DECREASE: f64 = 0.7;
 /// Additive recovery: per second of successes at the rate, the rate grows by this share of the
-/// rate it had before the last decrease (so it is back there 15 s after a decrease).
+/// rate it had before the last decrease (so it is back there 15 s after a decrease), and by at
+/// least [`MIN_RECOVERY`].
 pub const RECOVERY_PER_SECOND: f64 = 0.02;
+/// The least recovery (calls per second, per second of successes): a rate learnt from a few
+/// calls (an unconfigured client's first 429 at low traffic) must not take hours to grow.
+pub const MIN_RECOVERY: f64 = 0.5;
 /// The lowest adapted rate (calls per second).
 pub const MIN_RATE: f64 = 0.1;
 /// How far back successful calls are counted for the observed rate.
@@ -187,7 +191,7 @@ impl Aimd {
             None => self.observed(now).unwrap_or(1.0),
         };
         self.rate = Some((before * DECREASE).max(MIN_RATE));
-        self.step = (before * RECOVERY_PER_SECOND).max(MIN_RATE * RECOVERY_PER_SECOND);
+        self.step = (before * RECOVERY_PER_SECOND).max(MIN_RECOVERY);
         self.last_decrease = Some(now);
         true
     }
@@ -433,17 +437,17 @@ mod tests {
     #[test]
     fn the_rate_recovers_additively_up_to_the_configured_rate() {
         let t0 = Instant::now();
-        let mut a = Aimd::new(Some(20.0));
+        let mut a = Aimd::new(Some(100.0));
         a.limited(t0, t0);
         let low = a.rate().unwrap();
         // About one second of successes at the rate adds RECOVERY_PER_SECOND of the old rate.
         let mut now = t0;
         for _ in 0..(low.round() as usize) {
-            now += ms(70);
+            now += ms(14);
             a.succeeded(now);
         }
         let after = a.rate().unwrap();
-        let step = 20.0 * RECOVERY_PER_SECOND;
+        let step = 100.0 * RECOVERY_PER_SECOND;
         assert!(
             (after - low - step).abs() < step * 0.1,
             "{low} -> {after}, step {step}"
@@ -452,7 +456,18 @@ mod tests {
             now += ms(10);
             a.succeeded(now);
         }
-        assert_eq!(a.rate(), Some(20.0), "never above the configured rate");
+        assert_eq!(a.rate(), Some(100.0), "never above the configured rate");
+        // A low rate recovers by at least MIN_RECOVERY a second.
+        let mut a = Aimd::new(Some(2.0));
+        a.limited(t0, t0);
+        for _ in 0..14 {
+            a.succeeded(t0);
+        }
+        assert!(
+            a.rate().unwrap() > 1.4 + MIN_RECOVERY * 0.9,
+            "{:?}",
+            a.rate()
+        );
     }
 
     #[test]
