@@ -14,7 +14,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[unsafe(export_name = "_rjem_malloc_conf")]
 static MALLOC_CONF: &[u8; 23] = b"background_thread:true\0";
 
-use chroma_sync_operator::chroma::{ChromaClient, ClientConfig, Token, check_base_url};
+use chroma_sync_operator::chroma::{
+    self, ChromaClient, ClientConfig, Limits, Token, check_base_url,
+};
 use chroma_sync_operator::crd::{self, SyncSource};
 use chroma_sync_operator::kernel::DefaultToken;
 use chroma_sync_operator::metrics::Metrics;
@@ -73,6 +75,17 @@ struct RunArgs {
     /// Timeout of one call to Chroma Sync.
     #[arg(long, env = "CHROMA_SYNC_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     chroma_timeout: Duration,
+    /// Calls per second to Chroma Sync, at most (shared by all calls); unset: unlimited until the
+    /// service answers 429, then the rate of successful calls seen, adapted to later 429s.
+    #[arg(long, env = "CHROMA_SYNC_CALLS_PER_SECOND", value_parser = parse_rate)]
+    chroma_calls_per_second: Option<f64>,
+    /// Calls to Chroma Sync that may go at once above that rate (keep it below the service's own
+    /// burst, so that network jitter cannot push calls over its limit).
+    #[arg(long, env = "CHROMA_SYNC_BURST", default_value_t = chroma::limit::DEFAULT_BURST, value_parser = clap::value_parser!(u32).range(1..))]
+    chroma_burst: u32,
+    /// Calls to Chroma Sync sent and not yet answered, at most (apart from --concurrency).
+    #[arg(long, env = "CHROMA_SYNC_CALLS_IN_FLIGHT", default_value_t = chroma::limit::DEFAULT_IN_FLIGHT, value_parser = parse_in_flight)]
+    chroma_calls_in_flight: usize,
     /// Token for SyncSources without tokenSecretRef.
     #[arg(long, env = "CHROMA_SYNC_TOKEN", hide_env_values = true)]
     default_token: Option<String>,
@@ -128,6 +141,20 @@ enum LogFormat {
     Text,
 }
 
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("not a positive number of calls per second: {s:?}")),
+    }
+}
+
+fn parse_in_flight(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("not a positive number of calls: {s:?}")),
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     chroma_sync_operator::duration::parse(s)
 }
@@ -145,7 +172,7 @@ async fn main() -> anyhow::Result<()> {
 /// Runs the operator: both controllers under one leadership, until a signal.
 async fn operate(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    chroma_sync_operator::chroma::install_crypto_provider();
+    chroma::install_crypto_provider();
     let metrics = Metrics::new();
     let defaults = client_config(&args)?;
     let chroma = ChromaClient::new(&defaults, metrics.clone())?;
@@ -230,9 +257,15 @@ fn client_config(args: &RunArgs) -> anyhow::Result<ClientConfig> {
     check_base_url(&args.chroma_url, args.allow_insecure_http)?;
     let extra_ca_pem = args.ca_file.as_ref().map(std::fs::read).transpose()?;
     Ok(ClientConfig {
+        name: "operator".into(),
         base_url: args.chroma_url.clone(),
         timeout: args.chroma_timeout,
         extra_ca_pem,
+        limits: Limits {
+            calls_per_second: args.chroma_calls_per_second,
+            burst: args.chroma_burst,
+            in_flight: args.chroma_calls_in_flight,
+        },
     })
 }
 
@@ -362,7 +395,7 @@ async fn lead(
 }
 
 async fn probe(url: &str, timeout: Duration) -> anyhow::Result<()> {
-    chroma_sync_operator::chroma::install_crypto_provider();
+    chroma::install_crypto_provider();
     let client = reqwest::Client::builder().timeout(timeout).build()?;
     let status = client.get(url).send().await?.status();
     anyhow::ensure!(status.is_success(), "{url} answered {status}");

@@ -16,6 +16,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -28,6 +29,11 @@ struct CallLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
     endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionLabels {
+    connection: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -139,6 +145,29 @@ struct Inner {
     drift_checks: Family<ResultLabels, Counter>,
     leader: Gauge,
     conditions: ConditionSources,
+    rate_limited: Family<ConnectionLabels, Counter>,
+    limiter_wait: Family<ConnectionLabels, Histogram>,
+    calls_in_flight: Family<ConnectionLabels, Gauge>,
+    rate_limit: Family<ConnectionLabels, Gauge<f64, AtomicU64>>,
+}
+
+/// The series of one connection's limiter (`chroma::limit`), labelled `connection`.
+#[derive(Clone, Debug)]
+pub struct LimiterMetrics {
+    /// Calls answered 429.
+    pub limited: Counter,
+    /// Seconds a call waited for the limiter (a free slot, the bucket, a pause).
+    pub waited: Histogram,
+    /// Calls sent and not yet answered.
+    pub in_flight: Gauge,
+    rate: Gauge<f64, AtomicU64>,
+}
+
+impl LimiterMetrics {
+    /// The rate the limiter paces calls at now; 0 while there is none (unlimited).
+    pub fn set_rate(&self, rate: Option<f64>) {
+        self.rate.set(rate.unwrap_or(0.0));
+    }
 }
 
 /// Cheap to clone; all clones share one registry.
@@ -244,9 +273,41 @@ impl Metrics {
              is off), 0 while it stands by",
             leader.clone(),
         );
+        let rate_limited = Family::<ConnectionLabels, Counter>::default();
+        registry.register(
+            "chroma_rate_limited",
+            "Calls to the Chroma Sync API answered 429 (rate limited), by connection",
+            rate_limited.clone(),
+        );
+        let limiter_wait = Family::<ConnectionLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 16))
+        });
+        registry.register(
+            "chroma_limiter_wait_seconds",
+            "How long a call to the Chroma Sync API waited for its connection's limiter (a free \
+             slot, the rate, a pause after a 429), by connection",
+            limiter_wait.clone(),
+        );
+        let calls_in_flight = Family::<ConnectionLabels, Gauge>::default();
+        registry.register(
+            "chroma_calls_in_flight",
+            "Calls to the Chroma Sync API sent and not yet answered, by connection",
+            calls_in_flight.clone(),
+        );
+        let rate_limit = Family::<ConnectionLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "chroma_rate_limit",
+            "The rate (calls per second) a connection's calls are paced at now, as configured \
+             and adapted to 429s; 0 while unlimited",
+            rate_limit.clone(),
+        );
         let conditions = ConditionSources::default();
         registry.register_collector(Box::new(Conditions(conditions.clone())));
         Self(Arc::new(Inner {
+            rate_limited,
+            limiter_wait,
+            calls_in_flight,
+            rate_limit,
             leader,
             conditions,
             sources_missing,
@@ -297,6 +358,19 @@ impl Metrics {
             .chroma_duration
             .get_or_create(&EndpointLabels { endpoint })
             .observe(took.as_secs_f64());
+    }
+
+    /// The series of the limiter of the connection `connection` (a label: never a secret).
+    pub fn limiter(&self, connection: &str) -> LimiterMetrics {
+        let labels = ConnectionLabels {
+            connection: connection.to_owned(),
+        };
+        LimiterMetrics {
+            limited: self.0.rate_limited.get_or_create(&labels).clone(),
+            waited: self.0.limiter_wait.get_or_create(&labels).clone(),
+            in_flight: self.0.calls_in_flight.get_or_create(&labels).clone(),
+            rate: self.0.rate_limit.get_or_create(&labels).clone(),
+        }
     }
 
     /// A SyncRun reached `phase`; `since_created` is set for a final phase.

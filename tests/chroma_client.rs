@@ -49,10 +49,12 @@ async fn failures_are_sorted_for_the_reconciler() {
         .unwrap_err();
     assert!(matches!(e, ChromaError::Api { status: 502, .. }), "{e:?}");
 
+    // A Retry-After longer than the client waits within one call (its timeout, 800 ms here)
+    // reaches the caller; shorter ones the client waits out itself (`limited_mode` below).
     faults(
         &http,
         &base,
-        json!({"rate_limit_next": 1, "retry_after_secs": 7}),
+        json!({"rate_limit_next": 1, "retry_after_secs": 2}),
     )
     .await;
     let e = client
@@ -67,7 +69,7 @@ async fn failures_are_sorted_for_the_reconciler() {
     else {
         panic!("{e:?}")
     };
-    assert_eq!(retry_after, Some(Duration::from_secs(7)));
+    assert_eq!(retry_after, Some(Duration::from_secs(2)));
 
     // Cut mid-answer, after the source was committed: not an API error, and not "nothing created".
     faults(&http, &base, json!({"drop_next": 1})).await;
@@ -267,9 +269,11 @@ mod invocations {
     async fn env() -> Env {
         let (standin, base) = support::standin::start("t", &["v"]).await;
         let config = ClientConfig {
+            name: "test".into(),
             base_url: base,
             timeout: Duration::from_millis(800),
             extra_ca_pem: None,
+            limits: Default::default(),
         };
         let metrics = Metrics::new();
         let client = ChromaClient::new(&config, metrics.clone()).unwrap();
@@ -663,8 +667,9 @@ mod invocations {
         ] {
             env.standin.set_faults(chroma_sync_standin::Faults {
                 endpoints: vec![endpoint.into()],
+                // Longer than the client's timeout (800 ms): it goes back to the caller.
                 rate_limit_next: 1,
-                retry_after_secs: 9,
+                retry_after_secs: 1,
                 ..Default::default()
             });
             let e = match endpoint {
@@ -687,7 +692,7 @@ mod invocations {
             else {
                 panic!("{endpoint}: {e:?}")
             };
-            assert_eq!(retry_after, Some(Duration::from_secs(9)), "{endpoint}");
+            assert_eq!(retry_after, Some(Duration::from_secs(1)), "{endpoint}");
             assert_eq!(env.standin.calls(endpoint, "429"), 1, "{endpoint}");
         }
         assert_eq!(
@@ -761,5 +766,217 @@ mod invocations {
                 .unwrap()
                 .is_empty()
         );
+    }
+}
+
+// The client's limiter against the stand-in's limited mode: one limiter per client, shared by
+// its clones and every caller.
+
+mod limited_mode {
+    use super::*;
+    use chroma_sync_operator::chroma::{ClientConfig, Limits};
+    use chroma_sync_operator::metrics::Metrics;
+    use chroma_sync_standin::{Faults, StandIn};
+    use futures::future::join_all;
+    use std::time::Instant;
+
+    /// A stand-in at `rate` calls per second for token `t` (its burst one second's worth; 0: no
+    /// limit) answering after `latency_ms`, and a client of it with `limits` whose calls give
+    /// up after 10 s (so that it waits out a `Retry-After: 1` itself).
+    async fn limited(
+        rate: f64,
+        latency_ms: u64,
+        limits: Limits,
+    ) -> (StandIn, ChromaClient, Metrics) {
+        let (standin, base) = support::standin::start("t", &[]).await;
+        standin.set_faults(Faults {
+            calls_per_second: rate,
+            latency_ms,
+            ..Default::default()
+        });
+        let config = ClientConfig {
+            name: "limited".into(),
+            base_url: base,
+            timeout: Duration::from_secs(10),
+            extra_ca_pem: None,
+            limits,
+        };
+        let metrics = Metrics::new();
+        let client = ChromaClient::new(&config, metrics.clone()).unwrap();
+        (standin, client, metrics)
+    }
+
+    /// `k` list calls at once, from clones of `client`; how many succeeded.
+    async fn calls_at_once(client: &ChromaClient, k: usize) -> usize {
+        let token = Token::new("t").unwrap();
+        let calls = (0..k).map(|_| {
+            let (client, token) = (client.clone(), token.clone());
+            async move { client.list_sources_page(&token, "docs", 0).await }
+        });
+        let results = join_all(calls).await;
+        for r in &results {
+            if let Err(e) = r {
+                eprintln!("a call failed: {e}");
+            }
+        }
+        results.iter().filter(|r| r.is_ok()).count()
+    }
+
+    fn series(metrics: &Metrics, name: &str) -> f64 {
+        let text = metrics.render();
+        let prefix = format!("chroma_sync_operator_{name}{{connection=\"limited\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_the_services_rate_every_call_goes_without_a_429() {
+        let limits = Limits {
+            calls_per_second: Some(20.0),
+            ..Limits::default()
+        };
+        let (standin, client, metrics) = limited(20.0, 20, limits).await;
+        let started = Instant::now();
+        assert_eq!(calls_at_once(&client, 60).await, 60);
+        // At 20 a second after a burst of 1: 59 / 20 s at least, whatever the machine.
+        assert!(
+            started.elapsed() >= Duration::from_millis(2900),
+            "{:?}",
+            started.elapsed()
+        );
+        // Calls sent at the service's rate: the service's burst (20) less the client's (1)
+        // absorbs up to 0.95 s of jitter; without the limiter about 40 of the 60 were refused.
+        let refused = standin.calls("list_sources", "429");
+        assert!(refused <= 1, "{refused} calls answered 429");
+        assert_eq!(
+            series(&metrics, "chroma_rate_limited_total"),
+            refused as f64
+        );
+        assert!(standin.max_in_flight() <= 16);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unconfigured_the_client_learns_the_rate_and_every_call_succeeds() {
+        let (standin, client, metrics) = limited(20.0, 20, Limits::default()).await;
+        assert_eq!(client.rate(), None, "unlimited until a 429");
+        assert_eq!(
+            calls_at_once(&client, 200).await,
+            200,
+            "all succeed, 429s retried inside"
+        );
+        let ok = standin.calls("list_sources", "200");
+        let refused = standin.calls("list_sources", "429");
+        assert_eq!(ok, 200);
+        // The first round overruns the service's burst (16 in flight); after that the rate
+        // learnt keeps calls near the limit. Without adapting, every pause would end in 16 calls
+        // at once and most of them refused again.
+        let share = refused as f64 / (ok + refused) as f64;
+        eprintln!(
+            "{refused} of {} answered 429; rate learnt {:?}",
+            ok + refused,
+            client.rate()
+        );
+        assert!(share <= 0.15, "{refused} of {} answered 429", ok + refused);
+        let rate = client.rate().expect("a rate learnt from the 429");
+        assert!(
+            rate > 5.0 && rate < 40.0,
+            "learnt {rate} calls/s for a limit of 20"
+        );
+        assert_eq!(series(&metrics, "chroma_rate_limit"), rate);
+        assert_eq!(
+            series(&metrics, "chroma_rate_limited_total"),
+            refused as f64
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retry_after_pauses_every_caller_of_the_client() {
+        let limits = Limits {
+            calls_per_second: Some(100.0),
+            ..Limits::default()
+        };
+        let (standin, client, metrics) = limited(0.0, 0, limits).await;
+        let token = Token::new("t").unwrap();
+        standin.set_faults(Faults {
+            endpoints: vec!["get_source".into()],
+            rate_limit_next: 1,
+            retry_after_secs: 2,
+            ..Default::default()
+        });
+        let started = Instant::now();
+        // The first caller is answered 429 and retried inside the client after the pause.
+        let first = tokio::spawn({
+            let (client, token) = (client.clone(), token.clone());
+            async move { client.get_source(&token, "nope").await }
+        });
+        while standin.calls("get_source", "429") == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Another caller, of another endpoint, through a clone: it waits out the same pause.
+        let other = client.clone();
+        other.list_sources_page(&token, "docs", 0).await.unwrap();
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(1900),
+            "went after {waited:?}"
+        );
+        assert_eq!(
+            first.await.unwrap().unwrap(),
+            None,
+            "the retry got its answer (404)"
+        );
+        assert_eq!(standin.calls("get_source", "429"), 1);
+        assert_eq!(standin.calls("get_source", "404"), 1);
+        assert_eq!(series(&metrics, "chroma_rate_limited_total"), 1.0);
+        // A client of its own (another connection) is not paused by this one's 429.
+        let separate = support::chroma::client(
+            standin.start_local().await.unwrap(),
+            Duration::from_secs(10),
+            None,
+        );
+        standin.set_faults(Faults {
+            endpoints: vec!["get_source".into()],
+            rate_limit_next: 1,
+            retry_after_secs: 2,
+            ..Default::default()
+        });
+        let paused = tokio::spawn({
+            let (client, token) = (client.clone(), token.clone());
+            async move { client.get_source(&token, "nope").await }
+        });
+        while standin.calls("get_source", "429") < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let started = Instant::now();
+        separate.list_sources_page(&token, "docs", 0).await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(!paused.is_finished(), "the first client is still paused");
+        assert_eq!(paused.await.unwrap().unwrap(), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_in_flight_never_exceed_the_limit() {
+        let limits = Limits {
+            in_flight: 4,
+            ..Limits::default()
+        };
+        let (standin, client, metrics) = limited(0.0, 100, limits).await;
+        let started = Instant::now();
+        assert_eq!(calls_at_once(&client, 40).await, 40);
+        // 40 calls of 100 ms, 4 at a time: 1 s at least.
+        assert!(
+            started.elapsed() >= Duration::from_millis(950),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(standin.max_in_flight(), 4, "the limit, and reached");
+        assert_eq!(series(&metrics, "chroma_calls_in_flight"), 0.0);
+        assert_eq!(standin.calls("list_sources", "429"), 0);
     }
 }

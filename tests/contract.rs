@@ -985,9 +985,11 @@ async fn get_source_reads_back_what_create_made_without_a_difference() {
         "and its 404 is published"
     );
     let config = ClientConfig {
+        name: "test".into(),
         base_url: base.clone(),
         timeout: std::time::Duration::from_secs(5),
         extra_ca_pem: None,
+        limits: Default::default(),
     };
     let client = ChromaClient::new(&config, Default::default()).unwrap();
     let token = Token::new("t").unwrap();

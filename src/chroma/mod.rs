@@ -2,13 +2,18 @@
 //!
 //! Every outcome is sorted into [`ChromaError`] here, at the edge, so the reconciler decides on
 //! plain values. The token is carried in [`Token`], which never prints itself. Lookups that read
-//! the same listing share one paged pass over it ([`shared`]).
+//! the same listing share one paged pass over it ([`shared`]). Every call of a client, and of its
+//! clones, goes through the client's one [`limit::Limiter`]: the rate, the calls in flight, the
+//! pause after a 429 (which the client retries itself, a few times: a 429 means the request was
+//! not processed).
 
 pub mod decode;
+pub mod limit;
 pub mod shared;
 pub mod wire;
 
 use crate::metrics::Metrics;
+pub use limit::Limits;
 use reqwest::header::{HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use std::fmt;
@@ -103,20 +108,29 @@ pub enum Cancelled {
     AlreadyGone,
 }
 
-/// Client settings.
+/// Client settings: one client per connection.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
+    /// The connection's label on the limiter's metrics (`operator` for the one the flags
+    /// configure). Never a secret.
+    pub name: String,
     pub base_url: String,
     pub timeout: Duration,
     /// Extra PEM CA certificates to trust (corporate proxies).
     pub extra_ca_pem: Option<Vec<u8>>,
+    /// The service's limits as this client keeps them.
+    pub limits: Limits,
 }
 
+/// Cheap to clone; clones share the connection pool and the limiter.
 #[derive(Clone)]
 pub struct ChromaClient {
     http: reqwest::Client,
     base: String,
     metrics: Metrics,
+    limiter: std::sync::Arc<limit::Limiter>,
+    /// How long the 429s of one call may keep it waiting, in all (the call timeout).
+    retry_within: Duration,
 }
 
 /// Page size for listing; the service's own default.
@@ -134,10 +148,13 @@ impl ChromaClient {
                 builder = builder.add_root_certificate(cert);
             }
         }
+        let limiter = limit::Limiter::new(&config.limits, metrics.limiter(&config.name));
         Ok(Self {
             http: builder.build()?,
             base: config.base_url.trim_end_matches('/').to_owned(),
             metrics,
+            limiter: std::sync::Arc::new(limiter),
+            retry_within: config.timeout,
         })
     }
 
@@ -159,6 +176,11 @@ impl ChromaClient {
             )
             .await?;
         decode::listed(status.as_u16(), &body).map(drop)
+    }
+
+    /// The rate this client's calls are paced at now (`None`: unlimited).
+    pub fn rate(&self) -> Option<f64> {
+        self.limiter.rate()
     }
 
     /// `POST /api/v1/sources`: the new source's id.
@@ -337,7 +359,49 @@ impl ChromaClient {
         }
     }
 
+    /// One call through the limiter; a 429 pauses every caller of this client and is tried
+    /// again after the pause (the service did not process it), up to [`limit::MAX_ATTEMPTS`]
+    /// times and within the call timeout in all; then the 429 goes to the caller.
     async fn call<B: serde::Serialize>(
+        &self,
+        endpoint: &'static str,
+        method: Method,
+        path: &str,
+        token: &Token,
+        body: Option<&B>,
+    ) -> Result<(StatusCode, bytes::Bytes), ChromaError> {
+        let mut paused = Duration::ZERO;
+        for attempt in 1.. {
+            let admitted = self.limiter.admit().await;
+            let sent = admitted.sent;
+            let result = self
+                .call_once(endpoint, method.clone(), path, token, body)
+                .await;
+            drop(admitted);
+            match &result {
+                Err(ChromaError::Api {
+                    status: 429,
+                    retry_after,
+                    ..
+                }) => {
+                    let pause = self.limiter.limited(sent, *retry_after);
+                    if limit::retry_again(attempt, paused, pause, self.retry_within) {
+                        paused += pause;
+                        continue;
+                    }
+                }
+                // Answered: what the service processes. (No answer says nothing of its limit.)
+                Ok(_) | Err(ChromaError::Api { .. } | ChromaError::Decode { .. }) => {
+                    self.limiter.succeeded()
+                }
+                Err(ChromaError::Transport { .. }) => {}
+            }
+            return result;
+        }
+        unreachable!("the attempts end in a return")
+    }
+
+    async fn call_once<B: serde::Serialize>(
         &self,
         endpoint: &'static str,
         method: Method,

@@ -7,6 +7,23 @@ use crate::kernel::conditions::{READY, RECONCILING, STALLED, condition};
 use crate::kernel::failure::{Class, classify};
 use std::time::Duration;
 
+/// A connection's `limits` over the operator's own (a limit the connection leaves unset keeps the
+/// operator's flag).
+pub fn apply_limits(
+    into: &mut crate::chroma::limit::Limits,
+    from: &crate::crd::connection::Limits,
+) {
+    if let Some(rate) = from.calls_per_second {
+        into.calls_per_second = Some(f64::from(rate));
+    }
+    if let Some(burst) = from.burst {
+        into.burst = u32::try_from(burst).unwrap_or(1).max(1);
+    }
+    if let Some(in_flight) = from.calls_in_flight {
+        into.in_flight = usize::try_from(in_flight).unwrap_or(1).max(1);
+    }
+}
+
 /// Failures that may pass by themselves that a Ready connection rides out before it says so.
 pub const TRANSIENT_FAILURES_TOLERATED: u32 = 2;
 
@@ -203,6 +220,23 @@ mod tests {
         assert!(!refused.keep_status && n == 0, "a refusal is said at once");
         let (ok, n) = damped(outcome_of("https://x", Ok(())), true, 2);
         assert!(ok.ready && n == 0);
+    }
+
+    #[test]
+    fn a_connections_limits_replace_only_what_it_sets() {
+        let mut limits = crate::chroma::limit::Limits {
+            calls_per_second: None,
+            burst: 1,
+            in_flight: 16,
+        };
+        let declared = crate::crd::connection::Limits {
+            calls_per_second: Some(20),
+            burst: None,
+            calls_in_flight: Some(4),
+        };
+        apply_limits(&mut limits, &declared);
+        assert_eq!(limits.calls_per_second, Some(20.0));
+        assert_eq!((limits.burst, limits.in_flight), (1, 4));
     }
 
     #[test]

@@ -426,6 +426,10 @@ impl Checker {
             config.timeout = crate::duration::parse(timeout)
                 .map_err(|e| Outcome::stalled(Reason::InvalidSpec, format!("timeout: {e}")))?;
         }
+        config.name = obj.via().label();
+        if let Some(limits) = &endpoint.limits {
+            check::apply_limits(&mut config.limits, limits);
+        }
         if let Some(bundle) = &endpoint.ca_bundle {
             let namespace = obj.references_namespace();
             // Added to the operator's own (`--ca-file`: a proxy's CA applies to every endpoint).

@@ -195,16 +195,19 @@ fn default_ca_key() -> String {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Limits {
-    /// Calls per second at most (your account's limit). Unlimited when unset, until the service
-    /// answers 429.
+    /// Calls per second at most (your account's limit). The operator's
+    /// `--chroma-calls-per-second` when unset (by default unlimited until the service answers
+    /// 429, then learnt from it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100000))]
     pub calls_per_second: Option<i32>,
-    /// Calls that may go at once after a quiet spell. One second's worth when unset.
+    /// Calls that may go at once above the rate after a quiet spell. The operator's
+    /// `--chroma-burst` when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100000))]
     pub burst: Option<i32>,
-    /// Calls waiting for an answer at once.
+    /// Calls waiting for an answer at once, at most. The operator's `--chroma-calls-in-flight`
+    /// when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1024))]
     pub calls_in_flight: Option<i32>,

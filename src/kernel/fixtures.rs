@@ -329,9 +329,11 @@ impl Chroma {
 
 pub fn client_for(base_url: &str, timeout: Duration) -> ChromaClient {
     let config = ClientConfig {
+        name: "test".into(),
         base_url: base_url.to_owned(),
         timeout,
         extra_ca_pem: None,
+        limits: Default::default(),
     };
     ChromaClient::new(&config, Metrics::new()).expect("a Chroma client")
 }

@@ -222,6 +222,8 @@ mod tests {
         ];
         let client = |url: &str| {
             let config = crate::chroma::ClientConfig {
+                name: "test".into(),
+                limits: Default::default(),
                 base_url: url.into(),
                 timeout: Duration::from_secs(1),
                 extra_ca_pem: None,

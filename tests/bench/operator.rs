@@ -11,7 +11,9 @@
 //! BENCH_NAMESPACES (spread the operator's objects over this many namespaces, each with its own
 //! token Secret, the operator watching all namespaces; default 1: the namespace `bench`),
 //! BENCH_UNRELATED (Secrets and ConfigMaps of other software, this many of each over 100 other
-//! namespaces, present for the whole run; default 0).
+//! namespaces, present for the whole run; default 0), BENCH_LIMITED_N (objects of each limited
+//! phase: the stand-in at a rate limit or a latency; default 2000, 0 skips them),
+//! BENCH_LIMITED_ONLY (1: the limited phases only).
 
 use chroma_sync_operator::crd::run::{RunPhase, SyncRun};
 use chroma_sync_operator::crd::{self, SyncSource};
@@ -92,7 +94,7 @@ impl Layout {
 
     /// The operator's `--namespaces`: none (all) when spread.
     fn watch_flag(&self) -> Option<&str> {
-        (!self.spread()).then_some(NS)
+        (!self.spread()).then(|| self.namespaces[0].as_str())
     }
 }
 
@@ -166,17 +168,20 @@ fn heap_per_cached_object() -> usize {
 async fn main() -> anyhow::Result<()> {
     chroma_sync_operator::chroma::install_crypto_provider();
     let mut bench = Bench::set_up().await?;
-    bench.heap();
-    let floors = bench.floors().await?;
-    let idle = bench.idle_memory().await?;
-    let (op, tracker) = bench.catch_up(&floors).await?;
-    bench.responsiveness(&tracker).await?;
-    bench.runs().await?;
-    bench.at_rest(&op).await;
-    let op = bench.restart(op).await?;
-    let op = bench.drift_check(op).await?;
-    bench.delete_all(op).await?;
-    bench.among_secrets(idle).await?;
+    if !bench.limited_only {
+        bench.heap();
+        let floors = bench.floors().await?;
+        let idle = bench.idle_memory().await?;
+        let (op, tracker) = bench.catch_up(&floors).await?;
+        bench.responsiveness(&tracker).await?;
+        bench.runs().await?;
+        bench.at_rest(&op).await;
+        let op = bench.restart(op).await?;
+        let op = bench.drift_check(op).await?;
+        bench.delete_all(op).await?;
+        bench.among_secrets(idle).await?;
+    }
+    bench.limited().await?;
     bench.write()
 }
 
@@ -195,6 +200,45 @@ struct Bench {
     standin: StandIn,
     chroma_url: String,
     report: Report,
+    /// Objects of each limited phase (BENCH_LIMITED_N; 0: none).
+    limited_n: usize,
+    /// BENCH_LIMITED_ONLY: only the limited phases.
+    limited_only: bool,
+}
+
+/// The limit of the limited phases' stand-in (calls per second per token) and its latency.
+const LIMITED_RATE: f64 = 20.0;
+const LIMITED_LATENCY_MS: u64 = 100;
+/// The latency of the phase without a limit, and the operator's calls in flight (its default).
+const SLOW_LATENCY_MS: u64 = 250;
+const IN_FLIGHT: usize = 16;
+
+/// One limited phase: how the stand-in answers and how the operator is configured.
+struct LimitedPhase {
+    key: &'static str,
+    label: String,
+    /// The stand-in's limit (0: none) and latency.
+    rate: f64,
+    latency_ms: u64,
+    /// The operator's extra flags.
+    flags: Vec<String>,
+    concurrency: usize,
+    /// The time the limit allows for N objects (one create each).
+    bound_secs: f64,
+    bound: &'static str,
+}
+
+/// What a limited phase measured.
+struct LimitedRun {
+    /// From the operator's start to its readiness.
+    startup: f64,
+    /// From its readiness to every object Ready.
+    secs: f64,
+    calls: u64,
+    refused: u64,
+    max_in_flight: u64,
+    /// The operator's rate at the end (0: unlimited).
+    rate: f64,
 }
 
 /// The two floors a catch-up is compared with.
@@ -214,10 +258,13 @@ impl Bench {
         let unrelated = setting("BENCH_UNRELATED", 0) as usize;
         let kubeconfig = kubeconfig_path();
         let admin = client_for(&kubeconfig).await;
+        let limited_n = setting("BENCH_LIMITED_N", 2000) as usize;
+        let limited_only = setting("BENCH_LIMITED_ONLY", 0) != 0;
         println!(
-            "chroma-sync-operator benchmark: N = {n} in {} namespace(s), {unrelated} unrelated Secrets and ConfigMaps each, concurrency {concurrency}, {} cores",
+            "chroma-sync-operator benchmark: N = {n} in {} namespace(s), {unrelated} unrelated Secrets and ConfigMaps each, concurrency {concurrency}, {} cores; limited phases: N = {limited_n}{}",
             layout.namespaces.len(),
-            num_cpus()
+            num_cpus(),
+            if limited_only { " (only those)" } else { "" }
         );
         setup(&admin, &layout).await?;
         if unrelated > 0 {
@@ -229,6 +276,8 @@ impl Bench {
         let sa = client_for(&sa_kubeconfig).await;
         let (standin, chroma_url) = support::standin::start(TOKEN, &[]).await;
         Ok(Self {
+            limited_n,
+            limited_only,
             n,
             rest: Duration::from_secs(setting("BENCH_REST_SECS", 120)),
             concurrency,
@@ -770,6 +819,7 @@ impl Bench {
                     &self.chroma_url,
                     self.concurrency,
                     Duration::ZERO,
+                    &[],
                 )?;
                 old.wait_ready().await;
                 tokio::time::sleep(Duration::from_secs(2)).await;
@@ -792,12 +842,158 @@ impl Bench {
         Ok(())
     }
 
+    /// The stand-in limited as the service limits (20 calls/s per token + 100 ms a call), with
+    /// the operator told that rate and with it at its defaults (it learns the rate from 429s);
+    /// and a slow service without a limit (250 ms a call), where the calls in flight (16) are
+    /// the bound. Each on BENCH_LIMITED_N new objects in a namespace of its own, against a
+    /// stand-in of its own, timed from the operator's start to all Ready.
+    async fn limited(&mut self) -> anyhow::Result<()> {
+        let n = self.limited_n;
+        if n == 0 {
+            return Ok(());
+        }
+        let rate_bound = n as f64 / LIMITED_RATE;
+        let phases = [
+            LimitedPhase {
+                key: "limited_configured",
+                label: format!(
+                    "limited {LIMITED_RATE:.0} calls/s + {LIMITED_LATENCY_MS} ms, operator at {LIMITED_RATE:.0} calls/s"
+                ),
+                rate: LIMITED_RATE,
+                latency_ms: LIMITED_LATENCY_MS,
+                flags: vec![
+                    "--chroma-calls-per-second".into(),
+                    format!("{LIMITED_RATE}"),
+                ],
+                concurrency: self.concurrency,
+                bound_secs: rate_bound,
+                bound: "N/20 s",
+            },
+            LimitedPhase {
+                key: "latency_250ms",
+                label: format!(
+                    "{SLOW_LATENCY_MS} ms a call, no limit, {IN_FLIGHT} in flight (concurrency {})",
+                    2 * IN_FLIGHT
+                ),
+                rate: 0.0,
+                latency_ms: SLOW_LATENCY_MS,
+                flags: vec!["--chroma-calls-in-flight".into(), IN_FLIGHT.to_string()],
+                // More reconciles than calls in flight, so that the calls in flight are the bound.
+                concurrency: 2 * IN_FLIGHT,
+                bound_secs: n as f64 * SLOW_LATENCY_MS as f64 / 1000.0 / IN_FLIGHT as f64,
+                bound: "N x 0.25 / 16 s",
+            },
+            LimitedPhase {
+                key: "limited_defaults",
+                label: format!(
+                    "limited {LIMITED_RATE:.0} calls/s + {LIMITED_LATENCY_MS} ms, operator at its defaults (no rate)"
+                ),
+                rate: LIMITED_RATE,
+                latency_ms: LIMITED_LATENCY_MS,
+                flags: vec![],
+                concurrency: self.concurrency,
+                bound_secs: rate_bound,
+                bound: "N/20 s",
+            },
+        ];
+        for (k, phase) in phases.iter().enumerate() {
+            let run = self.limited_phase(&format!("limited-{k}"), phase).await?;
+            let ratio = run.secs / phase.bound_secs;
+            let share = run.refused as f64 / run.calls.max(1) as f64;
+            self.report.add(
+                phase.key,
+                &format!(
+                    "{}: ready -> {n} Ready (s; x {}) / 429 share",
+                    phase.label, phase.bound
+                ),
+                json!({"n": n, "secs": run.secs, "startup_secs": run.startup, "bound_secs": phase.bound_secs, "ratio": ratio,
+                       "calls": run.calls, "refused": run.refused, "share_429": share,
+                       "max_in_flight": run.max_in_flight, "rate_at_end": run.rate}),
+                format!(
+                    "{:.1} s ({ratio:.2} x {:.0} s; start-up {:.1} s before) / {:.2}% ({} of {} calls; {} in flight at most; rate at the end {:.1}/s)",
+                    run.secs,
+                    phase.bound_secs,
+                    run.startup,
+                    100.0 * share,
+                    run.refused,
+                    run.calls,
+                    run.max_in_flight,
+                    run.rate
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    async fn limited_phase(&self, ns: &str, phase: &LimitedPhase) -> anyhow::Result<LimitedRun> {
+        let (n, admin) = (self.limited_n, self.admin.clone());
+        prepare_namespace(&admin, ns).await?;
+        let layout = Layout {
+            namespaces: vec![ns.to_owned()],
+        };
+        let tracker = ReadyTracker::start(admin.clone(), &layout);
+        create_spread(&admin, &layout, n, 0).await?;
+        let (standin, chroma_url) = support::standin::start(TOKEN, &[]).await;
+        standin.set_faults(chroma_sync_standin::Faults {
+            calls_per_second: phase.rate,
+            latency_ms: phase.latency_ms,
+            ..Default::default()
+        });
+        let op = Operator::start_binary(
+            &std::env::var("BENCH_OPERATOR").unwrap_or_else(|_| BINARY.to_owned()),
+            &layout,
+            &self.sa_kubeconfig,
+            &chroma_url,
+            phase.concurrency,
+            Duration::ZERO,
+            &phase.flags,
+        )?;
+        let spawned = Instant::now();
+        // Timed from the operator's readiness (its caches synced, the Lease held): its start-up
+        // is not the limit's concern (it is reported beside).
+        op.wait_ready().await;
+        let started = Instant::now();
+        let startup = (started - spawned).as_secs_f64();
+        let limit = Duration::from_secs_f64(120.0 + 3.0 * phase.bound_secs);
+        while tracker.ready_count() < n {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            anyhow::ensure!(
+                started.elapsed() < limit,
+                "{}: {} of {n} Ready after {limit:?}",
+                phase.key,
+                tracker.ready_count()
+            );
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let rate = op
+            .gauge(r#"chroma_sync_operator_chroma_rate_limit{connection="operator"}"#)
+            .await;
+        op.terminate().await;
+        let calls = standin.all_calls().values().sum();
+        let refused = standin
+            .all_calls()
+            .keys()
+            .map(|endpoint| standin.calls(endpoint, "429"))
+            .sum();
+        clear(&admin, ns).await?;
+        Ok(LimitedRun {
+            startup,
+            secs,
+            calls,
+            refused,
+            max_in_flight: standin.max_in_flight(),
+            rate,
+        })
+    }
+
     /// Writes the figures to target/bench/results-*.json.
     fn write(self) -> anyhow::Result<()> {
         let (n, layout) = (self.n, &self.layout);
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
         std::fs::create_dir_all(&dir)?;
-        let file = if layout.spread() {
+        let file = if self.limited_only {
+            dir.join(format!("results-limited-{}.json", self.limited_n))
+        } else if layout.spread() {
             dir.join(format!(
                 "results-{n}-spread-{}.json",
                 layout.namespaces.len()
@@ -807,6 +1003,7 @@ impl Bench {
         };
         let mut json = self.report.json;
         json.insert("n".into(), json!(n));
+        json.insert("limited_n".into(), json!(self.limited_n));
         json.insert("namespaces".into(), json!(layout.namespaces.len()));
         json.insert("unrelated".into(), json!(self.unrelated));
         json.insert("date".into(), json!(jiff::Timestamp::now().to_string()));
@@ -863,6 +1060,24 @@ async fn setup(admin: &Client, layout: &Layout) -> anyhow::Result<()> {
     let base = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/manifests");
     let (ok, out) = kubectl(&["apply", "--server-side", "--force-conflicts", "-k", base]);
     anyhow::ensure!(ok, "applying deploy/manifests failed: {out}");
+    Ok(())
+}
+
+/// Namespace `ns` with the token Secret.
+async fn prepare_namespace(admin: &Client, ns: &str) -> anyhow::Result<()> {
+    let apply = PatchParams::apply(MANAGER);
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    namespaces
+        .patch(ns, &apply, &Patch::Apply(namespace(ns)))
+        .await?;
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), ns);
+    secrets
+        .patch(
+            TOKEN_SECRET,
+            &apply,
+            &Patch::Apply(token_secret(TOKEN_SECRET, TOKEN)),
+        )
+        .await?;
     Ok(())
 }
 
@@ -1141,7 +1356,15 @@ impl Operator {
     ) -> anyhow::Result<Self> {
         // BENCH_OPERATOR measures another build, e.g. the image's static musl binary.
         let binary = std::env::var("BENCH_OPERATOR").unwrap_or_else(|_| BINARY.to_owned());
-        Self::start_binary(&binary, layout, kubeconfig, chroma_url, concurrency, drift)
+        Self::start_binary(
+            &binary,
+            layout,
+            kubeconfig,
+            chroma_url,
+            concurrency,
+            drift,
+            &[],
+        )
     }
 
     /// [`Operator::start`] with another binary (an older build, for a before/after figure:
@@ -1153,6 +1376,7 @@ impl Operator {
         chroma_url: &str,
         concurrency: usize,
         drift: Duration,
+        extra: &[String],
     ) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
@@ -1169,7 +1393,8 @@ impl Operator {
                 &concurrency.to_string(),
             ])
             .args(["--chroma-url", chroma_url, "--allow-insecure-http"])
-            .args(["--metrics-address", &format!("127.0.0.1:{port}")]);
+            .args(["--metrics-address", &format!("127.0.0.1:{port}")])
+            .args(extra);
         if let Some(ns) = layout.watch_flag() {
             command.args(["--namespaces", ns]);
         }
@@ -1256,6 +1481,16 @@ impl Operator {
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
             .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
             .unwrap_or(0.0) as u64
+    }
+
+    /// The value of a gauge (as rendered) on /metrics; 0 if absent.
+    async fn gauge(&self, series: &str) -> f64 {
+        self.scrape()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
     }
 
     async fn reconciles(&self) -> u64 {

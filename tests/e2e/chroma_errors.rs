@@ -76,12 +76,16 @@ async fn server_errors_then_success_converge_to_one_source() {
     assert_eq!(env.standin.calls("list_sources", "200"), 3);
 }
 
+/// A 429 whose Retry-After the client will not wait out within one call (longer than
+/// --chroma-timeout) reaches the reconcile: RateLimited, and the retry not before Retry-After.
+/// (A shorter one the client waits out and retries itself: `a_429_is_retried_inside_the_client`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_is_honoured() {
     let env = Env::start("ratelimit").await;
+    let retry_after = CHROMA_TIMEOUT + Duration::from_secs(1);
     env.standin.set_faults(on_creates(Faults {
         rate_limit_next: 1,
-        retry_after_secs: 4,
+        retry_after_secs: retry_after.as_secs(),
         ..Default::default()
     }));
     env.create("rl", github("acme/ratelimited")).await;
@@ -91,7 +95,7 @@ async fn retry_after_is_honoured() {
     env.wait_reason("rl", "SourceReady", SOON).await;
     let waited = limited_at.elapsed();
     assert!(
-        waited >= Duration::from_secs(3),
+        waited >= retry_after - Duration::from_secs(1),
         "retried after {waited:?}, before Retry-After"
     );
     assert_eq!(env.standin.calls("create_source", "429"), 1);
@@ -102,6 +106,24 @@ async fn retry_after_is_honoured() {
         "a 429 created nothing: no search"
     );
     assert_eq!(env.source_ids().len(), 1);
+}
+
+/// A 429 with a short Retry-After never reaches the reconcile: the client pauses and sends the
+/// create again itself (the service did not process it), and the object goes Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_is_retried_inside_the_client() {
+    let env = Env::start("ratelimit-inside").await;
+    env.standin.set_faults(on_creates(Faults {
+        rate_limit_next: 2,
+        retry_after_secs: 1,
+        ..Default::default()
+    }));
+    env.create("rl", github("acme/ratelimited-inside")).await;
+    let o = env.wait_reason("rl", "SourceReady", SOON).await;
+    assert_eq!(env.source_ids(), vec![o.status.unwrap().source_id.unwrap()]);
+    assert_eq!(env.standin.calls("create_source", "429"), 2);
+    assert_eq!(env.standin.calls("create_source", "201"), 1);
+    assert_eq!(env.standin.calls("list_sources", "*"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

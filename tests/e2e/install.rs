@@ -105,6 +105,8 @@ fn helm_lint_passes_and_the_values_schema_refuses_typos() {
         ("concurrency=0", "at '/concurrency': minimum: got 0, want 1"),
         ("chroma.url=sync.trychroma.com", "at '/chroma/url'"),
         ("chroma.timeout=30", "at '/chroma/timeout'"),
+        ("chroma.callsPerSecond=-1", "at '/chroma/callsPerSecond'"),
+        ("chroma.callsInFlight=0", "at '/chroma/callsInFlight'"),
         ("watchNamespaces={Team_A}", "at '/watchNamespaces/0'"),
         ("image.pullPolicy=Sometimes", "at '/image/pullPolicy'"),
         (
@@ -595,7 +597,10 @@ fn helm_installs_upgrades_and_uninstalls_the_operator() {
         deployment(&format!("{container}.readinessProbe.httpGet.path}}")),
         "/readyz"
     );
-    assert!(deployment(&format!("{container}.args}}")).contains("--concurrency=16"));
+    let args = deployment(&format!("{container}.args}}"));
+    assert!(args.contains("--concurrency=16"), "{args}");
+    assert!(args.contains("--chroma-calls-in-flight=16"), "{args}");
+    assert!(!args.contains("--chroma-calls-per-second"), "{args}");
     for role in ["", "-view", "-edit"] {
         let (ok, out) = kubectl(&[
             "get",
@@ -613,11 +618,13 @@ fn helm_installs_upgrades_and_uninstalls_the_operator() {
         &ns,
         "--reuse-values",
         "--set",
-        "concurrency=8,logLevel=debug",
+        "concurrency=8,logLevel=debug,chroma.callsPerSecond=20,chroma.burst=2",
     ]);
     assert!(ok && out.contains("REVISION: 2"), "{out}");
     let args = deployment(&format!("{container}.args}}"));
     assert!(args.contains("--concurrency=8"), "{args}");
+    assert!(args.contains("--chroma-calls-per-second=20"), "{args}");
+    assert!(args.contains("--chroma-burst=2"), "{args}");
     assert_eq!(deployment(&format!("{container}.env[0].value}}")), "debug");
 
     // `helm test` creates its pod on the real apiserver (restricted namespace) with the probe

@@ -1,7 +1,8 @@
 //! A local stand-in for the Chroma Sync service: the sources endpoints and `/health`, with the
 //! published rules (401, 400 naming the field, 404 unknown database, 409 same natural key,
-//! 204 on delete), the invocation endpoints (see [`invocations`]), fault injection, and
-//! per-endpoint call counters for tests.
+//! 204 on delete), the invocation endpoints (see [`invocations`]), fault injection, a limited
+//! mode (calls per second per token, 429 with `Retry-After: 1` above it: [`Faults::calls_per_second`]),
+//! and per-endpoint call counters for tests.
 //!
 //! Request bodies are checked against the seed document's JSON Schema (sources) and the
 //! published one (invocations), not against the operator's own types, so a mistake in those
@@ -74,6 +75,12 @@ pub struct Faults {
     pub error_rate: f64,
     /// Status for `fail_next` and `error_rate`; 503 when 0.
     pub error_status: u16,
+    /// Limited mode: at most this many calls per second per token (a token bucket, whatever
+    /// `endpoints` says); above it, 429 with `Retry-After: 1` (whole seconds, as the service
+    /// sends), the call not processed. 0: no limit.
+    pub calls_per_second: f64,
+    /// The limited mode's burst (the bucket's size); 0: one second's worth.
+    pub burst: u32,
     /// The next N requests answer 429 with `Retry-After: retry_after_secs`.
     pub rate_limit_next: u32,
     pub retry_after_secs: u64,
@@ -143,6 +150,55 @@ impl Sources {
     }
 }
 
+/// Limited mode's token bucket of one token: `tokens` as of `at`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bucket {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl Bucket {
+    /// Full (`burst`) at `now`.
+    pub fn full(burst: f64, now: std::time::Instant) -> Self {
+        Self {
+            tokens: burst,
+            at: now,
+        }
+    }
+
+    /// Whether a call arriving at `now` is within `rate` calls per second with `burst`; it
+    /// takes a token if so.
+    pub fn take(&mut self, rate: f64, burst: f64, now: std::time::Instant) -> bool {
+        let since = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + rate * since).min(burst);
+        self.at = self.at.max(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The burst of limited mode: `burst`, or one second's worth when 0 (at least one call).
+fn burst_of(f: &Faults) -> f64 {
+    if f.burst > 0 {
+        f64::from(f.burst)
+    } else {
+        f.calls_per_second.ceil().max(1.0)
+    }
+}
+
+/// A token's key in the stand-in's state: a hash, so that no token is kept (or printed) beyond
+/// the Tokens it was given.
+fn token_key(token: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    h.write(token.as_bytes());
+    h.finish()
+}
+
 #[derive(Default)]
 struct Inner {
     databases: BTreeSet<String>,
@@ -156,13 +212,18 @@ struct Inner {
     received: BTreeMap<String, u64>,
     /// Answers sent, by endpoint and status code.
     counters: BTreeMap<String, BTreeMap<String, u64>>,
-    /// Faults applied, by kind (`fail`, `rate_limit`, `drop`, `garble`, `latency`,
+    /// Faults applied, by kind (`limited`, `fail`, `rate_limit`, `drop`, `garble`, `latency`,
     /// `commit_delay`): what a test's call budget is measured against.
     injected: BTreeMap<String, u64>,
     /// Invocations ever created (they outlive their source).
     runs: Vec<invocations::Run>,
     run_seq: u64,
     run_plan: RunPlan,
+    /// Limited mode's buckets, by token (hashed: see [`token_key`]).
+    buckets: HashMap<u64, Bucket>,
+    /// Requests being handled now, and the most at once since the last reset.
+    in_flight: u64,
+    max_in_flight: u64,
 }
 
 #[derive(Clone)]
@@ -253,11 +314,30 @@ impl StandIn {
         self.lock().received.clone()
     }
 
-    /// Faults applied so far, by kind: `fail` (`fail_next` or `error_rate`), `rate_limit`,
+    /// Faults applied so far, by kind: `limited` (a 429 of limited mode), `fail` (`fail_next` or
+    /// `error_rate`), `rate_limit`,
     /// `drop`, `garble`, `latency` (a request delayed by `latency_ms`) and `commit_delay` (a
     /// committed create whose answer was held).
     pub fn injected(&self) -> BTreeMap<String, u64> {
         self.lock().injected.clone()
+    }
+
+    /// The most requests handled at once since the start (or the last [`StandIn::reset`]).
+    pub fn max_in_flight(&self) -> u64 {
+        self.lock().max_in_flight
+    }
+
+    /// Clears the counters, the faults (limited mode's limit with them) and the run plan, as
+    /// `POST /_standin/reset` does.
+    pub fn reset(&self) {
+        let mut inner = self.lock();
+        inner.counters.clear();
+        inner.received.clear();
+        inner.injected.clear();
+        inner.faults = Faults::default();
+        inner.run_plan = RunPlan::default();
+        inner.buckets.clear();
+        inner.max_in_flight = inner.in_flight;
     }
 
     /// `(id, payload)` of the sources in `database`, oldest first.
@@ -352,11 +432,38 @@ fn dropped(status: StatusCode) -> Response {
 }
 
 impl StandIn {
-    /// Counts the request, applies latency and decides the fault for it.
-    async fn faults_for(&self, endpoint: &str) -> (Injected, Faults) {
+    /// Counts the request; in limited mode, whether `token` is over its limit (then the
+    /// latency to apply before the 429).
+    fn limited(&self, endpoint: &str, token: Option<&str>) -> Option<u64> {
+        let mut inner = self.lock();
+        *inner.received.entry(endpoint.to_owned()).or_default() += 1;
+        let (rate, burst) = (inner.faults.calls_per_second, burst_of(&inner.faults));
+        if rate <= 0.0 {
+            return None;
+        }
+        let now = std::time::Instant::now();
+        let bucket = inner
+            .buckets
+            .entry(token_key(token?))
+            .or_insert_with(|| Bucket::full(burst, now));
+        if bucket.take(rate, burst, now) {
+            return None;
+        }
+        Self::note_injected(&mut inner, "limited");
+        Some(inner.faults.latency_ms)
+    }
+
+    /// Applies limited mode's limit for `token`, then latency, and decides the fault for the
+    /// request.
+    async fn faults_for(&self, endpoint: &str, token: Option<&str>) -> (Injected, Faults) {
+        if let Some(latency) = self.limited(endpoint, token) {
+            if latency > 0 {
+                tokio::time::sleep(Duration::from_millis(latency)).await;
+            }
+            return (Injected::RateLimit(1), Faults::default());
+        }
         let (latency, injected, faults) = {
             let mut inner = self.lock();
-            *inner.received.entry(endpoint.to_owned()).or_default() += 1;
             let f = &mut inner.faults;
             if !f.endpoints.is_empty() && !f.endpoints.iter().any(|e| e == endpoint) {
                 return (Injected::None, Faults::default());
@@ -431,6 +538,25 @@ impl StandIn {
     }
 }
 
+/// A request being handled, counted in the stand-in's `in_flight` until it is dropped (also when
+/// the client goes away mid-request).
+struct InFlight<'a>(&'a StandIn);
+
+impl<'a> InFlight<'a> {
+    fn enter(s: &'a StandIn) -> Self {
+        let mut inner = s.lock();
+        inner.in_flight += 1;
+        inner.max_in_flight = inner.max_in_flight.max(inner.in_flight);
+        Self(s)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.lock().in_flight -= 1;
+    }
+}
+
 /// Runs `handler` under faults and auth, counting the final status for `endpoint`.
 async fn guarded(
     s: &StandIn,
@@ -439,7 +565,9 @@ async fn guarded(
     write: bool,
     handler: impl AsyncFnOnce(&Faults) -> Response,
 ) -> Response {
-    let (injected, faults) = s.faults_for(endpoint).await;
+    let _counted = InFlight::enter(s);
+    let token = headers.get("x-chroma-token").and_then(|v| v.to_str().ok());
+    let (injected, faults) = s.faults_for(endpoint, token).await;
     let response = match injected {
         Injected::Fail(status) => error(status, "ServerError", "injected failure"),
         Injected::RateLimit(secs) => {
@@ -646,6 +774,7 @@ async fn counters(State(s): State<StandIn>) -> Response {
         "received": inner.received,
         "answered": inner.counters,
         "injected": inner.injected,
+        "max_in_flight": inner.max_in_flight,
         "sources": inner.sources.len(),
         "invocations": inner.runs.len(),
     }))
@@ -653,12 +782,7 @@ async fn counters(State(s): State<StandIn>) -> Response {
 }
 
 async fn reset(State(s): State<StandIn>) -> Response {
-    let mut inner = s.lock();
-    inner.counters.clear();
-    inner.received.clear();
-    inner.injected.clear();
-    inner.faults = Faults::default();
-    inner.run_plan = RunPlan::default();
+    s.reset();
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -692,6 +816,81 @@ mod tests {
             seq: 0,
             body: json!({"database_name": database, "github": {"repository": repository}}),
         }
+    }
+
+    #[test]
+    fn the_limit_lets_a_burst_through_then_the_rate() {
+        let t0 = std::time::Instant::now();
+        let mut b = Bucket::full(3.0, t0);
+        let ms = |n| t0 + Duration::from_millis(n);
+        assert!((0..3).all(|_| b.take(10.0, 3.0, t0)), "the burst");
+        assert!(!b.take(10.0, 3.0, t0), "then nothing until a token grows");
+        assert!(!b.take(10.0, 3.0, ms(90)));
+        assert!(b.take(10.0, 3.0, ms(101)), "100 ms later, one");
+        assert!(!b.take(10.0, 3.0, ms(150)));
+        // An idle bucket fills up to the burst, no further.
+        assert!((0..3).all(|_| b.take(10.0, 3.0, ms(60_000))));
+        assert!(!b.take(10.0, 3.0, ms(60_000)));
+        // Over 10 s at 20 calls a second tried 100 times a second, 20 + 200 go (the burst first).
+        let mut b = Bucket::full(20.0, t0);
+        let passed = (0..1000).filter(|i| b.take(20.0, 20.0, ms(i * 10))).count();
+        assert!((219..=221).contains(&passed), "{passed}");
+    }
+
+    #[test]
+    fn the_burst_defaults_to_one_seconds_worth() {
+        let f = |calls_per_second, burst| Faults {
+            calls_per_second,
+            burst,
+            ..Default::default()
+        };
+        assert_eq!(burst_of(&f(20.0, 0)), 20.0);
+        assert_eq!(burst_of(&f(0.5, 0)), 1.0);
+        assert_eq!(burst_of(&f(20.0, 5)), 5.0);
+    }
+
+    #[tokio::test]
+    async fn limited_mode_answers_429_per_token_above_the_rate_and_counts_them() {
+        let s = StandIn::new(
+            ["db".to_owned()],
+            Tokens {
+                admin: ["a".to_owned(), "b".to_owned()].into(),
+                viewer: BTreeSet::new(),
+            },
+        );
+        s.set_faults(Faults {
+            calls_per_second: 1.0,
+            burst: 2,
+            ..Default::default()
+        });
+        let headers = |token: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("x-chroma-token", token.parse().unwrap());
+            h
+        };
+        let call = async |token: &str| {
+            guarded(&s, "get_source", &headers(token), false, async |_| {
+                StatusCode::OK.into_response()
+            })
+            .await
+        };
+        let mut statuses = Vec::new();
+        for token in ["a", "a", "a", "b", "b", "b"] {
+            statuses.push(call(token).await.status().as_u16());
+        }
+        // Each token has its own bucket: two go at once, the third is refused.
+        assert_eq!(statuses, [200, 200, 429, 200, 200, 429]);
+        let refused = call("a").await;
+        assert_eq!(refused.headers()["retry-after"], "1");
+        assert_eq!(s.calls("get_source", "429"), 3);
+        assert_eq!(s.calls("get_source", "200"), 4);
+        assert_eq!(s.injected().get("limited"), Some(&3));
+        // Changed at run time: no limit, no 429.
+        s.set_faults(Faults::default());
+        assert_eq!(call("a").await.status(), 200);
+        assert_eq!(s.max_in_flight(), 1, "one call at a time here");
+        // The buckets keep no token in the clear.
+        assert!(s.lock().buckets.keys().all(|k| *k != 0), "hashed keys only");
     }
 
     #[test]

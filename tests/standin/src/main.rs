@@ -2,7 +2,7 @@
 
 #![forbid(unsafe_code)]
 
-use chroma_sync_standin::{RunPlan, StandIn, Tokens};
+use chroma_sync_standin::{Faults, RunPlan, StandIn, Tokens};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -38,6 +38,16 @@ struct Args {
     /// How long a new invocation then processes before it completes.
     #[arg(long, env = "STANDIN_RUN_PROCESSING_MS", default_value_t = RunPlan::default().processing_ms)]
     run_processing_ms: u64,
+    /// Limited mode: calls per second per token, above which the answer is 429 with
+    /// `Retry-After: 1` (0: no limit; changeable at `PUT /_standin/faults`).
+    #[arg(long, env = "STANDIN_CALLS_PER_SECOND", default_value_t = 0.0)]
+    calls_per_second: f64,
+    /// Limited mode's burst per token (0: one second's worth).
+    #[arg(long, env = "STANDIN_BURST", default_value_t = 0)]
+    burst: u32,
+    /// A fixed delay before each call is answered.
+    #[arg(long, env = "STANDIN_LATENCY_MS", default_value_t = 0)]
+    latency_ms: u64,
 }
 
 #[tokio::main]
@@ -57,6 +67,12 @@ async fn main() -> std::io::Result<()> {
         pending_ms: args.run_pending_ms,
         processing_ms: args.run_processing_ms,
         fail_with: None,
+    });
+    standin.set_faults(Faults {
+        calls_per_second: args.calls_per_second,
+        burst: args.burst,
+        latency_ms: args.latency_ms,
+        ..Default::default()
     });
     standin.serve(listener).await
 }

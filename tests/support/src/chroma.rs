@@ -10,9 +10,11 @@ use std::time::Duration;
 /// as the system's.
 pub fn client(base_url: String, timeout: Duration, ca_pem: Option<Vec<u8>>) -> ChromaClient {
     let config = ClientConfig {
+        name: "test".into(),
         base_url,
         timeout,
         extra_ca_pem: ca_pem,
+        limits: Default::default(),
     };
     ChromaClient::new(&config, Metrics::new()).unwrap()
 }
