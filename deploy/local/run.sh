@@ -31,15 +31,31 @@ pids+=($!)
 
 say "installing the CRD"
 "$kubectl" apply -f crds/
-"$kubectl" wait --for=condition=Established crd/syncsources.chromasync.dev crd/syncruns.chromasync.dev --timeout=60s
+"$kubectl" wait --for=condition=Established crd/syncsources.chromasync.dev crd/syncruns.chromasync.dev \
+  crd/chromasyncconnections.chromasync.dev crd/clusterchromasyncconnections.chromasync.dev --timeout=60s
 
 say "starting the operator (log: $state/operator.log)"
 "$bin/chroma-sync-operator" --chroma-url "http://127.0.0.1:$port" --allow-insecure-http \
   --metrics-address 127.0.0.1:0 --log-format text >"$state/operator.log" 2>&1 &
 pids+=($!)
 
-say "applying the stand-in's token Secret and deploy/examples"
+say "applying the stand-in's token Secret, the namespace's default connection to it, and deploy/examples"
 "$kubectl" apply -f deploy/local/token-secret.yaml
+# The examples name no connection: they use this one, the namespace's `default`.
+"$kubectl" apply -f - <<EOF
+apiVersion: chromasync.dev/v1alpha1
+kind: ChromaSyncConnection
+metadata:
+  name: default
+spec:
+  url: http://127.0.0.1:$port
+  tokenSecretRef:
+    name: chroma-sync-token
+  limits:
+    callsPerSecond: 20
+EOF
+"$kubectl" wait --for=condition=Ready chromasyncconnection/default --timeout=60s
+"$kubectl" get chromasyncconnections
 "$kubectl" apply -f deploy/examples/
 "$kubectl" wait --for=condition=Ready syncsource --all --timeout=60s
 say "the examples, Ready with their Chroma source ids:"
