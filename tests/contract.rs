@@ -1004,3 +1004,54 @@ async fn get_source_reads_back_what_create_made_without_a_difference() {
     }
     assert_eq!(client.get_source(&token, "no-such-id").await.unwrap(), None);
 }
+
+/// The connection check's call (`GET /api/v1/sources?limit=1`, no database: the cheapest the
+/// published document offers that proves a token): `limit` is a published parameter and none is
+/// required, the stand-in (which checks requests against the document) answers it, and it tells
+/// a good token from a refused one.
+#[tokio::test]
+async fn the_connection_check_is_a_published_call_that_proves_the_token() {
+    let (standin, base) = support::standin::start("t", &["v"]).await;
+    chroma_sync_operator::chroma::install_crypto_provider();
+    let doc: Value = serde_saphyr::from_str(PUBLISHED).unwrap();
+    let operation = &doc["paths"]["/api/v1/sources"]["get"];
+    let published: Vec<&str> = operation["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(published.contains(&"limit"), "{published:?}");
+    let required: Vec<&str> = operation["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["required"] == json!(true))
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        required.is_empty(),
+        "the check sends no database: {required:?}"
+    );
+
+    let client = support::chroma::client(base, std::time::Duration::from_secs(5), None);
+    let token = |t: &str| chroma_sync_operator::chroma::Token::new(t).unwrap();
+    client
+        .check_token(&token("t"))
+        .await
+        .expect("the admin's token passes");
+    client
+        .check_token(&token("v"))
+        .await
+        .expect("a viewer's token reads too");
+    let refused = client.check_token(&token("wrong")).await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            chroma_sync_operator::chroma::ChromaError::Api { status: 401, .. }
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(standin.calls("list_sources", "200"), 2);
+    assert_eq!(standin.calls("list_sources", "401"), 1);
+}
