@@ -112,7 +112,8 @@ impl Events {
         Event {
             metadata: ObjectMeta {
                 name: Some(event_name(&obj.name_any(), now)),
-                namespace: obj.namespace(),
+                // A cluster-scoped object's Events go to `default`, as client-go puts them.
+                namespace: obj.namespace().or_else(|| Some("default".into())),
                 ..Default::default()
             },
             event_time: Some(MicroTime(now)),

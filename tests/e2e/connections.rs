@@ -166,6 +166,10 @@ async fn namespace_connections_route_each_object_to_its_endpoint_with_its_token(
     // A token the service refuses stalls the connection (reason Unauthorized).
     env.put_secret("token-b", "not-a-token").await;
     wait_connection(&api, "team-b", "False", "Unauthorized").await;
+    // Each flip of Ready is an Event.
+    env.wait_event("team-b", "Connected", &[url_b.as_str()])
+        .await;
+    env.wait_event("team-b", "Unauthorized", &["401"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,6 +188,20 @@ async fn a_cluster_connection_serves_only_the_namespaces_it_admits() {
     });
     apply(&api, &name, body).await;
     wait_connection(&api, &name, "True", "Connected").await;
+    // A cluster-scoped object's Event goes to `default`.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(env.client.clone(), "default");
+    wait_for("the cluster connection's Connected Event", SOON, || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name.as_str())
+                    && e.reason.as_deref() == Some("Connected")
+            })
+            .then_some(())
+    })
+    .await;
 
     // (B) Not admitted: Stalled, ConnectionNotPermitted, and no call for the object.
     let mut spec = bare("acme/platform");

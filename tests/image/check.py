@@ -152,7 +152,8 @@ def check_platform(layout, manifest_desc, arch, version):
                   f"--version in the bare root filesystem{how} prints the version ({out.stdout.strip()!r})")
             out = run_in_rootfs("crd")
             golden = "---\n".join((ROOT / "crds" / f"{plural}.chromasync.dev.yaml").read_text()
-                                   for plural in ("syncsources", "syncruns"))
+                                   for plural in ("syncsources", "syncruns", "chromasyncconnections",
+                                                  "clusterchromasyncconnections"))
             check(out.returncode == 0 and out.stdout == golden,
                   f"`crd` in the bare root filesystem{how} prints every CRD of crds/")
             out = run_in_rootfs("--chroma-url", "http://example.invalid")
