@@ -265,3 +265,86 @@ async fn a_cluster_connection_serves_only_the_namespaces_it_admits() {
         .await
         .expect("delete the cluster connection");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_trusts_its_ca_bundle_and_says_tls_failed_without_it() {
+    use crate::support::tls::{TestCa, tls_front};
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    let env = Env::start("conntls").await;
+    let ca = TestCa::new(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")), "conntls");
+    let backend = env
+        .chroma_url
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let (port, handshakes) = tls_front(&ca, backend).await;
+    let url = format!("https://localhost:{port}");
+    let pem = std::fs::read_to_string(&ca.ca_pem).unwrap();
+    let bundle = json!({"ca.crt": pem});
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
+    apply(
+        &secrets,
+        "corp-ca",
+        json!({"apiVersion": "v1", "kind": "Secret", "stringData": bundle}),
+    )
+    .await;
+    let maps: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
+    apply(
+        &maps,
+        "corp-ca",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "data": bundle}),
+    )
+    .await;
+
+    let api: Api<ChromaSyncConnection> = Api::namespaced(env.client.clone(), &env.ns);
+    let connection = |ca: Value| {
+        let mut spec = json!({"url": url, "tokenSecretRef": {"name": TOKEN_SECRET}});
+        if !ca.is_null() {
+            spec["caBundle"] = ca;
+        }
+        json!({"apiVersion": "chromasync.dev/v1alpha1", "kind": "ChromaSyncConnection", "spec": spec})
+    };
+    apply(&api, "untrusted", connection(Value::Null)).await;
+    apply(
+        &api,
+        "by-secret",
+        connection(json!({"secretName": "corp-ca"})),
+    )
+    .await;
+    apply(
+        &api,
+        "by-configmap",
+        connection(json!({"configMapName": "corp-ca"})),
+    )
+    .await;
+    wait_connection(&api, "untrusted", "False", "TlsFailed").await;
+    wait_connection(&api, "by-secret", "True", "Connected").await;
+    wait_connection(&api, "by-configmap", "True", "Connected").await;
+    let untrusted = serde_json::to_value(api.get("untrusted").await.unwrap()).unwrap();
+    let stalled = untrusted["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["type"] == "Stalled" && c["status"] == "True");
+    assert!(
+        stalled,
+        "a certificate the operator does not trust needs a person"
+    );
+
+    // An object through the trusted connection is made over TLS.
+    let mut spec = bare("acme/tls");
+    spec["connectionRef"] = json!({"name": "by-secret"});
+    env.create("t", spec).await;
+    env.wait_reason("t", "SourceReady", SOON).await;
+    use std::sync::atomic::Ordering;
+    // One handshake per trusted connection's client (the create reuses its pooled connection).
+    assert!(
+        handshakes.ok.load(Ordering::SeqCst) >= 2,
+        "both trusted connections went over TLS"
+    );
+    assert!(
+        handshakes.failed.load(Ordering::SeqCst) >= 1,
+        "the untrusted check failed its handshake"
+    );
+    assert_eq!(env.standin.calls("create_source", "201"), 1);
+}
