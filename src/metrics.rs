@@ -78,6 +78,19 @@ pub struct ObjectCondition<'a> {
     pub reason: &'a str,
 }
 
+/// Which objects the condition gauge shows: at 100,000 objects every object's series make a
+/// scrape of megabytes, while alerts read only the objects that are not Ready.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConditionScope {
+    /// Every object (the default).
+    #[default]
+    All,
+    /// Only objects whose `Ready` is not `True`.
+    NotReady,
+    /// None: the gauge has no series.
+    Off,
+}
+
 /// Lists, when called (at each scrape), every condition of every object of one kind.
 pub type ConditionSource = Box<dyn Fn(&mut dyn FnMut(ObjectCondition<'_>)) + Send + Sync>;
 
@@ -145,6 +158,7 @@ struct Inner {
     drift_checks: Family<ResultLabels, Counter>,
     leader: Gauge,
     conditions: ConditionSources,
+    condition_scope: Arc<RwLock<ConditionScope>>,
     rate_limited: Family<ConnectionLabels, Counter>,
     limiter_wait: Family<ConnectionLabels, Histogram>,
     calls_in_flight: Family<ConnectionLabels, Gauge>,
@@ -304,6 +318,7 @@ impl Metrics {
         let conditions = ConditionSources::default();
         registry.register_collector(Box::new(Conditions(conditions.clone())));
         Self(Arc::new(Inner {
+            condition_scope: Arc::default(),
             rate_limited,
             limiter_wait,
             calls_in_flight,
@@ -432,8 +447,17 @@ impl Metrics {
         sources.push((kind, source));
     }
 
+    /// Which objects the condition gauge shows from now on.
+    pub fn set_condition_scope(&self, scope: ConditionScope) {
+        *self
+            .0
+            .condition_scope
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = scope;
+    }
+
     /// Shows the conditions of every object in `caches` (a controller's reflector stores, one
-    /// per watched scope), read from them at each scrape.
+    /// per watched scope), read from them at each scrape, as the condition scope says.
     pub fn show_cached_conditions<K>(
         &self,
         caches: Vec<Store<K>>,
@@ -442,11 +466,22 @@ impl Metrics {
         K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
     {
         let kind = K::kind(&()).into_owned();
+        let scope = self.0.condition_scope.clone();
         self.show_conditions(
             kind,
             Box::new(move |emit| {
+                let scope = *scope.read().unwrap_or_else(PoisonError::into_inner);
+                if scope == ConditionScope::Off {
+                    return;
+                }
                 for cache in &caches {
                     for obj in cache.state() {
+                        let ready = conditions(&obj)
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == "True");
+                        if ready && scope == ConditionScope::NotReady {
+                            continue;
+                        }
                         let meta = obj.meta();
                         let namespace = meta.namespace.as_deref().unwrap_or_default();
                         let name = meta.name.as_deref().unwrap_or_default();
@@ -615,6 +650,40 @@ mod tests {
             series(&metrics.render(), "chroma_sync_operator_condition"),
             [""; 0]
         );
+    }
+
+    #[test]
+    fn the_condition_scope_shows_all_objects_the_not_ready_ones_or_none() {
+        let metrics = Metrics::new();
+        let mut cache = Writer::<SyncRun>::default();
+        metrics.show_cached_conditions(vec![cache.as_reader()], |r: &SyncRun| {
+            r.status.as_ref().map_or(&[], |s| s.conditions.as_slice())
+        });
+        let done = run("done", json!([condition("Ready", "True", "Complete")]));
+        let failed = run("failed", json!([condition("Ready", "False", "RunFailed")]));
+        cache.apply_watcher_event(&watcher::Event::Apply(done));
+        cache.apply_watcher_event(&watcher::Event::Apply(failed));
+        let names = |m: &Metrics| {
+            let mut names: Vec<String> = series(&m.render(), "chroma_sync_operator_condition")
+                .iter()
+                .map(|l| {
+                    l.split("name=\"")
+                        .nth(1)
+                        .unwrap()
+                        .split('"')
+                        .next()
+                        .unwrap()
+                        .to_owned()
+                })
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(&metrics), ["done", "failed"]);
+        metrics.set_condition_scope(ConditionScope::NotReady);
+        assert_eq!(names(&metrics), ["failed"]);
+        metrics.set_condition_scope(ConditionScope::Off);
+        assert!(names(&metrics).is_empty());
     }
 
     #[test]

@@ -293,3 +293,35 @@ async fn reconcile_now_looks_once_and_echoes_its_token() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn condition_metrics_not_ready_shows_only_the_objects_alerts_read() {
+    let mut env = Env::without_operator("condscope").await;
+    env.extra_args = vec!["--condition-metrics".into(), "not-ready".into()];
+    let env = env.with_operator();
+    env.create("fine", github("acme/fine")).await;
+    let mut spec = github("acme/broken");
+    spec["tokenSecretRef"] = serde_json::json!({"name": "absent"});
+    env.create("broken", spec).await;
+    env.wait_reason("fine", "SourceReady", SOON).await;
+    env.wait_reason("broken", "MissingCredentials", SOON).await;
+    let metrics = reqwest::get(format!("{}/metrics", env.metrics_url().await))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let about = |name: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("chroma_sync_operator_condition{"))
+            .filter(|l| l.contains(&format!("name=\"{name}\"")))
+            .count()
+    };
+    assert_eq!(about("fine"), 0, "a Ready object has no series:\n{metrics}");
+    assert_eq!(
+        about("broken"),
+        2,
+        "Ready=False and Stalled=True:\n{metrics}"
+    );
+}
