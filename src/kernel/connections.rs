@@ -203,11 +203,6 @@ impl Connections {
         }
     }
 
-    /// The operator's own client (its flags).
-    pub fn operator(&self) -> &ChromaClient {
-        &self.operator
-    }
-
     /// Every connection cache has listed.
     pub fn set_synced(&self) {
         self.synced.send_replace(true);

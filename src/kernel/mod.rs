@@ -199,22 +199,28 @@ impl Context {
         self.endpoint(source, route).await.map_err(Err)
     }
 
-    /// The connection a recorded source was made through, if it can be used now (from caches).
-    pub fn peek_route(&self, source: &SyncSource) -> Option<Via> {
+    /// The route of a recorded source at rest (the connection it was made through), if it can
+    /// be used now; from caches only.
+    fn peek_route(&self, source: &SyncSource) -> Option<Route> {
         let namespace = source.metadata.namespace.as_deref().unwrap_or_default();
         let recorded = source.status.as_ref()?.connection.as_deref();
         let via = recorded
             .and_then(|r| Via::recorded(namespace, r))
             .unwrap_or(Via::Operator);
-        Some(self.connections.route_to(namespace, via).ok()?.via)
+        self.connections.route_to(namespace, via).ok()
+    }
+
+    /// Where the token of a recorded source at rest comes from, if its route can be used now
+    /// (the drift check reads these before it peeks).
+    pub fn peek_token_from(&self, source: &SyncSource) -> Option<TokenFrom> {
+        let route = self.peek_route(source)?;
+        Some(self.token_from(source, &route.via))
     }
 
     /// The endpoint of a recorded source at rest, from caches and loaded tokens only (the drift
     /// check); None when it cannot be reached now.
     pub fn peek_endpoint(&self, source: &SyncSource) -> Option<Endpoint> {
-        let namespace = source.metadata.namespace.as_deref().unwrap_or_default();
-        let via = self.peek_route(source)?;
-        let route = self.connections.route_to(namespace, via).ok()?;
+        let route = self.peek_route(source)?;
         let token = self
             .credentials
             .peek(&self.token_from(source, &route.via))

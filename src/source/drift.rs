@@ -113,10 +113,9 @@ async fn sweep(ctx: &Sources, scopes: &[Scope], interval: Duration) {
     // referenced Secret (once: a current one is not read again).
     let mut loaded = HashSet::new();
     for (_, obj) in &objects {
-        let Some(endpoint) = ctx.peek_route(obj) else {
+        let Some(from) = ctx.peek_token_from(obj) else {
             continue;
         };
-        let from = ctx.token_from(obj, &endpoint);
         if loaded.insert(format!("{from:?}")) {
             let _ = ctx.credentials.load(&from).await;
         }

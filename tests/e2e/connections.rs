@@ -75,12 +75,7 @@ async fn namespace_connections_route_each_object_to_its_endpoint_with_its_token(
     wait_connection(&api, "default", "True", "Connected").await;
     wait_connection(&api, "team-b", "True", "Connected").await;
     // Both in the condition gauge the alerts read.
-    let metrics = reqwest::get(format!("{}/metrics", env.metrics_url().await))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = env.scrape_metrics().await;
     for name in ["default", "team-b"] {
         let series = format!(
             "chroma_sync_operator_condition{{kind=\"ChromaSyncConnection\",namespace=\"{}\",name=\"{name}\",type=\"Ready\",status=\"True\",reason=\"Connected\"}} 1",

@@ -77,12 +77,7 @@ async fn a_source_deleted_behind_the_operators_back_is_recreated_within_one_inte
     assert_eq!(events.len(), 1, "one Event: {events:?}");
     assert_eq!(writes(&env, "b").await, writes_b, "b untouched");
     assert_eq!(writes(&env, "c").await, writes_c, "c untouched");
-    let metrics = reqwest::get(format!("{}/metrics", env.metrics_url().await))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = env.scrape_metrics().await;
     assert!(
         metrics.contains("chroma_sync_operator_sources_missing_total{action=\"recreated\"} 1"),
         "{metrics}"
@@ -305,12 +300,7 @@ async fn condition_metrics_not_ready_shows_only_the_objects_alerts_read() {
     env.create("broken", spec).await;
     env.wait_reason("fine", "SourceReady", SOON).await;
     env.wait_reason("broken", "MissingCredentials", SOON).await;
-    let metrics = reqwest::get(format!("{}/metrics", env.metrics_url().await))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = env.scrape_metrics().await;
     let about = |name: &str| {
         metrics
             .lines()

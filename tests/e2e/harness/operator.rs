@@ -93,6 +93,13 @@ impl Env {
     }
 
     /// The operator's probe and metrics address, from its log.
+    /// The operator's `/metrics` text, scraped now.
+    pub async fn scrape_metrics(&self) -> String {
+        let url = format!("{}/metrics", self.metrics_url().await);
+        let response = reqwest::get(url).await.expect("scrape /metrics");
+        response.text().await.expect("the /metrics text")
+    }
+
     pub async fn metrics_url(&self) -> String {
         wait_for(
             "the operator to log its metrics address",
