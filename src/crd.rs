@@ -441,6 +441,8 @@ impl MissingPolicy {
     }
 }
 
+/// What the operator observed of the source: its id in Chroma Sync, the conditions (Ready,
+/// Reconciling, Stalled, Paused), the last failure and, with `spec.sync`, the runs.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncSourceStatus {

@@ -64,3 +64,41 @@ fn the_syncrun_crd_makes_runs_immutable_and_reads_in_progress_when_new() {
         serde_json::json!(["chromasync"])
     );
 }
+
+/// `kubectl explain` has something to say for every field of every kind: each named property
+/// (spec and status, all the way down) carries a description. List items and map values are
+/// described by the field that holds them.
+#[test]
+fn every_field_of_every_crd_is_described() {
+    fn undescribed(node: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+        if let Some(properties) = node["properties"].as_object() {
+            for (name, child) in properties {
+                let child_path = format!("{path}.{name}");
+                if child["description"].as_str().is_none_or(str::is_empty) {
+                    out.push(child_path.clone());
+                }
+                undescribed(child, &child_path, out);
+            }
+        }
+        if node["items"].is_object() {
+            undescribed(&node["items"], &format!("{path}[]"), out);
+        }
+        if node["additionalProperties"].is_object() {
+            undescribed(&node["additionalProperties"], &format!("{path}{{}}"), out);
+        }
+    }
+    for (plural, yaml) in chroma_sync_operator::crd::all_crds_yaml() {
+        let crd: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+        let mut missing = Vec::new();
+        for version in crd["spec"]["versions"].as_array().unwrap() {
+            let schema = &version["schema"]["openAPIV3Schema"];
+            undescribed(schema, "", &mut missing);
+        }
+        // metadata and apiVersion/kind are Kubernetes' own, described by kubectl itself.
+        missing.retain(|p| ![".apiVersion", ".kind", ".metadata"].contains(&p.as_str()));
+        assert!(
+            missing.is_empty(),
+            "{plural}: fields without a description: {missing:?}"
+        );
+    }
+}
