@@ -1,14 +1,14 @@
 //! Prometheus metrics: reconciles, their durations and errors by reason, Chroma calls by
 //! endpoint and status code, and SyncRuns by phase and source kind; for alerts, the conditions of
 //! every cached object (read from the controllers' caches at scrape time), whether this replica
-//! leads, and the build. Labels never carry object contents (but an object's namespace and name)
+//! leads, and the build; and the process's own `process_*` series (metrics/process.rs). Labels never carry object contents (but an object's namespace and name)
 //! or secrets.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Resource;
 use kube::runtime::reflector::Store;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
@@ -19,6 +19,8 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
+
+mod process;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
@@ -145,6 +147,8 @@ impl Collector for Conditions {
 
 struct Inner {
     registry: Registry,
+    /// The `process_*` series, unprefixed.
+    process: Registry,
     reconciles: Family<KindLabels, Counter>,
     reconcile_errors: Family<ReasonLabels, Counter>,
     reconcile_duration: Family<KindLabels, Histogram>,
@@ -317,7 +321,10 @@ impl Metrics {
         );
         let conditions = ConditionSources::default();
         registry.register_collector(Box::new(Conditions(conditions.clone())));
+        let mut process = Registry::default();
+        process.register_collector(Box::new(process::ProcessCollector));
         Self(Arc::new(Inner {
+            process,
             condition_scope: Arc::default(),
             rate_limited,
             limiter_wait,
@@ -503,7 +510,10 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        encode(&mut out, &self.0.registry).expect("writing to a String cannot fail");
+        encode_registry(&mut out, &self.0.registry)
+            .and_then(|()| encode_registry(&mut out, &self.0.process))
+            .and_then(|()| encode_eof(&mut out))
+            .expect("writing to a String cannot fail");
         out
     }
 }
@@ -550,7 +560,9 @@ mod tests {
         let metrics = Metrics::new();
         let text = metrics.render();
         assert!(
-            text.contains("and reason.\n# TYPE chroma_sync_operator_condition gauge\n# EOF"),
+            text.contains(
+                "and reason.\n# TYPE chroma_sync_operator_condition gauge\n# HELP process_"
+            ),
             "{text}"
         );
         assert_eq!(series(&text, "chroma_sync_operator_condition"), [""; 0]);
@@ -696,6 +708,44 @@ mod tests {
         // Every clone shares the gauge (main holds one, the server another).
         metrics.clone().set_leader(false);
         assert_eq!(leader(&metrics), ["chroma_sync_operator_leader 0"]);
+    }
+
+    /// The process series are there, unprefixed, with values this very process can check.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_series_describe_this_process() {
+        // Enough CPU for a clock tick (10 ms) to be counted.
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < Duration::from_millis(50) {
+            std::hint::black_box(spin.elapsed());
+        }
+        let text = Metrics::new().render();
+        let value = |name: &str| -> f64 {
+            let line = series(&text, name);
+            assert_eq!(line.len(), 1, "{name}: {line:?}\n{text}");
+            line[0].rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        assert!(value("process_resident_memory_bytes") > 1e6);
+        assert!(value("process_virtual_memory_bytes") >= value("process_resident_memory_bytes"));
+        assert!(value("process_open_fds") >= 3.0);
+        assert!(value("process_max_fds") >= value("process_open_fds"));
+        assert!(value("process_threads") >= 1.0);
+        assert!(value("process_cpu_seconds_total") > 0.0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let started = value("process_start_time_seconds");
+        assert!(
+            started <= now + 1.0 && now - started < 86_400.0,
+            "{started} vs {now}"
+        );
+        assert!(
+            text.contains("# TYPE process_cpu_seconds counter"),
+            "{text}"
+        );
+        assert_eq!(text.matches("# EOF").count(), 1);
+        assert!(text.ends_with("# EOF\n"));
     }
 
     #[test]

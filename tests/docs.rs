@@ -179,3 +179,66 @@ fn the_alert_thresholds_the_readme_quotes_are_the_rules() {
         assert!(readme.contains(&quoted), "README should say {quoted:?}");
     }
 }
+
+/// Every series the chart's alert rules and Grafana dashboard query is one the operator exports,
+/// so a renamed metric cannot leave an alert that never fires or a panel that stays empty.
+#[test]
+fn the_alerts_and_the_dashboard_read_only_series_the_operator_exports() {
+    // A labelled family is exposed from its first sample on: record one of each.
+    let metrics = chroma_sync_operator::metrics::Metrics::new();
+    let took = std::time::Duration::from_millis(5);
+    metrics.reconciled("SyncSource", took, Some("ChromaUnavailable"));
+    metrics.chroma_call("create_source", "201", took);
+    metrics.run_phase("Complete", "github", Some(took));
+    metrics.source_missing("recreated");
+    metrics.drift_checked("ok");
+    let _ = metrics.limiter("operator");
+    let exposition = metrics.render();
+    let families: BTreeSet<&str> = exposition
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let mut checked = 0;
+    for file in [
+        "deploy/helm/chroma-sync-operator/templates/prometheusrule.yaml",
+        "deploy/helm/chroma-sync-operator/dashboards/chroma-sync-operator.json",
+    ] {
+        let text = read(file);
+        let mut names = BTreeSet::new();
+        for (at, _) in text.match_indices(['c', 'p']) {
+            let rest = &text[at..];
+            if !(rest.starts_with("chroma_sync_operator_") || rest.starts_with("process_")) {
+                continue;
+            }
+            // Only whole identifiers: not the tail of a longer word.
+            if text[..at]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                continue;
+            }
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            names.insert(&rest[..end]);
+        }
+        assert!(!names.is_empty(), "{file} names no series");
+        for name in names {
+            let family = ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name);
+            assert!(
+                families.contains(family),
+                "{file} reads {name}, which the operator does not export"
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 15,
+        "only {checked} series found in the rules and dashboard"
+    );
+}
