@@ -13,7 +13,7 @@
 //! (packets dropped, no reset) would otherwise hold a renewal forever, kube's client having no
 //! read timeout: the Lease expires for the others while this replica still believes it leads.
 //! With `renew_deadline` < `lease_duration` the holder gives up before any standby may take
-//! over, as client-go's leader election does.
+//! over, as client-go's leader election does; [`Timings::checked`] refuses timings that break it.
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -35,16 +35,70 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn new(namespace: String, name: String, identity: String) -> Self {
+    pub fn new(namespace: String, name: String, identity: String, timings: Timings) -> Self {
         Self {
             namespace,
             name,
             identity,
-            lease_duration: Duration::from_secs(15),
-            renew_every: Duration::from_secs(5),
-            renew_deadline: Duration::from_secs(10),
-            retry_every: Duration::from_secs(2),
+            lease_duration: timings.lease_duration,
+            // Two renewals fit in the deadline: one lost write does not cost leadership.
+            renew_every: timings.renew_deadline / 2,
+            renew_deadline: timings.renew_deadline,
+            retry_every: timings.retry_period,
         }
+    }
+}
+
+/// The Lease's timings, client-go's names and defaults: how long a Lease lasts without renewal,
+/// how long the holder keeps trying to renew before it gives up leading, and how often a
+/// standby (or a failed renewal) tries again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timings {
+    pub lease_duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Timings {
+    /// The bounds that keep one leader at a time, checked at start as client-go checks them: the
+    /// holder gives up (renew deadline) before a standby may take over (lease duration), and the
+    /// deadline leaves room for retries (1.2 retry periods, client-go's jitter).
+    pub fn checked(self) -> Result<Self, String> {
+        let Self {
+            lease_duration,
+            renew_deadline,
+            retry_period,
+        } = self;
+        if lease_duration.subsec_nanos() != 0 || lease_duration < Duration::from_secs(2) {
+            return Err(format!(
+                "the lease duration is whole seconds, at least 2s (the Lease stores seconds): {lease_duration:?}"
+            ));
+        }
+        if renew_deadline >= lease_duration {
+            return Err(format!(
+                "the renew deadline ({renew_deadline:?}) must be shorter than the lease duration \
+                 ({lease_duration:?}): a leader that cannot renew must stop before a standby may take over"
+            ));
+        }
+        if retry_period.is_zero()
+            || renew_deadline.as_secs_f64() <= 1.2 * retry_period.as_secs_f64()
+        {
+            return Err(format!(
+                "the renew deadline ({renew_deadline:?}) must be more than 1.2 retry periods \
+                 ({retry_period:?}), and the retry period more than 0"
+            ));
+        }
+        Ok(self)
     }
 }
 
@@ -279,5 +333,40 @@ impl Leadership {
             Ok(Err(e)) => warn!(error = %e, "could not release the Lease; it will expire"),
             Err(_) => warn!("no answer to the Lease release in time; it will expire"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timings(lease: u64, deadline: u64, retry: u64) -> Result<Timings, String> {
+        Timings {
+            lease_duration: Duration::from_millis(lease),
+            renew_deadline: Duration::from_millis(deadline),
+            retry_period: Duration::from_millis(retry),
+        }
+        .checked()
+    }
+
+    #[test]
+    fn timings_that_keep_one_leader_pass_and_the_others_say_why_not() {
+        assert_eq!(Timings::default().checked(), Ok(Timings::default()));
+        assert!(timings(60_000, 40_000, 5_000).is_ok());
+        let err = |r: Result<Timings, String>| r.unwrap_err();
+        assert!(err(timings(10_000, 10_000, 2_000)).contains("shorter than the lease duration"));
+        assert!(err(timings(10_000, 12_000, 2_000)).contains("shorter than the lease duration"));
+        assert!(err(timings(15_000, 2_400, 2_000)).contains("1.2 retry periods"));
+        assert!(err(timings(15_000, 10_000, 0)).contains("more than 0"));
+        assert!(err(timings(15_500, 10_000, 2_000)).contains("whole seconds"));
+        assert!(err(timings(1_000, 500, 100)).contains("at least 2s"));
+    }
+
+    #[test]
+    fn the_holder_renews_twice_within_its_deadline() {
+        let settings = Settings::new("ns".into(), "l".into(), "me".into(), Timings::default());
+        assert_eq!(settings.renew_every, Duration::from_secs(5));
+        assert_eq!(settings.retry_every, Duration::from_secs(2));
+        assert_eq!(settings.lease_duration, Duration::from_secs(15));
     }
 }

@@ -31,9 +31,12 @@ use std::time::Duration;
 use tracing::{error, info};
 
 #[derive(Parser)]
+// A flag given twice takes its last value, so that flags appended after a chart's own (the
+// chart's `extraArgs`) win, as with kubectl and the Go controllers.
 #[command(
     version,
-    about = "Manages Chroma Sync sources declared as SyncSource resources"
+    about = "Manages Chroma Sync sources declared as SyncSource resources",
+    args_override_self = true
 )]
 struct Cli {
     #[command(subcommand)]
@@ -137,6 +140,16 @@ struct RunArgs {
         default_value = "chroma-sync-operator"
     )]
     leader_election_id: String,
+    /// How long the Lease lasts without renewal: a standby takes over this long after the
+    /// leader's last renewal (whole seconds; longer than the renew deadline).
+    #[arg(long, env = "LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    leader_election_lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it stops leading and exits.
+    #[arg(long, env = "LEADER_ELECTION_RENEW_DEADLINE", default_value = "10s", value_parser = parse_duration)]
+    leader_election_renew_deadline: Duration,
+    /// How often a standby (or a failed renewal) tries the Lease again.
+    #[arg(long, env = "LEADER_ELECTION_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
+    leader_election_retry_period: Duration,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -193,6 +206,8 @@ async fn main() -> anyhow::Result<()> {
 /// Runs the operator: both controllers under one leadership, until a signal.
 async fn operate(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
+    // Timings that could let two replicas lead are refused before anything starts.
+    leader_timings(&args)?;
     chroma::install_crypto_provider();
     let metrics = Metrics::new();
     metrics.set_condition_scope(args.condition_metrics.into());
@@ -366,6 +381,16 @@ impl Leadership {
     }
 }
 
+fn leader_timings(args: &RunArgs) -> anyhow::Result<leader::Timings> {
+    leader::Timings {
+        lease_duration: args.leader_election_lease_duration,
+        renew_deadline: args.leader_election_renew_deadline,
+        retry_period: args.leader_election_retry_period,
+    }
+    .checked()
+    .map_err(|e| anyhow::anyhow!("leader election: {e}"))
+}
+
 /// With leader election, waits (a ready standby) until this replica leads; `None` when a signal
 /// comes first. Without, this replica leads.
 async fn lead(
@@ -383,6 +408,7 @@ async fn lead(
         args.leader_election_namespace.clone(),
         args.leader_election_id.clone(),
         identity,
+        leader_timings(args)?,
     );
     let standby = ready.clone();
     let on_standby = move || standby.store(true, Ordering::SeqCst);
@@ -459,5 +485,45 @@ fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flag_given_again_takes_the_last_value_so_extra_args_win() {
+        let cli = Cli::try_parse_from([
+            "chroma-sync-operator",
+            "--concurrency=16",
+            "--drift-interval=10m",
+            "--concurrency=4",
+            "--drift-interval=1h",
+        ])
+        .unwrap();
+        assert_eq!(cli.run.concurrency, 4);
+        assert_eq!(cli.run.drift_interval, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn leader_timings_that_could_elect_two_leaders_are_refused() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["chroma-sync-operator"].iter().chain(args)).unwrap();
+            leader_timings(&cli.run).map_err(|e| e.to_string())
+        };
+        assert_eq!(parse(&[]), Ok(leader::Timings::default()));
+        let refused = parse(&["--leader-election-lease-duration=10s"]).unwrap_err();
+        assert!(
+            refused.contains("shorter than the lease duration"),
+            "{refused}"
+        );
+        assert!(
+            parse(&[
+                "--leader-election-lease-duration=1m",
+                "--leader-election-renew-deadline=40s"
+            ])
+            .is_ok()
+        );
     }
 }

@@ -33,10 +33,14 @@ fn assert_valid(validator: &Validator, instance: &Value, what: &str) {
 }
 
 fn examples() -> Vec<(String, SyncSource)> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples");
     let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("deploy/examples exists") {
-        let path = entry.unwrap().path();
+    let paths = ["minimal", "showcase"].into_iter().flat_map(|set| {
+        std::fs::read_dir(format!("{root}/{set}"))
+            .expect("deploy/examples/{minimal,showcase} exist")
+            .map(|entry| entry.unwrap().path())
+    });
+    for path in paths {
         let text = std::fs::read_to_string(&path).unwrap();
         let doc: Value = serde_saphyr::from_str(&text).unwrap();
         if doc["kind"] == "SyncSource" {
@@ -88,7 +92,11 @@ fn every_request_body_satisfies_the_seed_and_published_schemas() {
     let published = schema(PUBLISHED, "components/schemas/CreateSourcePayload");
     let mut bodies = Vec::new();
     let examples = examples();
-    assert_eq!(examples.len(), 3, "one example per source type");
+    assert_eq!(
+        examples.len(),
+        5,
+        "two minimal examples, and one per source type"
+    );
     for (path, obj) in examples {
         bodies.push((path, payload::build(&obj.spec).expect("example builds")));
     }
@@ -158,8 +166,8 @@ async fn the_stand_in_answers_in_the_published_shapes() {
         .unwrap();
     let v: Value = r.json().await.unwrap();
     assert_valid(&list, &v, "list answer");
-    assert_eq!(v.as_array().unwrap().len(), 3);
-    assert_eq!(v[0]["id"], json!(ids[2]), "newest first");
+    assert_eq!(v.as_array().unwrap().len(), ids.len());
+    assert_eq!(v[0]["id"], json!(ids[ids.len() - 1]), "newest first");
 
     let r = http
         .get(format!("{base}/api/v1/sources/{}", ids[0]))

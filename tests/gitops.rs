@@ -477,10 +477,14 @@ fn argo_cd_reads_every_state_the_operator_writes() {
     );
 }
 
+/// Both ways to install the check, the argocd-cm patch and the argo-cd chart's values
+/// (`configs.cm`, for a Helm-installed Argo CD), hold exactly health.lua for every kind.
 #[test]
 fn the_argocd_cm_snippet_installs_exactly_health_lua() {
     let cm: Value =
         serde_saphyr::from_str(include_str!("../deploy/argocd/argocd-cm.yaml")).unwrap();
+    let values: Value =
+        serde_saphyr::from_str(include_str!("../deploy/argocd/argocd-helm-values.yaml")).unwrap();
     let kinds = [
         "SyncSource",
         "SyncRun",
@@ -490,6 +494,11 @@ fn the_argocd_cm_snippet_installs_exactly_health_lua() {
     for kind in kinds {
         let key = format!("resource.customizations.health.chromasync.dev_{kind}");
         assert_eq!(cm["data"][&key].as_str(), Some(HEALTH), "{key}");
+        assert_eq!(
+            values["configs"]["cm"][&key].as_str(),
+            Some(HEALTH),
+            "argocd-helm-values.yaml: {key}"
+        );
     }
 }
 
@@ -787,11 +796,17 @@ fn the_flux_kustomizations_apply_the_operator_with_its_image_and_no_token() {
         .iter()
         .map(|d| d["kind"].as_str().unwrap())
         .collect();
+    // What Flux waits on works as written on a real account: SyncSources only (a SyncRun would
+    // hold `wait` until its crawl ends), none with a made-up id (S3's awsCredentialId).
+    assert_eq!(path, "deploy/examples/minimal");
     assert_eq!(
         kinds,
-        BTreeSet::from(["SyncRun", "SyncSource"]),
+        BTreeSet::from(["SyncSource"]),
         "{path} applies {kinds:?}"
     );
+    for source in &applied {
+        assert!(source["spec"]["s3"].is_null(), "{source:?}");
+    }
     for source in applied.iter().filter(|d| d["kind"] == "SyncSource") {
         let secret = source["spec"]["tokenSecretRef"]["name"].as_str().unwrap();
         assert!(documented_secret(&text, namespace, secret), "{text}");
@@ -802,6 +817,28 @@ fn the_flux_kustomizations_apply_the_operator_with_its_image_and_no_token() {
     }
 }
 
+/// Each minimal example says at its top what a user edits: every field whose value is the
+/// user's own (the database and the token Secret), before the first line of YAML.
+#[test]
+fn the_minimal_examples_name_what_to_edit_first() {
+    let dir = Path::new(ROOT).join("deploy/examples/minimal");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let header: String = text
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for field in ["Works as written", "databaseName", "tokenSecretRef"] {
+            assert!(header.contains(field), "{}: {header}", path.display());
+        }
+        seen += 1;
+    }
+    assert!(seen >= 2, "{seen} minimal examples");
+}
+
 /// `make run` applies its stand-in's token before deploy/examples, and that token is the one the
 /// examples name and the stand-in accepts.
 #[test]
@@ -810,13 +847,14 @@ fn make_run_brings_its_own_development_token() {
     let secret_at = script
         .find("apply -f deploy/local/token-secret.yaml")
         .expect("run.sh applies the development token");
-    let examples_at = script.find("apply -f deploy/examples/").unwrap();
+    let examples_at = script.find("apply -R -f deploy/examples/").unwrap();
     assert!(secret_at < examples_at);
     let secret = &documents(&read("deploy/local/token-secret.yaml"))[0];
     let token = secret["stringData"]["token"].as_str().unwrap();
     assert!(script.contains(&format!("--token {token}")));
     let name = secret["metadata"]["name"].as_str().unwrap();
-    for example in flux_build("deploy/examples", None) {
+    let sets = ["deploy/examples/minimal", "deploy/examples/showcase"];
+    for example in sets.iter().flat_map(|set| flux_build(set, None)) {
         if example["kind"] == "SyncSource" {
             assert_eq!(
                 example["spec"]["tokenSecretRef"]["name"].as_str(),

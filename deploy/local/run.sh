@@ -56,9 +56,9 @@ spec:
 EOF
 "$kubectl" wait --for=condition=Ready chromasyncconnection/default --timeout=60s
 "$kubectl" get chromasyncconnections
-"$kubectl" apply -f deploy/examples/
+"$kubectl" apply -R -f deploy/examples/
 "$kubectl" wait --for=condition=Ready syncsource --all --timeout=60s
-say "the examples, Ready with their Chroma source ids:"
+say "the examples (minimal/ and showcase/), Ready with their Chroma source ids:"
 "$kubectl" get syncsources
 say "the example sync run, from Pending to Complete (it waits for its source to be Ready):"
 "$kubectl" wait --for=condition=Ready syncrun --all --timeout=90s

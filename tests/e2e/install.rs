@@ -160,6 +160,18 @@ fn helm_lint_passes_and_the_values_schema_refuses_typos() {
             "grafanaDashboard.labels.grafana_dashboard=1",
             "at '/grafanaDashboard/labels/grafana_dashboard'",
         ),
+        ("driftInterval=1d", "at '/driftInterval'"),
+        ("chroma.timeout=30", "at '/chroma/timeout'"),
+        (
+            "leaderElection.leaseDuration=1500ms",
+            "at '/leaderElection/leaseDuration'",
+        ),
+        ("extraArgs[0]=concurrency=4", "at '/extraArgs/0'"),
+        ("strategy.type=Blue", "at '/strategy/type'"),
+        (
+            "livenessProbe.periodSeconds=0",
+            "at '/livenessProbe/periodSeconds'",
+        ),
     ] {
         let (ok, out) = helm(&["template", "x", CHART, "--set", value]);
         assert!(!ok, "--set {value} was accepted");
@@ -187,6 +199,8 @@ tolerations: [{operator: Exists}]
 imagePullSecrets: [{name: regcred}]
 metrics:
   port: 9090
+  service:
+    annotations: {prometheus.io/scrape: "true"}
   serviceMonitor:
     enabled: true
     interval: 15s
@@ -229,6 +243,24 @@ clusterConnection:
   namespaces: [search]
   limits: {callsPerSecond: 20, burst: 40, callsInFlight: 8}
   timeout: 1m
+leaderElection: {enabled: true, leaseDuration: 1m, renewDeadline: 40s, retryPeriod: 5s}
+strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}
+revisionHistoryLimit: 3
+driftInterval: 1h30m
+extraArgs: ["--concurrency=4", "--connection-check-interval=1h"]
+extraVolumes:
+  - {name: corp-token, csi: {driver: secrets-store.csi.k8s.io, readOnly: true}}
+extraVolumeMounts:
+  - {name: corp-token, mountPath: /var/run/corp, readOnly: true}
+livenessProbe:
+  httpGet: {path: /healthz, port: metrics}
+  periodSeconds: 30
+  failureThreshold: 5
+readinessProbe:
+  httpGet: {path: /readyz, port: metrics}
+  initialDelaySeconds: 2
+  periodSeconds: 10
+  failureThreshold: 4
 topologySpreadConstraints:
   - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway}
   - maxSkew: 1
@@ -389,6 +421,36 @@ fn every_chart_option_renders_objects_the_apiserver_accepts() {
     assert_eq!(env[4], values["extraEnv"][1]);
     assert_eq!(container["envFrom"], values["extraEnvFrom"]);
 
+    // Lease timings and extraArgs become flags, extraArgs last (the binary takes a repeated
+    // flag's last value: src/main.rs); strategy, history, probes and volumes as given.
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for flag in [
+        "--leader-election-lease-duration=1m",
+        "--leader-election-renew-deadline=40s",
+        "--leader-election-retry-period=5s",
+        "--drift-interval=1h30m",
+    ] {
+        assert!(args.contains(&flag), "{flag} not in {args:?}");
+    }
+    assert_eq!(
+        args[args.len() - 2..],
+        ["--concurrency=4", "--connection-check-interval=1h"]
+    );
+    let spec = &deployment["spec"];
+    assert_eq!(spec["strategy"], values["strategy"]);
+    assert_eq!(spec["revisionHistoryLimit"].as_u64(), Some(3));
+    assert_eq!(container["livenessProbe"], values["livenessProbe"]);
+    assert_eq!(container["readinessProbe"], values["readinessProbe"]);
+    let volumes = pod["volumes"].as_array().unwrap();
+    assert_eq!(volumes.last().unwrap(), &values["extraVolumes"][0]);
+    let mounts = container["volumeMounts"].as_array().unwrap();
+    assert_eq!(mounts.last().unwrap(), &values["extraVolumeMounts"][0]);
+
     // Security contexts exactly as given.
     assert_eq!(pod["securityContext"], values["podSecurityContext"]);
     assert_eq!(container["securityContext"], values["securityContext"]);
@@ -418,6 +480,10 @@ fn every_chart_option_renders_objects_the_apiserver_accepts() {
     // The helm test pod probes /readyz through the rendered Service, is not selected by it, and
     // the NetworkPolicy lets it in next to metricsFrom.
     let service = find(&docs, "Service");
+    assert_eq!(
+        service["metadata"]["annotations"],
+        values["metrics"]["service"]["annotations"]
+    );
     let test_pod = find(&docs, "Pod");
     assert_eq!(
         test_pod["metadata"]["annotations"]["helm.sh/hook"].as_str(),
@@ -563,7 +629,13 @@ fn helm_installs_upgrades_and_uninstalls_the_operator() {
     let ns = fresh_namespace("helm", true);
     let (ok, out) = helm(&["install", "op", CHART, "-n", &ns]);
     assert!(ok && out.contains("STATUS: deployed"), "{out}");
-    assert!(out.contains("watches all namespaces"), "NOTES: {out}");
+    assert!(out.contains("will watch all namespaces"), "NOTES: {out}");
+    // The chart's default image is named by tag: NOTES say what to do if it cannot be pulled.
+    assert!(out.contains("ImagePullBackOff"), "NOTES: {out}");
+    assert!(
+        out.contains("rollout status deploy/op-chroma-sync-operator"),
+        "NOTES: {out}"
+    );
     assert!(
         out.contains(&format!("helm test op -n {ns}")),
         "NOTES: {out}"

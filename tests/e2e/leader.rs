@@ -21,7 +21,12 @@ async fn a_conflicting_renewal_keeps_the_lease_and_a_taken_lease_ends_leadership
         renew_every: Duration::from_millis(500),
         renew_deadline: Duration::from_secs(4),
         retry_every: Duration::from_millis(200),
-        ..Settings::new(env.ns.clone(), "lease".into(), "replica-a".into())
+        ..Settings::new(
+            env.ns.clone(),
+            "lease".into(),
+            "replica-a".into(),
+            Default::default(),
+        )
     };
     let mut leadership = leader::acquire(env.client.clone(), settings, || {})
         .await
