@@ -242,3 +242,86 @@ fn the_alerts_and_the_dashboard_read_only_series_the_operator_exports() {
         "only {checked} series found in the rules and dashboard"
     );
 }
+
+/// The commands of README's shell blocks, one per pipeline stage: continuation lines joined,
+/// heredoc bodies and comments left out, leading `VAR=value` assignments skipped.
+fn readme_commands(readme: &str) -> Vec<String> {
+    let mut commands = Vec::new();
+    let mut in_block = false;
+    let mut heredoc: Option<String> = None;
+    let mut line = String::new();
+    for raw in readme.lines() {
+        if raw.starts_with("```") {
+            in_block = !in_block && ["```sh", "```bash", "```shell"].contains(&raw.trim());
+            continue;
+        }
+        if !in_block {
+            continue;
+        }
+        if let Some(end) = &heredoc {
+            if raw.trim() == end {
+                heredoc = None;
+            }
+            continue;
+        }
+        let code = raw.split(" #").next().unwrap_or_default();
+        line.push_str(code.trim_end().trim_end_matches('\\'));
+        line.push(' ');
+        if code.trim_end().ends_with('\\') {
+            continue;
+        }
+        if let Some(at) = line.find("<<") {
+            let tag = line[at + 2..].trim_start_matches('-');
+            let tag = tag.split_whitespace().next().unwrap_or_default();
+            heredoc = Some(tag.trim_matches(['\'', '"']).to_owned());
+        }
+        for stage in line.split(['|', ';']).flat_map(|s| s.split("&&")) {
+            let words = stage
+                .split_whitespace()
+                .skip_while(|w| w.contains('=') && !w.starts_with('-'));
+            if let Some(first) = words.take(1).next()
+                && !first.starts_with('#')
+            {
+                commands.push(first.to_owned());
+            }
+        }
+        line.clear();
+    }
+    commands
+}
+
+/// Every command README tells a user to run is installed by the set-up (`make` targets install
+/// what they need), is the shell's own, or is named under "Your tools" as the user's to bring.
+#[test]
+fn every_command_the_readme_runs_is_installed_or_named_as_the_users_own() {
+    let readme = read("README.md");
+    let at = readme
+        .find("**Your tools.**")
+        .expect("README names the user's own tools under **Your tools.**");
+    let paragraph = readme[at..].split("\n\n").next().unwrap();
+    let own: BTreeSet<String> = paragraph
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|w| w.split_whitespace().next().unwrap_or_default().to_owned())
+        .collect();
+    let shell = [
+        "cd",
+        "mkdir",
+        "cat",
+        "echo",
+        "export",
+        "cp",
+        "curl",
+        "sha256sum",
+        "tar",
+    ];
+    let commands = readme_commands(&readme);
+    assert!(commands.len() >= 10, "{commands:?}");
+    for command in &commands {
+        assert!(
+            command == "make" || shell.contains(&command.as_str()) || own.contains(command),
+            "README runs `{command}`: install it in tests/setup.sh or name it under **Your tools.**"
+        );
+    }
+}
