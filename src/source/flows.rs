@@ -1211,12 +1211,14 @@ async fn a_watch_delete_with_our_finalizer_on_deletes_the_source() {
     let chroma = Chroma::start().await;
     let id = chroma.standin.insert_source(standin_body());
     let obj = let_go(recorded(source(), &id, &hash_of(&source())));
-    let (client, _api) = ApiServer::start(&obj);
+    let (client, mut api) = ApiServer::start(&obj);
     let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
     let cache = Writer::<SyncSource>::default();
     let mut orphans = super::orphans::Orphans::new(cache.as_reader(), ctx);
 
     orphans.observe(&Event::Delete(obj));
+    api.crd(fixtures::SOURCES_CRD_PATH, fixtures::Crd::Fine)
+        .await;
     until_no_source(&chroma).await;
     assert_eq!(
         chroma.standin.all_calls(),
@@ -1232,7 +1234,7 @@ async fn an_object_missing_from_a_relist_with_our_finalizer_on_has_its_source_de
     let chroma = Chroma::start().await;
     let id = chroma.standin.insert_source(standin_body());
     let obj = let_go(recorded(source(), &id, &hash_of(&source())));
-    let (client, _api) = ApiServer::start(&obj);
+    let (client, mut api) = ApiServer::start(&obj);
     let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
     let mut cache = Writer::<SyncSource>::default();
     cache.apply_watcher_event(&Event::Apply(obj));
@@ -1241,11 +1243,50 @@ async fn an_object_missing_from_a_relist_with_our_finalizer_on_has_its_source_de
     // The watch was down while the apiserver let the object go: the relist lacks it.
     orphans.observe(&Event::Init);
     orphans.observe(&Event::InitDone);
+    api.crd(fixtures::SOURCES_CRD_PATH, fixtures::Crd::Fine)
+        .await;
     until_no_source(&chroma).await;
     assert_eq!(
         chroma.standin.all_calls(),
         [("delete_source".into(), 1)].into()
     );
+}
+
+/// An object let go with the finalizer on while its CRD is being deleted (or is gone) keeps its
+/// source, as a deletion does; so does one whose CRD cannot be read (nothing asks again).
+#[tokio::test]
+async fn an_object_let_go_while_its_crd_is_deleted_keeps_its_source() {
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher::Event;
+
+    for answer in [
+        Some(fixtures::Crd::Deleting),
+        Some(fixtures::Crd::Gone),
+        None,
+    ] {
+        let chroma = Chroma::start().await;
+        let id = chroma.standin.insert_source(standin_body());
+        let obj = let_go(recorded(source(), &id, &hash_of(&source())));
+        let (client, mut api) = ApiServer::start(&obj);
+        let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
+        let cache = Writer::<SyncSource>::default();
+        let mut orphans = super::orphans::Orphans::new(cache.as_reader(), ctx.clone());
+
+        orphans.observe(&Event::Delete(obj));
+        match answer {
+            Some(crd) => api.crd(fixtures::SOURCES_CRD_PATH, crd).await,
+            None => {
+                api.expect(Method::GET, fixtures::SOURCES_CRD_PATH)
+                    .await
+                    .refuse(403, "Forbidden");
+            }
+        }
+        // The source would be deleted within milliseconds (the test above): give it a second.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(chroma.standin.all_calls().is_empty(), "{answer:?}");
+        assert_eq!(chroma.standin.sources(DATABASE).len(), 1, "{answer:?}");
+        api.assert_done(&ctx, &[]).await;
+    }
 }
 
 /// A status decided on a stale copy (the cache has not seen the recorded id yet) names the

@@ -226,3 +226,74 @@ async fn deleting_the_crds_deletes_no_source_and_cancels_no_run() {
     );
     drop(env);
 }
+
+/// The CRD is deleted while no operator runs (a GitOps prune that also restarts or removes it):
+/// the objects wait, Terminating, on their finalizers, and so does the CRD. The operator started
+/// afterwards lets them go without deleting a source, though it may handle their deletions
+/// before its watch of the CRD has listed it (then a read of the CRD decides).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crd_deleted_while_no_operator_runs_deletes_no_source_once_one_starts() {
+    let cluster = PrivateCluster::start("crd-deletion-later");
+    let mut env = Env::on_private_cluster("crddellater", &cluster).await;
+    let objects = 10;
+    env.start_operator();
+    let names: Vec<String> = (0..objects).map(|i| format!("src-{i:03}")).collect();
+    env.create_github(&names, "later").await;
+    for n in &names {
+        env.wait_reason(n, "SourceReady", SOON).await;
+    }
+    let ids: BTreeSet<String> = env.source_ids().into_iter().collect();
+    assert_eq!(ids.len(), objects);
+    env.kill_operator();
+
+    let crds: Api<CustomResourceDefinition> = Api::all(env.client.clone());
+    crds.delete(SOURCES_CRD, &DeleteParams::default())
+        .await
+        .expect("delete the CRD");
+    // The apiserver deletes the objects; their finalizers hold them, and they hold the CRD.
+    wait_for("every object Terminating", SOON, || async {
+        let list = env.api().list(&Default::default()).await.ok()?;
+        let terminating = list
+            .items
+            .iter()
+            .filter(|o| o.metadata.deletion_timestamp.is_some())
+            .count();
+        (terminating == objects).then_some(())
+    })
+    .await;
+    let crd = crds.get(SOURCES_CRD).await.expect("the CRD waits");
+    assert!(crd.metadata.deletion_timestamp.is_some());
+
+    let reads_before = operator_crd_reads(&env).await;
+    let started = Instant::now();
+    env.start_operator();
+    wait_for("the CRD to be gone", SOON, || async {
+        crds.get_opt(SOURCES_CRD)
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let gone = started.elapsed();
+    assert_eq!(env.standin.calls("delete_source", "*"), 0, "no DELETE");
+    let kept: BTreeSet<String> = env.source_ids().into_iter().collect();
+    assert_eq!(kept, ids, "every source is still in Chroma");
+    let events = wait_for("an Event per object", SOON, || async {
+        let events = events_with(&env, REASON).await;
+        (events.len() >= objects).then_some(events)
+    })
+    .await;
+    assert_eq!(events.len(), objects);
+    for id in &ids {
+        assert!(events.iter().any(|(_, note)| note.contains(id.as_str())));
+    }
+    let reads = operator_crd_reads(&env).await - reads_before;
+    println!(
+        "crd deleted before the operator started | {objects} Terminating SyncSources let go, \
+         CRD gone {:.1} s after the start | DELETE 0 | operator's CRD GETs {reads}",
+        gone.as_secs_f64()
+    );
+    assert!(reads <= objects, "{reads} CRD GETs for {objects} deletions");
+    drop(env);
+}
