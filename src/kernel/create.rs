@@ -58,6 +58,9 @@ pub trait Marked:
     /// The finalizer that keeps the object until its creation is dealt with.
     const FINALIZER: &'static str;
 
+    /// What a message calls the creation ("source", "invocation").
+    const WHAT: &'static str;
+
     /// The id of the creation status records, if any.
     fn recorded_id(&self) -> Option<&str>;
 }
@@ -65,9 +68,6 @@ pub trait Marked:
 /// One create, as a kind makes it.
 pub trait Creation: Sync {
     type Object: Marked;
-
-    /// What a message calls the creation ("source", "invocation").
-    const WHAT: &'static str;
 
     /// The create call; the id it made.
     fn create(&self) -> impl Future<Output = Result<String, ChromaError>> + Send;
@@ -109,13 +109,13 @@ pub async fn recover<C: Creation>(
     };
     match creation.find_unrecorded(obj, lookup_since(marked_at)).await {
         Ok(Some(id)) => {
-            info!(id = %id, "found the {} of an unrecorded create; adopting it", C::WHAT);
+            info!(id = %id, "found the {} of an unrecorded create; adopting it", <C::Object as Marked>::WHAT);
             let obj = record(client, obj, |current| creation.record(current, &id)).await?;
             Ok(Recovered::Found { obj, id })
         }
         Ok(None) => Ok(Recovered::Nothing),
         Err(e) => {
-            let action = format!("looking for an unrecorded {}", C::WHAT);
+            let action = format!("looking for an unrecorded {}", <C::Object as Marked>::WHAT);
             Ok(Recovered::Unknown(failure::classify(&action, &e)))
         }
     }
@@ -150,12 +150,15 @@ pub async fn mark_and_create<C: Creation>(
     let obj = metadata_write(&ctx.client, obj, Finalizer::Keep, Some(now)).await?;
     match creation.create().await {
         Ok(id) => {
-            info!(id = %id, "created the {}", C::WHAT);
+            info!(id = %id, "created the {}", <C::Object as Marked>::WHAT);
             let stored = record(&ctx.client, &obj, |current| creation.record(current, &id)).await;
             Ok(Created::Made { id, stored })
         }
         Err(error) => {
-            let failure = failure::classify(&format!("creating the {}", C::WHAT), &error);
+            let failure = failure::classify(
+                &format!("creating the {}", <C::Object as Marked>::WHAT),
+                &error,
+            );
             let obj = if failure.nothing_created {
                 clear_mark(&ctx.client, &obj).await?
             } else {

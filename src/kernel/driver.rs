@@ -1,8 +1,12 @@
 //! The one reconcile driver, generic over the kind: a kind says what its flows are
 //! ([`Reconciler`]); the driver dispatches (paused, being deleted, or to apply), re-decides on a
 //! fresh read after a conflict, counts and times every reconcile with the kind's label, and turns
-//! the outcome into a requeue with a per-object backoff.
+//! the outcome into a requeue with a per-object backoff. A deletion that is the kind's CRD's
+//! lets the object go with no call to the service ([`crds`](super::crds)).
 
+use super::crds::{self, Deletion};
+use super::create::{self, Marked};
+use super::events::Kind;
 use super::failure::{Retry, backoff};
 use super::kube_io::fresh;
 use super::{Context, Error, Next, Reason, intent};
@@ -12,10 +16,9 @@ use kube::ResourceExt;
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::ObjectRef;
 use std::collections::HashMap;
-use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tracing::{Instrument, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 /// Immediate re-reads after a 409 within one reconcile.
 const CONFLICT_RETRIES: u32 = 3;
@@ -25,14 +28,11 @@ pub type Outcome<R> = Result<Next<R>, Error>;
 
 /// A resource kind's flows, as the driver runs them.
 pub trait Reconciler: Send + Sync + 'static {
-    type Object: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static;
+    type Object: Marked;
     type Reason: Reason;
+
+    /// The Event of an object let go with its CRD, its creation left in the service.
+    const CRD_DELETED: Self::Reason;
 
     /// The kind's name, in logs and metric labels.
     const KIND: &'static str;
@@ -106,10 +106,44 @@ impl<R: Reconciler> Driver<R> {
         if intent::paused(obj.meta()) {
             self.flows.paused(obj).await
         } else if obj.meta().deletion_timestamp.is_some() {
-            self.flows.cleanup(obj).await
+            match self.deletion(obj).await? {
+                Deletion::Cleanup => self.flows.cleanup(obj).await,
+                Deletion::Keep => self.keep(obj).await,
+            }
         } else {
             self.flows.apply(obj).await
         }
+    }
+
+    /// Whether `obj`'s deletion is its own or its CRD's. An object that never started a creation
+    /// costs no question: its cleanup calls nothing anyway.
+    async fn deletion(&self, obj: &R::Object) -> Result<Deletion, Error> {
+        let started = obj.recorded_id().is_some() || create::pending_mark(obj).is_some();
+        if !create::has_finalizer(obj) || !started {
+            return Ok(Deletion::Cleanup);
+        }
+        self.flows.context().crds.deletion(obj).await
+    }
+
+    /// The object goes with its CRD: the finalizer is released with no call to the service, and
+    /// its creation stays there.
+    async fn keep(&self, obj: &R::Object) -> Outcome<R::Reason> {
+        let ctx = self.flows.context();
+        create::release_finalizer(&ctx.client, obj).await?;
+        let what = <R::Object as Marked>::WHAT;
+        let id = obj.recorded_id().unwrap_or_default();
+        let left = match obj.recorded_id() {
+            Some(id) => format!("{what} {id} stays in Chroma Sync"),
+            None => format!("the {what} of its unfinished create, if any, stays in Chroma Sync"),
+        };
+        let crd = crds::name_of::<R::Object>();
+        info!(kind = R::KIND, %crd, id, "the CRD is being deleted: released the finalizer without calling Chroma Sync; {left}");
+        let note = format!(
+            "The {crd} CustomResourceDefinition is being deleted, which deletes every {}: released the finalizer without calling Chroma Sync; {left}",
+            R::KIND
+        );
+        ctx.events.publish(obj, Kind::Warning, R::CRD_DELETED, note);
+        Ok(Next::Settled)
     }
 
     /// Runs `controller` (its watches already set) until its shutdown, `concurrency` reconciles at
@@ -120,6 +154,8 @@ impl<R: Reconciler> Driver<R> {
         concurrency: u16,
         shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     ) {
+        // The kind's CRD, watched while its controller runs (once for all its scopes).
+        let crd_watch = self.flows.context().crds.watch::<R::Object>();
         controller
             .with_config(Config::default().concurrency(concurrency))
             .graceful_shutdown_on(shutdown)
@@ -134,6 +170,9 @@ impl<R: Reconciler> Driver<R> {
                 futures::future::ready(())
             })
             .await;
+        if let Some(task) = crd_watch {
+            task.abort();
+        }
     }
 }
 
@@ -178,7 +217,10 @@ pub async fn reconcile<R: Reconciler>(
             Err(e) => (None, Some(e.reason())),
         };
         ctx.metrics.reconciled(R::KIND, started.elapsed(), label);
-        if !matches!(result, Err(Error::Kube(_) | Error::KubeTimeout(_))) {
+        if !matches!(
+            result,
+            Err(Error::Kube(_) | Error::KubeTimeout(_) | Error::CrdUnreadable { .. })
+        ) {
             driver.flows.settle(&obj, failed_on);
         }
         Ok(driver.requeue(&obj, Some(result?)))

@@ -31,6 +31,19 @@ pub const ADMIN: &str = "admin-token";
 pub const VIEWER: &str = "viewer-token";
 pub const OBJECT_PATH: &str = "/apis/chromasync.dev/v1alpha1/namespaces/ns/syncsources/docs";
 pub const STATUS_PATH: &str = "/apis/chromasync.dev/v1alpha1/namespaces/ns/syncsources/docs/status";
+/// The CRDs, as the deletion guard reads them (see `kernel::crds`).
+pub const SOURCES_CRD_PATH: &str =
+    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/syncsources.chromasync.dev";
+pub const RUNS_CRD_PATH: &str =
+    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/syncruns.chromasync.dev";
+
+/// A CRD as a read of it finds it.
+#[derive(Clone, Copy, Debug)]
+pub enum Crd {
+    Fine,
+    Deleting,
+    Gone,
+}
 
 /// How long a test waits for the flow's next request before it calls the request missing.
 const WAIT: Duration = Duration::from_secs(5);
@@ -206,6 +219,22 @@ impl ApiServer {
         }
     }
 
+    /// Expects a read of the CRD at `path` (metadata only) and answers it as `crd` says.
+    pub async fn crd(&mut self, path: &str, crd: Crd) {
+        let call = self.expect(Method::GET, path).await;
+        let name = path.rsplit('/').next().unwrap_or_default();
+        let mut metadata = json!({"name": name, "uid": "c0ffee", "resourceVersion": "7",
+            "creationTimestamp": "2026-01-01T00:00:00Z"});
+        match crd {
+            Crd::Gone => return call.refuse(404, "NotFound"),
+            Crd::Deleting => metadata["deletionTimestamp"] = json!("2026-01-02T00:00:00Z"),
+            Crd::Fine => {}
+        }
+        let body = json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": metadata});
+        call.reply(StatusCode::OK, &body);
+    }
+
     /// Asserts the flow made no request it was not answered for.
     pub fn assert_idle(&mut self) {
         if let Ok((request, _)) = self.requests.try_recv() {
@@ -226,6 +255,16 @@ impl ApiServer {
             .map(|(kind, reason)| (kind.to_string(), reason.to_string()))
             .collect();
         assert_eq!(self.events(ctx).await, expected, "the Events");
+    }
+
+    /// The notes of the Events written, after waiting for the queue to drain.
+    pub async fn event_notes(&self, ctx: &Context) -> Vec<String> {
+        ctx.events.flush(WAIT).await;
+        let events = self.events.lock().expect("events");
+        events
+            .iter()
+            .map(|e| e["note"].as_str().unwrap_or_default().to_owned())
+            .collect()
     }
 
     /// `(type, reason)` of the Events written, after waiting for the queue to drain.

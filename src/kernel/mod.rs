@@ -11,6 +11,7 @@
 pub mod cache;
 pub mod conditions;
 pub mod connections;
+pub mod crds;
 pub mod create;
 pub mod credentials;
 pub mod driver;
@@ -50,6 +51,12 @@ pub enum Error {
     ShuttingDown,
     #[error("Kubernetes API: no answer within {0:?}")]
     KubeTimeout(Duration),
+    /// Whether the object's CRD is being deleted is unknown, so its deletion waits (see
+    /// [`crds::Crds::deletion`]).
+    #[error(
+        "cannot read the {crd} CustomResourceDefinition, so the deletion waits (neither a call to Chroma Sync nor the finalizer's release): {why}"
+    )]
+    CrdUnreadable { crd: String, why: String },
 }
 
 impl Error {
@@ -60,6 +67,7 @@ impl Error {
             Error::Kube(_) => "KubeApi",
             Error::ShuttingDown => "ShuttingDown",
             Error::KubeTimeout(_) => "KubeTimeout",
+            Error::CrdUnreadable { .. } => "CrdUnreadable",
         }
     }
 
@@ -101,6 +109,8 @@ pub struct Context {
     pub events: events::Events,
     pub metrics: Metrics,
     pub credentials: Credentials,
+    /// The kinds' own CRDs: whether a deletion is their deletion (see [`crds`]).
+    pub crds: crds::Crds,
     stopping: AtomicBool,
     /// The SyncSource caches, one per watched scope (runs read their source here; adoption
     /// and the drift check read every recorded source).
@@ -118,6 +128,7 @@ impl Context {
     ) -> Self {
         Self {
             events: events::Events::start(client.clone(), FIELD_MANAGER, instance, metrics.clone()),
+            crds: crds::Crds::new(client.clone()),
             client,
             connections,
             metrics,

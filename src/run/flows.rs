@@ -790,6 +790,50 @@ async fn deleting_a_pending_run_while_its_source_cannot_be_read_keeps_the_finali
     api.assert_done(&runs, &[]).await;
 }
 
+/// A pending run deleted by its CRD's deletion (the driver reads the CRD: being deleted) is let
+/// go with no cancel: its invocation stays pending, and a Warning Event names it. With the CRD
+/// fine, the same run is cancelled (the normal path, through the same driver).
+#[tokio::test]
+async fn a_pending_run_deleted_with_its_crd_is_not_cancelled() {
+    for (crd, cancels) in [(fixtures::Crd::Deleting, 0), (fixtures::Crd::Fine, 1)] {
+        let mut service = Service::start().await;
+        let id = service.invocation(plan(HOUR_MS, HOUR_MS, None)).await;
+        let obj = deleting(recorded(
+            &id,
+            &service.source_id,
+            RunPhase::Pending,
+            secs(30),
+        ));
+        let (client, mut api) = ApiServer::start(&obj);
+        let runs = runs(client, &service.chroma);
+        let flow = tokio::spawn(driver::reconcile(Arc::new(obj), runs.clone()));
+        api.crd(fixtures::RUNS_CRD_PATH, crd).await;
+        if cancels == 1 {
+            give(&mut api, &service.ready_source()).await;
+        }
+        let release = api.patch(RUN_PATH).await;
+        assert_eq!(release["metadata"]["finalizers"], json!([]), "{crd:?}");
+        let action = flow
+            .await
+            .expect("the reconcile ran")
+            .expect("it succeeded");
+        assert_eq!(action, Action::await_change());
+        let cancelled = service.chroma.standin.calls("cancel_invocation", "*");
+        assert_eq!(cancelled, cancels, "{crd:?}");
+        if cancels == 0 {
+            assert!(service.calls().is_empty(), "{:?}", service.calls());
+            assert_eq!(service.status_of(&id), "pending");
+            api.assert_done(&runs, &[("Warning", "RetainedOnCrdDeletion")])
+                .await;
+            let notes = api.event_notes(&runs).await;
+            assert!(notes[0].contains(&format!("invocation {id}")), "{notes:?}");
+        } else {
+            assert_eq!(service.status_of(&id), "cancelled");
+            api.assert_done(&runs, &[]).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn deleting_a_pending_run_cancels_its_invocation_then_releases_the_finalizer() {
     let (service, id) = deleted(RunPhase::Pending, plan(HOUR_MS, HOUR_MS, None), &[]).await;

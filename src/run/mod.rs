@@ -31,6 +31,7 @@ pub type Next = crate::kernel::Next<Reason>;
 
 impl Marked for SyncRun {
     const FINALIZER: &'static str = RUN_FINALIZER;
+    const WHAT: &'static str = "invocation";
 
     fn recorded_id(&self) -> Option<&str> {
         self.status.as_ref()?.invocation_id.as_deref()
@@ -69,6 +70,7 @@ impl Runs {
 impl Reconciler for Runs {
     type Object = SyncRun;
     type Reason = Reason;
+    const CRD_DELETED: Reason = Reason::RetainedOnCrdDeletion;
     const KIND: &'static str = "SyncRun";
 
     fn context(&self) -> &Context {

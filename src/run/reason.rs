@@ -29,6 +29,7 @@ crate::kernel::reason::reasons! {
         // Events beyond the condition's transitions.
         Adopted,
         NotCancelled,
+        RetainedOnCrdDeletion,
     }
     about_credentials: MissingCredentials | Unauthorized | Forbidden
 }
@@ -39,7 +40,7 @@ mod tests {
 
     #[test]
     fn reasons_read_as_their_names() {
-        assert_eq!(Reason::ALL.len(), 22);
+        assert_eq!(Reason::ALL.len(), 23);
         assert_eq!(Reason::RunFailed.as_str(), "RunFailed");
         assert_eq!(Reason::WaitingForSource.to_string(), "WaitingForSource");
     }

@@ -142,7 +142,6 @@ struct NewInvocation<'a> {
 
 impl Creation for NewInvocation<'_> {
     type Object = SyncRun;
-    const WHAT: &'static str = "invocation";
 
     async fn create(&self) -> Result<String, ChromaError> {
         let Endpoint { chroma, token, .. } = self.endpoint;

@@ -361,6 +361,161 @@ async fn cleanup_with_retain_releases_the_finalizer_and_deletes_nothing() {
     );
 }
 
+/// A deleted SyncSource with a recorded source, reconciled through the driver (which asks
+/// whether the deletion is the CRD's): the stand-in holding the source, the mock apiserver, the
+/// driver, the reconcile, and the source's id.
+async fn deleted_through_the_driver(
+    seen: Option<crate::kernel::crds::Seen>,
+) -> (
+    Chroma,
+    ApiServer,
+    Arc<Driver<Sources>>,
+    JoinHandle<Result<kube::runtime::controller::Action, Error>>,
+    String,
+) {
+    let chroma = Chroma::start().await;
+    let id = chroma.standin.insert_source(standin_body());
+    let mut obj = deleting(recorded(source(), &id, &hash_of(&source())));
+    obj.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2026-01-01T00:00:00Z".parse().unwrap(),
+    ));
+    let (client, api) = ApiServer::start(&obj);
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
+    ctx.credentials.set_synced();
+    if let Some(seen) = seen {
+        ctx.crds.saw("syncsources.chromasync.dev", seen);
+    }
+    let flow = {
+        let (obj, ctx) = (Arc::new(obj), ctx.clone());
+        tokio::spawn(driver::reconcile(obj, ctx))
+    };
+    (chroma, api, ctx, flow, id)
+}
+
+/// The object is let go with its CRD: the finalizer released, no Chroma call, the source kept,
+/// one Warning Event naming it.
+async fn assert_kept(
+    chroma: Chroma,
+    mut api: ApiServer,
+    ctx: Arc<Driver<Sources>>,
+    flow: JoinHandle<Result<kube::runtime::controller::Action, Error>>,
+    id: &str,
+) {
+    let release = api.patch(OBJECT_PATH).await;
+    assert_eq!(
+        release,
+        json!({ "metadata": { "resourceVersion": "1", "finalizers": [] } })
+    );
+    let action = flow
+        .await
+        .expect("the reconcile ran")
+        .expect("it succeeded");
+    assert_eq!(action, kube::runtime::controller::Action::await_change());
+    assert!(chroma.standin.all_calls().is_empty(), "no Chroma call");
+    assert_eq!(
+        chroma.standin.sources(DATABASE).len(),
+        1,
+        "the source stays"
+    );
+    api.assert_done(&ctx, &[("Warning", "RetainedOnCrdDeletion")])
+        .await;
+    let notes = api.event_notes(&ctx).await;
+    assert!(
+        notes[0].contains(id) && notes[0].contains("syncsources.chromasync.dev"),
+        "{notes:?}"
+    );
+}
+
+/// The apiserver deletes every SyncSource when their CRD is deleted. The CRD's watch has not
+/// shown that yet (it is another stream than the objects'), so the driver reads the CRD, finds
+/// it being deleted, and lets the object go without deleting its source.
+#[tokio::test]
+async fn a_deletion_by_the_crds_deletion_keeps_the_source_even_before_the_crd_watch_shows_it() {
+    let fine = crate::kernel::crds::Seen::Present {
+        deleting_since: None,
+    };
+    let (chroma, mut api, ctx, flow, id) = deleted_through_the_driver(Some(fine)).await;
+    api.crd(fixtures::SOURCES_CRD_PATH, fixtures::Crd::Deleting)
+        .await;
+    assert_kept(chroma, api, ctx, flow, &id).await;
+}
+
+#[tokio::test]
+async fn a_deletion_whose_crd_is_gone_keeps_the_source() {
+    let (chroma, mut api, ctx, flow, id) = deleted_through_the_driver(None).await;
+    api.crd(fixtures::SOURCES_CRD_PATH, fixtures::Crd::Gone)
+        .await;
+    assert_kept(chroma, api, ctx, flow, &id).await;
+}
+
+/// The CRD's watch already showed it being deleted since before the object was made: no read.
+#[tokio::test]
+async fn a_crd_seen_being_deleted_keeps_the_source_without_a_read() {
+    let deleting = crate::kernel::crds::Seen::Present {
+        deleting_since: Some("2026-01-02T00:00:00Z".parse().unwrap()),
+    };
+    let (chroma, api, ctx, flow, id) = deleted_through_the_driver(Some(deleting)).await;
+    assert_kept(chroma, api, ctx, flow, &id).await;
+}
+
+/// The normal path: a CRD that is fine means the object alone is deleted, so its source is.
+#[tokio::test]
+async fn a_deletion_under_a_crd_that_is_fine_deletes_the_source() {
+    let (chroma, mut api, ctx, flow, _) = deleted_through_the_driver(None).await;
+    api.crd(fixtures::SOURCES_CRD_PATH, fixtures::Crd::Fine)
+        .await;
+    let release = api.patch(OBJECT_PATH).await;
+    assert_eq!(release["metadata"]["finalizers"], json!([]));
+    flow.await
+        .expect("the reconcile ran")
+        .expect("it succeeded");
+    assert_eq!(
+        chroma.standin.all_calls(),
+        [("delete_source".into(), 1)].into()
+    );
+    assert!(chroma.standin.sources(DATABASE).is_empty());
+    api.assert_done(&ctx, &[]).await;
+}
+
+/// A CRD that cannot be read: neither the delete call nor the finalizer's release; the deletion
+/// waits (an error, so the backoff) and the metric says why.
+#[tokio::test]
+async fn a_crd_that_cannot_be_read_keeps_the_deletion_waiting_with_no_call_and_no_write() {
+    let (chroma, mut api, ctx, flow, _) = deleted_through_the_driver(None).await;
+    api.expect(Method::GET, fixtures::SOURCES_CRD_PATH)
+        .await
+        .refuse(403, "Forbidden");
+    let failed = flow.await.expect("the reconcile ran");
+    assert!(
+        matches!(&failed, Err(Error::CrdUnreadable { crd, .. }) if crd == "syncsources.chromasync.dev"),
+        "{failed:?}"
+    );
+    assert!(chroma.standin.all_calls().is_empty(), "no Chroma call");
+    assert_eq!(chroma.standin.sources(DATABASE).len(), 1);
+    api.assert_done(&ctx, &[]).await;
+    let metrics = ctx.metrics.render();
+    assert!(metrics.contains("CrdUnreadable"), "{metrics}");
+}
+
+/// An object that never started a create costs no read of the CRD: its cleanup calls nothing.
+#[tokio::test]
+async fn a_deletion_with_nothing_created_does_not_read_the_crd() {
+    let chroma = Chroma::start().await;
+    let mut obj = deleting(source());
+    obj.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
+    ctx.credentials.set_synced();
+    let flow = tokio::spawn(driver::reconcile(Arc::new(obj), ctx.clone()));
+    let release = api.patch(OBJECT_PATH).await;
+    assert_eq!(release["metadata"]["finalizers"], json!([]));
+    flow.await
+        .expect("the reconcile ran")
+        .expect("it succeeded");
+    assert!(chroma.standin.all_calls().is_empty());
+    api.assert_done(&ctx, &[]).await;
+}
+
 #[tokio::test]
 async fn a_source_already_gone_counts_as_deleted() {
     let chroma = Chroma::start().await;
@@ -1056,12 +1211,14 @@ async fn a_watch_delete_with_our_finalizer_on_deletes_the_source() {
     let chroma = Chroma::start().await;
     let id = chroma.standin.insert_source(standin_body());
     let obj = let_go(recorded(source(), &id, &hash_of(&source())));
-    let (client, _api) = ApiServer::start(&obj);
+    let (client, mut api) = ApiServer::start(&obj);
     let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
     let cache = Writer::<SyncSource>::default();
     let mut orphans = super::orphans::Orphans::new(cache.as_reader(), ctx);
 
     orphans.observe(&Event::Delete(obj));
+    api.crd(fixtures::SOURCES_CRD_PATH, fixtures::Crd::Fine)
+        .await;
     until_no_source(&chroma).await;
     assert_eq!(
         chroma.standin.all_calls(),
@@ -1077,7 +1234,7 @@ async fn an_object_missing_from_a_relist_with_our_finalizer_on_has_its_source_de
     let chroma = Chroma::start().await;
     let id = chroma.standin.insert_source(standin_body());
     let obj = let_go(recorded(source(), &id, &hash_of(&source())));
-    let (client, _api) = ApiServer::start(&obj);
+    let (client, mut api) = ApiServer::start(&obj);
     let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
     let mut cache = Writer::<SyncSource>::default();
     cache.apply_watcher_event(&Event::Apply(obj));
@@ -1086,11 +1243,50 @@ async fn an_object_missing_from_a_relist_with_our_finalizer_on_has_its_source_de
     // The watch was down while the apiserver let the object go: the relist lacks it.
     orphans.observe(&Event::Init);
     orphans.observe(&Event::InitDone);
+    api.crd(fixtures::SOURCES_CRD_PATH, fixtures::Crd::Fine)
+        .await;
     until_no_source(&chroma).await;
     assert_eq!(
         chroma.standin.all_calls(),
         [("delete_source".into(), 1)].into()
     );
+}
+
+/// An object let go with the finalizer on while its CRD is being deleted (or is gone) keeps its
+/// source, as a deletion does; so does one whose CRD cannot be read (nothing asks again).
+#[tokio::test]
+async fn an_object_let_go_while_its_crd_is_deleted_keeps_its_source() {
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher::Event;
+
+    for answer in [
+        Some(fixtures::Crd::Deleting),
+        Some(fixtures::Crd::Gone),
+        None,
+    ] {
+        let chroma = Chroma::start().await;
+        let id = chroma.standin.insert_source(standin_body());
+        let obj = let_go(recorded(source(), &id, &hash_of(&source())));
+        let (client, mut api) = ApiServer::start(&obj);
+        let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
+        let cache = Writer::<SyncSource>::default();
+        let mut orphans = super::orphans::Orphans::new(cache.as_reader(), ctx.clone());
+
+        orphans.observe(&Event::Delete(obj));
+        match answer {
+            Some(crd) => api.crd(fixtures::SOURCES_CRD_PATH, crd).await,
+            None => {
+                api.expect(Method::GET, fixtures::SOURCES_CRD_PATH)
+                    .await
+                    .refuse(403, "Forbidden");
+            }
+        }
+        // The source would be deleted within milliseconds (the test above): give it a second.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(chroma.standin.all_calls().is_empty(), "{answer:?}");
+        assert_eq!(chroma.standin.sources(DATABASE).len(), 1, "{answer:?}");
+        api.assert_done(&ctx, &[]).await;
+    }
 }
 
 /// A status decided on a stale copy (the cache has not seen the recorded id yet) names the

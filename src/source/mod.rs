@@ -354,6 +354,7 @@ impl Sources {
 
 impl Marked for SyncSource {
     const FINALIZER: &'static str = crate::crd::FINALIZER;
+    const WHAT: &'static str = "source";
 
     fn recorded_id(&self) -> Option<&str> {
         self.status.as_ref()?.source_id.as_deref()
@@ -363,6 +364,7 @@ impl Marked for SyncSource {
 impl Reconciler for Sources {
     type Object = SyncSource;
     type Reason = Reason;
+    const CRD_DELETED: Reason = Reason::RetainedOnCrdDeletion;
     const KIND: &'static str = "SyncSource";
 
     fn context(&self) -> &Context {

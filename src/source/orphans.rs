@@ -5,13 +5,14 @@
 use super::Sources;
 use super::reconcile::{self, Namesake};
 use crate::crd::SyncSource;
+use crate::kernel::crds::Deletion;
 use crate::kernel::driver::Driver;
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use std::collections::HashSet;
 use std::sync::Arc;
-use tracing::{Instrument, info_span};
+use tracing::{Instrument, info, info_span, warn};
 
 /// Objects the apiserver let go with the operator's finalizer still on. A delete that read the
 /// object before the finalizer was added can remove it after (kubernetes/kubernetes#77988): seen
@@ -66,7 +67,7 @@ impl Orphans {
         // deletionTimestamp (the object goes at once).
         let bypassed = ours && obj.metadata.deletion_timestamp.is_none();
         if bypassed && crate::kernel::intent::paused(&obj.metadata) {
-            tracing::warn!(namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(),
+            warn!(namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(),
                 "a paused object vanished with the finalizer on; paused means no call, so its source is left in Chroma");
             return;
         }
@@ -75,8 +76,22 @@ impl Orphans {
             let (sources, obj) = (self.sources.clone(), obj.clone());
             let span = info_span!("orphan", namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
             tokio::spawn(
-                async move { reconcile::orphaned(&sources.flows, &obj, namesake).await }
-                    .instrument(span),
+                async move {
+                    // An object let go with its CRD keeps its source, as a deletion does (the
+                    // kernel's `crds`); unknown (the CRD unreadable) keeps it too: nothing will
+                    // ask again, and a source left is safer than one lost.
+                    match sources.flows.crds.deletion(&obj).await {
+                        Ok(Deletion::Cleanup) => {
+                            reconcile::orphaned(&sources.flows, &obj, namesake).await
+                        }
+                        Ok(Deletion::Keep) => info!(
+                            source_id = obj.status.as_ref().and_then(|s| s.source_id.as_deref()),
+                            "a vanished object's CRD is being deleted: its source, if any, stays in Chroma"
+                        ),
+                        Err(e) => warn!(error = %e, "a vanished object's source, if any, is left in Chroma"),
+                    }
+                }
+                .instrument(span),
             );
         }
     }

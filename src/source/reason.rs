@@ -29,6 +29,7 @@ crate::kernel::reason::reasons! {
         Adopted,
         Retained,
         Recreated,
+        RetainedOnCrdDeletion,
     }
     about_credentials: MissingCredentials | Unauthorized | Forbidden
 }
@@ -40,7 +41,7 @@ mod tests {
 
     #[test]
     fn reasons_read_as_their_names_and_three_wait_on_credentials() {
-        assert_eq!(Reason::ALL.len(), 23);
+        assert_eq!(Reason::ALL.len(), 24);
         assert_eq!(Reason::SourceReady.as_str(), "SourceReady");
         assert_eq!(Reason::DatabaseNotFound.to_string(), "DatabaseNotFound");
         let waiting: Vec<_> = Reason::ALL

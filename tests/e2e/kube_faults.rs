@@ -304,11 +304,11 @@ async fn conflicts(env: &Env) -> usize {
 }
 
 /// The CRD is deleted while the operator runs (on a control plane of the test's own: it
-/// affects every namespace). Kubernetes deletes every SyncSource; the operator's finalizers
-/// hold them until their sources are deleted (one kept, with `deletionPolicy: Retain`), then
-/// the CRD goes. While it is gone the operator stays up and does not spin; once re-installed,
-/// new objects become Ready without a restart. Size: CRD_OBJECTS (4) objects to delete, plus
-/// the retained one.
+/// affects every namespace). Kubernetes deletes every SyncSource; the operator lets each go
+/// without deleting its source (deleting a CRD never deletes data: `crd_deletion.rs`), whatever
+/// its `deletionPolicy`, then the CRD goes. While it is gone the operator stays up and does not
+/// spin; once re-installed, new objects become Ready without a restart. Size: CRD_OBJECTS (4)
+/// objects, plus one with `deletionPolicy: Retain`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_crd_removed_and_reinstalled_under_a_running_operator() {
     let cluster = PrivateCluster::start("crd-gone");
@@ -319,7 +319,7 @@ async fn the_crd_removed_and_reinstalled_under_a_running_operator() {
     report.set("deleted", objects + 1);
     report.set(
         "invariant",
-        "every source deleted but the Retain one's; operator up, not spinning; new objects Ready",
+        "every source kept, no DELETE; operator up, not spinning; new objects Ready",
     );
     env.start_operator();
     let base = wait_ready_probe(&env).await;
@@ -345,20 +345,15 @@ async fn the_crd_removed_and_reinstalled_under_a_running_operator() {
     .await;
     let crd_gone = started.elapsed();
     report.set("crd_gone_secs", crd_gone.as_secs_f64());
-    // The finalizers did their work before Kubernetes let the objects go.
+    // The operator let the objects go with their CRD: every source stays.
     let remaining: Vec<Value> = env
         .standin
         .sources(DATABASE)
         .into_iter()
         .map(|s| s.1)
         .collect();
-    assert_eq!(
-        remaining.len(),
-        1,
-        "only the Retain object's source is left"
-    );
-    assert_eq!(remaining[0]["github"]["repository"], "crd/retained");
-    assert_eq!(env.standin.calls("delete_source", "204") as usize, objects);
+    assert_eq!(remaining.len(), objects + 1, "every source is left");
+    assert_eq!(env.standin.calls("delete_source", "*"), 0, "no DELETE");
 
     // The gap: no CRD. The operator must neither exit nor spin.
     let log_before = env.operator_log().lines().count();
@@ -399,12 +394,13 @@ async fn the_crd_removed_and_reinstalled_under_a_running_operator() {
             .any(|f| f.contains("chromasync"))
     );
     println!(
-        "crd | deleted with {} Ready objects: CRD gone in {:.1} s, sources deleted {objects}, \
-         retained 1 \
+        "crd | deleted with {} Ready objects: CRD gone in {:.1} s, sources deleted 0, \
+         kept {} \
          | gap {:.0} s: {gap_lines} log lines, {gap_lists} list/watch requests, /readyz {probes:?} \
          | re-installed -> 3 new objects Ready in {:.1} s | create calls {}",
         objects + 1,
         crd_gone.as_secs_f64(),
+        objects + 1,
         gap.as_secs_f64(),
         back.as_secs_f64(),
         env.standin.calls("create_source", "*"),
@@ -415,7 +411,11 @@ async fn the_crd_removed_and_reinstalled_under_a_running_operator() {
         objects + 1 + 3,
         "one create per object"
     );
-    assert_eq!(env.source_ids().len(), 4, "retained + three new");
+    assert_eq!(
+        env.source_ids().len(),
+        objects + 1 + 3,
+        "the kept ones + three new"
+    );
     // The watches back off while the resource is missing: a handful of attempts, not a loop.
     assert!(
         gap_lists <= 20,

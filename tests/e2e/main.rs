@@ -6,6 +6,7 @@ mod chaos;
 mod chroma_errors;
 mod chroma_faults;
 mod connections;
+mod crd_deletion;
 mod create_window;
 mod credentials;
 mod harness;

@@ -22,8 +22,17 @@ fn granted(sa: &str, ns: &str) -> Vec<String> {
         .filter(|l| !l.contains("selfsubject"))
         .map(|l| {
             let resource = l.split_whitespace().next().unwrap_or_default();
-            let verbs = &l[l.rfind('[').unwrap_or(0)..];
-            format!("{resource} {}", verbs.trim())
+            // The columns after the resource: non-resource URLs, resource names, verbs.
+            let groups: Vec<&str> = l
+                .split('[')
+                .skip(1)
+                .map(|g| g.split(']').next().unwrap_or_default())
+                .collect();
+            let verbs = groups.last().copied().unwrap_or_default();
+            match groups.len().checked_sub(2).map(|i| groups[i]) {
+                Some(names) if !names.is_empty() => format!("{resource} [{names}] [{verbs}]"),
+                _ => format!("{resource} [{verbs}]"),
+            }
         })
         .collect();
     rules.sort();
@@ -32,12 +41,14 @@ fn granted(sa: &str, ns: &str) -> Vec<String> {
 
 /// What the operator may do in a namespace it watches (cluster-scoped reads included: they
 /// show in every namespace).
-const OPERATOR_RULES: [&str; 12] = [
+const OPERATOR_RULES: [&str; 14] = [
     "chromasyncconnections.chromasync.dev [get list watch]",
     "chromasyncconnections.chromasync.dev/status [patch]",
     "clusterchromasyncconnections.chromasync.dev [get list watch]",
     "clusterchromasyncconnections.chromasync.dev/status [patch]",
     "configmaps [list]",
+    "customresourcedefinitions.apiextensions.k8s.io [syncruns.chromasync.dev] [get list watch]",
+    "customresourcedefinitions.apiextensions.k8s.io [syncsources.chromasync.dev] [get list watch]",
     "events.events.k8s.io [create]",
     "namespaces [list watch]",
     "secrets [list watch]",
@@ -47,11 +58,13 @@ const OPERATOR_RULES: [&str; 12] = [
     "syncsources.chromasync.dev/status [patch]",
 ];
 
-/// The cluster-scoped reads the operator has even in namespaced mode: cluster connections and
-/// the namespaces' labels their selectors read.
-const CLUSTER_RULES: [&str; 3] = [
+/// The cluster-scoped reads the operator has even in namespaced mode: cluster connections, the
+/// namespaces' labels their selectors read, and its own two CRDs (by name: see below).
+const CLUSTER_RULES: [&str; 5] = [
     "clusterchromasyncconnections.chromasync.dev [get list watch]",
     "clusterchromasyncconnections.chromasync.dev/status [patch]",
+    "customresourcedefinitions.apiextensions.k8s.io [syncruns.chromasync.dev] [get list watch]",
+    "customresourcedefinitions.apiextensions.k8s.io [syncsources.chromasync.dev] [get list watch]",
     "namespaces [list watch]",
 ];
 
@@ -88,6 +101,13 @@ async fn does_its_whole_job(env: &Env) {
         !log.contains("forbidden"),
         "the operator hit a permission it lacks:\n{log}"
     );
+    // Its watches of its CRDs (one name each, allowed by resourceNames) listed them.
+    for crd in ["syncsources.chromasync.dev", "syncruns.chromasync.dev"] {
+        assert!(
+            log.contains(&format!("CRD seen crd={crd} seen=Present")),
+            "the watch of {crd} listed it:\n{log}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,6 +147,41 @@ async fn the_shipped_manifests_grant_enough_and_no_more() {
         can_i(sa, "update", "leases.coordination.k8s.io", SYSTEM_NS),
         "leader election in its own namespace"
     );
+    assert_reads_only_its_crds(sa);
+}
+
+/// The CRD reads are limited to the project's two CRDs with finalizers, by name (the watch
+/// lists one name with a `metadata.name` field selector, which the apiserver authorizes
+/// against resourceNames; `does_its_whole_job` deleted an object, so it read them).
+fn assert_reads_only_its_crds(sa: &str) {
+    // Cluster-scoped: asked without a namespace.
+    let can_i = |verb: &str, resource: &str| {
+        let (_, answer) = kubectl(&["auth", "can-i", verb, resource, "--as", sa]);
+        answer.lines().next().map(str::trim) == Some("yes")
+    };
+    for crd in ["syncsources.chromasync.dev", "syncruns.chromasync.dev"] {
+        for verb in ["get", "list", "watch"] {
+            let resource = format!("customresourcedefinitions/{crd}");
+            assert!(can_i(verb, &resource), "{verb} {resource}");
+        }
+    }
+    for (verb, resource) in [
+        ("list", "customresourcedefinitions"),
+        (
+            "get",
+            "customresourcedefinitions/chromasyncconnections.chromasync.dev",
+        ),
+        (
+            "delete",
+            "customresourcedefinitions/syncsources.chromasync.dev",
+        ),
+        (
+            "update",
+            "customresourcedefinitions/syncsources.chromasync.dev",
+        ),
+    ] {
+        assert!(!can_i(verb, resource), "{verb} {resource}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,6 +231,7 @@ async fn the_chart_in_namespaced_mode_grants_nothing_outside_its_namespaces() {
         let (_, answer) = kubectl(&["auth", "can-i", verb, resource, "--as", &sa, "-A"]);
         assert_eq!(answer.trim(), "no", "{verb} {resource} in all namespaces");
     }
+    assert_reads_only_its_crds(&sa);
     let (ok, out) = helm(&["uninstall", "op", "-n", &release_ns]);
     assert!(ok, "{out}");
 }

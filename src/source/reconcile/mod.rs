@@ -114,7 +114,6 @@ struct NewSource<'a> {
 
 impl Creation for NewSource<'_> {
     type Object = SyncSource;
-    const WHAT: &'static str = "source";
 
     async fn create(&self) -> Result<String, ChromaError> {
         let payload = &self.desired.payload;

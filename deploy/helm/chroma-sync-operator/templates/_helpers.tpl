@@ -66,6 +66,12 @@ What the operator does with SyncSources, Secrets and Events, in one place for th
 - apiGroups: [""]
   resources: [namespaces]
   verbs: [list, watch]
+# Whether a deletion comes from the deletion of the kind's CRD (then no source is deleted in
+# Chroma): the two CRDs with finalizers, by name only (a watch of one name, a GET when asked).
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  resourceNames: [syncsources.chromasync.dev, syncruns.chromasync.dev]
+  verbs: [get, list, watch]
 {{- end -}}
 
 {{- define "chroma-sync-operator.rules" -}}
