@@ -28,10 +28,10 @@ helm: ## Build helm and helm-docs from Go modules (cached; cold: ~5 min)
 	tests/helm/build.sh
 	tests/helm/docs.sh
 
-crd: ## Regenerate crds/ (and the chart's copy) from the Rust types
+crd: ## Regenerate crds/ (and the chart's copy, files/crds/) from the Rust types
 	for plural in syncsources syncruns chromasyncconnections clusterchromasyncconnections; do \
 	  $(CARGO) run --quiet --bin chroma-sync-operator -- crd $$plural > crds/$$plural.chromasync.dev.yaml; \
-	  cp crds/$$plural.chromasync.dev.yaml deploy/helm/chroma-sync-operator/crds/; \
+	  cp crds/$$plural.chromasync.dev.yaml deploy/helm/chroma-sync-operator/files/crds/; \
 	done
 
 manifests: helm ## Render deploy/manifests/install.yaml from the Helm chart

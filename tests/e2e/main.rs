@@ -6,6 +6,7 @@ mod chaos;
 mod chroma_errors;
 mod chroma_faults;
 mod connections;
+mod crds;
 mod create_window;
 mod credentials;
 mod harness;
