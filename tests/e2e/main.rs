@@ -25,5 +25,6 @@ mod runs;
 mod sharding;
 mod shutdown;
 mod tenants;
+mod upgrade;
 
 use chroma_sync_test_support as support;
