@@ -6,9 +6,13 @@
 # is src/deploy/helm/chroma-sync-operator). Does nothing but print when both are there.
 #
 # The build shares this checkout's compiled dependencies: its build directory
-# (CARGO_BUILD_BUILD_DIR) is this checkout's target/, so only the previous release's own crate
-# compiles when the dependencies are the same, and its binary goes to a target directory of
-# its own (the current binary in target/debug is untouched). tests/run.sh runs this before the
+# (CARGO_BUILD_BUILD_DIR) is this checkout's target/, and it is a `cargo test --no-run` of one
+# small test target, so the dependencies get the features `cargo test --workspace` (make test)
+# gives them and only the previous release's own three crates compile. Those get a profile
+# setting of their own (codegen-units) so that their artifacts never share a name with this
+# checkout's: cargo judges a path crate fresh by mtimes, and git archive dates the tree's files
+# at the commit, so a shared name could pass one tree's code off as the other's. Its binary goes
+# to a target directory of its own (target/debug is untouched). tests/run.sh runs this before the
 # tests; tests/e2e/upgrade.rs runs it when PREVIOUS_RELEASE is not set.
 # Usage: build.sh [--tree]   (--tree: the source tree only, no build)
 set -euo pipefail
@@ -38,9 +42,13 @@ if [[ ! -x "$cache/chroma-sync-operator" ]]; then
   started=$(date +%s)
   printf '[previous] building chroma-sync-operator %s (%s) (%s)\n' "$tag" "${commit:0:7}" "$(date +%H:%M:%S)" >&2
   out="$root/target/previous/$commit/target"
+  own=()
+  for package in chroma-sync-operator chroma-sync-standin chroma-sync-test-support; do
+    own+=(--config "profile.dev.package.$package.codegen-units=255")
+  done
   CARGO_BUILD_BUILD_DIR="$root/target" CARGO_TARGET_DIR="$out" \
-    cargo build --locked --manifest-path "$tree/Cargo.toml" -p chroma-sync-operator \
-    --bin chroma-sync-operator >&2
+    cargo test --locked --manifest-path "$tree/Cargo.toml" --workspace --no-run --test crd \
+    "${own[@]}" >&2
   cp "$out/debug/chroma-sync-operator" "$cache/chroma-sync-operator.partial"
   mv "$cache/chroma-sync-operator.partial" "$cache/chroma-sync-operator"
   printf '[previous] built %s in %d s\n' "$tag" "$(( $(date +%s) - started ))" >&2
