@@ -251,7 +251,20 @@ async fn the_chart_installs_upgrades_and_keeps_the_crds_and_the_readme_upgrades_
     assert!(ok, "{out}");
     assert!(crds_exist(&kubeconfig), "helm rollback deleted the CRDs");
     assert_eq!(objects(&client, "team-b").await, (1, 1));
-    // And forward again: the README's steps are safe to repeat.
+    // Forward with --reuse-values, which carries the previous chart's values (no crds.*): the
+    // chart still owns and keeps the CRDs.
+    let (ok, out) = helm_at(
+        &kubeconfig,
+        &[&["upgrade", RELEASE, CHART, "--reuse-values"], &ns_args[..]].concat(),
+    );
+    assert!(ok, "{out}");
+    let (ok, manifest) = helm_at(
+        &kubeconfig,
+        &[&["get", "manifest", RELEASE], &ns_args[..]].concat(),
+    );
+    assert!(ok, "{manifest}");
+    assert_eq!(manifest.matches("helm.sh/resource-policy: keep").count(), 4);
+    // And again as the README says: its steps are safe to repeat.
     run_readme_upgrade(&kubeconfig);
     let (ok, out) = helm_at(
         &kubeconfig,
