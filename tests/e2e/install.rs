@@ -104,6 +104,11 @@ fn helm_lint_passes_and_the_values_schema_refuses_typos() {
     for (value, expect) in [
         ("replica=2", "additional properties 'replica' not allowed"),
         (
+            "crds.enable=false",
+            "additional properties 'enable' not allowed",
+        ),
+        ("crds.keep=no", "at '/crds/keep'"),
+        (
             "logFormat=xml",
             "at '/logFormat': value must be one of 'json', 'text'",
         ),
