@@ -28,11 +28,14 @@ helm: ## Build helm and helm-docs from Go modules (cached; cold: ~5 min)
 	tests/helm/build.sh
 	tests/helm/docs.sh
 
-crd: ## Regenerate crds/ (and the chart's copy) from the Rust types
+crd: ## Regenerate crds/ (and the chart's copy, files/crds/) from the Rust types
 	for plural in syncsources syncruns chromasyncconnections clusterchromasyncconnections; do \
 	  $(CARGO) run --quiet --bin chroma-sync-operator -- crd $$plural > crds/$$plural.chromasync.dev.yaml; \
-	  cp crds/$$plural.chromasync.dev.yaml deploy/helm/chroma-sync-operator/crds/; \
+	  cp crds/$$plural.chromasync.dev.yaml deploy/helm/chroma-sync-operator/files/crds/; \
 	done
+
+previous: ## Build the previous release's operator (tests/previous/release) for the upgrade test (cached by commit)
+	tests/previous/build.sh
 
 manifests: helm ## Render deploy/manifests/install.yaml from the Helm chart
 	helm=$$(tests/helm/build.sh); deploy/render-install.sh "$$helm" deploy/manifests/install.yaml
@@ -69,4 +72,4 @@ heap-profile: controlplane ## Where the heap goes at HEAP_N (10000) Ready SyncSo
 run: setup-run build controlplane ## Local control plane + stand-in + operator; applies the examples and shows them Ready
 	deploy/local/run.sh
 
-.PHONY: help setup-run setup-test build controlplane helm crd manifests chart-docs image lint deny test reliability bench heap-profile run
+.PHONY: help setup-run setup-test build controlplane helm crd previous manifests chart-docs image lint deny test reliability bench heap-profile run

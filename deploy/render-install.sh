@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Renders deploy/manifests/install.yaml from the Helm chart with its default values: the
-# namespace, the CRD, RBAC, the Deployment and its Service, for `kubectl apply` and kustomize
+# namespace, the CRDs (templates/crds.yaml, crds.enabled), RBAC, the Deployment and its Service, for `kubectl apply` and kustomize
 # without Helm. `make manifests` writes it; tests/e2e/install.rs checks that it is current.
 # Usage: render-install.sh HELM [OUT]   (OUT defaults to stdout)
 set -euo pipefail
@@ -26,5 +26,5 @@ metadata:
     pod-security.kubernetes.io/warn: restricted
 HEADER
   "$helm" template chroma-sync-operator deploy/helm/chroma-sync-operator \
-    --namespace "$namespace" --include-crds --skip-tests
+    --namespace "$namespace" --skip-tests
 } > "$out"

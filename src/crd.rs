@@ -535,7 +535,8 @@ pub struct LastError {
 ///   (not ready) to kstatus, as Flux's own CRDs do;
 /// - descriptions are reflowed (doc comments wrap at 100 columns; `kubectl explain` wraps too);
 /// - `null` is dropped from enums (optional fields are already nullable), so admission errors
-///   list only values a person can use.
+///   list only values a person can use;
+/// - the [`KEEP_ANNOTATIONS`] keep GitOps tools and Helm from deleting it.
 pub fn crd() -> CustomResourceDefinition {
     tidy(
         SyncSource::crd(),
@@ -544,6 +545,22 @@ pub fn crd() -> CustomResourceDefinition {
     )
 }
 
+/// The annotations every CRD of the operator carries, whichever way it is installed (the chart,
+/// `install.yaml`, `crds/`), so that no tool deletes it by accident: deleting a CRD deletes every
+/// object of its kind, and with the operator running, their sources in Chroma. Helm keeps it on
+/// `helm uninstall` and `helm rollback` (the chart drops this one with `crds.keep=false`), Flux
+/// never prunes it, Argo CD neither prunes it nor deletes it with its Application.
+pub const KEEP_ANNOTATIONS: [(&str, &str); 3] = [
+    (HELM_RESOURCE_POLICY, "keep"),
+    ("kustomize.toolkit.fluxcd.io/prune", "disabled"),
+    (
+        "argocd.argoproj.io/sync-options",
+        "Prune=false,Delete=false",
+    ),
+];
+/// Helm's annotation that keeps a resource on uninstall, rollback and upgrade.
+pub const HELM_RESOURCE_POLICY: &str = "helm.sh/resource-policy";
+
 /// The post-processing every CRD of the operator gets (see [`crd`]).
 fn tidy(
     crd: CustomResourceDefinition,
@@ -551,6 +568,11 @@ fn tidy(
     status_default: serde_json::Value,
 ) -> CustomResourceDefinition {
     let mut value = serde_json::to_value(crd).expect("the CRD serialises");
+    value["metadata"]["annotations"] = KEEP_ANNOTATIONS
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
     tidy_schema(&mut value);
     let root = &mut value["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
     root["description"] = json!(description);

@@ -12,7 +12,48 @@ fn committed_crds_match_the_types() {
             committed == generated,
             "{path} is stale: run `make crd` and commit the result"
         );
+        // The chart's copy, which templates/crds.yaml renders.
+        let chart = format!(
+            "{}/deploy/helm/chroma-sync-operator/files/crds/{plural}.chromasync.dev.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let copy = std::fs::read_to_string(&chart).unwrap_or_default();
+        assert!(copy == generated, "{chart} is stale: run `make crd`");
     }
+}
+
+/// No tool deletes a CRD by accident: Helm keeps it on uninstall and rollback, Flux never prunes
+/// it, Argo CD neither prunes it nor deletes it with its Application.
+#[test]
+fn every_crd_is_kept_by_helm_flux_and_argo_cd() {
+    let mut names = Vec::new();
+    for (plural, yaml) in chroma_sync_operator::crd::all_crds_yaml() {
+        let crd: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+        let annotations = &crd["metadata"]["annotations"];
+        assert_eq!(annotations["helm.sh/resource-policy"], "keep", "{plural}");
+        assert_eq!(
+            annotations["kustomize.toolkit.fluxcd.io/prune"], "disabled",
+            "{plural}"
+        );
+        let argo = annotations["argocd.argoproj.io/sync-options"]
+            .as_str()
+            .unwrap_or_default();
+        let options: Vec<&str> = argo.split(',').map(str::trim).collect();
+        assert!(
+            options.contains(&"Delete=false") && options.contains(&"Prune=false"),
+            "{plural}: {argo:?}"
+        );
+        names.push(plural);
+    }
+    assert_eq!(
+        names,
+        [
+            "syncsources",
+            "syncruns",
+            "chromasyncconnections",
+            "clusterchromasyncconnections"
+        ]
+    );
 }
 
 #[test]

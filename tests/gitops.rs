@@ -1309,3 +1309,61 @@ fn the_charts_alerts_and_dashboard_use_only_metrics_the_operator_exports() {
     let unique: BTreeSet<_> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "{ids:?}");
 }
+
+/// The four CRDs of `docs`, each with the annotations that keep every tool from deleting it.
+fn assert_crds_kept(docs: &[Value], path: &str) {
+    let crds: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"].as_str() == Some("CustomResourceDefinition"))
+        .collect();
+    assert_eq!(crds.len(), 4, "{path}: the CRDs");
+    for crd in crds {
+        let name = crd["metadata"]["name"].as_str().unwrap();
+        let annotations = &crd["metadata"]["annotations"];
+        for (key, value) in chroma_sync_operator::crd::KEEP_ANNOTATIONS {
+            assert_eq!(
+                annotations[key].as_str(),
+                Some(value),
+                "{path}: {name} {key}"
+            );
+        }
+    }
+}
+
+/// Every GitOps example prunes (or deletes its release) and still keeps the CRDs: Argo CD's
+/// Applications (kustomize and Helm), Flux's Kustomization (`prune: true`) and its HelmRelease.
+#[test]
+fn no_gitops_example_prunes_or_deletes_the_crds() {
+    let app = &documents(&read("deploy/argocd/application.yaml"))[0];
+    assert_eq!(
+        app["spec"]["syncPolicy"]["automated"]["prune"].as_bool(),
+        Some(true)
+    );
+    let path = app["spec"]["source"]["path"].as_str().unwrap();
+    assert_crds_kept(&kubectl_kustomize(&Path::new(ROOT).join(path)), path);
+
+    let app = &documents(&read("deploy/argocd/application-helm.yaml"))[0];
+    assert_eq!(
+        app["spec"]["syncPolicy"]["automated"]["prune"].as_bool(),
+        Some(true)
+    );
+    let source = &app["spec"]["source"];
+    let namespace = app["spec"]["destination"]["namespace"].as_str().unwrap();
+    let rendered = helm_template(
+        &source["helm"]["valuesObject"],
+        namespace,
+        &["--skip-tests"],
+    );
+    assert_crds_kept(&rendered, "application-helm.yaml");
+
+    let flux = documents(&read("deploy/flux/kustomization.yaml"));
+    let operator = &flux[0]["spec"];
+    assert_eq!(operator["prune"].as_bool(), Some(true));
+    let path = operator["path"].as_str().unwrap();
+    assert_crds_kept(&flux_build(path, None), path);
+
+    let release = &documents(&read("deploy/flux/helmrelease.yaml"))[0];
+    let namespace = release["spec"]["targetNamespace"].as_str().unwrap();
+    let rendered = helm_template(&release["spec"]["values"], namespace, &[]);
+    assert_crds_kept(&rendered, "helmrelease.yaml");
+}

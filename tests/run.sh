@@ -9,6 +9,13 @@ tests/controlplane/controlplane.sh up "$dir"
 # helm for the install tests (tests/e2e/install.rs); cached, so instant after the first build.
 HELM="$(tests/helm/build.sh)"
 export HELM
+# The previous release's binary and chart for tests/e2e/upgrade.rs and crds.rs (tests/previous/;
+# built once per release commit, sharing target/'s compiled dependencies: about a minute), before
+# the suite so that no test waits on a build.
+if (($# == 0)) || [[ "$*" == *e2e* ]]; then
+  PREVIOUS_RELEASE="$(tests/previous/build.sh)"
+  export PREVIOUS_RELEASE
+fi
 trap 'tests/controlplane/controlplane.sh down "$dir"' EXIT
 if (($# == 0)); then set -- cargo test --workspace --features e2e; fi
 echo "[tests] running '$*' against $dir/kubeconfig (the end-to-end suite takes about two minutes)" >&2

@@ -79,10 +79,15 @@ fn the_chart_follows_the_crate_and_carries_the_crd() {
         chart["appVersion"].as_str(),
         Some(env!("CARGO_PKG_VERSION"))
     );
-    for crd in ["syncsources", "syncruns"] {
+    for crd in [
+        "syncsources",
+        "syncruns",
+        "chromasyncconnections",
+        "clusterchromasyncconnections",
+    ] {
         assert_eq!(
             read(&format!(
-                "deploy/helm/chroma-sync-operator/crds/{crd}.chromasync.dev.yaml"
+                "deploy/helm/chroma-sync-operator/files/crds/{crd}.chromasync.dev.yaml"
             )),
             read(&format!("crds/{crd}.chromasync.dev.yaml")),
             "the chart's {crd} CRD is stale: run `make crd`"
@@ -98,6 +103,11 @@ fn helm_lint_passes_and_the_values_schema_refuses_typos() {
     // Each bad value fails at install time with a message that names it.
     for (value, expect) in [
         ("replica=2", "additional properties 'replica' not allowed"),
+        (
+            "crds.enable=false",
+            "additional properties 'enable' not allowed",
+        ),
+        ("crds.keep=no", "at '/crds/keep'"),
         (
             "logFormat=xml",
             "at '/logFormat': value must be one of 'json', 'text'",
@@ -182,6 +192,7 @@ fn helm_lint_passes_and_the_values_schema_refuses_typos() {
 /// Every chart value that is not the default: the options the platform engineer reaches for, all
 /// at once. (`watchNamespaces` is set per test, to its fresh namespace.)
 const FULL_VALUES: &str = r#"
+crds: {keep: false}
 fullnameOverride: op-full
 nameOverride: sync
 replicas: 3
@@ -342,14 +353,30 @@ fn valid_label_value(v: &str) -> bool {
 /// then the same with the UIDs unset, as OpenShift's restricted SCC needs.
 #[test]
 fn every_chart_option_renders_objects_the_apiserver_accepts() {
+    // The dry-run's ClusterChromaSyncConnection needs its CRD (the dry-run creates none).
+    let (ok, out) = kubectl(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        &format!("{ROOT}/crds/"),
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/clusterchromasyncconnections.chromasync.dev",
+        "--timeout=60s",
+    ]);
+    assert!(ok, "{out}");
     let ns = fresh_namespace("chart-dry-run", true);
     let watch = format!("watchNamespaces={{{ns},default}}");
     let rendered = render(&ns, "full", FULL_VALUES, &[&watch]);
     // Cluster-scoped RBAC in namespaced mode: the tenant roles (tenants.rs) and the operator's
     // reads of cluster connections and namespaces' labels.
     let expected = "ClusterChromaSyncConnection ClusterRole ClusterRoleBinding ConfigMap \
-                    Deployment NetworkPolicy Pod PodDisruptionBudget PrometheusRule Role \
-                    RoleBinding Service ServiceAccount ServiceMonitor";
+                    CustomResourceDefinition Deployment NetworkPolicy Pod PodDisruptionBudget \
+                    PrometheusRule Role RoleBinding Service ServiceAccount ServiceMonitor";
     assert_eq!(kinds(&rendered), words(expected));
     for token_leak in ["stringData", "kind: Secret"] {
         assert!(
@@ -376,6 +403,22 @@ fn every_chart_option_renders_objects_the_apiserver_accepts() {
         }
     }
     let values = yaml(FULL_VALUES);
+
+    // crds.keep=false: the CRDs without Helm's keep (uninstall deletes them), still with Flux's
+    // and Argo CD's.
+    let crds: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"].as_str() == Some("CustomResourceDefinition"))
+        .collect();
+    assert_eq!(crds.len(), 4);
+    for crd in crds {
+        let annotations = &crd["metadata"]["annotations"];
+        assert!(annotations["helm.sh/resource-policy"].is_null(), "{crd:?}");
+        assert_eq!(
+            annotations["kustomize.toolkit.fluxcd.io/prune"].as_str(),
+            Some("disabled")
+        );
+    }
 
     // The platform's connection, as the values say, its Secret in the release's namespace.
     let connection = find(&docs, "ClusterChromaSyncConnection");
@@ -627,7 +670,18 @@ fn the_chart_renders_the_tenant_roles_unless_told_not_to() {
 #[test]
 fn helm_installs_upgrades_and_uninstalls_the_operator() {
     let ns = fresh_namespace("helm", true);
-    let (ok, out) = helm(&["install", "op", CHART, "-n", &ns]);
+    // The shared control plane's CRDs are the harness's (crds/, server-side applied), as on a
+    // cluster where another release or kubectl owns them: this release leaves them alone.
+    // (crds.rs installs, upgrades and uninstalls the chart's CRDs on a control plane of its own.)
+    let (ok, out) = helm(&[
+        "install",
+        "op",
+        CHART,
+        "-n",
+        &ns,
+        "--set",
+        "crds.enabled=false",
+    ]);
     assert!(ok && out.contains("STATUS: deployed"), "{out}");
     assert!(out.contains("will watch all namespaces"), "NOTES: {out}");
     // The chart's default image is named by tag: NOTES say what to do if it cannot be pulled.
@@ -729,7 +783,7 @@ fn helm_installs_upgrades_and_uninstalls_the_operator() {
         let (ok, _) = kubectl(&["get", "clusterrole", &role]);
         assert!(!ok, "the ClusterRole {role} outlived helm uninstall");
     }
-    // Helm never deletes what it installed from crds/: SyncSources (and their sources) stay.
+    // A release with crds.enabled=false leaves the CRDs (and every SyncSource) where they were.
     let (ok, out) = kubectl(&["get", "crd", "syncsources.chromasync.dev"]);
     assert!(ok, "{out}");
 }
@@ -946,7 +1000,7 @@ fn the_chart_metadata_matches_its_crds_image_and_license() {
             })
             .collect();
     let mut shipped = BTreeSet::new();
-    for entry in std::fs::read_dir(Path::new(CHART).join("crds")).unwrap() {
+    for entry in std::fs::read_dir(Path::new(CHART).join("files/crds")).unwrap() {
         let crd: Value =
             serde_saphyr::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap())
                 .unwrap();
@@ -998,8 +1052,15 @@ fn the_chart_metadata_matches_its_crds_image_and_license() {
         .map(|e| format!("---\n{}", serde_saphyr::to_string(e).unwrap()))
         .collect();
     std::fs::write(&file, yaml).unwrap();
-    // The CRDs as the chart ships them (the other tests' harness installs the same).
-    let (ok, out) = kubectl(&["apply", "--server-side", "-f", &format!("{CHART}/crds/")]);
+    // The CRDs as crds/ holds them (the other tests' harness installs the same), as the README
+    // says to apply them.
+    let (ok, out) = kubectl(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        &format!("{ROOT}/crds/"),
+    ]);
     assert!(ok, "{out}");
     let (ok, out) = kubectl(&[
         "wait",

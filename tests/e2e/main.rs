@@ -7,6 +7,7 @@ mod chroma_errors;
 mod chroma_faults;
 mod connections;
 mod crd_deletion;
+mod crds;
 mod create_window;
 mod credentials;
 mod harness;
@@ -25,5 +26,6 @@ mod runs;
 mod sharding;
 mod shutdown;
 mod tenants;
+mod upgrade;
 
 use chroma_sync_test_support as support;

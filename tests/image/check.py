@@ -156,6 +156,10 @@ def check_platform(layout, manifest_desc, arch, version):
                                                   "clusterchromasyncconnections"))
             check(out.returncode == 0 and out.stdout == golden,
                   f"`crd` in the bare root filesystem{how} prints every CRD of crds/")
+            keep = ("helm.sh/resource-policy: keep", "kustomize.toolkit.fluxcd.io/prune: disabled",
+                    "argocd.argoproj.io/sync-options: Prune=false,Delete=false")
+            check(all(out.stdout.count(a) == 4 for a in keep),
+                  f"each of the four CRDs{how} carries the keep annotations of Helm, Flux and Argo CD")
             out = run_in_rootfs("--chroma-url", "http://example.invalid")
             check(out.returncode != 0 and "refusing plain http" in out.stderr,
                   f"the operator starts{how}, parses its flags and refuses a plain-http URL")

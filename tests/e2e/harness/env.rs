@@ -48,6 +48,8 @@ pub struct Env {
     /// Objects made by `create_github` alternate between the connections `default` and
     /// `second` (see `spread_over_two_connections`).
     pub spread: bool,
+    /// The operator binary the environment starts: this checkout's, or a previous release's.
+    pub operator_binary: PathBuf,
 }
 
 impl Env {
@@ -68,6 +70,24 @@ impl Env {
     pub async fn on_private_cluster(test: &str, cluster: &PrivateCluster) -> Self {
         let client = client_for(&cluster.kubeconfig()).await;
         apply_crd(&client, MANAGER).await;
+        let mut env = Self::prepare(test, client, AuditLog::of(&cluster.kubeconfig())).await;
+        env.operator_kubeconfig = Some(cluster.kubeconfig());
+        env
+    }
+
+    /// An environment on a control plane of its own whose CRDs are already installed (by a
+    /// release's chart, say): they stay as they are.
+    pub async fn on_installed_cluster(test: &str, cluster: &PrivateCluster) -> Self {
+        let client = client_for(&cluster.kubeconfig()).await;
+        let sources: Api<SyncSource> = Api::all(client.clone());
+        wait_for("SyncSources to be listable", SOON, || async {
+            sources
+                .list(&ListParams::default().limit(1))
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
         let mut env = Self::prepare(test, client, AuditLog::of(&cluster.kubeconfig())).await;
         env.operator_kubeconfig = Some(cluster.kubeconfig());
         env
@@ -97,6 +117,7 @@ impl Env {
             leader_election: true,
             extra_args: Vec::new(),
             spread: false,
+            operator_binary: PathBuf::from(super::operator::BINARY),
             audit_log,
         };
         env.put_token_secret(TOKEN).await;

@@ -8,6 +8,7 @@ mod conditions;
 mod env;
 mod faults;
 mod operator;
+pub mod release;
 mod report;
 
 pub use crate::support::control_plane::{apply_crd, kubeconfig_path};

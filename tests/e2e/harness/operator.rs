@@ -8,7 +8,7 @@ use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 /// The operator binary of this checkout.
-const BINARY: &str = crate::support::operator_binary!();
+pub(super) const BINARY: &str = crate::support::operator_binary!();
 
 impl Env {
     pub fn with_operator(mut self) -> Self {
@@ -27,7 +27,7 @@ impl Env {
     /// Spawns an operator replica named `replica`, logging to `log_path`. Its leader-election
     /// Lease is in the test's namespace.
     pub fn spawn_operator(&self, replica: &str, log_path: &Path) -> OperatorProcess {
-        let mut command = Command::new(BINARY);
+        let mut command = Command::new(&self.operator_binary);
         if let Some(kubeconfig) = &self.operator_kubeconfig {
             command.env("KUBECONFIG", kubeconfig);
         }
