@@ -305,17 +305,9 @@ fn every_command_the_readme_runs_is_installed_or_named_as_the_users_own() {
         .step_by(2)
         .map(|w| w.split_whitespace().next().unwrap_or_default().to_owned())
         .collect();
-    let shell = [
-        "cd",
-        "mkdir",
-        "cat",
-        "echo",
-        "export",
-        "cp",
-        "curl",
-        "sha256sum",
-        "tar",
-    ];
+    // The shell's own words and POSIX tools.
+    let shell = "cd mkdir cat echo export cp curl sha256sum tar for do done if then fi";
+    let shell: Vec<&str> = shell.split(' ').collect();
     let commands = readme_commands(&readme);
     assert!(commands.len() >= 10, "{commands:?}");
     for command in &commands {
