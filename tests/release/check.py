@@ -32,6 +32,7 @@ import time
 import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.dont_write_bytecode = True  # no __pycache__ in the work tree the release checks is clean
 sys.path.insert(0, str(ROOT / "tests" / "image"))
 import check as image_check  # noqa: E402  (unpack and run a platform's image: tests/image/check.py)
 
