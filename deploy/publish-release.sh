@@ -32,7 +32,7 @@ layout="$(mktemp -d)"
 trap 'rm -rf "$layout"' EXIT
 tar -C "$layout" -xf "$dir/$name.oci.tar"
 say "pushing $image:$version ($digest)"
-"$crane" "${crane_flags[@]}" push --index "$layout" "$image:$version" >/dev/null
+"$crane" "${crane_flags[@]}" push "$layout" "$image:$version" >/dev/null
 pushed="$("$crane" "${crane_flags[@]}" digest "$image:$version")"
 [[ "$pushed" == "$digest" ]] || { say "the registry holds $pushed, not the release's $digest"; exit 1; }
 

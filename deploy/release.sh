@@ -168,6 +168,7 @@ if [[ "$cosign_key" != none ]]; then
   "$cosign" sign-blob --yes --key "$cosign_key" --tlog-upload=false \
     --output-signature "$out/$name.sig" "$out/$name.sig.payload" >/dev/null 2>&1
 fi
+chmod 644 "$out"/*
 (cd "$out" && sha256sum -- * | grep -v ' SHA256SUMS' > SHA256SUMS)
 if [[ "$cosign_key" != none ]]; then
   "$cosign" sign-blob --yes --key "$cosign_key" --tlog-upload=false \
