@@ -7,9 +7,9 @@
 #   chroma-sync-operator-<v>.sig            cosign's signature of the image (base64) over
 #   chroma-sync-operator-<v>.sig.payload    its payload (the digest and the image's repository),
 #                                           attached to the image when it is pushed
-#   chroma-sync-operator-<v>.<arch>.cdx.json  SBOM of each platform's binary: its crates
-#                                           (CycloneDX 1.5, cargo-cyclonedx; normal and build
-#                                           dependencies), attached to that platform's image
+#   chroma-sync-operator-<v>.<arch>.cdx.json  SBOM of each platform's binary: the crates it links
+#                                           and the procedural macros it is built with (CycloneDX
+#                                           1.5, cargo-cyclonedx), attached to that platform's image
 #   chroma-sync-operator-<v>.tgz            the Helm chart (version = appVersion = <v>), its
 #                                           image pinned by digest
 #   install.yaml                            the chart rendered with its defaults, pinned too
@@ -92,16 +92,18 @@ for blob in "${blobs[@]}"; do cp "$layout/blobs/sha256/$blob" "$stage/oci/blobs/
 tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$stage/oci" -cf "$out/$name.oci.tar" .
 echo "$digest" > "$out/$name.digest"
 
-# 3. The SBOMs, one for each platform's binary: the operator's package for that target (its
-# normal and build dependencies; no dev-dependencies, none of the workspace's test crates).
+# 3. The SBOMs, one for each platform's binary: the operator's package resolved for that target
+# (the crates it links, and the procedural macros it is compiled with; no build scripts' or
+# dev-dependencies, none of the workspace's test crates).
 cyclonedx="$(tests/release/tools.sh cargo-cyclonedx)"
 declare -A targets=([amd64]=x86_64-unknown-linux-musl [arm64]=aarch64-unknown-linux-musl)
 for arch in amd64 arm64; do
-  # cargo-cyclonedx writes <name>.cdx.json beside Cargo.toml; it is moved out at once.
-  rm -f sbom-release.cdx.json
+  # cargo-cyclonedx writes <name>.cdx.json beside every member's Cargo.toml: the operator's is
+  # moved out, the test crates' removed.
   "$cyclonedx" cyclonedx --manifest-path Cargo.toml --format json --spec-version 1.5 \
-    --describe crate --target "${targets[$arch]}" --override-filename sbom-release.cdx >/dev/null
+    --target "${targets[$arch]}" --no-build-deps --override-filename sbom-release.cdx >/dev/null
   mv sbom-release.cdx.json "$out/$name.$arch.cdx.json"
+  rm -f tests/standin/sbom-release.cdx.json tests/support/sbom-release.cdx.json
 done
 
 # 4. The chart, pinned to the image by digest, and install.yaml rendered from it.

@@ -18,9 +18,9 @@ say() { printf '[tools] %s\n' "$*" >&2; }
 
 case "$tool" in
   crane) version=v0.22.1 module=github.com/google/go-containerregistry/cmd/crane cold="about a minute" ;;
-  cosign) version=v2.6.5 module=github.com/sigstore/cosign/v2/cmd/cosign cold="about 8 minutes" ;;
+  cosign) version=v2.6.5 module=github.com/sigstore/cosign/v2/cmd/cosign cold="about 12 minutes" ;;
   actionlint) version=v1.7.12 module=github.com/rhysd/actionlint/cmd/actionlint cold="about a minute" ;;
-  cargo-cyclonedx) version=0.5.9 cold="about 4 minutes" ;;
+  cargo-cyclonedx) version=0.5.9 cold="about 9 minutes" ;;
   git-cliff) version=2.14.2 cold="seconds" ;;
   *) say "unknown tool $tool"; exit 2 ;;
 esac
@@ -63,5 +63,9 @@ case "$tool" in
 esac
 [[ "$tool" == git-cliff ]] || { rm -rf "$dir" && mv "$dir.partial" "$dir"; }
 say "$tool $version installed in $(( $(date +%s) - started )) s"
-"$bin" version >/dev/null 2>&1 || "$bin" --version >/dev/null
+case "$tool" in
+  cargo-cyclonedx) "$bin" cyclonedx --version >/dev/null ;;
+  crane | cosign) "$bin" version >/dev/null 2>&1 ;;
+  *) "$bin" --version >/dev/null ;;
+esac
 echo "$bin"
