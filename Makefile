@@ -53,7 +53,7 @@ image: ## Build the OCI image for amd64 and arm64 (static binaries, buildah) int
 lint: ## cargo fmt --check and clippy with warnings as errors, on the whole workspace; actionlint on .github/workflows
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --features e2e -- -D warnings
-	actionlint=$$(tests/release/tools.sh actionlint); "$$actionlint" -color=never .github/workflows/*.yml && echo "actionlint: .github/workflows ok"
+	actionlint=$$(tests/release/tools.sh actionlint); "$$actionlint" -no-color .github/workflows/*.yml && echo "actionlint: .github/workflows ok"
 
 deny: ## cargo deny: bans licenses sources, and advisories offline against a dated RustSec snapshot (ADVISORY_DB)
 	.ci/cargo-deny.sh
