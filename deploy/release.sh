@@ -52,6 +52,10 @@ if [[ -n "$(git status --porcelain --untracked-files=normal)" ]]; then
     refuse "the work tree is dirty (above): commit or stash first (RELEASE_ALLOW_DIRTY=1 for tests)"
   fi
 fi
+if tagged="$(git rev-parse --verify --quiet "refs/tags/v$version^{commit}")" \
+    && [[ "$tagged" != "$(git rev-parse HEAD)" ]]; then
+  say "WARNING: the tag v$version is commit ${tagged:0:7}, not HEAD: these files are not that release's (bump the version to publish HEAD)"
+fi
 .ci/cargo-deny.sh advisories || refuse "RustSec advisories match Cargo.lock (above)"
 [[ "${1:-}" == --preflight ]] && { say "preflight ok for $version"; exit 0; }
 
