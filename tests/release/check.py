@@ -75,11 +75,22 @@ def refusals(version):
     check(out.returncode != 0 and 'CHANGELOG.md has no section "## [99.0.0]"' in out.stderr,
           f"a version without a CHANGELOG section ({out.stderr.strip().splitlines()[-1:]})")
 
+    # The snapshot .ci/cargo-deny.sh finds from this work tree; the clone below is elsewhere, so
+    # it is told where.
+    snapshot = None
+    for candidate in (os.environ.get("ADVISORY_DB"), ROOT.parent / "shared/advisory-db",
+                      "/work/shared/advisory-db"):
+        if candidate and (pathlib.Path(candidate) / "crates").is_dir():
+            snapshot = pathlib.Path(candidate)
+            break
+    if not check(snapshot is not None, "the RustSec snapshot is there (ADVISORY_DB)"):
+        return
     with tempfile.TemporaryDirectory() as work:
         clone = pathlib.Path(work) / "clone"
         out = run("git", "clone", "--quiet", "--local", "--no-hardlinks", ROOT, clone)
         assert out.returncode == 0, out.stderr
-        out = run(clone / "deploy/release.sh", "--preflight", cwd=clone)
+        out = run(clone / "deploy/release.sh", "--preflight", cwd=clone,
+                  env={"ADVISORY_DB": str(snapshot)})
         check(out.returncode == 0 and f"preflight ok for {version}" in out.stderr
               and "advisories ok" in out.stderr,
               "a clean clone of HEAD passes the preflight (CHANGELOG section, clean tree, advisories)"
@@ -89,23 +100,15 @@ def refusals(version):
         check(out.returncode != 0 and "the work tree is dirty" in out.stderr,
               "a dirty work tree (an untracked file)")
         out = run(clone / "deploy/release.sh", "--preflight", cwd=clone,
-                  env={"RELEASE_ALLOW_DIRTY": "1"})
+                  env={"RELEASE_ALLOW_DIRTY": "1", "ADVISORY_DB": str(snapshot)})
         check(out.returncode == 0, "... unless RELEASE_ALLOW_DIRTY=1")
         (clone / "stray.txt").unlink()
 
         # The advisory database snapshot with one more advisory: every version of a crate the
         # operator links (itoa) is affected.
-        snapshot = None
-        for candidate in (os.environ.get("ADVISORY_DB"), ROOT.parent / "shared/advisory-db",
-                          "/work/shared/advisory-db"):
-            if candidate and (pathlib.Path(candidate) / "crates").is_dir():
-                snapshot = pathlib.Path(candidate)
-                break
-        if not check(snapshot is not None, "the RustSec snapshot is there (ADVISORY_DB)"):
-            return
         fake = pathlib.Path(work) / "advisory-db"
         shutil.copytree(snapshot, fake)
-        os.system(f"chmod -R u+w {fake}")
+        run("chmod", "-R", "u+w", fake)
         (fake / "crates/itoa").mkdir(exist_ok=True)
         (fake / "crates/itoa/RUSTSEC-2099-0001.md").write_text(
             '```toml\n[advisory]\nid = "RUSTSEC-2099-0001"\npackage = "itoa"\n'
