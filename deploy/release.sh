@@ -66,8 +66,9 @@ index_desc="$(jq -ce --arg v "$version" \
   '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $v)' \
   "$layout/index.json" 2>/dev/null)" || refuse "no image $version in $layout: run make image"
 digest="$(jq -r .digest <<<"$index_desc")"
-built_from="$(jq -r '.manifests[0].annotations["org.opencontainers.image.revision"] // empty' \
-  "$layout/blobs/sha256/${digest#sha256:}")"
+first="$(jq -r '.manifests[0].digest' "$layout/blobs/sha256/${digest#sha256:}")"
+built_from="$(jq -r '.annotations["org.opencontainers.image.revision"] // empty' \
+  "$layout/blobs/sha256/${first#sha256:}")"
 [[ "$built_from" == "$revision" ]] || refuse "the image in $layout was built from ${built_from:-?}, not HEAD ($revision): run make image"
 
 owner_name="$(cargo_field repository | sed -nE 's|^https://github.com/([^/]+/[^/]+)$|\1|p')"
