@@ -20,7 +20,7 @@ case "$tool" in
   crane) version=v0.22.1 module=github.com/google/go-containerregistry/cmd/crane cold="about a minute" ;;
   cosign) version=v2.6.5 module=github.com/sigstore/cosign/v2/cmd/cosign cold="about 12 minutes" ;;
   actionlint) version=v1.7.12 module=github.com/rhysd/actionlint/cmd/actionlint cold="about a minute" ;;
-  cargo-cyclonedx) version=0.5.9 cold="about 9 minutes" ;;
+  cargo-cyclonedx) version=0.5.9 cold="about 2 minutes" ;;
   git-cliff) version=2.14.2 cold="seconds" ;;
   *) say "unknown tool $tool"; exit 2 ;;
 esac
@@ -48,7 +48,9 @@ case "$tool" in
     ;;
   cargo-cyclonedx)
     # A private target dir, so the install neither reuses nor pollutes the project's target/.
-    CARGO_TARGET_DIR="$dir.build" cargo install --locked --quiet "cargo-cyclonedx@$version" \
+    # --debug: half the cold build (78 s against 147 s here, sources downloaded), the same SBOM
+    # (it reads `cargo metadata`; a release takes 3 s either way).
+    CARGO_TARGET_DIR="$dir.build" cargo install --locked --quiet --debug "cargo-cyclonedx@$version" \
       --root "$dir.partial"
     rm -rf "$dir.build"
     ;;
