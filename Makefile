@@ -70,7 +70,7 @@ release: ## Versioned, signed release files in target/dist/VERSION (refuses: no 
 	$(MAKE) --no-print-directory image
 	VERSION='$(VERSION)' RELEASE_IMAGE='$(RELEASE_IMAGE)' COSIGN_KEY='$(COSIGN_KEY)' deploy/release.sh
 
-release-check: controlplane helm release-tools ## The release as users consume it: local registry, helm install from oci://, cosign verify (needs make image)
+release-check: controlplane helm release-tools image ## The release as users consume it: local registry, helm install from oci://, cosign verify, SBOM, pulled binary
 	tests/run.sh tests/release/check.py
 
 reliability: controlplane ## Heavy fault runs, one at a time (sizes: tests/reliability/run.sh); prints one table
