@@ -18,6 +18,7 @@ which starts the control plane and sets KUBECONFIG and HELM):
 - the image pulled back from the registry: each platform's binary prints the release's version
   (chroot, qemu for the other architecture, as tests/image/check.py), and the amd64 binary,
   started against the control plane, exports build_info with that version.
+- the release workflow passes actionlint (which fails a copy with a misspelt step id).
 Prints one line per check and `N passed, N failed` last; any failure exits non-zero."""
 import base64
 import json
@@ -124,6 +125,23 @@ def refusals(version):
                   env={"ADVISORY_DB": str(pathlib.Path(work) / "nowhere")})
         check(out.returncode != 0 and "holds no RustSec advisory database" in out.stderr,
               "no advisory database where ADVISORY_DB points (never a skipped check)")
+
+
+def workflow(work):
+    """The release workflow passes actionlint, and actionlint is live: a copy with a misspelt
+    step id fails."""
+    print("the release workflow")
+    actionlint = tool("actionlint")
+    wf = ROOT / ".github/workflows/release.yml"
+    out = run(actionlint, "-no-color", wf)
+    check(out.returncode == 0, f"actionlint passes {wf.relative_to(ROOT)}" + (f": {out.stdout}" if out.stdout else ""))
+    broken = pathlib.Path(work) / "broken/.github/workflows/release.yml"
+    broken.parent.mkdir(parents=True)
+    text = wf.read_text()
+    broken.write_text(text.replace("steps.version.outputs.image", "steps.versoin.outputs.image"))
+    out = run(actionlint, "-no-color", broken, cwd=broken.parents[2])
+    check(text.count("steps.version.outputs.image") > 0 and out.returncode != 0
+          and "versoin" in out.stdout, "actionlint fails a copy that names a step that does not exist")
 
 
 def build_release(registry, version, work):
@@ -384,6 +402,7 @@ def main():
                 except OSError:
                     time.sleep(0.1)
             check(server.poll() is None, f"crane registry serve on {registry}")
+            workflow(work)
             built = build_release(registry, version, work)
             if built:
                 dist, image, digest, keys = built
