@@ -2,7 +2,7 @@
 # Pushes a release that `make release` built (target/dist/<version>/) to an OCI registry, as users
 # then consume it: the image index under its version tag (checked to keep the release's digest),
 # the key-based cosign signature `make release` made, each platform's SBOM attached to that
-# platform's image, and the chart to oci://<registry>/<owner>/charts. The registry is the one the
+# platform's image (as an SBOM and as the signed attestation `make release` made), and the chart to oci://<registry>/<owner>/charts. The registry is the one the
 # release names (RELEASE_IMAGE when it was built). The release workflow pushes the same files
 # but signs keyless instead (.github/workflows/release.yml).
 # Usage: deploy/publish-release.sh DIR [--plain-http]   (--plain-http: a loopback registry)
@@ -44,6 +44,8 @@ for arch in amd64 arm64; do
     '.manifests[] | select(.platform.architecture == $a) | .digest' \
     "$layout/blobs/sha256/${digest#sha256:}")"
   "$cosign" attach sbom "${cosign_flags[@]}" --type cyclonedx --sbom "$dir/$name.$arch.cdx.json" \
+    "$image@$platform_digest" >/dev/null 2>&1
+  "$cosign" attach attestation "${cosign_flags[@]}" --attestation "$dir/$name.$arch.cdx.att.json" \
     "$image@$platform_digest" >/dev/null 2>&1
 done
 

@@ -10,6 +10,7 @@
 #   chroma-sync-operator-<v>.<arch>.cdx.json  SBOM of each platform's binary: the crates it links
 #                                           and the procedural macros it is built with (CycloneDX
 #                                           1.5, cargo-cyclonedx), attached to that platform's image
+#   chroma-sync-operator-<v>.<arch>.cdx.att.json  that SBOM as a signed attestation of that image
 #   chroma-sync-operator-<v>.tgz            the Helm chart (version = appVersion = <v>), its
 #                                           image pinned by digest
 #   install.yaml                            the chart rendered with its defaults, pinned too
@@ -174,6 +175,15 @@ if [[ "$cosign_key" != none ]]; then
     || refuse "cosign's payload does not name $digest"
   "$cosign" sign-blob --yes --key "$cosign_key" --tlog-upload=false \
     --output-signature "$out/$name.sig" "$out/$name.sig.payload" >/dev/null 2>&1
+  # Each platform's SBOM as a signed in-toto attestation of that platform's image (a DSSE
+  # envelope, attached when pushed; `cosign verify-attestation --type cyclonedx` checks it).
+  for arch in amd64 arm64; do
+    platform_digest="$(jq -r --arg a "$arch" '.manifests[] | select(.platform.architecture == $a) | .digest' \
+      "$layout/blobs/sha256/${digest#sha256:}")"
+    "$cosign" attest --yes --key "$cosign_key" --tlog-upload=false --no-upload --type cyclonedx \
+      --predicate "$out/$name.$arch.cdx.json" "$image@$platform_digest" \
+      > "$out/$name.$arch.cdx.att.json" 2>/dev/null
+  done
 fi
 chmod 644 "$out"/*
 (cd "$out" && sha256sum -- * | grep -v ' SHA256SUMS' > SHA256SUMS)

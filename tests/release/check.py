@@ -163,7 +163,8 @@ def build_release(registry, version, work):
         return None
     name = f"chroma-sync-operator-{version}"
     expected = {f"{name}.oci.tar", f"{name}.digest", f"{name}.sig", f"{name}.sig.payload",
-                f"{name}.amd64.cdx.json", f"{name}.arm64.cdx.json", f"{name}.tgz", "install.yaml",
+                f"{name}.amd64.cdx.json", f"{name}.arm64.cdx.json", f"{name}.amd64.cdx.att.json",
+                f"{name}.arm64.cdx.att.json", f"{name}.tgz", "install.yaml",
                 "crds.yaml", "RELEASE-NOTES.md", "cosign.pub", "SHA256SUMS", "SHA256SUMS.sig"}
     files = {p.name for p in dist.iterdir()}
     check(files == expected, f"the release's files ({sorted(files ^ expected) or 'as listed'})")
@@ -263,6 +264,18 @@ def registry_checks(dist, image, digest, keys, version, work):
         release_sbom = (dist / f"chroma-sync-operator-{version}.{arch}.cdx.json").read_text().strip()
         check(out.returncode == 0 and json.loads(attached) == json.loads(release_sbom),
               f"the {arch} image carries the release's {arch} SBOM")
+        out = run(cosign, "verify-attestation", "--key", dist / "cosign.pub", "--type", "cyclonedx",
+                  *http, f"{image}@{platforms[arch]}")
+        statements = [json.loads(base64.b64decode(json.loads(line)["payload"]))
+                      for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+        check(out.returncode == 0 and any(st.get("predicate") == json.loads(release_sbom)
+                                          and st["subject"][0]["digest"]["sha256"] == platforms[arch].split(":")[1]
+                                          for st in statements),
+              f"cosign verify-attestation --key: the {arch} SBOM is a signed attestation of the {arch} image"
+              + ("" if out.returncode == 0 else f": {out.stderr[-600:]}"))
+        out = run(cosign, "verify-attestation", "--key", dist / "cosign.pub", "--type", "cyclonedx",
+                  *http, f"{image}@{tampered}")
+        check(out.returncode != 0, f"... and verify-attestation fails for the modified image")
         sbom = json.loads(release_sbom)
         listed = {(c["name"], c["version"]) for c in sbom.get("components", [])}
         # The crates linked into the binary: its normal dependencies resolved for the target,
