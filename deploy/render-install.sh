@@ -2,7 +2,8 @@
 # Renders deploy/manifests/install.yaml from the Helm chart with its default values: the
 # namespace, the CRDs (templates/crds.yaml, crds.enabled), RBAC, the Deployment and its Service, for `kubectl apply` and kustomize
 # without Helm. `make manifests` writes it; tests/e2e/install.rs checks that it is current.
-# Usage: render-install.sh HELM [OUT]   (OUT defaults to stdout)
+# Usage: [CHART=dir] render-install.sh HELM [OUT]   (OUT defaults to stdout; CHART to
+# deploy/helm/chroma-sync-operator: `make release` renders its copy pinned to the image's digest)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 helm="$1"
@@ -25,6 +26,6 @@ metadata:
     pod-security.kubernetes.io/enforce: restricted
     pod-security.kubernetes.io/warn: restricted
 HEADER
-  "$helm" template chroma-sync-operator deploy/helm/chroma-sync-operator \
+  "$helm" template chroma-sync-operator "${CHART:-deploy/helm/chroma-sync-operator}" \
     --namespace "$namespace" --skip-tests
 } > "$out"

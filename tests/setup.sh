@@ -2,8 +2,8 @@
 # Installs what `make run` or `make test` needs and does not find, so that each works on a fresh
 # machine by itself (and .ci/run needs no list of its own):
 #   tests/setup.sh run    Debian packages the local run uses
-#   tests/setup.sh image  those, plus what `make image` uses: buildah, umoci, musl-gcc,
-#                         qemu-user-static (runs the arm64 binary in the image check), the Rust
+#   tests/setup.sh image  those, plus what `make image` (and `make release`) uses: buildah, umoci,
+#                         musl-gcc, qemu-user-static (runs the arm64 binary in the image check), jq, the Rust
 #                         musl targets for amd64 and arm64, and cargo-zigbuild with zig
 #   tests/setup.sh test   all of the above, plus Lua, rustfmt and clippy, and cargo-deny
 # Debian packages are installed with apt-get when running as root; otherwise it stops with the
@@ -16,7 +16,7 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 # command:package pairs.
 needs=(openssl:openssl python3:python3 curl:curl)
 if [[ "$what" == image || "$what" == test ]]; then
-  needs+=(buildah:buildah umoci:umoci musl-gcc:musl-tools qemu-aarch64-static:qemu-user-static)
+  needs+=(buildah:buildah umoci:umoci musl-gcc:musl-tools qemu-aarch64-static:qemu-user-static jq:jq)
 fi
 if [[ "$what" == test ]]; then
   needs+=(lua5.1:lua5.1)
