@@ -2,7 +2,7 @@
 # Builds the operator's OCI image for linux/amd64 and linux/arm64 from deploy/Dockerfile with
 # buildah (no daemon), as one OCI index in the layout target/image/oci, tagged with the crate's
 # version. Prints the image reference last. Push both platforms with skopeo, e.g.:
-#   skopeo copy --all oci:target/image/oci:0.1.0 docker://registry.example.com/chroma-sync-operator:0.1.0
+#   skopeo copy --all oci:target/image/oci:0.2.0 docker://registry.example.com/chroma-sync-operator:0.2.0
 # IMAGE_SOURCE sets org.opencontainers.image.source (the Makefile passes its variable).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -893,8 +893,12 @@ fn the_chart_label_survives_a_build_version() {
     let chart = chart_copy("chart-build-version");
     let manifest = chart.join("Chart.yaml");
     let text = std::fs::read_to_string(&manifest).unwrap();
-    let text = text.replace("\nversion: 0.1.0\n", "\nversion: 0.1.0+build.7\n");
-    assert!(text.contains("0.1.0+build.7"));
+    let version = env!("CARGO_PKG_VERSION");
+    let text = text.replace(
+        &format!("\nversion: {version}\n"),
+        &format!("\nversion: {version}+build.7\n"),
+    );
+    assert!(text.contains(&format!("{version}+build.7")));
     std::fs::write(&manifest, text).unwrap();
 
     let ns = fresh_namespace("chart-label", true);
@@ -904,7 +908,7 @@ fn the_chart_label_survives_a_build_version() {
     for doc in &docs {
         assert_eq!(
             doc["metadata"]["labels"]["helm.sh/chart"].as_str(),
-            Some("chroma-sync-operator-0.1.0_build.7"),
+            Some(format!("chroma-sync-operator-{version}_build.7").as_str()),
             "{doc:?}"
         );
     }
