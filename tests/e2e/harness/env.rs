@@ -7,7 +7,7 @@ use super::{
     wait_for,
 };
 use crate::support::audit::AuditLog;
-use crate::support::control_plane::{apply_crd, client_for, kubeconfig_path};
+use crate::support::control_plane::{apply_crd, client_for, kubeconfig_path, wait_listable};
 use crate::support::objects::{TOKEN_SECRET, github, namespace, sync_source, token_secret};
 use crate::support::operator::OperatorProcess;
 use crate::support::standin::{self, DATABASE};
@@ -79,15 +79,7 @@ impl Env {
     /// release's chart, say): they stay as they are.
     pub async fn on_installed_cluster(test: &str, cluster: &PrivateCluster) -> Self {
         let client = client_for(&cluster.kubeconfig()).await;
-        let sources: Api<SyncSource> = Api::all(client.clone());
-        wait_for("SyncSources to be listable", SOON, || async {
-            sources
-                .list(&ListParams::default().limit(1))
-                .await
-                .ok()
-                .map(|_| ())
-        })
-        .await;
+        wait_listable(&client).await;
         let mut env = Self::prepare(test, client, AuditLog::of(&cluster.kubeconfig())).await;
         env.operator_kubeconfig = Some(cluster.kubeconfig());
         env

@@ -63,6 +63,11 @@ pub async fn apply_crd(client: &Client, manager: &str) {
         .await;
     }
     // Established can precede discovery by a moment.
+    wait_listable(client).await;
+}
+
+/// Waits until SyncSources can be listed: their CRD is installed and served.
+pub async fn wait_listable(client: &Client) {
     let sources: Api<SyncSource> = Api::all(client.clone());
     wait_for(
         "SyncSources to be listable",
