@@ -264,6 +264,9 @@ fn readme_commands(readme: &str) -> Vec<String> {
             }
             continue;
         }
+        if raw.trim_start().starts_with('#') {
+            continue;
+        }
         let code = raw.split(" #").next().unwrap_or_default();
         line.push_str(code.trim_end().trim_end_matches('\\'));
         line.push(' ');
@@ -275,7 +278,9 @@ fn readme_commands(readme: &str) -> Vec<String> {
             let tag = tag.split_whitespace().next().unwrap_or_default();
             heredoc = Some(tag.trim_matches(['\'', '"']).to_owned());
         }
-        for stage in line.split(['|', ';']).flat_map(|s| s.split("&&")) {
+        // A command substitution (`X=$(cmd ...)`) runs its command as a stage of its own.
+        let stages = line.replace("$(", "; ");
+        for stage in stages.split(['|', ';', ')']).flat_map(|s| s.split("&&")) {
             let words = stage
                 .split_whitespace()
                 .skip_while(|w| w.contains('=') && !w.starts_with('-'));
@@ -306,7 +311,7 @@ fn every_command_the_readme_runs_is_installed_or_named_as_the_users_own() {
         .map(|w| w.split_whitespace().next().unwrap_or_default().to_owned())
         .collect();
     // The shell's own words and POSIX tools.
-    let shell = "cd mkdir cat echo export cp curl sha256sum tar for do done if then fi";
+    let shell = "cd mkdir cat echo export cp curl date sha256sum tar for do done if then fi";
     let shell: Vec<&str> = shell.split(' ').collect();
     let commands = readme_commands(&readme);
     assert!(commands.len() >= 10, "{commands:?}");
