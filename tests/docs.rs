@@ -283,10 +283,10 @@ fn readme_commands(readme: &str) -> Vec<String> {
         for stage in stages.split(['|', ';', ')']).flat_map(|s| s.split("&&")) {
             let words = stage
                 .split_whitespace()
+                .map(|w| w.trim_matches(['"', '\'']))
+                .filter(|w| !w.is_empty())
                 .skip_while(|w| w.contains('=') && !w.starts_with('-'));
-            if let Some(first) = words.take(1).next()
-                && !first.starts_with('#')
-            {
+            if let Some(first) = words.take(1).next() {
                 commands.push(first.to_owned());
             }
         }
