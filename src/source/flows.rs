@@ -1668,7 +1668,7 @@ async fn a_run_going_is_summarized_in_status_and_no_second_run_starts() {
     let (mut obj, _) = synced(&chroma);
     let older = SyncState {
         started_for: Some("older-settings".into()),
-        last_schedule_time: None,
+        ..Default::default()
     };
     obj.status.as_mut().unwrap().sync_state = Some(Box::new(older));
     let going = json!({"apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncRun",

@@ -8,16 +8,25 @@
 //! (`syncState`), written only when a run starts or a tick is skipped: nothing at rest. A run's
 //! name is derived from what started it, so a create repeated after a crash finds it
 //! (AlreadyExists) instead of starting a second one.
+//!
+//! With `publishTo`, the newest completed run is also published to a ConfigMap owned by the
+//! SyncSource ([`publication`] decides, [`publish`] writes it with server-side apply). What it
+//! holds is recorded in `syncState.published` in the same status write that records the run's
+//! end, so at rest nothing is read or written for it.
 
 use crate::crd::run::{RunPhase, SyncRun};
 use crate::crd::{LastSync, SyncPolicy, SyncSource, SyncState};
+use crate::kernel::events::Kind;
 use crate::kernel::kube_io::{bounded, params};
-use crate::kernel::{Context, Error};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PostParams};
+use crate::kernel::{Context, Error, FIELD_MANAGER};
+use crate::source::reason::Reason;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -27,6 +36,19 @@ pub const SYNC_SOURCE_LABEL: &str = "chromasync.dev/sync-source";
 /// While a run it started is going, the SyncSource looks at it this often (a Kubernetes read,
 /// no Chroma call) to summarize it and to start what waits for it.
 const ACTIVE_RUN_CHECK: Duration = Duration::from_secs(10);
+
+/// The condition `publishTo` sets while it cannot publish (a ConfigMap of that name that is not
+/// this object's); absent otherwise.
+pub const PUBLISHED: &str = "Published";
+
+/// While `publishTo` is refused, the SyncSource looks again this often (one list of one name).
+const PUBLISH_CONFLICT_CHECK: Duration = Duration::from_secs(60);
+
+/// The ConfigMap keys `publishTo` writes.
+pub const KEY_COLLECTION: &str = "collection";
+pub const KEY_DATABASE: &str = "database";
+pub const KEY_INVOCATION_ID: &str = "invocationId";
+pub const KEY_FINISHED_AT: &str = "finishedAt";
 
 /// What starts a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +160,98 @@ pub fn beyond_history(runs: &[SyncRun], keep_complete: usize, keep_failed: usize
         .collect()
 }
 
+/// What `publishTo` should be made to hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publication {
+    pub config_map: String,
+    /// `<configMapName>/<run name>`, recorded in `syncState.published` once written.
+    pub marker: String,
+    pub data: BTreeMap<String, String>,
+}
+
+/// What `publishTo` asks for now: the newest completed run of `runs` (newest first), unless
+/// `state` records it as published already. Failed, cancelled and going runs never publish.
+pub fn publication(
+    policy: &SyncPolicy,
+    database: &str,
+    runs: &[SyncRun],
+    state: &SyncState,
+) -> Option<Publication> {
+    let to = policy.publish_to.as_ref()?;
+    let run = runs
+        .iter()
+        .find(|r| r.status.as_ref().and_then(|s| s.phase) == Some(RunPhase::Complete))?;
+    let marker = format!("{}/{}", to.config_map_name, run.name_any());
+    if state.published.as_deref() == Some(marker.as_str()) {
+        return None;
+    }
+    let status = run.status.as_ref();
+    let finished_at = status
+        .and_then(|s| s.completion_time.as_ref())
+        .and_then(|t| serde_json::to_value(t).ok())
+        .and_then(|v| v.as_str().map(str::to_owned));
+    let data = [
+        (KEY_COLLECTION, run.spec.target_collection_name.clone()),
+        (KEY_DATABASE, Some(database.to_owned())),
+        (
+            KEY_INVOCATION_ID,
+            status.and_then(|s| s.invocation_id.clone()),
+        ),
+        (KEY_FINISHED_AT, finished_at),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| Some((k.to_owned(), v?)))
+    .collect();
+    Some(Publication {
+        config_map: to.config_map_name.clone(),
+        marker,
+        data,
+    })
+}
+
+/// Whether `stored` (a published ConfigMap's data) names a run that finished after `wanted`'s:
+/// then it is kept (never rolled back to an older run, say after the newest was deleted).
+pub fn holds_newer(stored: &BTreeMap<String, String>, wanted: &BTreeMap<String, String>) -> bool {
+    let at = |d: &BTreeMap<String, String>| {
+        d.get(KEY_FINISHED_AT)
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+    };
+    matches!((at(stored), at(wanted)), (Some(s), Some(w)) if s > w)
+}
+
+/// What became of a publication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    /// The ConfigMap holds it (written now, or already).
+    Done,
+    /// A ConfigMap of that name exists and is not this object's: left alone.
+    Conflict(String),
+}
+
+/// `conditions` with the `Published` condition set to `refused` (a message) or removed.
+pub fn with_publish_condition(
+    conditions: &[Condition],
+    refused: Option<&str>,
+    (generation, now): (i64, jiff::Timestamp),
+) -> Vec<Condition> {
+    let mut next: Vec<Condition> = conditions
+        .iter()
+        .filter(|c| c.type_ != PUBLISHED)
+        .cloned()
+        .collect();
+    if let Some(message) = refused {
+        next.push(crate::kernel::conditions::condition(
+            conditions,
+            PUBLISHED,
+            false,
+            Reason::PublishConflict.as_str(),
+            message,
+            (generation, now),
+        ));
+    }
+    next
+}
+
 /// Brings `spec.sync` about for a Ready SyncSource whose source is `source_id`: starts the run
 /// it asks for, summarizes the newest run in `status.lastSync`, prunes the history. Returns
 /// when to look again, if anything is due later. Costs no write when nothing changed.
@@ -190,8 +304,28 @@ pub async fn ensure(
         next_state.last_schedule_time = Some(Time(at));
     }
     let last_sync = runs.first().map(summary).or(status.last_sync.clone());
-    if next_state != state || last_sync != status.last_sync {
-        write_state(ctx, obj, &next_state, last_sync).await?;
+    let mut refused = None;
+    if let Some(p) = publication(policy, &obj.spec.database_name, &runs, &state) {
+        match publish(ctx, obj, &p).await? {
+            Published::Done => next_state.published = Some(p.marker),
+            Published::Conflict(message) => refused = Some(message),
+        }
+    } else if policy.publish_to.is_none() {
+        next_state.published = None;
+    }
+    let was_refused = status.conditions.iter().any(|c| c.type_ == PUBLISHED);
+    if let Some(message) = &refused
+        && !was_refused
+    {
+        ctx.events
+            .publish(obj, Kind::Warning, Reason::PublishConflict, message.clone());
+    }
+    let generation = obj.metadata.generation.unwrap_or_default();
+    let conditions =
+        with_publish_condition(&status.conditions, refused.as_deref(), (generation, now));
+    let conditions = (conditions != status.conditions).then_some(conditions);
+    if next_state != state || last_sync != status.last_sync || conditions.is_some() {
+        write_state(ctx, obj, &next_state, last_sync, conditions).await?;
     }
     prune(&api, policy, &runs).await;
 
@@ -199,11 +333,75 @@ pub async fn ensure(
     let until_tick = plan
         .wake_at
         .and_then(|at| Duration::try_from(at.duration_since(now)).ok());
-    Ok(match (started_or_active, until_tick) {
+    let next = match (started_or_active, until_tick) {
         (true, Some(tick)) => Some(tick.min(ACTIVE_RUN_CHECK)),
         (true, None) => Some(ACTIVE_RUN_CHECK),
         (false, tick) => tick,
+    };
+    Ok(match (next, refused.is_some()) {
+        (Some(next), true) => Some(next.min(PUBLISH_CONFLICT_CHECK)),
+        (None, true) => Some(PUBLISH_CONFLICT_CHECK),
+        (next, false) => next,
     })
+}
+
+/// Makes `p.config_map` hold `p.data`: read with a list of its one name (the operator's role
+/// lists ConfigMaps and gets none), written with server-side apply under the operator's field
+/// manager only when the data differ, with the SyncSource as its controller (so it goes with
+/// it). One that exists and is not controlled by this SyncSource is never written. An update
+/// carries the resourceVersion it was read at: one changed meanwhile fails with a conflict and
+/// is decided again.
+pub async fn publish(ctx: &Context, obj: &SyncSource, p: &Publication) -> Result<Published, Error> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+    let by_name = ListParams::default().fields(&format!("metadata.name={}", p.config_map));
+    let stored = bounded(api.list(&by_name)).await?.items.into_iter().next();
+    let mut resource_version = None;
+    if let Some(cm) = &stored {
+        let ours = cm
+            .owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == obj.uid().as_ref() && o.controller == Some(true));
+        if !ours {
+            return Ok(Published::Conflict(format!(
+                "ConfigMap {namespace}/{} exists and is not owned by this SyncSource; spec.sync.publishTo left it unchanged",
+                p.config_map
+            )));
+        }
+        let data = cm.data.clone().unwrap_or_default();
+        if data == p.data || holds_newer(&data, &p.data) {
+            return Ok(Published::Done);
+        }
+        resource_version = cm.resource_version();
+    }
+    let applied = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": p.config_map,
+            "namespace": namespace,
+            "resourceVersion": resource_version,
+            "labels": { SYNC_SOURCE_LABEL: obj.name_any() },
+            "ownerReferences": [owner(obj)],
+        },
+        "data": p.data,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    bounded(api.patch(&p.config_map, &params, &Patch::Apply(applied))).await?;
+    info!(config_map = %p.config_map, run = %p.marker, "published the newest completed sync run");
+    Ok(Published::Done)
+}
+
+/// The SyncSource as the controller owner of what `spec.sync` makes.
+fn owner(obj: &SyncSource) -> OwnerReference {
+    OwnerReference {
+        api_version: SyncSource::api_version(&()).into_owned(),
+        kind: SyncSource::kind(&()).into_owned(),
+        name: obj.name_any(),
+        uid: obj.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
 }
 
 /// The schedule, if set and valid. Admission checks the shape; the operator, the values.
@@ -255,11 +453,16 @@ async fn write_state(
     obj: &SyncSource,
     state: &SyncState,
     last_sync: Option<Box<LastSync>>,
+    conditions: Option<Vec<Condition>>,
 ) -> Result<(), Error> {
-    let patch = json!({
+    let mut patch = json!({
         "metadata": { "resourceVersion": obj.resource_version() },
         "status": { "syncState": state, "lastSync": last_sync },
     });
+    if let Some(conditions) = conditions {
+        // A merge patch replaces the list whole: all of them, guarded by the resourceVersion.
+        patch["status"]["conditions"] = json!(conditions);
+    }
     let sources: Api<SyncSource> =
         Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     bounded(sources.patch_status(&obj.name_any(), &params(), &Patch::Merge(patch))).await?;
@@ -286,14 +489,7 @@ async fn create_run(
     name: &str,
     start: &Start,
 ) -> Result<(), Error> {
-    let owner = OwnerReference {
-        api_version: SyncSource::api_version(&()).into_owned(),
-        kind: SyncSource::kind(&()).into_owned(),
-        name: obj.name_any(),
-        uid: obj.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    };
+    let owner = owner(obj);
     let reason = match start {
         Start::Settings { .. } => "settings",
         Start::Tick { .. } => "schedule",
@@ -359,7 +555,7 @@ mod tests {
         assert_eq!(first.wake_at, None);
         let state = SyncState {
             started_for: Some(started),
-            last_schedule_time: None,
+            ..Default::default()
         };
         assert_eq!(
             plan(now, &p, None, "src-1", &state, now, false),
@@ -396,7 +592,7 @@ mod tests {
         let created = at("2026-11-30T09:30:00Z");
         let state = SyncState {
             started_for: Some(fingerprint("src", &p)),
-            last_schedule_time: None,
+            ..Default::default()
         };
         // Before the first tick: nothing, wake at 10:00.
         let early = plan(
@@ -485,6 +681,86 @@ mod tests {
         assert_eq!(long.len(), 253);
         let p = policy(None);
         assert_eq!(collection_name(&p, &settings), "docs-0123abcd");
+    }
+
+    #[test]
+    fn publish_to_follows_the_newest_complete_run_once_and_never_a_failed_one() {
+        let run = |name: &str, phase: RunPhase, finished: &str| -> SyncRun {
+            serde_json::from_value(json!({
+                "apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncRun",
+                "metadata": {"name": name},
+                "spec": {"sourceRef": {"name": "docs"}, "targetCollectionName": format!("docs-{name}")},
+                "status": {"phase": phase, "invocationId": format!("inv-{name}"), "completionTime": finished},
+            }))
+            .unwrap()
+        };
+        let mut p = policy(None);
+        let state = SyncState::default();
+        let c1 = run("c1", RunPhase::Complete, "2026-11-30T10:00:00Z");
+        assert_eq!(
+            publication(&p, "db", std::slice::from_ref(&c1), &state),
+            None,
+            "no publishTo"
+        );
+        p.publish_to = Some(crate::crd::PublishTo {
+            config_map_name: "docs-current".into(),
+        });
+        let first = publication(&p, "db", std::slice::from_ref(&c1), &state).unwrap();
+        assert_eq!(first.config_map, "docs-current");
+        assert_eq!(first.marker, "docs-current/c1");
+        let want: BTreeMap<String, String> = [
+            ("collection", "docs-c1"),
+            ("database", "db"),
+            ("invocationId", "inv-c1"),
+            ("finishedAt", "2026-11-30T10:00:00Z"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(first.data, want);
+        // Published: nothing more at rest.
+        let published = SyncState {
+            published: Some(first.marker.clone()),
+            ..Default::default()
+        };
+        assert_eq!(
+            publication(&p, "db", std::slice::from_ref(&c1), &published),
+            None
+        );
+        // A newer failed or going run changes nothing; a newer complete one publishes.
+        let f2 = run("f2", RunPhase::Failed, "2026-11-30T11:00:00Z");
+        let g3 = run("g3", RunPhase::Processing, "2026-11-30T11:00:00Z");
+        let runs = [g3, f2, c1.clone()];
+        assert_eq!(publication(&p, "db", &runs, &published), None);
+        let c4 = run("c4", RunPhase::Complete, "2026-11-30T12:00:00Z");
+        let next = publication(&p, "db", &[c4, c1.clone()], &published).unwrap();
+        assert_eq!(next.marker, "docs-current/c4");
+        assert_eq!(next.data["collection"], "docs-c4");
+        // Never back to an older run: stored data that finished later is kept.
+        assert!(holds_newer(&next.data, &first.data));
+        assert!(!holds_newer(&first.data, &next.data));
+        assert!(!holds_newer(&next.data, &next.data));
+        // Another ConfigMap name publishes again.
+        p.publish_to = Some(crate::crd::PublishTo {
+            config_map_name: "other".into(),
+        });
+        assert_eq!(
+            publication(&p, "db", &[c1], &published).unwrap().marker,
+            "other/c1"
+        );
+    }
+
+    #[test]
+    fn the_published_condition_is_there_only_while_refused() {
+        let at = (4, at("2026-11-30T10:00:00Z"));
+        let refused = with_publish_condition(&[], Some("taken"), at);
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].type_, PUBLISHED);
+        assert_eq!(refused[0].status, "False");
+        assert_eq!(refused[0].reason, "PublishConflict");
+        // Unchanged when refused again (no write); gone once published.
+        assert_eq!(with_publish_condition(&refused, Some("taken"), at), refused);
+        assert!(with_publish_condition(&refused, None, at).is_empty());
     }
 
     #[test]
