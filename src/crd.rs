@@ -35,6 +35,10 @@ pub const PAUSED_ANNOTATION: &str = "chromasync.dev/paused";
 /// `reconcile.fluxcd.io/requestedAt`): the operator looks at the object's source or run at once
 /// and echoes the value in `status.lastHandledReconcileAt`.
 pub const RECONCILE_REQUEST_ANNOTATION: &str = "chromasync.dev/reconcile-requested-at";
+/// Flux's reconcile-now annotation, which a Flux webhook `Receiver` sets on the objects it names
+/// (on a push, say). On a SyncSource with `spec.sync`, a new value of it or of
+/// [`RECONCILE_REQUEST_ANNOTATION`] starts one run.
+pub const FLUX_REQUEST_ANNOTATION: &str = "reconcile.fluxcd.io/requestedAt";
 
 /// Declares one Chroma Sync source. The operator creates it with the Chroma Sync API, records
 /// its id in `status.sourceId`, and deletes it when this object is deleted. Exactly one of
@@ -532,6 +536,13 @@ pub struct SyncState {
     /// The latest schedule tick handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_schedule_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// The `reconcile.fluxcd.io/requestedAt` value last served by a run (recorded with the
+    /// run's start): a new value starts one run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_requested_at: Option<String>,
+    /// The `chromasync.dev/reconcile-requested-at` value last served by a run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_reconcile_requested_at: Option<String>,
     /// What `spec.sync.publishTo` holds now: `<configMapName>/<run name>`. A newer completed
     /// run, or another ConfigMap name, publishes again.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1978,3 +1978,79 @@ async fn a_config_map_that_is_not_ours_is_left_alone_and_reported_once() {
     let notes = api.event_notes(&ctx).await;
     assert!(notes[0].contains("ns/docs-current"), "{notes:?}");
 }
+
+/// A reconcile request on a synced source at rest, its previous run complete: the source is
+/// looked at (one GET), the request echoed, and one run started for it, named after the
+/// value; the served value is recorded in the same guarded write that records the run (on the
+/// object as stored after the echo, so no conflict), and `lastSync` names the new run without
+/// keeping the previous run's phase or invocation. The same request again starts nothing.
+#[tokio::test]
+async fn a_reconcile_request_starts_one_run_recorded_with_its_start() {
+    let chroma = Chroma::start().await;
+    let (mut obj, complete) = published_source(&chroma);
+    obj.spec.sync.as_mut().unwrap().publish_to = None;
+    obj.status.as_mut().unwrap().last_sync = Some(Box::new(
+        serde_json::from_value(json!({"name": "docs-c1", "collectionName": "docs-c1",
+            "invocationId": "inv-1", "phase": "Complete",
+            "finishedAt": "2026-11-30T10:00:00Z"}))
+        .unwrap(),
+    ));
+    let asked = [(RECONCILE_REQUEST_ANNOTATION.into(), "push-1".into())];
+    obj.metadata.annotations = Some(asked.into());
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = apply(&obj, &ctx);
+    let echo = api.patch(STATUS_PATH).await;
+    assert_eq!(echo["status"]["lastHandledReconcileAt"], "push-1");
+    owned_runs(&mut api, json!([complete])).await;
+    let post = api.expect(Method::POST, SYNC_RUNS_PATH).await;
+    let run = post.body.clone();
+    post.reply(http::StatusCode::CREATED, &run);
+    let status = api.patch(STATUS_PATH).await;
+    assert_eq!(
+        outcome(flow).await,
+        Next::LookAgainIn(Duration::from_secs(10))
+    );
+    let name = run["metadata"]["name"].as_str().unwrap().to_owned();
+    assert!(name.starts_with("docs-r"), "{name}");
+    assert_eq!(
+        run["metadata"]["annotations"],
+        json!({"chromasync.dev/started-by": "request"})
+    );
+    assert_eq!(
+        status["status"]["syncState"]["handledReconcileRequestedAt"],
+        "push-1"
+    );
+    assert_eq!(
+        status["status"]["lastSync"]["name"], "docs-c1",
+        "summarized at the next look"
+    );
+
+    // The next look: the new run listed, not started yet (no status). No second run (the value
+    // is served); lastSync names it, and the previous run's phase, invocation and finish time
+    // are removed, not kept.
+    let stored: SyncSource = serde_json::from_value(api.stored.clone().unwrap()).unwrap();
+    let mut created = run.clone();
+    created["metadata"]["creationTimestamp"] = json!("2026-11-30T10:59:00Z");
+    created["metadata"]["namespace"] = json!("ns");
+    let flow = apply(&stored, &ctx);
+    owned_runs(&mut api, json!([created, complete])).await;
+    let summary = api.patch(STATUS_PATH).await;
+    assert_eq!(
+        outcome(flow).await,
+        Next::LookAgainIn(Duration::from_secs(10))
+    );
+    assert_eq!(summary["status"]["lastSync"]["name"], json!(name));
+    for field in ["phase", "invocationId", "finishedAt"] {
+        assert_eq!(summary["status"]["lastSync"][field], Value::Null, "{field}");
+    }
+    let stored = api.stored.clone().unwrap();
+    assert_eq!(stored["status"]["lastSync"].get("phase"), None);
+    assert_eq!(
+        stored["status"]["syncState"]["handledReconcileRequestedAt"],
+        "push-1"
+    );
+    assert_eq!(chroma.standin.calls("get_source", "200"), 1, "one look");
+    api.assert_done(&ctx, &[]).await;
+}

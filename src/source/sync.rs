@@ -17,6 +17,7 @@
 use crate::crd::run::{RunPhase, SyncRun};
 use crate::crd::{LastSync, SyncPolicy, SyncSource, SyncState};
 use crate::kernel::events::Kind;
+use crate::kernel::intent::{self, Requests};
 use crate::kernel::kube_io::{bounded, params};
 use crate::kernel::{Context, Error, FIELD_MANAGER};
 use crate::source::reason::Reason;
@@ -57,6 +58,9 @@ pub enum Start {
     Settings { fingerprint: String },
     /// A schedule tick (the latest one due, when several were missed).
     Tick { at: jiff::Timestamp },
+    /// A new value of a reconcile-now annotation (a Flux Receiver's push, or a person's):
+    /// `token` is a fingerprint of the values, so a create repeated after a crash finds the run.
+    Requested { token: String },
 }
 
 /// What [`plan`] decided.
@@ -77,19 +81,19 @@ pub fn fingerprint(source_id: &str, policy: &SyncPolicy) -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Decides what `spec.sync` asks for now. `anchor` is when ticks start counting (the
-/// SyncSource's creation) unless a tick was handled since; `active` says a run it started is
-/// still going.
+/// Decides what `spec.sync` asks for now. `wanted` is the [`fingerprint`] of the source and
+/// settings; `anchor` is when ticks start counting (the SyncSource's creation) unless a tick was
+/// handled since; `active` says a run it started is still going; `requested` is the token of a
+/// reconcile-now request no run has served yet ([`new_request`]).
 pub fn plan(
     now: jiff::Timestamp,
-    policy: &SyncPolicy,
+    wanted: &str,
     schedule: Option<&croner::Cron>,
-    source_id: &str,
     state: &SyncState,
     anchor: jiff::Timestamp,
     active: bool,
+    requested: Option<&str>,
 ) -> Plan {
-    let wanted = fingerprint(source_id, policy);
     let last_tick = state.last_schedule_time.as_ref().map_or(anchor, |t| t.0);
     let utc = |t: jiff::Timestamp| t.to_zoned(jiff::tz::TimeZone::UTC);
     // The latest tick after the last one handled and not after now, if any.
@@ -106,20 +110,52 @@ pub fn plan(
         ..Default::default()
     };
     if active {
-        // Never two at once: settings wait for the run to end, a tick is skipped.
+        // Never two at once: settings and a request wait for the run to end (a request is
+        // queued: it stays new until a run starts), a tick is skipped.
         plan.skipped = due;
         return plan;
     }
-    if state.started_for.as_deref() != Some(wanted.as_str()) {
+    if state.started_for.as_deref() != Some(wanted) {
         plan.start = Some(Start::Settings {
-            fingerprint: wanted,
+            fingerprint: wanted.to_owned(),
         });
-        // A tick due now is served by this run.
+        // A tick due now, and a request, are served by this run.
+        plan.skipped = due;
+    } else if let Some(token) = requested {
+        plan.start = Some(Start::Requested {
+            token: token.to_owned(),
+        });
         plan.skipped = due;
     } else if let Some(at) = due {
         plan.start = Some(Start::Tick { at });
     }
     plan
+}
+
+/// The token of the reconcile-now requests not yet served by a run, if any: a fingerprint of
+/// the annotations' values (what names the run it starts).
+pub fn new_request(now: &Requests, state: &SyncState) -> Option<String> {
+    let handled = Requests {
+        flux: state.handled_requested_at.clone(),
+        own: state.handled_reconcile_requested_at.clone(),
+    };
+    if !now.new_since(&handled) {
+        return None;
+    }
+    let values = json!([now.flux, now.own]);
+    let digest = Sha256::digest(values.to_string().as_bytes());
+    Some(digest[..4].iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// `state` with the requests `now` recorded as served (a run started); an annotation removed
+/// keeps what was served before.
+fn served(state: &mut SyncState, now: &Requests) {
+    if now.flux.is_some() {
+        state.handled_requested_at = now.flux.clone();
+    }
+    if now.own.is_some() {
+        state.handled_reconcile_requested_at = now.own.clone();
+    }
 }
 
 /// What tells a start's run and collection apart: the settings' fingerprint, or `t` and the
@@ -128,6 +164,7 @@ fn suffix(start: &Start) -> String {
     match start {
         Start::Settings { fingerprint } => fingerprint.clone(),
         Start::Tick { at } => format!("t{}", at.as_second() / 60),
+        Start::Requested { token } => format!("r{token}"),
     }
 }
 
@@ -276,15 +313,20 @@ pub async fn ensure(
         .as_ref()
         .map_or(now, |t| t.0);
     let schedule = schedule_of(policy);
+    let requests = intent::requests(&obj.metadata);
+    let request = new_request(&requests, &state);
     let plan = plan(
         now,
-        policy,
+        &fingerprint(source_id, policy),
         schedule.as_ref(),
-        source_id,
         &state,
         anchor,
         active,
+        request.as_deref(),
     );
+    if active && request.is_some() {
+        info!("a reconcile request found a run going; queued until it ends");
+    }
 
     let mut next_state = state.clone();
     if let Some(start) = &plan.start {
@@ -294,7 +336,10 @@ pub async fn ensure(
         match start {
             Start::Settings { fingerprint } => next_state.started_for = Some(fingerprint.clone()),
             Start::Tick { at } => next_state.last_schedule_time = Some(Time(*at)),
+            Start::Requested { .. } => {}
         }
+        // Every start serves the requests standing, in the same write that records it.
+        served(&mut next_state, &requests);
     }
     if let Some(at) = plan.skipped {
         if plan.start.is_none() {
@@ -455,9 +500,14 @@ async fn write_state(
     last_sync: Option<Box<LastSync>>,
     conditions: Option<Vec<Condition>>,
 ) -> Result<(), Error> {
+    // Fields the new values lack are removed (nulls), not kept: a run just created, with no
+    // phase yet, must not show the previous run's phase and invocation.
+    let previous = obj.status.clone().unwrap_or_default();
+    let before = json!({ "syncState": previous.sync_state, "lastSync": previous.last_sync });
+    let after = json!({ "syncState": state, "lastSync": last_sync });
     let mut patch = json!({
         "metadata": { "resourceVersion": obj.resource_version() },
-        "status": { "syncState": state, "lastSync": last_sync },
+        "status": crate::kernel::kube_io::merge_patch(&before, &after),
     });
     if let Some(conditions) = conditions {
         // A merge patch replaces the list whole: all of them, guarded by the resourceVersion.
@@ -493,6 +543,7 @@ async fn create_run(
     let reason = match start {
         Start::Settings { .. } => "settings",
         Start::Tick { .. } => "schedule",
+        Start::Requested { .. } => "request",
     };
     let run: SyncRun = serde_json::from_value(json!({
         "apiVersion": "chromasync.dev/v1alpha1",
@@ -545,7 +596,15 @@ mod tests {
     fn a_new_source_starts_one_run_and_nothing_more_until_something_changes() {
         let p = policy(None);
         let now = at("2026-11-30T10:00:00Z");
-        let first = plan(now, &p, None, "src-1", &SyncState::default(), now, false);
+        let first = plan(
+            now,
+            &fingerprint("src-1", &p),
+            None,
+            &SyncState::default(),
+            now,
+            false,
+            None,
+        );
         let Some(Start::Settings {
             fingerprint: started,
         }) = first.start.clone()
@@ -558,21 +617,45 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            plan(now, &p, None, "src-1", &state, now, false),
+            plan(
+                now,
+                &fingerprint("src-1", &p),
+                None,
+                &state,
+                now,
+                false,
+                None
+            ),
             Plan::default()
         );
         // A replaced source (a new id) and a new ref each start a run.
         assert!(
-            plan(now, &p, None, "src-2", &state, now, false)
-                .start
-                .is_some()
+            plan(
+                now,
+                &fingerprint("src-2", &p),
+                None,
+                &state,
+                now,
+                false,
+                None
+            )
+            .start
+            .is_some()
         );
         let mut bumped = p.clone();
         bumped.git_ref = serde_json::from_value(json!({"sha": "0a1b2c"})).unwrap();
         assert!(
-            plan(now, &bumped, None, "src-1", &state, now, false)
-                .start
-                .is_some()
+            plan(
+                now,
+                &fingerprint("src-1", &bumped),
+                None,
+                &state,
+                now,
+                false,
+                None
+            )
+            .start
+            .is_some()
         );
         // The schedule and the history limits are not what a run syncs.
         let mut rescheduled = policy(Some("0 * * * *"));
@@ -580,7 +663,16 @@ mod tests {
         assert_eq!(fingerprint("src-1", &rescheduled), fingerprint("src-1", &p));
         // Never two at once: the change waits for the run going.
         assert_eq!(
-            plan(now, &bumped, None, "src-1", &state, now, true).start,
+            plan(
+                now,
+                &fingerprint("src-1", &bumped),
+                None,
+                &state,
+                now,
+                true,
+                None
+            )
+            .start,
             None
         );
     }
@@ -597,24 +689,24 @@ mod tests {
         // Before the first tick: nothing, wake at 10:00.
         let early = plan(
             at("2026-11-30T09:45:00Z"),
-            &p,
+            &fingerprint("src", &p),
             Some(&cron),
-            "src",
             &state,
             created,
             false,
+            None,
         );
         assert_eq!(early.start, None);
         assert_eq!(early.wake_at, Some(at("2026-11-30T10:00:00Z")));
         // Down from 09:45 to 13:20: 10:00 .. 13:00 were missed; one run, for 13:00.
         let late = plan(
             at("2026-11-30T13:20:00Z"),
-            &p,
+            &fingerprint("src", &p),
             Some(&cron),
-            "src",
             &state,
             created,
             false,
+            None,
         );
         assert_eq!(
             late.start,
@@ -629,23 +721,23 @@ mod tests {
         };
         let again = plan(
             at("2026-11-30T13:21:00Z"),
-            &p,
+            &fingerprint("src", &p),
             Some(&cron),
-            "src",
             &handled,
             created,
             false,
+            None,
         );
         assert_eq!(again.start, None, "a tick runs once");
         // A tick that finds a run going is skipped, and recorded as handled.
         let busy = plan(
             at("2026-11-30T14:00:05Z"),
-            &p,
+            &fingerprint("src", &p),
             Some(&cron),
-            "src",
             &handled,
             created,
             true,
+            None,
         );
         assert_eq!(busy.start, None);
         assert_eq!(busy.skipped, Some(at("2026-11-30T14:00:00Z")));
@@ -653,15 +745,93 @@ mod tests {
         let fresh = SyncState::default();
         let both = plan(
             at("2026-11-30T14:00:05Z"),
-            &p,
+            &fingerprint("src", &p),
             Some(&cron),
-            "src",
             &fresh,
             created,
             false,
+            None,
         );
         assert!(matches!(both.start, Some(Start::Settings { .. })));
         assert_eq!(both.skipped, Some(at("2026-11-30T14:00:00Z")));
+    }
+
+    #[test]
+    fn each_new_request_value_starts_one_run_queued_while_one_is_going() {
+        let p = policy(None);
+        let now = at("2026-11-30T10:00:00Z");
+        let mut state = SyncState {
+            started_for: Some(fingerprint("src", &p)),
+            ..Default::default()
+        };
+        let push = |flux: &str| Requests {
+            flux: Some(flux.into()),
+            own: None,
+        };
+        // No annotation: nothing.
+        assert_eq!(new_request(&Requests::default(), &state), None);
+        // A Flux Receiver's push: one run, named after the value.
+        let token = new_request(&push("push-1"), &state).expect("a new value");
+        let first = plan(
+            now,
+            &fingerprint("src", &p),
+            None,
+            &state,
+            now,
+            false,
+            Some(&token),
+        );
+        assert_eq!(
+            first.start,
+            Some(Start::Requested {
+                token: token.clone()
+            })
+        );
+        assert_eq!(
+            run_name("docs", first.start.as_ref().unwrap()),
+            format!("docs-r{token}")
+        );
+        // Recorded as served in the write that records the start: the same value again (set
+        // twice, or seen again after a restart) starts nothing.
+        served(&mut state, &push("push-1"));
+        assert_eq!(state.handled_requested_at.as_deref(), Some("push-1"));
+        assert_eq!(new_request(&push("push-1"), &state), None);
+        // A new value: one more, with another name; the project's own annotation likewise.
+        let second = new_request(&push("push-2"), &state).unwrap();
+        assert_ne!(second, token);
+        let own = Requests {
+            flux: Some("push-1".into()),
+            own: Some("t1".into()),
+        };
+        assert!(new_request(&own, &state).is_some());
+        // While a run is going the request is queued: no start now, still new afterwards.
+        let busy = plan(
+            now,
+            &fingerprint("src", &p),
+            None,
+            &state,
+            now,
+            true,
+            Some(&second),
+        );
+        assert_eq!(busy.start, None);
+        assert_eq!(new_request(&push("push-2"), &state), Some(second.clone()));
+        // Changed settings and a request together: one run, for the settings (serving both).
+        let mut bumped = p.clone();
+        bumped.git_ref = serde_json::from_value(json!({"sha": "0a1b2c"})).unwrap();
+        let both = plan(
+            now,
+            &fingerprint("src", &bumped),
+            None,
+            &state,
+            now,
+            false,
+            Some(&second),
+        );
+        assert!(matches!(both.start, Some(Start::Settings { .. })));
+        // Removing the annotation keeps what was served.
+        served(&mut state, &Requests::default());
+        assert_eq!(state.handled_requested_at.as_deref(), Some("push-1"));
     }
 
     #[test]

@@ -206,3 +206,54 @@ async fn publish_to_follows_the_newest_complete_run_and_never_a_failed_one() {
     })
     .await;
 }
+
+/// Reconcile-now requests on a SyncSource with `spec.sync`: each new value of
+/// `chromasync.dev/reconcile-requested-at` or of Flux's `reconcile.fluxcd.io/requestedAt` starts
+/// exactly one run; the same value again (removed and set back) starts none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_new_reconcile_request_starts_exactly_one_run() {
+    use chroma_sync_operator::crd::FLUX_REQUEST_ANNOTATION;
+    let env = Env::start("requests").await;
+    env.standin.set_run_plan(RunPlan {
+        pending_ms: 300,
+        processing_ms: 700,
+        fail_with: None,
+    });
+    let mut spec = github("acme/requests");
+    spec["sync"] = json!({"targetCollectionName": "docs", "ref": {"branch": "main"}});
+    env.create("docs", spec).await;
+    let source = env.wait_reason("docs", "SourceReady", SOON).await;
+    let source_id = source.status.unwrap().source_id.unwrap();
+    let first = wait_last_sync(&env, RunPhase::Complete, &[]).await;
+    let invocations = || env.standin.invocations(&source_id).len();
+    assert_eq!(invocations(), 1);
+
+    let mut done = vec![first];
+    for (key, value) in [
+        (RECONCILE_REQUEST_ANNOTATION, "t1"),
+        (FLUX_REQUEST_ANNOTATION, "push-1"),
+    ] {
+        env.annotate("docs", key, Some(value)).await;
+        let seen: Vec<&LastSync> = done.iter().collect();
+        let run = wait_last_sync(&env, RunPhase::Complete, &seen).await;
+        assert_eq!(invocations(), done.len() + 1, "one run for {key}={value}");
+        let status = env.get("docs").await.status.unwrap();
+        let state = status.sync_state.unwrap();
+        let handled = if key == FLUX_REQUEST_ANNOTATION {
+            state.handled_requested_at
+        } else {
+            state.handled_reconcile_requested_at
+        };
+        assert_eq!(handled.as_deref(), Some(value));
+        done.push(run);
+
+        // The same value again: removed and set back (each a reconcile), nothing starts.
+        env.annotate("docs", key, None).await;
+        env.annotate("docs", key, Some(value)).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(invocations(), done.len(), "no run for {key}={value} again");
+        let last = env.get("docs").await.status.unwrap().last_sync.unwrap();
+        assert_eq!(last.name, done.last().unwrap().name);
+    }
+    assert_eq!(invocations(), 3);
+}
