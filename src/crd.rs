@@ -35,6 +35,10 @@ pub const PAUSED_ANNOTATION: &str = "chromasync.dev/paused";
 /// `reconcile.fluxcd.io/requestedAt`): the operator looks at the object's source or run at once
 /// and echoes the value in `status.lastHandledReconcileAt`.
 pub const RECONCILE_REQUEST_ANNOTATION: &str = "chromasync.dev/reconcile-requested-at";
+/// Flux's reconcile-now annotation, which a Flux webhook `Receiver` sets on the objects it names
+/// (on a push, say). On a SyncSource with `spec.sync`, a new value of it or of
+/// [`RECONCILE_REQUEST_ANNOTATION`] starts one run.
+pub const FLUX_REQUEST_ANNOTATION: &str = "reconcile.fluxcd.io/requestedAt";
 
 /// Declares one Chroma Sync source. The operator creates it with the Chroma Sync API, records
 /// its id in `status.sourceId`, and deletes it when this object is deleted. Exactly one of
@@ -191,6 +195,26 @@ pub struct SyncPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub failed_runs_history_limit: Option<i32>,
+    /// Where to publish the newest completed run, so applications can mount it instead of
+    /// reading this object: a ConfigMap in this namespace, owned by this object (deleted with
+    /// it), with the keys `collection`, `database`, `invocationId` and `finishedAt`. Written
+    /// when a run completes (never for a failed one, never back to an older one). An existing
+    /// ConfigMap this object does not own is left alone (`PublishConflict`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_to: Option<PublishTo>,
+}
+
+/// The ConfigMap `spec.sync` publishes the newest completed run to.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishTo {
+    /// The ConfigMap's name (a DNS subdomain), in this object's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",
+        "message": "sync.publishTo.configMapName must be a DNS subdomain: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
+    }]))]
+    pub config_map_name: String,
 }
 
 /// A GitHub repository to sync.
@@ -512,6 +536,17 @@ pub struct SyncState {
     /// The latest schedule tick handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_schedule_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// The `reconcile.fluxcd.io/requestedAt` value last served by a run (recorded with the
+    /// run's start): a new value starts one run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_requested_at: Option<String>,
+    /// The `chromasync.dev/reconcile-requested-at` value last served by a run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_reconcile_requested_at: Option<String>,
+    /// What `spec.sync.publishTo` holds now: `<configMapName>/<run name>`. A newer completed
+    /// run, or another ConfigMap name, publishes again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<String>,
 }
 
 /// An error reported by the Chroma Sync service.

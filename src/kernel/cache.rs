@@ -7,7 +7,7 @@ use kube::runtime::watcher;
 use std::collections::HashMap;
 
 /// Drops what the operator never reads before it enters the cache: managedFields, labels and
-/// every annotation but its own (the last-applied copy of the object, GitOps tools' tracking
+/// every annotation but its own and Flux's reconcile request (the last-applied copy of the object, GitOps tools' tracking
 /// data) are most of an object's bytes. Nothing is written back from the cached copy but the
 /// fields the operator owns, so nothing dropped here is lost.
 pub fn slim<K: Resource>(obj: &mut K) {
@@ -29,7 +29,10 @@ fn slim_keeping<K: Resource>(obj: &mut K, keep: impl Fn(&str) -> bool) {
     meta.managed_fields = None;
     meta.labels = None;
     if let Some(a) = meta.annotations.as_mut() {
-        a.retain(|key, _| key.starts_with(crate::crd::GROUP) && keep(key));
+        a.retain(|key, _| {
+            (key.starts_with(crate::crd::GROUP) || key == crate::crd::FLUX_REQUEST_ANNOTATION)
+                && keep(key)
+        });
         if a.is_empty() {
             meta.annotations = None;
         }
@@ -217,7 +220,8 @@ mod tests {
                 "annotations": {
                     CREATE_PENDING_ANNOTATION: "2026-11-28T00:00:00Z",
                     "kubectl.kubernetes.io/last-applied-configuration": "{}",
-                    "argocd.argoproj.io/tracking-id": "docs:chromasync.dev/SyncSource:n/s"
+                    "argocd.argoproj.io/tracking-id": "docs:chromasync.dev/SyncSource:n/s",
+                    crate::crd::FLUX_REQUEST_ANNOTATION: "push-1"
                 },
                 "managedFields": [{"manager": "kubectl", "operation": "Apply"}]
             },
@@ -230,8 +234,11 @@ mod tests {
         let annotations: Vec<_> = obj.annotations().keys().cloned().collect();
         assert_eq!(
             annotations,
-            [CREATE_PENDING_ANNOTATION],
-            "no source yet: the mark stays"
+            [
+                CREATE_PENDING_ANNOTATION,
+                crate::crd::FLUX_REQUEST_ANNOTATION
+            ],
+            "no source yet: the mark stays; Flux's reconcile request starts a sync run"
         );
         assert_eq!(obj.finalizers(), [crate::crd::FINALIZER]);
 
@@ -240,8 +247,10 @@ mod tests {
             ..Default::default()
         });
         slim_source(&mut obj);
+        let annotations: Vec<_> = obj.annotations().keys().cloned().collect();
         assert_eq!(
-            obj.metadata.annotations, None,
+            annotations,
+            [crate::crd::FLUX_REQUEST_ANNOTATION],
             "a recorded source supersedes the mark"
         );
     }

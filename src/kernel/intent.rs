@@ -2,7 +2,7 @@
 //! reads of the metadata, shared by the SyncSource and SyncRun controllers and their change
 //! filters.
 
-use crate::crd::{PAUSED_ANNOTATION, RECONCILE_REQUEST_ANNOTATION};
+use crate::crd::{FLUX_REQUEST_ANNOTATION, PAUSED_ANNOTATION, RECONCILE_REQUEST_ANNOTATION};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
@@ -26,12 +26,40 @@ pub fn handled(meta: &ObjectMeta, before: Option<&String>) -> Option<String> {
         .or_else(|| before.cloned())
 }
 
-/// A fingerprint of the two annotations, for the change filters: a new value of either must
-/// reach a reconcile, and nothing else in the metadata does.
+/// The values of the two reconcile-now annotations, Flux's and the project's own: on a
+/// SyncSource with `spec.sync` a new value of either starts a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Requests {
+    /// `reconcile.fluxcd.io/requestedAt` (a Flux Receiver sets it on a push).
+    pub flux: Option<String>,
+    /// `chromasync.dev/reconcile-requested-at`.
+    pub own: Option<String>,
+}
+
+/// The reconcile-now annotations' values.
+pub fn requests(meta: &ObjectMeta) -> Requests {
+    Requests {
+        flux: annotation(meta, FLUX_REQUEST_ANNOTATION).map(str::to_owned),
+        own: annotation(meta, RECONCILE_REQUEST_ANNOTATION).map(str::to_owned),
+    }
+}
+
+impl Requests {
+    /// Whether either holds a value other than the one `handled` records: a value equal to the
+    /// handled one, or an annotation removed, asks for nothing.
+    pub fn new_since(&self, handled: &Requests) -> bool {
+        let new = |now: &Option<String>, was: &Option<String>| now.is_some() && now != was;
+        new(&self.flux, &handled.flux) || new(&self.own, &handled.own)
+    }
+}
+
+/// A fingerprint of the annotations, for the change filters: a new value of any must reach a
+/// reconcile, and nothing else in the metadata does.
 pub fn fingerprint(meta: &ObjectMeta) -> u64 {
     let mut h = DefaultHasher::new();
     annotation(meta, PAUSED_ANNOTATION).hash(&mut h);
     annotation(meta, RECONCILE_REQUEST_ANNOTATION).hash(&mut h);
+    annotation(meta, FLUX_REQUEST_ANNOTATION).hash(&mut h);
     h.finish()
 }
 
@@ -87,5 +115,28 @@ mod tests {
         let b = fingerprint(&meta(&[(RECONCILE_REQUEST_ANNOTATION, "b")]));
         assert_ne!(a, b);
         assert_ne!(base, a);
+        let flux = fingerprint(&meta(&[(FLUX_REQUEST_ANNOTATION, "a")]));
+        assert_ne!(base, flux);
+        assert_ne!(a, flux);
+    }
+
+    #[test]
+    fn a_request_is_new_until_its_value_is_handled() {
+        let both = requests(&meta(&[
+            (FLUX_REQUEST_ANNOTATION, "push-1"),
+            (RECONCILE_REQUEST_ANNOTATION, "t1"),
+        ]));
+        assert_eq!(both.flux.as_deref(), Some("push-1"));
+        assert!(both.new_since(&Requests::default()));
+        assert!(!both.new_since(&both), "the same values again: nothing");
+        let pushed = Requests {
+            flux: Some("push-2".into()),
+            ..both.clone()
+        };
+        assert!(pushed.new_since(&both));
+        assert!(
+            !Requests::default().new_since(&both),
+            "removing the annotations asks for nothing"
+        );
     }
 }

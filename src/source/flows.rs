@@ -1668,7 +1668,7 @@ async fn a_run_going_is_summarized_in_status_and_no_second_run_starts() {
     let (mut obj, _) = synced(&chroma);
     let older = SyncState {
         started_for: Some("older-settings".into()),
-        last_schedule_time: None,
+        ..Default::default()
     };
     obj.status.as_mut().unwrap().sync_state = Some(Box::new(older));
     let going = json!({"apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncRun",
@@ -1837,4 +1837,220 @@ async fn a_connection_not_checked_yet_leaves_the_object_waiting_with_no_call() {
     );
     assert!(chroma.standin.all_calls().is_empty());
     api.assert_idle();
+}
+
+const CONFIG_MAPS_PATH: &str = "/api/v1/namespaces/ns/configmaps";
+
+/// A Ready source with `spec.sync.publishTo: docs-current` whose newest run (`docs-c1`) is
+/// complete, and that run as the apiserver lists it.
+fn published_source(chroma: &Chroma) -> (SyncSource, Value) {
+    let (mut obj, _) = synced(chroma);
+    obj.spec.sync.as_mut().unwrap().publish_to = Some(crate::crd::PublishTo {
+        config_map_name: "docs-current".into(),
+    });
+    let complete = json!({"apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncRun",
+        "metadata": {"name": "docs-c1", "namespace": "ns",
+            "labels": {SYNC_SOURCE_LABEL: "docs"},
+            "ownerReferences": [{"apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncSource",
+                "name": "docs", "uid": obj.metadata.uid, "controller": true}]},
+        "spec": {"sourceRef": {"name": "docs"}, "targetCollectionName": "docs-c1"},
+        "status": {"invocationId": "inv-1", "phase": "Complete",
+                   "completionTime": "2026-11-30T10:00:00Z"}});
+    let fingerprint = sync::fingerprint(
+        obj.status.as_ref().unwrap().source_id.as_deref().unwrap(),
+        obj.spec.sync.as_deref().unwrap(),
+    );
+    obj.status.as_mut().unwrap().sync_state = Some(Box::new(SyncState {
+        started_for: Some(fingerprint),
+        ..Default::default()
+    }));
+    (obj, complete)
+}
+
+/// Answers the read of the ConfigMap (a list of its one name) with `items`.
+async fn listed_config_map(api: &mut ApiServer, items: Value) {
+    let call = api.expect(Method::GET, CONFIG_MAPS_PATH).await;
+    assert!(
+        call.query
+            .contains("fieldSelector=metadata.name%3Ddocs-current"),
+        "{}",
+        call.query
+    );
+    call.reply(
+        http::StatusCode::OK,
+        &json!({"apiVersion": "v1", "kind": "ConfigMapList",
+                "metadata": {"resourceVersion": "1"}, "items": items}),
+    );
+}
+
+/// A run that completed is published: one list of the ConfigMap's name, one server-side apply
+/// under the operator's field manager (owned by the SyncSource as controller), and what it holds
+/// is recorded in the status write that records the run. The next reconcile reads and writes
+/// nothing for it.
+#[tokio::test]
+async fn a_completed_run_is_published_once_by_server_side_apply_and_nothing_at_rest() {
+    let chroma = Chroma::start().await;
+    let (obj, complete) = published_source(&chroma);
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = apply(&obj, &ctx);
+    owned_runs(&mut api, json!([complete])).await;
+    listed_config_map(&mut api, json!([])).await;
+    let call = api
+        .expect(Method::PATCH, &format!("{CONFIG_MAPS_PATH}/docs-current"))
+        .await;
+    assert!(
+        call.query.contains("fieldManager=chroma-sync-operator")
+            && call.query.contains("force=true"),
+        "{}",
+        call.query
+    );
+    let applied = call.body.clone();
+    call.reply(http::StatusCode::CREATED, &applied);
+    let status = api.patch(STATUS_PATH).await;
+    assert_eq!(outcome(flow).await, Next::Settled);
+
+    assert_eq!(
+        applied["data"],
+        json!({"collection": "docs-c1", "database": DATABASE, "invocationId": "inv-1",
+               "finishedAt": "2026-11-30T10:00:00Z"})
+    );
+    let owner = json!([{"apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncSource",
+        "name": "docs", "uid": obj.metadata.uid, "controller": true, "blockOwnerDeletion": true}]);
+    assert_eq!(applied["metadata"]["ownerReferences"], owner);
+    assert_eq!(
+        applied["metadata"]["resourceVersion"],
+        Value::Null,
+        "a create"
+    );
+    assert_eq!(
+        status["status"]["syncState"]["published"],
+        "docs-current/docs-c1"
+    );
+    assert_eq!(status["status"]["lastSync"]["name"], "docs-c1");
+    assert!(status["status"].get("conditions").is_none(), "no condition");
+
+    // At rest: no read of the ConfigMap, no write.
+    let stored: SyncSource = serde_json::from_value(api.stored.clone().unwrap()).unwrap();
+    let flow = apply(&stored, &ctx);
+    owned_runs(&mut api, json!([complete])).await;
+    assert_eq!(outcome(flow).await, Next::Settled);
+    assert!(chroma.standin.all_calls().is_empty(), "no Chroma call");
+    api.assert_done(&ctx, &[]).await;
+}
+
+/// A ConfigMap of that name that the SyncSource does not own is never written: condition
+/// `Published=False` (`PublishConflict`) and one Warning Event, Ready kept, a look again in a
+/// minute; looking again while it stands writes nothing more.
+#[tokio::test]
+async fn a_config_map_that_is_not_ours_is_left_alone_and_reported_once() {
+    let chroma = Chroma::start().await;
+    let (obj, complete) = published_source(&chroma);
+    let theirs = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "docs-current", "namespace": "ns", "resourceVersion": "7"},
+        "data": {"owner": "someone else"}});
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
+    let minute = Next::LookAgainIn(Duration::from_secs(60));
+
+    let flow = apply(&obj, &ctx);
+    owned_runs(&mut api, json!([complete])).await;
+    listed_config_map(&mut api, json!([theirs])).await;
+    let status = api.patch(STATUS_PATH).await;
+    assert_eq!(outcome(flow).await, minute);
+    assert_eq!(
+        conditions(&status),
+        [
+            ("Ready".into(), "True".into(), "SourceReady".into()),
+            ("Published".into(), "False".into(), "PublishConflict".into())
+        ]
+    );
+    assert!(status["status"]["syncState"].get("published").is_none());
+
+    let stored: SyncSource = serde_json::from_value(api.stored.clone().unwrap()).unwrap();
+    let flow = apply(&stored, &ctx);
+    owned_runs(&mut api, json!([complete])).await;
+    listed_config_map(&mut api, json!([theirs])).await;
+    assert_eq!(outcome(flow).await, minute);
+    api.assert_done(&ctx, &[("Warning", "PublishConflict")])
+        .await;
+    let notes = api.event_notes(&ctx).await;
+    assert!(notes[0].contains("ns/docs-current"), "{notes:?}");
+}
+
+/// A reconcile request on a synced source at rest, its previous run complete: the source is
+/// looked at (one GET), the request echoed, and one run started for it, named after the
+/// value; the served value is recorded in the same guarded write that records the run (on the
+/// object as stored after the echo, so no conflict), and `lastSync` names the new run without
+/// keeping the previous run's phase or invocation. The same request again starts nothing.
+#[tokio::test]
+async fn a_reconcile_request_starts_one_run_recorded_with_its_start() {
+    let chroma = Chroma::start().await;
+    let (mut obj, complete) = published_source(&chroma);
+    obj.spec.sync.as_mut().unwrap().publish_to = None;
+    obj.status.as_mut().unwrap().last_sync = Some(Box::new(
+        serde_json::from_value(json!({"name": "docs-c1", "collectionName": "docs-c1",
+            "invocationId": "inv-1", "phase": "Complete",
+            "finishedAt": "2026-11-30T10:00:00Z"}))
+        .unwrap(),
+    ));
+    let asked = [(RECONCILE_REQUEST_ANNOTATION.into(), "push-1".into())];
+    obj.metadata.annotations = Some(asked.into());
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = apply(&obj, &ctx);
+    let echo = api.patch(STATUS_PATH).await;
+    assert_eq!(echo["status"]["lastHandledReconcileAt"], "push-1");
+    owned_runs(&mut api, json!([complete])).await;
+    let post = api.expect(Method::POST, SYNC_RUNS_PATH).await;
+    let run = post.body.clone();
+    post.reply(http::StatusCode::CREATED, &run);
+    let status = api.patch(STATUS_PATH).await;
+    assert_eq!(
+        outcome(flow).await,
+        Next::LookAgainIn(Duration::from_secs(10))
+    );
+    let name = run["metadata"]["name"].as_str().unwrap().to_owned();
+    assert!(name.starts_with("docs-r"), "{name}");
+    assert_eq!(
+        run["metadata"]["annotations"],
+        json!({"chromasync.dev/started-by": "request"})
+    );
+    assert_eq!(
+        status["status"]["syncState"]["handledReconcileRequestedAt"],
+        "push-1"
+    );
+    assert_eq!(
+        status["status"]["lastSync"]["name"], "docs-c1",
+        "summarized at the next look"
+    );
+
+    // The next look: the new run listed, not started yet (no status). No second run (the value
+    // is served); lastSync names it, and the previous run's phase, invocation and finish time
+    // are removed, not kept.
+    let stored: SyncSource = serde_json::from_value(api.stored.clone().unwrap()).unwrap();
+    let mut created = run.clone();
+    created["metadata"]["creationTimestamp"] = json!("2026-11-30T10:59:00Z");
+    created["metadata"]["namespace"] = json!("ns");
+    let flow = apply(&stored, &ctx);
+    owned_runs(&mut api, json!([created, complete])).await;
+    let summary = api.patch(STATUS_PATH).await;
+    assert_eq!(
+        outcome(flow).await,
+        Next::LookAgainIn(Duration::from_secs(10))
+    );
+    assert_eq!(summary["status"]["lastSync"]["name"], json!(name));
+    for field in ["phase", "invocationId", "finishedAt"] {
+        assert_eq!(summary["status"]["lastSync"][field], Value::Null, "{field}");
+    }
+    let stored = api.stored.clone().unwrap();
+    assert_eq!(stored["status"]["lastSync"].get("phase"), None);
+    assert_eq!(
+        stored["status"]["syncState"]["handledReconcileRequestedAt"],
+        "push-1"
+    );
+    assert_eq!(chroma.standin.calls("get_source", "200"), 1, "one look");
+    api.assert_done(&ctx, &[]).await;
 }

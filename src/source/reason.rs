@@ -24,6 +24,9 @@ crate::kernel::reason::reasons! {
         Paused,
         SourceMissing,
         SourceMismatch,
+        // spec.sync.publishTo: a ConfigMap of that name exists and is not this object's
+        // (condition `Published` and a Warning Event).
+        PublishConflict,
         // Events beyond the condition's transitions.
         Replaced,
         Adopted,
@@ -41,7 +44,7 @@ mod tests {
 
     #[test]
     fn reasons_read_as_their_names_and_three_wait_on_credentials() {
-        assert_eq!(Reason::ALL.len(), 24);
+        assert_eq!(Reason::ALL.len(), 25);
         assert_eq!(Reason::SourceReady.as_str(), "SourceReady");
         assert_eq!(Reason::DatabaseNotFound.to_string(), "DatabaseNotFound");
         let waiting: Vec<_> = Reason::ALL

@@ -129,6 +129,15 @@ pub fn next(
             )
         }
     };
+    // spec.sync.publishTo's condition is its own (written with spec.sync's patch): kept.
+    let mut conditions = conditions;
+    conditions.extend(
+        previous
+            .conditions
+            .iter()
+            .filter(|c| c.type_ == crate::source::sync::PUBLISHED)
+            .cloned(),
+    );
     SyncSourceStatus {
         observed_generation: Some(generation),
         source_id: source.map(|s| s.id.clone()),

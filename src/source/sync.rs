@@ -8,16 +8,26 @@
 //! (`syncState`), written only when a run starts or a tick is skipped: nothing at rest. A run's
 //! name is derived from what started it, so a create repeated after a crash finds it
 //! (AlreadyExists) instead of starting a second one.
+//!
+//! With `publishTo`, the newest completed run is also published to a ConfigMap owned by the
+//! SyncSource ([`publication`] decides, [`publish`] writes it with server-side apply). What it
+//! holds is recorded in `syncState.published` in the same status write that records the run's
+//! end, so at rest nothing is read or written for it.
 
 use crate::crd::run::{RunPhase, SyncRun};
 use crate::crd::{LastSync, SyncPolicy, SyncSource, SyncState};
+use crate::kernel::events::Kind;
+use crate::kernel::intent::{self, Requests};
 use crate::kernel::kube_io::{bounded, params};
-use crate::kernel::{Context, Error};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PostParams};
+use crate::kernel::{Context, Error, FIELD_MANAGER};
+use crate::source::reason::Reason;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -28,6 +38,19 @@ pub const SYNC_SOURCE_LABEL: &str = "chromasync.dev/sync-source";
 /// no Chroma call) to summarize it and to start what waits for it.
 const ACTIVE_RUN_CHECK: Duration = Duration::from_secs(10);
 
+/// The condition `publishTo` sets while it cannot publish (a ConfigMap of that name that is not
+/// this object's); absent otherwise.
+pub const PUBLISHED: &str = "Published";
+
+/// While `publishTo` is refused, the SyncSource looks again this often (one list of one name).
+const PUBLISH_CONFLICT_CHECK: Duration = Duration::from_secs(60);
+
+/// The ConfigMap keys `publishTo` writes.
+pub const KEY_COLLECTION: &str = "collection";
+pub const KEY_DATABASE: &str = "database";
+pub const KEY_INVOCATION_ID: &str = "invocationId";
+pub const KEY_FINISHED_AT: &str = "finishedAt";
+
 /// What starts a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Start {
@@ -35,6 +58,9 @@ pub enum Start {
     Settings { fingerprint: String },
     /// A schedule tick (the latest one due, when several were missed).
     Tick { at: jiff::Timestamp },
+    /// A new value of a reconcile-now annotation (a Flux Receiver's push, or a person's):
+    /// `token` is a fingerprint of the values, so a create repeated after a crash finds the run.
+    Requested { token: String },
 }
 
 /// What [`plan`] decided.
@@ -55,19 +81,19 @@ pub fn fingerprint(source_id: &str, policy: &SyncPolicy) -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Decides what `spec.sync` asks for now. `anchor` is when ticks start counting (the
-/// SyncSource's creation) unless a tick was handled since; `active` says a run it started is
-/// still going.
+/// Decides what `spec.sync` asks for now. `wanted` is the [`fingerprint`] of the source and
+/// settings; `anchor` is when ticks start counting (the SyncSource's creation) unless a tick was
+/// handled since; `active` says a run it started is still going; `requested` is the token of a
+/// reconcile-now request no run has served yet ([`new_request`]).
 pub fn plan(
     now: jiff::Timestamp,
-    policy: &SyncPolicy,
+    wanted: &str,
     schedule: Option<&croner::Cron>,
-    source_id: &str,
     state: &SyncState,
     anchor: jiff::Timestamp,
     active: bool,
+    requested: Option<&str>,
 ) -> Plan {
-    let wanted = fingerprint(source_id, policy);
     let last_tick = state.last_schedule_time.as_ref().map_or(anchor, |t| t.0);
     let utc = |t: jiff::Timestamp| t.to_zoned(jiff::tz::TimeZone::UTC);
     // The latest tick after the last one handled and not after now, if any.
@@ -84,20 +110,52 @@ pub fn plan(
         ..Default::default()
     };
     if active {
-        // Never two at once: settings wait for the run to end, a tick is skipped.
+        // Never two at once: settings and a request wait for the run to end (a request is
+        // queued: it stays new until a run starts), a tick is skipped.
         plan.skipped = due;
         return plan;
     }
-    if state.started_for.as_deref() != Some(wanted.as_str()) {
+    if state.started_for.as_deref() != Some(wanted) {
         plan.start = Some(Start::Settings {
-            fingerprint: wanted,
+            fingerprint: wanted.to_owned(),
         });
-        // A tick due now is served by this run.
+        // A tick due now, and a request, are served by this run.
+        plan.skipped = due;
+    } else if let Some(token) = requested {
+        plan.start = Some(Start::Requested {
+            token: token.to_owned(),
+        });
         plan.skipped = due;
     } else if let Some(at) = due {
         plan.start = Some(Start::Tick { at });
     }
     plan
+}
+
+/// The token of the reconcile-now requests not yet served by a run, if any: a fingerprint of
+/// the annotations' values (what names the run it starts).
+pub fn new_request(now: &Requests, state: &SyncState) -> Option<String> {
+    let handled = Requests {
+        flux: state.handled_requested_at.clone(),
+        own: state.handled_reconcile_requested_at.clone(),
+    };
+    if !now.new_since(&handled) {
+        return None;
+    }
+    let values = json!([now.flux, now.own]);
+    let digest = Sha256::digest(values.to_string().as_bytes());
+    Some(digest[..4].iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// `state` with the requests `now` recorded as served (a run started); an annotation removed
+/// keeps what was served before.
+fn served(state: &mut SyncState, now: &Requests) {
+    if now.flux.is_some() {
+        state.handled_requested_at = now.flux.clone();
+    }
+    if now.own.is_some() {
+        state.handled_reconcile_requested_at = now.own.clone();
+    }
 }
 
 /// What tells a start's run and collection apart: the settings' fingerprint, or `t` and the
@@ -106,6 +164,7 @@ fn suffix(start: &Start) -> String {
     match start {
         Start::Settings { fingerprint } => fingerprint.clone(),
         Start::Tick { at } => format!("t{}", at.as_second() / 60),
+        Start::Requested { token } => format!("r{token}"),
     }
 }
 
@@ -138,6 +197,98 @@ pub fn beyond_history(runs: &[SyncRun], keep_complete: usize, keep_failed: usize
         .collect()
 }
 
+/// What `publishTo` should be made to hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publication {
+    pub config_map: String,
+    /// `<configMapName>/<run name>`, recorded in `syncState.published` once written.
+    pub marker: String,
+    pub data: BTreeMap<String, String>,
+}
+
+/// What `publishTo` asks for now: the newest completed run of `runs` (newest first), unless
+/// `state` records it as published already. Failed, cancelled and going runs never publish.
+pub fn publication(
+    policy: &SyncPolicy,
+    database: &str,
+    runs: &[SyncRun],
+    state: &SyncState,
+) -> Option<Publication> {
+    let to = policy.publish_to.as_ref()?;
+    let run = runs
+        .iter()
+        .find(|r| r.status.as_ref().and_then(|s| s.phase) == Some(RunPhase::Complete))?;
+    let marker = format!("{}/{}", to.config_map_name, run.name_any());
+    if state.published.as_deref() == Some(marker.as_str()) {
+        return None;
+    }
+    let status = run.status.as_ref();
+    let finished_at = status
+        .and_then(|s| s.completion_time.as_ref())
+        .and_then(|t| serde_json::to_value(t).ok())
+        .and_then(|v| v.as_str().map(str::to_owned));
+    let data = [
+        (KEY_COLLECTION, run.spec.target_collection_name.clone()),
+        (KEY_DATABASE, Some(database.to_owned())),
+        (
+            KEY_INVOCATION_ID,
+            status.and_then(|s| s.invocation_id.clone()),
+        ),
+        (KEY_FINISHED_AT, finished_at),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| Some((k.to_owned(), v?)))
+    .collect();
+    Some(Publication {
+        config_map: to.config_map_name.clone(),
+        marker,
+        data,
+    })
+}
+
+/// Whether `stored` (a published ConfigMap's data) names a run that finished after `wanted`'s:
+/// then it is kept (never rolled back to an older run, say after the newest was deleted).
+pub fn holds_newer(stored: &BTreeMap<String, String>, wanted: &BTreeMap<String, String>) -> bool {
+    let at = |d: &BTreeMap<String, String>| {
+        d.get(KEY_FINISHED_AT)
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+    };
+    matches!((at(stored), at(wanted)), (Some(s), Some(w)) if s > w)
+}
+
+/// What became of a publication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    /// The ConfigMap holds it (written now, or already).
+    Done,
+    /// A ConfigMap of that name exists and is not this object's: left alone.
+    Conflict(String),
+}
+
+/// `conditions` with the `Published` condition set to `refused` (a message) or removed.
+pub fn with_publish_condition(
+    conditions: &[Condition],
+    refused: Option<&str>,
+    (generation, now): (i64, jiff::Timestamp),
+) -> Vec<Condition> {
+    let mut next: Vec<Condition> = conditions
+        .iter()
+        .filter(|c| c.type_ != PUBLISHED)
+        .cloned()
+        .collect();
+    if let Some(message) = refused {
+        next.push(crate::kernel::conditions::condition(
+            conditions,
+            PUBLISHED,
+            false,
+            Reason::PublishConflict.as_str(),
+            message,
+            (generation, now),
+        ));
+    }
+    next
+}
+
 /// Brings `spec.sync` about for a Ready SyncSource whose source is `source_id`: starts the run
 /// it asks for, summarizes the newest run in `status.lastSync`, prunes the history. Returns
 /// when to look again, if anything is due later. Costs no write when nothing changed.
@@ -162,15 +313,20 @@ pub async fn ensure(
         .as_ref()
         .map_or(now, |t| t.0);
     let schedule = schedule_of(policy);
+    let requests = intent::requests(&obj.metadata);
+    let request = new_request(&requests, &state);
     let plan = plan(
         now,
-        policy,
+        &fingerprint(source_id, policy),
         schedule.as_ref(),
-        source_id,
         &state,
         anchor,
         active,
+        request.as_deref(),
     );
+    if active && request.is_some() {
+        info!("a reconcile request found a run going; queued until it ends");
+    }
 
     let mut next_state = state.clone();
     if let Some(start) = &plan.start {
@@ -180,7 +336,10 @@ pub async fn ensure(
         match start {
             Start::Settings { fingerprint } => next_state.started_for = Some(fingerprint.clone()),
             Start::Tick { at } => next_state.last_schedule_time = Some(Time(*at)),
+            Start::Requested { .. } => {}
         }
+        // Every start serves the requests standing, in the same write that records it.
+        served(&mut next_state, &requests);
     }
     if let Some(at) = plan.skipped {
         if plan.start.is_none() {
@@ -190,8 +349,28 @@ pub async fn ensure(
         next_state.last_schedule_time = Some(Time(at));
     }
     let last_sync = runs.first().map(summary).or(status.last_sync.clone());
-    if next_state != state || last_sync != status.last_sync {
-        write_state(ctx, obj, &next_state, last_sync).await?;
+    let mut refused = None;
+    if let Some(p) = publication(policy, &obj.spec.database_name, &runs, &state) {
+        match publish(ctx, obj, &p).await? {
+            Published::Done => next_state.published = Some(p.marker),
+            Published::Conflict(message) => refused = Some(message),
+        }
+    } else if policy.publish_to.is_none() {
+        next_state.published = None;
+    }
+    let was_refused = status.conditions.iter().any(|c| c.type_ == PUBLISHED);
+    if let Some(message) = &refused
+        && !was_refused
+    {
+        ctx.events
+            .publish(obj, Kind::Warning, Reason::PublishConflict, message.clone());
+    }
+    let generation = obj.metadata.generation.unwrap_or_default();
+    let conditions =
+        with_publish_condition(&status.conditions, refused.as_deref(), (generation, now));
+    let conditions = (conditions != status.conditions).then_some(conditions);
+    if next_state != state || last_sync != status.last_sync || conditions.is_some() {
+        write_state(ctx, obj, &next_state, last_sync, conditions).await?;
     }
     prune(&api, policy, &runs).await;
 
@@ -199,11 +378,75 @@ pub async fn ensure(
     let until_tick = plan
         .wake_at
         .and_then(|at| Duration::try_from(at.duration_since(now)).ok());
-    Ok(match (started_or_active, until_tick) {
+    let next = match (started_or_active, until_tick) {
         (true, Some(tick)) => Some(tick.min(ACTIVE_RUN_CHECK)),
         (true, None) => Some(ACTIVE_RUN_CHECK),
         (false, tick) => tick,
+    };
+    Ok(match (next, refused.is_some()) {
+        (Some(next), true) => Some(next.min(PUBLISH_CONFLICT_CHECK)),
+        (None, true) => Some(PUBLISH_CONFLICT_CHECK),
+        (next, false) => next,
     })
+}
+
+/// Makes `p.config_map` hold `p.data`: read with a list of its one name (the operator's role
+/// lists ConfigMaps and gets none), written with server-side apply under the operator's field
+/// manager only when the data differ, with the SyncSource as its controller (so it goes with
+/// it). One that exists and is not controlled by this SyncSource is never written. An update
+/// carries the resourceVersion it was read at: one changed meanwhile fails with a conflict and
+/// is decided again.
+pub async fn publish(ctx: &Context, obj: &SyncSource, p: &Publication) -> Result<Published, Error> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+    let by_name = ListParams::default().fields(&format!("metadata.name={}", p.config_map));
+    let stored = bounded(api.list(&by_name)).await?.items.into_iter().next();
+    let mut resource_version = None;
+    if let Some(cm) = &stored {
+        let ours = cm
+            .owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == obj.uid().as_ref() && o.controller == Some(true));
+        if !ours {
+            return Ok(Published::Conflict(format!(
+                "ConfigMap {namespace}/{} exists and is not owned by this SyncSource; spec.sync.publishTo left it unchanged",
+                p.config_map
+            )));
+        }
+        let data = cm.data.clone().unwrap_or_default();
+        if data == p.data || holds_newer(&data, &p.data) {
+            return Ok(Published::Done);
+        }
+        resource_version = cm.resource_version();
+    }
+    let applied = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": p.config_map,
+            "namespace": namespace,
+            "resourceVersion": resource_version,
+            "labels": { SYNC_SOURCE_LABEL: obj.name_any() },
+            "ownerReferences": [owner(obj)],
+        },
+        "data": p.data,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    bounded(api.patch(&p.config_map, &params, &Patch::Apply(applied))).await?;
+    info!(config_map = %p.config_map, run = %p.marker, "published the newest completed sync run");
+    Ok(Published::Done)
+}
+
+/// The SyncSource as the controller owner of what `spec.sync` makes.
+fn owner(obj: &SyncSource) -> OwnerReference {
+    OwnerReference {
+        api_version: SyncSource::api_version(&()).into_owned(),
+        kind: SyncSource::kind(&()).into_owned(),
+        name: obj.name_any(),
+        uid: obj.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
 }
 
 /// The schedule, if set and valid. Admission checks the shape; the operator, the values.
@@ -255,11 +498,21 @@ async fn write_state(
     obj: &SyncSource,
     state: &SyncState,
     last_sync: Option<Box<LastSync>>,
+    conditions: Option<Vec<Condition>>,
 ) -> Result<(), Error> {
-    let patch = json!({
+    // Fields the new values lack are removed (nulls), not kept: a run just created, with no
+    // phase yet, must not show the previous run's phase and invocation.
+    let previous = obj.status.clone().unwrap_or_default();
+    let before = json!({ "syncState": previous.sync_state, "lastSync": previous.last_sync });
+    let after = json!({ "syncState": state, "lastSync": last_sync });
+    let mut patch = json!({
         "metadata": { "resourceVersion": obj.resource_version() },
-        "status": { "syncState": state, "lastSync": last_sync },
+        "status": crate::kernel::kube_io::merge_patch(&before, &after),
     });
+    if let Some(conditions) = conditions {
+        // A merge patch replaces the list whole: all of them, guarded by the resourceVersion.
+        patch["status"]["conditions"] = json!(conditions);
+    }
     let sources: Api<SyncSource> =
         Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     bounded(sources.patch_status(&obj.name_any(), &params(), &Patch::Merge(patch))).await?;
@@ -286,17 +539,11 @@ async fn create_run(
     name: &str,
     start: &Start,
 ) -> Result<(), Error> {
-    let owner = OwnerReference {
-        api_version: SyncSource::api_version(&()).into_owned(),
-        kind: SyncSource::kind(&()).into_owned(),
-        name: obj.name_any(),
-        uid: obj.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    };
+    let owner = owner(obj);
     let reason = match start {
         Start::Settings { .. } => "settings",
         Start::Tick { .. } => "schedule",
+        Start::Requested { .. } => "request",
     };
     let run: SyncRun = serde_json::from_value(json!({
         "apiVersion": "chromasync.dev/v1alpha1",
@@ -349,7 +596,15 @@ mod tests {
     fn a_new_source_starts_one_run_and_nothing_more_until_something_changes() {
         let p = policy(None);
         let now = at("2026-11-30T10:00:00Z");
-        let first = plan(now, &p, None, "src-1", &SyncState::default(), now, false);
+        let first = plan(
+            now,
+            &fingerprint("src-1", &p),
+            None,
+            &SyncState::default(),
+            now,
+            false,
+            None,
+        );
         let Some(Start::Settings {
             fingerprint: started,
         }) = first.start.clone()
@@ -359,24 +614,48 @@ mod tests {
         assert_eq!(first.wake_at, None);
         let state = SyncState {
             started_for: Some(started),
-            last_schedule_time: None,
+            ..Default::default()
         };
         assert_eq!(
-            plan(now, &p, None, "src-1", &state, now, false),
+            plan(
+                now,
+                &fingerprint("src-1", &p),
+                None,
+                &state,
+                now,
+                false,
+                None
+            ),
             Plan::default()
         );
         // A replaced source (a new id) and a new ref each start a run.
         assert!(
-            plan(now, &p, None, "src-2", &state, now, false)
-                .start
-                .is_some()
+            plan(
+                now,
+                &fingerprint("src-2", &p),
+                None,
+                &state,
+                now,
+                false,
+                None
+            )
+            .start
+            .is_some()
         );
         let mut bumped = p.clone();
         bumped.git_ref = serde_json::from_value(json!({"sha": "0a1b2c"})).unwrap();
         assert!(
-            plan(now, &bumped, None, "src-1", &state, now, false)
-                .start
-                .is_some()
+            plan(
+                now,
+                &fingerprint("src-1", &bumped),
+                None,
+                &state,
+                now,
+                false,
+                None
+            )
+            .start
+            .is_some()
         );
         // The schedule and the history limits are not what a run syncs.
         let mut rescheduled = policy(Some("0 * * * *"));
@@ -384,7 +663,16 @@ mod tests {
         assert_eq!(fingerprint("src-1", &rescheduled), fingerprint("src-1", &p));
         // Never two at once: the change waits for the run going.
         assert_eq!(
-            plan(now, &bumped, None, "src-1", &state, now, true).start,
+            plan(
+                now,
+                &fingerprint("src-1", &bumped),
+                None,
+                &state,
+                now,
+                true,
+                None
+            )
+            .start,
             None
         );
     }
@@ -396,29 +684,29 @@ mod tests {
         let created = at("2026-11-30T09:30:00Z");
         let state = SyncState {
             started_for: Some(fingerprint("src", &p)),
-            last_schedule_time: None,
+            ..Default::default()
         };
         // Before the first tick: nothing, wake at 10:00.
         let early = plan(
             at("2026-11-30T09:45:00Z"),
-            &p,
+            &fingerprint("src", &p),
             Some(&cron),
-            "src",
             &state,
             created,
             false,
+            None,
         );
         assert_eq!(early.start, None);
         assert_eq!(early.wake_at, Some(at("2026-11-30T10:00:00Z")));
         // Down from 09:45 to 13:20: 10:00 .. 13:00 were missed; one run, for 13:00.
         let late = plan(
             at("2026-11-30T13:20:00Z"),
-            &p,
+            &fingerprint("src", &p),
             Some(&cron),
-            "src",
             &state,
             created,
             false,
+            None,
         );
         assert_eq!(
             late.start,
@@ -433,23 +721,23 @@ mod tests {
         };
         let again = plan(
             at("2026-11-30T13:21:00Z"),
-            &p,
+            &fingerprint("src", &p),
             Some(&cron),
-            "src",
             &handled,
             created,
             false,
+            None,
         );
         assert_eq!(again.start, None, "a tick runs once");
         // A tick that finds a run going is skipped, and recorded as handled.
         let busy = plan(
             at("2026-11-30T14:00:05Z"),
-            &p,
+            &fingerprint("src", &p),
             Some(&cron),
-            "src",
             &handled,
             created,
             true,
+            None,
         );
         assert_eq!(busy.start, None);
         assert_eq!(busy.skipped, Some(at("2026-11-30T14:00:00Z")));
@@ -457,15 +745,93 @@ mod tests {
         let fresh = SyncState::default();
         let both = plan(
             at("2026-11-30T14:00:05Z"),
-            &p,
+            &fingerprint("src", &p),
             Some(&cron),
-            "src",
             &fresh,
             created,
             false,
+            None,
         );
         assert!(matches!(both.start, Some(Start::Settings { .. })));
         assert_eq!(both.skipped, Some(at("2026-11-30T14:00:00Z")));
+    }
+
+    #[test]
+    fn each_new_request_value_starts_one_run_queued_while_one_is_going() {
+        let p = policy(None);
+        let now = at("2026-11-30T10:00:00Z");
+        let mut state = SyncState {
+            started_for: Some(fingerprint("src", &p)),
+            ..Default::default()
+        };
+        let push = |flux: &str| Requests {
+            flux: Some(flux.into()),
+            own: None,
+        };
+        // No annotation: nothing.
+        assert_eq!(new_request(&Requests::default(), &state), None);
+        // A Flux Receiver's push: one run, named after the value.
+        let token = new_request(&push("push-1"), &state).expect("a new value");
+        let first = plan(
+            now,
+            &fingerprint("src", &p),
+            None,
+            &state,
+            now,
+            false,
+            Some(&token),
+        );
+        assert_eq!(
+            first.start,
+            Some(Start::Requested {
+                token: token.clone()
+            })
+        );
+        assert_eq!(
+            run_name("docs", first.start.as_ref().unwrap()),
+            format!("docs-r{token}")
+        );
+        // Recorded as served in the write that records the start: the same value again (set
+        // twice, or seen again after a restart) starts nothing.
+        served(&mut state, &push("push-1"));
+        assert_eq!(state.handled_requested_at.as_deref(), Some("push-1"));
+        assert_eq!(new_request(&push("push-1"), &state), None);
+        // A new value: one more, with another name; the project's own annotation likewise.
+        let second = new_request(&push("push-2"), &state).unwrap();
+        assert_ne!(second, token);
+        let own = Requests {
+            flux: Some("push-1".into()),
+            own: Some("t1".into()),
+        };
+        assert!(new_request(&own, &state).is_some());
+        // While a run is going the request is queued: no start now, still new afterwards.
+        let busy = plan(
+            now,
+            &fingerprint("src", &p),
+            None,
+            &state,
+            now,
+            true,
+            Some(&second),
+        );
+        assert_eq!(busy.start, None);
+        assert_eq!(new_request(&push("push-2"), &state), Some(second.clone()));
+        // Changed settings and a request together: one run, for the settings (serving both).
+        let mut bumped = p.clone();
+        bumped.git_ref = serde_json::from_value(json!({"sha": "0a1b2c"})).unwrap();
+        let both = plan(
+            now,
+            &fingerprint("src", &bumped),
+            None,
+            &state,
+            now,
+            false,
+            Some(&second),
+        );
+        assert!(matches!(both.start, Some(Start::Settings { .. })));
+        // Removing the annotation keeps what was served.
+        served(&mut state, &Requests::default());
+        assert_eq!(state.handled_requested_at.as_deref(), Some("push-1"));
     }
 
     #[test]
@@ -485,6 +851,86 @@ mod tests {
         assert_eq!(long.len(), 253);
         let p = policy(None);
         assert_eq!(collection_name(&p, &settings), "docs-0123abcd");
+    }
+
+    #[test]
+    fn publish_to_follows_the_newest_complete_run_once_and_never_a_failed_one() {
+        let run = |name: &str, phase: RunPhase, finished: &str| -> SyncRun {
+            serde_json::from_value(json!({
+                "apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncRun",
+                "metadata": {"name": name},
+                "spec": {"sourceRef": {"name": "docs"}, "targetCollectionName": format!("docs-{name}")},
+                "status": {"phase": phase, "invocationId": format!("inv-{name}"), "completionTime": finished},
+            }))
+            .unwrap()
+        };
+        let mut p = policy(None);
+        let state = SyncState::default();
+        let c1 = run("c1", RunPhase::Complete, "2026-11-30T10:00:00Z");
+        assert_eq!(
+            publication(&p, "db", std::slice::from_ref(&c1), &state),
+            None,
+            "no publishTo"
+        );
+        p.publish_to = Some(crate::crd::PublishTo {
+            config_map_name: "docs-current".into(),
+        });
+        let first = publication(&p, "db", std::slice::from_ref(&c1), &state).unwrap();
+        assert_eq!(first.config_map, "docs-current");
+        assert_eq!(first.marker, "docs-current/c1");
+        let want: BTreeMap<String, String> = [
+            ("collection", "docs-c1"),
+            ("database", "db"),
+            ("invocationId", "inv-c1"),
+            ("finishedAt", "2026-11-30T10:00:00Z"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(first.data, want);
+        // Published: nothing more at rest.
+        let published = SyncState {
+            published: Some(first.marker.clone()),
+            ..Default::default()
+        };
+        assert_eq!(
+            publication(&p, "db", std::slice::from_ref(&c1), &published),
+            None
+        );
+        // A newer failed or going run changes nothing; a newer complete one publishes.
+        let f2 = run("f2", RunPhase::Failed, "2026-11-30T11:00:00Z");
+        let g3 = run("g3", RunPhase::Processing, "2026-11-30T11:00:00Z");
+        let runs = [g3, f2, c1.clone()];
+        assert_eq!(publication(&p, "db", &runs, &published), None);
+        let c4 = run("c4", RunPhase::Complete, "2026-11-30T12:00:00Z");
+        let next = publication(&p, "db", &[c4, c1.clone()], &published).unwrap();
+        assert_eq!(next.marker, "docs-current/c4");
+        assert_eq!(next.data["collection"], "docs-c4");
+        // Never back to an older run: stored data that finished later is kept.
+        assert!(holds_newer(&next.data, &first.data));
+        assert!(!holds_newer(&first.data, &next.data));
+        assert!(!holds_newer(&next.data, &next.data));
+        // Another ConfigMap name publishes again.
+        p.publish_to = Some(crate::crd::PublishTo {
+            config_map_name: "other".into(),
+        });
+        assert_eq!(
+            publication(&p, "db", &[c1], &published).unwrap().marker,
+            "other/c1"
+        );
+    }
+
+    #[test]
+    fn the_published_condition_is_there_only_while_refused() {
+        let at = (4, at("2026-11-30T10:00:00Z"));
+        let refused = with_publish_condition(&[], Some("taken"), at);
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].type_, PUBLISHED);
+        assert_eq!(refused[0].status, "False");
+        assert_eq!(refused[0].reason, "PublishConflict");
+        // Unchanged when refused again (no write); gone once published.
+        assert_eq!(with_publish_condition(&refused, Some("taken"), at), refused);
+        assert!(with_publish_condition(&refused, None, at).is_empty());
     }
 
     #[test]

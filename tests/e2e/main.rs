@@ -20,6 +20,7 @@ mod observe;
 mod orphans;
 mod probes;
 mod proxy;
+mod publish;
 mod rbac;
 mod replicas;
 mod runs;

@@ -46,7 +46,7 @@ const OPERATOR_RULES: [&str; 14] = [
     "chromasyncconnections.chromasync.dev/status [patch]",
     "clusterchromasyncconnections.chromasync.dev [get list watch]",
     "clusterchromasyncconnections.chromasync.dev/status [patch]",
-    "configmaps [list]",
+    "configmaps [list create patch]",
     "customresourcedefinitions.apiextensions.k8s.io [syncruns.chromasync.dev] [get list watch]",
     "customresourcedefinitions.apiextensions.k8s.io [syncsources.chromasync.dev] [get list watch]",
     "events.events.k8s.io [create]",
@@ -140,6 +140,10 @@ async fn the_shipped_manifests_grant_enough_and_no_more() {
         ("update", "leases.coordination.k8s.io", env.ns.as_str()),
         ("delete", "leases.coordination.k8s.io", SYSTEM_NS),
         ("create", "pods", env.ns.as_str()),
+        // spec.sync.publishTo: a list of one name and an apply, nothing more.
+        ("get", "configmaps", env.ns.as_str()),
+        ("update", "configmaps", env.ns.as_str()),
+        ("delete", "configmaps", env.ns.as_str()),
     ] {
         assert!(!can_i(sa, verb, resource, ns), "{verb} {resource} in {ns}");
     }

@@ -212,7 +212,9 @@ async fn at_rest(
             }
         }
     }
-    set_status(ctx, &obj, Some(rec), &State::Ready).await?;
+    // spec.sync goes on from the object as stored now: its status write is guarded by this
+    // resourceVersion (a reconcile request's echo, written just now, would make it a conflict).
+    let obj = set_status(ctx, &obj, Some(rec), &State::Ready).await?;
     settled(ctx, &obj, &rec.id).await
 }
 

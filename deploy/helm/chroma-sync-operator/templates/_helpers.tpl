@@ -101,6 +101,10 @@ What the operator does with SyncSources, Secrets and Events, in one place for th
   verbs: [list, watch]
 # Check ChromaSyncConnections (an authenticated call each) and record what it found. A
 # connection's CA bundle may be a ConfigMap key, read by a list of its one name.
+# spec.sync.publishTo reads its ConfigMap the same way (a list of its one name: no get), and
+# writes it with server-side apply: patch, and create for the first write (an apply that
+# creates needs both). No update or delete: an owned ConfigMap goes with its SyncSource through
+# the garbage collector, and one the SyncSource does not own is never written.
 - apiGroups: [chromasync.dev]
   resources: [chromasyncconnections]
   verbs: [get, list, watch]
@@ -109,7 +113,7 @@ What the operator does with SyncSources, Secrets and Events, in one place for th
   verbs: [patch]
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [list]
+  verbs: [list, create, patch]
 # Tell people what status does not: a replaced, adopted or retained source, a failure. Each
 # Event is a new one (no series to patch).
 - apiGroups: [events.k8s.io]
