@@ -1900,9 +1900,10 @@ async fn a_completed_run_is_published_once_by_server_side_apply_and_nothing_at_r
     let call = api
         .expect(Method::PATCH, &format!("{CONFIG_MAPS_PATH}/docs-current"))
         .await;
+    // A first write is not forced: it takes over nothing (see the race test below).
     assert!(
         call.query.contains("fieldManager=chroma-sync-operator")
-            && call.query.contains("force=true"),
+            && !call.query.contains("force=true"),
         "{}",
         call.query
     );
@@ -1938,6 +1939,45 @@ async fn a_completed_run_is_published_once_by_server_side_apply_and_nothing_at_r
     assert_eq!(outcome(flow).await, Next::Settled);
     assert!(chroma.standin.all_calls().is_empty(), "no Chroma call");
     api.assert_done(&ctx, &[]).await;
+}
+
+/// Someone creates the ConfigMap between the operator's read (none) and its first write: the
+/// unforced apply meets their fields (409) and nothing of theirs is taken over; the same
+/// `PublishConflict` as for a ConfigMap that was there before.
+#[tokio::test]
+async fn a_config_map_created_by_someone_else_during_the_first_write_is_not_taken_over() {
+    let chroma = Chroma::start().await;
+    let (obj, complete) = published_source(&chroma);
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = apply(&obj, &ctx);
+    owned_runs(&mut api, json!([complete])).await;
+    listed_config_map(&mut api, json!([])).await;
+    let call = api
+        .expect(Method::PATCH, &format!("{CONFIG_MAPS_PATH}/docs-current"))
+        .await;
+    assert!(!call.query.contains("force=true"), "{}", call.query);
+    call.reply(
+        http::StatusCode::CONFLICT,
+        &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 409,
+                "reason": "Conflict", "message": "Apply failed with 1 conflict: conflict with \"kubectl\": .data.owner"}),
+    );
+    let status = api.patch(STATUS_PATH).await;
+    assert_eq!(
+        outcome(flow).await,
+        Next::LookAgainIn(Duration::from_secs(60))
+    );
+    assert_eq!(
+        conditions(&status),
+        [
+            ("Ready".into(), "True".into(), "SourceReady".into()),
+            ("Published".into(), "False".into(), "PublishConflict".into())
+        ]
+    );
+    assert!(status["status"]["syncState"].get("published").is_none());
+    api.assert_done(&ctx, &[("Warning", "PublishConflict")])
+        .await;
 }
 
 /// A ConfigMap of that name that the SyncSource does not own is never written: condition

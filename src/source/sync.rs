@@ -431,8 +431,23 @@ pub async fn publish(ctx: &Context, obj: &SyncSource, p: &Publication) -> Result
         },
         "data": p.data,
     });
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    bounded(api.patch(&p.config_map, &params, &Patch::Apply(applied))).await?;
+    // Forced only over a ConfigMap already ours. Unforced, a first write that meets one someone
+    // created since the read (their manager owns the keys) is refused, not taken over.
+    let params = PatchParams::apply(FIELD_MANAGER);
+    let params = if stored.is_some() {
+        params.force()
+    } else {
+        params
+    };
+    match bounded(api.patch(&p.config_map, &params, &Patch::Apply(applied))).await {
+        Err(e) if stored.is_none() && e.is_conflict() => {
+            return Ok(Published::Conflict(format!(
+                "ConfigMap {namespace}/{} was created by someone else while the operator wrote it; spec.sync.publishTo left it unchanged",
+                p.config_map
+            )));
+        }
+        answer => answer?,
+    };
     info!(config_map = %p.config_map, run = %p.marker, "published the newest completed sync run");
     Ok(Published::Done)
 }
