@@ -270,6 +270,7 @@ mod invocations {
         let (standin, base) = support::standin::start("t", &["v"]).await;
         let config = ClientConfig {
             name: "test".into(),
+            api_url: base.clone(),
             base_url: base,
             timeout: Duration::from_millis(800),
             extra_ca_pem: None,
@@ -796,6 +797,7 @@ mod limited_mode {
         });
         let config = ClientConfig {
             name: "limited".into(),
+            api_url: base.clone(),
             base_url: base,
             timeout: Duration::from_secs(10),
             extra_ca_pem: None,
