@@ -449,7 +449,7 @@ pub async fn ensure(
     let going = active || plan.start.is_some();
     let collections_left = match policy.keep_collections {
         Some(keep) if !going && obj.spec.deletion_policy != DeletionPolicy::Retain => {
-            prune_collections(ctx, &stored, keep.max(1) as usize, &next_state).await?
+            prune_collections(ctx, &stored, keep.max(1) as usize, &next_state, &runs).await?
         }
         _ => true,
     };
@@ -485,6 +485,7 @@ async fn prune_collections(
     obj: &SyncSource,
     keep: usize,
     state: &SyncState,
+    runs: &[SyncRun],
 ) -> Result<bool, Error> {
     let record = state.collections.clone().unwrap_or_default();
     let published_run = state
@@ -532,11 +533,14 @@ async fn prune_collections(
     }
     if !deleted.is_empty() {
         let mut next = state.clone();
-        for c in next.collections.iter_mut().flatten() {
+        let mut record = record.clone();
+        for c in &mut record {
             if deleted.contains(&c.name) {
                 c.deleted = true;
             }
         }
+        // Those whose run is gone already are forgotten now, not in a write of their own.
+        next.collections = Some(record_collections(&record, runs));
         next.pruned_collections =
             Some(state.pruned_collections.unwrap_or_default() + deleted.len() as i64);
         let last_sync = obj.status.as_ref().and_then(|s| s.last_sync.clone());

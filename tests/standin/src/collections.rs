@@ -19,6 +19,20 @@ use serde_json::json;
 pub const TENANT: &str = "standin-tenant";
 
 impl StandIn {
+    /// Makes collection `name` exist in `database`, as a run into it would.
+    pub fn insert_collection(&self, database: &str, name: &str) {
+        self.lock()
+            .collections
+            .insert((database.to_owned(), name.to_owned()));
+    }
+
+    /// Removes collection `name` of `database`, as a delete would; whether it was there.
+    pub fn remove_collection(&self, database: &str, name: &str) -> bool {
+        self.lock()
+            .collections
+            .remove(&(database.to_owned(), name.to_owned()))
+    }
+
     /// The collections that exist in `database`, by name.
     pub fn collections(&self, database: &str) -> Vec<String> {
         self.lock()
