@@ -202,6 +202,15 @@ pub struct SyncPolicy {
     /// ConfigMap this object does not own is left alone (`PublishConflict`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish_to: Option<PublishTo>,
+    /// How many of the collections its runs made to keep in Chroma: after a run ends, the
+    /// collections of this object's own runs beyond the newest `keepCollections` completed ones
+    /// are deleted through Chroma's API (the connection's token and `apiUrl`), failed runs'
+    /// ones included. Never the newest completed or the published one, never a collection
+    /// another object made, never while a run is going, never with `deletionPolicy: Retain`.
+    /// Unset: every collection is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub keep_collections: Option<i32>,
 }
 
 /// The ConfigMap `spec.sync` publishes the newest completed run to.
@@ -547,6 +556,32 @@ pub struct SyncState {
     /// run, or another ConfigMap name, publishes again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published: Option<String>,
+    /// With `keepCollections`: the collections this object's finished runs made, newest first,
+    /// and which of them were deleted (kept as such while their SyncRun is there, so it is not
+    /// deleted again). What `keepCollections` decides from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collections: Option<Vec<OwnCollection>>,
+    /// How many collections `keepCollections` has deleted, in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruned_collections: Option<i64>,
+}
+
+/// A collection a SyncSource's run made.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnCollection {
+    /// The collection's name.
+    pub name: String,
+    /// The SyncRun that wrote it.
+    pub run: String,
+    /// Whether that run completed (otherwise it failed or was cancelled).
+    pub complete: bool,
+    /// When that run ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// Deleted from Chroma by `keepCollections`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 /// An error reported by the Chroma Sync service.

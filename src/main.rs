@@ -69,6 +69,10 @@ struct RunArgs {
         default_value = "https://sync.trychroma.com"
     )]
     chroma_url: String,
+    /// Base URL of the Chroma API (collections): where `spec.sync.keepCollections` deletes old
+    /// collections, with the same token (a connection's `apiUrl` overrides it).
+    #[arg(long, env = "CHROMA_API_URL", default_value = chroma::DEFAULT_API_URL)]
+    chroma_api_url: String,
     /// Allow a plain http:// Chroma URL (only for a local stand-in).
     #[arg(long, env = "CHROMA_SYNC_ALLOW_INSECURE_HTTP")]
     allow_insecure_http: bool,
@@ -292,10 +296,12 @@ fn print_crds(name: Option<&str>) -> anyhow::Result<()> {
 /// The client settings of the operator's own route, and the defaults of every connection.
 fn client_config(args: &RunArgs) -> anyhow::Result<ClientConfig> {
     check_base_url(&args.chroma_url, args.allow_insecure_http)?;
+    check_base_url(&args.chroma_api_url, args.allow_insecure_http)?;
     let extra_ca_pem = args.ca_file.as_ref().map(std::fs::read).transpose()?;
     Ok(ClientConfig {
         name: "operator".into(),
         base_url: args.chroma_url.clone(),
+        api_url: args.chroma_api_url.clone(),
         timeout: args.chroma_timeout,
         extra_ca_pem,
         limits: Limits {

@@ -270,6 +270,7 @@ mod invocations {
         let (standin, base) = support::standin::start("t", &["v"]).await;
         let config = ClientConfig {
             name: "test".into(),
+            api_url: base.clone(),
             base_url: base,
             timeout: Duration::from_millis(800),
             extra_ca_pem: None,
@@ -650,6 +651,70 @@ mod invocations {
         assert_eq!(env.standin.injected().get("drop"), Some(&1));
     }
 
+    /// The Chroma API calls of `keepCollections` go through the same client: the tenant from
+    /// the identity, a delete that answers 200 then 404 (already gone), a viewer's token refused
+    /// (403), a 429 beyond the call's timeout handed back with its Retry-After, a garbled
+    /// identity an unreadable answer, and each call counted under its endpoint label.
+    #[tokio::test]
+    async fn collection_calls_are_sorted_like_every_other_call() {
+        use chroma_sync_operator::chroma::Deleted;
+        let env = env().await;
+        let (c, t) = (&env.client, &env.token);
+        let tenant = c.tenant(t).await.unwrap();
+        assert_eq!(tenant, chroma_sync_standin::TENANT);
+        env.standin.insert_collection("docs", "docs-1");
+        assert_eq!(
+            c.delete_collection(t, &tenant, "docs", "docs-1").await,
+            Ok(Deleted::Now)
+        );
+        assert_eq!(
+            c.delete_collection(t, &tenant, "docs", "docs-1").await,
+            Ok(Deleted::AlreadyGone)
+        );
+        let viewer = Token::new("v").unwrap();
+        env.standin.insert_collection("docs", "docs-2");
+        let e = c
+            .delete_collection(&viewer, &tenant, "docs", "docs-2")
+            .await
+            .unwrap_err();
+        api_message(&e, 403);
+        env.standin.set_faults(chroma_sync_standin::Faults {
+            endpoints: vec!["delete_collection".into()],
+            rate_limit_next: 1,
+            retry_after_secs: 1,
+            ..Default::default()
+        });
+        let e = c
+            .delete_collection(t, &tenant, "docs", "docs-2")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ChromaError::Api { status: 429, retry_after: Some(d), .. } if d == Duration::from_secs(1)),
+            "{e:?}"
+        );
+        env.standin.set_faults(chroma_sync_standin::Faults {
+            endpoints: vec!["get_identity".into()],
+            garble_next: 1,
+            ..Default::default()
+        });
+        let e = c.tenant(t).await.unwrap_err();
+        assert!(
+            matches!(e, ChromaError::Decode { status: 200, .. }),
+            "{e:?}"
+        );
+        assert_eq!(env.standin.collections("docs"), ["docs-2"]);
+        let metrics = env.metrics.render();
+        for line in [
+            r#"endpoint="get_identity",code="200"} 2"#,
+            r#"endpoint="delete_collection",code="200"} 1"#,
+            r#"endpoint="delete_collection",code="404"} 1"#,
+            r#"endpoint="delete_collection",code="403"} 1"#,
+            r#"endpoint="delete_collection",code="429"} 1"#,
+        ] {
+            assert!(metrics.contains(line), "{line} in\n{metrics}");
+        }
+    }
+
     #[tokio::test]
     async fn rate_limits_and_garbled_answers_are_sorted() {
         let env = env().await;
@@ -796,6 +861,7 @@ mod limited_mode {
         });
         let config = ClientConfig {
             name: "limited".into(),
+            api_url: base.clone(),
             base_url: base,
             timeout: Duration::from_secs(10),
             extra_ca_pem: None,

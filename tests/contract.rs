@@ -995,6 +995,7 @@ async fn get_source_reads_back_what_create_made_without_a_difference() {
     let config = ClientConfig {
         name: "test".into(),
         base_url: base.clone(),
+        api_url: base.clone(),
         timeout: std::time::Duration::from_secs(5),
         extra_ca_pem: None,
         limits: Default::default(),
@@ -1062,4 +1063,228 @@ async fn the_connection_check_is_a_published_call_that_proves_the_token() {
     );
     assert_eq!(standin.calls("list_sources", "200"), 2);
     assert_eq!(standin.calls("list_sources", "401"), 1);
+}
+
+/// The Chroma API document (collections), in the stand-in's crate beside the others.
+const CHROMA_API: &str = chroma_sync_standin::CHROMA_API_OPENAPI;
+
+/// Whether `path` (no query) is an instance of the published path template `template`.
+fn matches_template(template: &str, path: &str) -> bool {
+    let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+    t.len() == p.len()
+        && t.iter()
+            .zip(&p)
+            .all(|(t, p)| (t.starts_with('{') && t.ends_with('}') && !p.is_empty()) || t == p)
+}
+
+/// One request as it reached a recording server: method, path, whether a token header came,
+/// and the body.
+#[derive(Debug)]
+struct Sent {
+    method: String,
+    path: String,
+    token: bool,
+    body: Vec<u8>,
+}
+
+/// A loopback server that records each request and answers `answer(method, path)` (status,
+/// JSON body).
+async fn recording_server(
+    answer: fn(&str, &str) -> (u16, &'static str),
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Sent>>>) {
+    use axum::response::IntoResponse;
+    let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = sent.clone();
+    let app = axum::Router::new().fallback(
+        move |method: http::Method, uri: http::Uri, headers: http::HeaderMap, body: String| {
+            let log = log.clone();
+            async move {
+                let path = uri.path_and_query().map_or("", |p| p.as_str()).to_owned();
+                let (status, json) = answer(method.as_str(), &path);
+                log.lock().unwrap().push(Sent {
+                    method: method.to_string(),
+                    path,
+                    token: headers.contains_key("x-chroma-token"),
+                    body: body.into_bytes(),
+                });
+                (
+                    http::StatusCode::from_u16(status).unwrap(),
+                    [("content-type", "application/json")],
+                    json,
+                )
+                    .into_response()
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, sent)
+}
+
+/// `spec.sync.keepCollections`' calls to the Chroma API: each request the client sends (the
+/// tenant from `GET /api/v2/auth/identity`, then the collection delete) is a published
+/// operation (path template and method), carries the published `ApiKeyAuth` header and no
+/// body (neither operation publishes one); the stand-in answers both in the published shapes,
+/// and a second delete of one collection is its published 404, which the client reads as
+/// already gone.
+#[tokio::test]
+async fn the_collection_delete_is_a_published_chroma_api_call() {
+    use chroma_sync_operator::chroma::{ChromaClient, ClientConfig, Deleted, Token};
+    let doc: Value = serde_json::from_str(CHROMA_API).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    let published = |method: &str, path: &str| -> Option<Value> {
+        paths.iter().find_map(|(template, ops)| {
+            let op = &ops[method.to_lowercase()];
+            (matches_template(template, path) && op.is_object()).then(|| op.clone())
+        })
+    };
+    assert_eq!(
+        doc["components"]["securitySchemes"]["ApiKeyAuth"]["name"],
+        json!("x-chroma-token"),
+        "the same header as Chroma Sync's"
+    );
+
+    // What the client sends, recorded.
+    chroma_sync_operator::chroma::install_crypto_provider();
+    let (recorder, sent) = recording_server(|method, path| match (method, path) {
+        ("GET", "/api/v2/auth/identity") => (
+            200,
+            r#"{"user_id":"u","tenant":"t-1","databases":["my db"]}"#,
+        ),
+        _ => (200, "{}"),
+    })
+    .await;
+    let client = |base: &str| {
+        let config = ClientConfig {
+            name: "test".into(),
+            base_url: "http://127.0.0.1:9".into(),
+            api_url: base.to_owned(),
+            timeout: std::time::Duration::from_secs(5),
+            extra_ca_pem: None,
+            limits: Default::default(),
+        };
+        ChromaClient::new(&config, Default::default()).unwrap()
+    };
+    let token = Token::new("t").unwrap();
+    let recording = client(&recorder);
+    let tenant = recording.tenant(&token).await.unwrap();
+    assert_eq!(tenant, "t-1");
+    assert_eq!(
+        recording
+            .delete_collection(&token, &tenant, "my db", "docs-t29401234")
+            .await
+            .unwrap(),
+        Deleted::Now
+    );
+    let sent = std::mem::take(&mut *sent.lock().unwrap());
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(
+        sent[1].path,
+        "/api/v2/tenants/t-1/databases/my%20db/collections/docs-t29401234"
+    );
+    for request in &sent {
+        let op = published(&request.method, &request.path)
+            .unwrap_or_else(|| panic!("{} {} is not published", request.method, request.path));
+        assert_eq!(op["security"], json!([{"ApiKeyAuth": []}]));
+        assert!(request.token, "{request:?} carries the token");
+        assert!(
+            op["requestBody"].is_null() && request.body.is_empty(),
+            "{request:?}"
+        );
+    }
+
+    // The stand-in answers both in the published shapes.
+    let (standin, base) = support::standin::start("t", &[]).await;
+    let api = client(&base);
+    let sync = support::chroma::client(base.clone(), std::time::Duration::from_secs(5), None);
+    let source = sync
+        .create_source(&token, &support::chroma::github_payload("acme/keep"))
+        .await
+        .unwrap();
+    let job = chroma_sync_operator::chroma::wire::CreateJobPayload {
+        target_collection_name: Some("docs-1".into()),
+        ref_identifier: Some(chroma_sync_operator::chroma::wire::GitRef::Branch(
+            "main".into(),
+        )),
+        ..Default::default()
+    };
+    sync.create_invocation(&token, &source, &job).await.unwrap();
+    assert_eq!(
+        standin.collections("docs"),
+        ["docs-1"],
+        "a run makes its collection"
+    );
+    let http = reqwest::Client::new();
+    let identity: Value = http
+        .get(format!("{base}/api/v2/auth/identity"))
+        .header("x-chroma-token", "t")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let identity_schema = schema(CHROMA_API, "components/schemas/GetUserIdentityResponse");
+    assert_valid(&identity_schema, &identity, "the identity answer");
+    let tenant = api.tenant(&token).await.unwrap();
+    assert_eq!(tenant, chroma_sync_standin::TENANT);
+    let url = format!(
+        "{base}{}",
+        chroma_sync_operator::chroma::collection_path(&tenant, "docs", "docs-1")
+    );
+    let deleted = http
+        .delete(&url)
+        .header("x-chroma-token", "t")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 200);
+    let ok_schema = schema(CHROMA_API, "components/schemas/DeleteCollectionResponse");
+    assert_valid(
+        &ok_schema,
+        &deleted.json().await.unwrap(),
+        "the delete answer",
+    );
+    assert!(standin.collections("docs").is_empty(), "gone");
+    let again = http
+        .delete(&url)
+        .header("x-chroma-token", "t")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        again.status().as_u16(),
+        404,
+        "published: Collection not found"
+    );
+    let error_schema = schema(CHROMA_API, "components/schemas/ErrorResponse");
+    assert_valid(
+        &error_schema,
+        &again.json().await.unwrap(),
+        "the 404 answer",
+    );
+    assert_eq!(
+        api.delete_collection(&token, &tenant, "docs", "docs-1")
+            .await
+            .unwrap(),
+        Deleted::AlreadyGone
+    );
+    assert_eq!(standin.calls("delete_collection", "404"), 2);
+    // Faults apply as to every endpoint: an injected 503 is an error, not "gone".
+    standin.set_faults(chroma_sync_standin::Faults {
+        endpoints: vec!["delete_collection".into()],
+        fail_next: 1,
+        ..Default::default()
+    });
+    let failed = api
+        .delete_collection(&token, &tenant, "docs", "docs-1")
+        .await;
+    assert!(
+        matches!(
+            failed,
+            Err(chroma_sync_operator::chroma::ChromaError::Api { status: 503, .. })
+        ),
+        "{failed:?}"
+    );
 }

@@ -36,6 +36,7 @@ say "installing the CRD"
 
 say "starting the operator (log: $state/operator.log)"
 "$bin/chroma-sync-operator" --chroma-url "http://127.0.0.1:$port" --allow-insecure-http \
+  --chroma-api-url "http://127.0.0.1:$port" \
   --metrics-address 127.0.0.1:0 --log-format text >"$state/operator.log" 2>&1 &
 pids+=($!)
 

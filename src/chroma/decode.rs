@@ -31,6 +31,23 @@ pub fn created(status: u16, body: &[u8]) -> Result<String, ChromaError> {
     Ok(id)
 }
 
+/// The answer to `GET /api/v2/auth/identity` (Chroma API): the token's tenant. An empty one
+/// would make every collection path wrong: refused as unreadable.
+pub fn tenant(status: u16, body: &[u8]) -> Result<String, ChromaError> {
+    #[derive(serde::Deserialize)]
+    struct Identity {
+        tenant: String,
+    }
+    let decode_error = |message: String| ChromaError::Decode { status, message };
+    let tenant = serde_json::from_slice::<Identity>(body)
+        .map_err(|e| decode_error(e.to_string()))?
+        .tenant;
+    if tenant.trim().is_empty() {
+        return Err(decode_error("the identity has an empty tenant".into()));
+    }
+    Ok(tenant)
+}
+
 /// One page of `GET /api/v1/sources`.
 pub fn listed(status: u16, body: &[u8]) -> Result<Vec<ListedSource>, ChromaError> {
     let decode_error = |message: String| ChromaError::Decode { status, message };

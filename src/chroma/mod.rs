@@ -115,6 +115,9 @@ pub struct ClientConfig {
     /// configure). Never a secret.
     pub name: String,
     pub base_url: String,
+    /// The Chroma API (collections, identity), e.g. `https://api.trychroma.com`: the same
+    /// token, limiter and metrics as the Chroma Sync calls.
+    pub api_url: String,
     pub timeout: Duration,
     /// Extra PEM CA certificates to trust (corporate proxies).
     pub extra_ca_pem: Option<Vec<u8>>,
@@ -127,6 +130,7 @@ pub struct ClientConfig {
 pub struct ChromaClient {
     http: reqwest::Client,
     base: String,
+    api: String,
     metrics: Metrics,
     limiter: std::sync::Arc<limit::Limiter>,
     /// How long the 429s of one call may keep it waiting, in all (the call timeout).
@@ -152,6 +156,7 @@ impl ChromaClient {
         Ok(Self {
             http: builder.build()?,
             base: config.base_url.trim_end_matches('/').to_owned(),
+            api: config.api_url.trim_end_matches('/').to_owned(),
             metrics,
             limiter: std::sync::Arc::new(limiter),
             retry_within: config.timeout,
@@ -176,6 +181,55 @@ impl ChromaClient {
             )
             .await?;
         decode::listed(status.as_u16(), &body).map(drop)
+    }
+
+    /// The Chroma API's base URL (no trailing slash).
+    pub fn api_base(&self) -> &str {
+        &self.api
+    }
+
+    /// `GET /api/v2/auth/identity` on the Chroma API: the token's tenant, which every
+    /// collection path names (Chroma's published way for a client to learn it).
+    pub async fn tenant(&self, token: &Token) -> Result<String, ChromaError> {
+        let (status, body) = self
+            .call_at::<()>(
+                Base::Api,
+                "get_identity",
+                Method::GET,
+                "/api/v2/auth/identity",
+                token,
+                None,
+            )
+            .await?;
+        decode::tenant(status.as_u16(), &body)
+    }
+
+    /// `DELETE /api/v2/tenants/{tenant}/databases/{database}/collections/{name}` on the Chroma
+    /// API (the server takes the last segment as the collection's name, as Chroma's own
+    /// clients send it); a 404 means it is already gone.
+    pub async fn delete_collection(
+        &self,
+        token: &Token,
+        tenant: &str,
+        database: &str,
+        name: &str,
+    ) -> Result<Deleted, ChromaError> {
+        let path = collection_path(tenant, database, name);
+        match self
+            .call_at::<()>(
+                Base::Api,
+                "delete_collection",
+                Method::DELETE,
+                &path,
+                token,
+                None,
+            )
+            .await
+        {
+            Ok(_) => Ok(Deleted::Now),
+            Err(ChromaError::Api { status: 404, .. }) => Ok(Deleted::AlreadyGone),
+            Err(e) => Err(e),
+        }
     }
 
     /// The rate this client's calls are paced at now (`None`: unlimited).
@@ -370,12 +424,30 @@ impl ChromaClient {
         token: &Token,
         body: Option<&B>,
     ) -> Result<(StatusCode, bytes::Bytes), ChromaError> {
+        self.call_at(Base::Sync, endpoint, method, path, token, body)
+            .await
+    }
+
+    /// [`Self::call`] at either base: one limiter, one retry rule, one metric for both.
+    async fn call_at<B: serde::Serialize>(
+        &self,
+        base: Base,
+        endpoint: &'static str,
+        method: Method,
+        path: &str,
+        token: &Token,
+        body: Option<&B>,
+    ) -> Result<(StatusCode, bytes::Bytes), ChromaError> {
+        let url = match base {
+            Base::Sync => format!("{}{path}", self.base),
+            Base::Api => format!("{}{path}", self.api),
+        };
         let mut paused = Duration::ZERO;
         for attempt in 1.. {
             let admitted = self.limiter.admit().await;
             let sent = admitted.sent;
             let result = self
-                .call_once(endpoint, method.clone(), path, token, body)
+                .call_once(endpoint, method.clone(), &url, token, body)
                 .await;
             drop(admitted);
             match &result {
@@ -405,13 +477,13 @@ impl ChromaClient {
         &self,
         endpoint: &'static str,
         method: Method,
-        path: &str,
+        url: &str,
         token: &Token,
         body: Option<&B>,
     ) -> Result<(StatusCode, bytes::Bytes), ChromaError> {
         let mut request = self
             .http
-            .request(method, format!("{}{}", self.base, path))
+            .request(method, url)
             .header(TOKEN_HEADER, token.header()?);
         if let Some(body) = body {
             request = request.json(body);
@@ -451,6 +523,28 @@ impl ChromaClient {
         }
     }
 }
+
+/// Which service a call goes to.
+#[derive(Debug, Clone, Copy)]
+enum Base {
+    /// Chroma Sync (sources, invocations).
+    Sync,
+    /// The Chroma API (identity, collections).
+    Api,
+}
+
+/// The Chroma API path of a collection; public for the contract tests.
+pub fn collection_path(tenant: &str, database: &str, name: &str) -> String {
+    format!(
+        "/api/v2/tenants/{}/databases/{}/collections/{}",
+        urlencode(tenant),
+        urlencode(database),
+        urlencode(name)
+    )
+}
+
+/// The Chroma API's default base URL (Chroma Cloud).
+pub const DEFAULT_API_URL: &str = "https://api.trychroma.com";
 
 /// The largest answer read. The service's answers are small (a list page is well under this);
 /// a larger one is not the service's, and reading it whole would cost memory for nothing.

@@ -382,6 +382,13 @@ impl Checker {
         if let Err(e) = check_base_url(&endpoint.url, self.settings.allow_insecure_http) {
             return Outcome::stalled(Reason::InvalidUrl, e.to_string());
         }
+        if let Some(Err(e)) = endpoint
+            .api_url
+            .as_deref()
+            .map(|url| check_base_url(url, self.settings.allow_insecure_http))
+        {
+            return Outcome::stalled(Reason::InvalidUrl, format!("apiUrl: {e}"));
+        }
         let generation = obj.meta().generation;
         let connections = &self.ctx.connections;
         let built = connections.client(&via, generation);
@@ -422,6 +429,9 @@ impl Checker {
         let endpoint = obj.endpoint();
         let mut config = self.settings.defaults.clone();
         config.base_url = endpoint.url.clone();
+        if let Some(api_url) = &endpoint.api_url {
+            config.api_url = api_url.clone();
+        }
         if let Some(timeout) = &endpoint.timeout {
             config.timeout = crate::duration::parse(timeout)
                 .map_err(|e| Outcome::stalled(Reason::InvalidSpec, format!("timeout: {e}")))?;

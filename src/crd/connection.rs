@@ -115,6 +115,17 @@ pub struct Endpoint {
     }]))]
     pub url: String,
 
+    /// The Chroma API (collections), e.g. `https://api.trychroma.com`, which
+    /// `spec.sync.keepCollections` deletes old collections through with the same token. The
+    /// operator's `--chroma-api-url` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.matches('^[hH][tT][tT][pP][sS]?://[^/?#]+')",
+        "message": "apiUrl must be an absolute http(s) URL, e.g. https://api.trychroma.com"
+    }]))]
+    pub api_url: Option<String>,
+
     /// The Secret key that holds the Chroma API token. The token is never written to status,
     /// Events or logs; a new value is used from the next call, with no restart.
     pub token_secret_ref: ConnectionSecretRef,

@@ -370,6 +370,8 @@ pub fn client_for(base_url: &str, timeout: Duration) -> ChromaClient {
     let config = ClientConfig {
         name: "test".into(),
         base_url: base_url.to_owned(),
+        // The stand-in serves the Chroma API's collection calls too.
+        api_url: base_url.to_owned(),
         timeout,
         extra_ca_pem: None,
         limits: Default::default(),

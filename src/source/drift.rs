@@ -224,6 +224,7 @@ mod tests {
                 name: "test".into(),
                 limits: Default::default(),
                 base_url: url.into(),
+                api_url: url.into(),
                 timeout: Duration::from_secs(1),
                 extra_ca_pem: None,
             };

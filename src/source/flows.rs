@@ -2094,3 +2094,180 @@ async fn a_reconcile_request_starts_one_run_recorded_with_its_start() {
     assert_eq!(chroma.standin.calls("get_source", "200"), 1, "one look");
     api.assert_done(&ctx, &[]).await;
 }
+
+/// `keepCollections` after a crash between two deletes: the record in status is as before the
+/// first delete (it is written only after them), the first collection is gone already. The
+/// same two are decided again: the gone one answers 404 (counted as deleted), the other is
+/// deleted; one status write after the deletes marks both and counts them, one `CollectionsPruned` Event; the
+/// newest is kept. Looking again at rest calls Chroma for nothing and writes nothing.
+#[tokio::test]
+async fn keep_collections_resumes_after_a_crash_between_two_deletes() {
+    let chroma = Chroma::start().await;
+    let (mut obj, _) = synced(&chroma);
+    obj.spec.sync.as_mut().unwrap().keep_collections = Some(1);
+    let entry = |run: &str, minute: u32| {
+        serde_json::from_value::<crate::crd::OwnCollection>(json!({
+            "name": format!("docs-{run}"), "run": run, "complete": true,
+            "finishedAt": format!("2026-11-30T10:{minute:02}:00Z")}))
+        .unwrap()
+    };
+    let fingerprint = sync::fingerprint(
+        obj.status.as_ref().unwrap().source_id.as_deref().unwrap(),
+        obj.spec.sync.as_deref().unwrap(),
+    );
+    obj.status.as_mut().unwrap().sync_state = Some(Box::new(SyncState {
+        started_for: Some(fingerprint),
+        collections: Some(vec![entry("c3", 3), entry("c2", 2), entry("c1", 1)]),
+        ..Default::default()
+    }));
+    // Only the newest run is left in the history; the record remembers the other two.
+    let newest = json!({"apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncRun",
+        "metadata": {"name": "c3", "namespace": "ns",
+            "labels": {SYNC_SOURCE_LABEL: "docs"},
+            "ownerReferences": [{"apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncSource",
+                "name": "docs", "uid": obj.metadata.uid, "controller": true}]},
+        "spec": {"sourceRef": {"name": "docs"}, "targetCollectionName": "docs-c3"},
+        "status": {"invocationId": "inv-3", "phase": "Complete",
+                   "completionTime": "2026-11-30T10:03:00Z"}});
+    for name in ["docs-c3", "docs-c1"] {
+        chroma
+            .standin
+            .insert_collection(&obj.spec.database_name, name);
+    }
+    // docs-c2 was deleted by the operator that was killed before its status write.
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = apply(&obj, &ctx);
+    owned_runs(&mut api, json!([newest])).await;
+    // status.lastSync names the newest run (this object's status had none), then the deletes.
+    let summary = api.patch(STATUS_PATH).await;
+    assert_eq!(summary["status"]["lastSync"]["name"], "c3");
+    let record = &summary["status"]["syncState"]["collections"];
+    assert_eq!(record.as_array().map(Vec::len), Some(3), "{summary:#}");
+    assert!(
+        record
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c.get("deleted").is_none()),
+        "nothing recorded as deleted before the deletes: {summary:#}"
+    );
+    let patch = api.patch(STATUS_PATH).await;
+    assert_eq!(outcome(flow).await, Next::Settled);
+    let database = &obj.spec.database_name;
+    assert_eq!(chroma.standin.collections(database), ["docs-c3"]);
+    assert_eq!(chroma.standin.calls("delete_collection", "404"), 1);
+    assert_eq!(chroma.standin.calls("delete_collection", "200"), 1);
+    assert_eq!(chroma.standin.calls("get_identity", "200"), 1);
+    let state = &patch["status"]["syncState"];
+    assert_eq!(state["prunedCollections"], json!(2));
+    // Both deleted; their runs are gone, so they are forgotten in the same write.
+    assert_eq!(
+        state["collections"],
+        json!([{"name": "docs-c3", "run": "c3", "complete": true,
+                "finishedAt": "2026-11-30T10:03:00Z"}]),
+        "{state:#}"
+    );
+    api.assert_done(&ctx, &[("Normal", "CollectionsPruned")])
+        .await;
+
+    // At rest: nothing to delete, no Chroma call, no write.
+    chroma.standin.reset();
+    let stored: SyncSource = serde_json::from_value(api.stored.clone().unwrap()).unwrap();
+    let flow = apply(&stored, &ctx);
+    owned_runs(&mut api, json!([newest])).await;
+    assert_eq!(outcome(flow).await, Next::Settled);
+    assert!(chroma.standin.all_calls().is_empty(), "no Chroma call");
+    // No Event beyond the first pass's one.
+    api.assert_done(&ctx, &[("Normal", "CollectionsPruned")])
+        .await;
+}
+
+/// A collection delete that fails (an injected 503) deletes and records nothing, says so in a
+/// Warning Event (`CollectionPruneFailed`) and looks again within a minute; while a run is
+/// going, nothing is deleted and Chroma is not called at all.
+#[tokio::test]
+async fn keep_collections_reports_a_failed_delete_and_waits_for_a_run_going() {
+    let chroma = Chroma::start().await;
+    let (mut obj, _) = synced(&chroma);
+    obj.spec.sync.as_mut().unwrap().keep_collections = Some(1);
+    let run = |name: &str, phase: &str, minute: u32| {
+        json!({"apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncRun",
+            "metadata": {"name": name, "namespace": "ns",
+                "labels": {SYNC_SOURCE_LABEL: "docs"},
+                "creationTimestamp": format!("2026-11-30T10:{minute:02}:00Z"),
+                "ownerReferences": [{"apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncSource",
+                    "name": "docs", "uid": obj.metadata.uid, "controller": true}]},
+            "spec": {"sourceRef": {"name": "docs"}, "targetCollectionName": format!("docs-{name}")},
+            "status": {"phase": phase, "completionTime": format!("2026-11-30T10:{minute:02}:30Z")}})
+    };
+    let fingerprint = sync::fingerprint(
+        obj.status.as_ref().unwrap().source_id.as_deref().unwrap(),
+        obj.spec.sync.as_deref().unwrap(),
+    );
+    obj.status.as_mut().unwrap().sync_state = Some(Box::new(SyncState {
+        started_for: Some(fingerprint),
+        ..Default::default()
+    }));
+    let database = obj.spec.database_name.clone();
+    for name in ["docs-c2", "docs-c1"] {
+        chroma.standin.insert_collection(&database, name);
+    }
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
+
+    // A run going: the record is written (with lastSync), nothing deleted, no Chroma call.
+    let going = json!({"apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncRun",
+        "metadata": {"name": "g3", "namespace": "ns", "labels": {SYNC_SOURCE_LABEL: "docs"},
+            "creationTimestamp": "2026-11-30T10:03:00Z",
+            "ownerReferences": [{"apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncSource",
+                "name": "docs", "uid": obj.metadata.uid, "controller": true}]},
+        "spec": {"sourceRef": {"name": "docs"}, "targetCollectionName": "docs-g3"},
+        "status": {"phase": "Processing"}});
+    let flow = apply(&obj, &ctx);
+    owned_runs(
+        &mut api,
+        json!([going, run("c2", "Complete", 2), run("c1", "Complete", 1)]),
+    )
+    .await;
+    let written = api.patch(STATUS_PATH).await;
+    assert_eq!(
+        written["status"]["syncState"]["collections"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(
+        outcome(flow).await,
+        Next::LookAgainIn(Duration::from_secs(10))
+    );
+    assert!(chroma.standin.all_calls().is_empty(), "no Chroma call");
+
+    // The run ended; the delete fails: nothing recorded, a Warning, a look within a minute.
+    chroma.standin.set_faults(Faults {
+        endpoints: vec!["delete_collection".into()],
+        fail_next: 1,
+        ..Default::default()
+    });
+    let stored: SyncSource = serde_json::from_value(api.stored.clone().unwrap()).unwrap();
+    let flow = apply(&stored, &ctx);
+    owned_runs(
+        &mut api,
+        json!([run("c2", "Complete", 2), run("c1", "Complete", 1)]),
+    )
+    .await;
+    // lastSync moves to the newest finished run; no write for the deletes.
+    let summary = api.patch(STATUS_PATH).await;
+    assert_eq!(summary["status"]["lastSync"]["name"], "c2");
+    assert_eq!(
+        outcome(flow).await,
+        Next::LookAgainIn(Duration::from_secs(60))
+    );
+    assert_eq!(chroma.standin.calls("delete_collection", "503"), 1);
+    assert_eq!(chroma.standin.collections(&database).len(), 2);
+    api.assert_done(&ctx, &[("Warning", "CollectionPruneFailed")])
+        .await;
+    let notes = api.event_notes(&ctx).await;
+    assert!(notes[0].contains("docs-c1"), "{notes:?}");
+}

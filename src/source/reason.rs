@@ -27,6 +27,10 @@ crate::kernel::reason::reasons! {
         // spec.sync.publishTo: a ConfigMap of that name exists and is not this object's
         // (condition `Published` and a Warning Event).
         PublishConflict,
+        // spec.sync.keepCollections: old collections deleted (Normal Event), or a delete that
+        // failed (Warning Event; tried again).
+        CollectionsPruned,
+        CollectionPruneFailed,
         // Events beyond the condition's transitions.
         Replaced,
         Adopted,
@@ -44,7 +48,7 @@ mod tests {
 
     #[test]
     fn reasons_read_as_their_names_and_three_wait_on_credentials() {
-        assert_eq!(Reason::ALL.len(), 25);
+        assert_eq!(Reason::ALL.len(), 27);
         assert_eq!(Reason::SourceReady.as_str(), "SourceReady");
         assert_eq!(Reason::DatabaseNotFound.to_string(), "DatabaseNotFound");
         let waiting: Vec<_> = Reason::ALL

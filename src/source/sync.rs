@@ -13,9 +13,15 @@
 //! SyncSource ([`publication`] decides, [`publish`] writes it with server-side apply). What it
 //! holds is recorded in `syncState.published` in the same status write that records the run's
 //! end, so at rest nothing is read or written for it.
+//!
+//! With `keepCollections`, the collections of its own finished runs are recorded in
+//! `syncState.collections` (in the write that records a run's end, before the run itself can be
+//! pruned from the history), and those beyond the newest N completed are deleted through the
+//! Chroma API ([`record_collections`] and [`collections_to_prune`] decide, [`prune_collections`]
+//! deletes).
 
 use crate::crd::run::{RunPhase, SyncRun};
-use crate::crd::{LastSync, SyncPolicy, SyncSource, SyncState};
+use crate::crd::{DeletionPolicy, LastSync, OwnCollection, SyncPolicy, SyncSource, SyncState};
 use crate::kernel::events::Kind;
 use crate::kernel::intent::{self, Requests};
 use crate::kernel::kube_io::{bounded, params};
@@ -197,6 +203,67 @@ pub fn beyond_history(runs: &[SyncRun], keep_complete: usize, keep_failed: usize
         .collect()
 }
 
+/// The collections record after this look: `recorded` plus the collections of the finished
+/// runs in `runs` it lacks (a run is known by its name and end), newest first by end; a deleted
+/// one is forgotten once its run is gone (nothing can bring it back into the record then).
+pub fn record_collections(recorded: &[OwnCollection], runs: &[SyncRun]) -> Vec<OwnCollection> {
+    let ended = |r: &SyncRun| r.status.as_ref().and_then(|s| s.completion_time.clone());
+    let mut record: Vec<OwnCollection> = recorded
+        .iter()
+        .filter(|c| !c.deleted || runs.iter().any(|r| r.name_any() == c.run))
+        .cloned()
+        .collect();
+    for run in runs.iter().filter(|r| finished(r)) {
+        let Some(name) = run.spec.target_collection_name.clone() else {
+            continue;
+        };
+        let finished_at = ended(run);
+        if record
+            .iter()
+            .any(|c| c.run == run.name_any() && c.finished_at == finished_at)
+        {
+            continue;
+        }
+        let phase = run.status.as_ref().and_then(|s| s.phase);
+        record.push(OwnCollection {
+            name,
+            run: run.name_any(),
+            complete: phase == Some(RunPhase::Complete),
+            finished_at,
+            deleted: false,
+        });
+    }
+    // Newest first; a run without an end (none should lack one) last.
+    record.sort_by(|a, b| b.finished_at.cmp(&a.finished_at));
+    record
+}
+
+/// The collections `keepCollections: keep` deletes now, from the record (newest first): every
+/// live one but the newest `keep` completed ones and the published run's (`published_run`).
+/// A name one of those also has (a run refused into a collection an earlier run finished) is
+/// never deleted. The caller asks only when no run is going (a GitHub run forks the previous
+/// collection) and never under `deletionPolicy: Retain`.
+pub fn collections_to_prune(
+    record: &[OwnCollection],
+    keep: usize,
+    published_run: Option<&str>,
+) -> Vec<String> {
+    let live = || record.iter().filter(|c| !c.deleted);
+    let kept: Vec<&OwnCollection> = live()
+        .filter(|c| c.complete)
+        .take(keep)
+        .chain(live().filter(|c| Some(c.run.as_str()) == published_run))
+        .collect();
+    let mut names: Vec<String> = Vec::new();
+    for c in live() {
+        let protected = kept.iter().any(|k| k.name == c.name);
+        if !protected && !names.contains(&c.name) {
+            names.push(c.name.clone());
+        }
+    }
+    names
+}
+
 /// What `publishTo` should be made to hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publication {
@@ -358,6 +425,9 @@ pub async fn ensure(
     } else if policy.publish_to.is_none() {
         next_state.published = None;
     }
+    next_state.collections = policy
+        .keep_collections
+        .map(|_| record_collections(state.collections.as_deref().unwrap_or_default(), &runs));
     let was_refused = status.conditions.iter().any(|c| c.type_ == PUBLISHED);
     if let Some(message) = &refused
         && !was_refused
@@ -369,10 +439,20 @@ pub async fn ensure(
     let conditions =
         with_publish_condition(&status.conditions, refused.as_deref(), (generation, now));
     let conditions = (conditions != status.conditions).then_some(conditions);
+    let mut stored = std::borrow::Cow::Borrowed(obj);
     if next_state != state || last_sync != status.last_sync || conditions.is_some() {
-        write_state(ctx, obj, &next_state, last_sync, conditions).await?;
+        let written = write_state(ctx, obj, &next_state, last_sync, conditions).await?;
+        stored = std::borrow::Cow::Owned(written);
     }
+    // The record of their collections is stored (above) before runs leave the history.
     prune(&api, policy, &runs).await;
+    let going = active || plan.start.is_some();
+    let collections_left = match policy.keep_collections {
+        Some(keep) if !going && obj.spec.deletion_policy != DeletionPolicy::Retain => {
+            prune_collections(ctx, &stored, keep.max(1) as usize, &next_state, &runs).await?
+        }
+        _ => true,
+    };
 
     let started_or_active = active || plan.start.is_some();
     let until_tick = plan
@@ -383,11 +463,112 @@ pub async fn ensure(
         (true, None) => Some(ACTIVE_RUN_CHECK),
         (false, tick) => tick,
     };
-    Ok(match (next, refused.is_some()) {
+    let look_again = refused.is_some() || !collections_left;
+    Ok(match (next, look_again) {
         (Some(next), true) => Some(next.min(PUBLISH_CONFLICT_CHECK)),
         (None, true) => Some(PUBLISH_CONFLICT_CHECK),
         (next, false) => next,
     })
+}
+
+/// Deletes the collections `keepCollections` lets go ([`collections_to_prune`] of `state`'s
+/// record) through the Chroma API, then records them as deleted, with the count, in one status
+/// write. Returns false when some could not be deleted (looked at again later).
+///
+/// Crash-safe without a write per delete: the decision is a pure function of the stored record,
+/// which changes only after the deletes, so a restart between two deletes decides the same list
+/// and deletes it again; the ones already gone answer 404, which counts as deleted. Nothing is
+/// lost (the record is written only after), nothing is deleted twice in effect, and the record
+/// of a kept collection is never touched.
+async fn prune_collections(
+    ctx: &Context,
+    obj: &SyncSource,
+    keep: usize,
+    state: &SyncState,
+    runs: &[SyncRun],
+) -> Result<bool, Error> {
+    let record = state.collections.clone().unwrap_or_default();
+    let published_run = state
+        .published
+        .as_deref()
+        .and_then(|p| p.split_once('/'))
+        .map(|(_, run)| run);
+    let doomed = collections_to_prune(&record, keep, published_run);
+    if doomed.is_empty() {
+        return Ok(true);
+    }
+    let ep = match ctx.reach(obj).await {
+        Ok(ep) => ep,
+        Err(_) => {
+            warn!("keepCollections: no endpoint or token now; old collections kept for now");
+            return Ok(false);
+        }
+    };
+    let database = &obj.spec.database_name;
+    let tenant = match ep.chroma.tenant(&ep.token).await {
+        Ok(tenant) => tenant,
+        Err(e) => {
+            pruning_failed(
+                ctx,
+                obj,
+                &format!("could not learn the token's tenant: {e}"),
+            );
+            return Ok(false);
+        }
+    };
+    let mut deleted = Vec::new();
+    let mut failure = None;
+    for name in &doomed {
+        match ep
+            .chroma
+            .delete_collection(&ep.token, &tenant, database, name)
+            .await
+        {
+            Ok(_) => deleted.push(name.clone()),
+            Err(e) => {
+                failure = Some(format!("could not delete collection {name}: {e}"));
+                break;
+            }
+        }
+    }
+    if !deleted.is_empty() {
+        let mut next = state.clone();
+        let mut record = record.clone();
+        for c in &mut record {
+            if deleted.contains(&c.name) {
+                c.deleted = true;
+            }
+        }
+        // Those whose run is gone already are forgotten now, not in a write of their own.
+        next.collections = Some(record_collections(&record, runs));
+        next.pruned_collections =
+            Some(state.pruned_collections.unwrap_or_default() + deleted.len() as i64);
+        let last_sync = obj.status.as_ref().and_then(|s| s.last_sync.clone());
+        write_state(ctx, obj, &next, last_sync, None).await?;
+        info!(collections = ?deleted, "keepCollections: deleted old collections");
+        let note = format!(
+            "Deleted {} old collection(s) beyond keepCollections={keep}: {}",
+            deleted.len(),
+            deleted.join(", ")
+        );
+        ctx.events
+            .publish(obj, Kind::Normal, Reason::CollectionsPruned, note);
+    }
+    if let Some(message) = failure {
+        pruning_failed(ctx, obj, &message);
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+fn pruning_failed(ctx: &Context, obj: &SyncSource, message: &str) {
+    warn!(error = %message, "keepCollections: old collections kept for now");
+    ctx.events.publish(
+        obj,
+        Kind::Warning,
+        Reason::CollectionPruneFailed,
+        format!("{message}; tried again within a minute"),
+    );
 }
 
 /// Makes `p.config_map` hold `p.data`: read with a list of its one name (the operator's role
@@ -514,7 +695,7 @@ async fn write_state(
     state: &SyncState,
     last_sync: Option<Box<LastSync>>,
     conditions: Option<Vec<Condition>>,
-) -> Result<(), Error> {
+) -> Result<SyncSource, Error> {
     // Fields the new values lack are removed (nulls), not kept: a run just created, with no
     // phase yet, must not show the previous run's phase and invocation.
     let previous = obj.status.clone().unwrap_or_default();
@@ -530,8 +711,7 @@ async fn write_state(
     }
     let sources: Api<SyncSource> =
         Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    bounded(sources.patch_status(&obj.name_any(), &params(), &Patch::Merge(patch))).await?;
-    Ok(())
+    bounded(sources.patch_status(&obj.name_any(), &params(), &Patch::Merge(patch))).await
 }
 
 /// Deletes the finished runs beyond the history limits.
@@ -975,5 +1155,107 @@ mod tests {
             .collect();
         assert_eq!(names, ["c1", "x1"]);
         assert!(beyond_history(&runs, 10, 10).is_empty());
+    }
+
+    fn finished_run(name: &str, phase: RunPhase, minute: u32) -> SyncRun {
+        serde_json::from_value(json!({
+            "apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncRun",
+            "metadata": {"name": name},
+            "spec": {"sourceRef": {"name": "docs"}, "targetCollectionName": format!("docs-{name}")},
+            "status": {"phase": phase, "completionTime": format!("2026-11-30T10:{minute:02}:00Z")},
+        }))
+        .unwrap()
+    }
+
+    fn names(record: &[OwnCollection]) -> Vec<&str> {
+        record.iter().map(|c| c.run.as_str()).collect()
+    }
+
+    #[test]
+    fn the_record_gains_each_finished_run_once_and_forgets_deleted_ones_whose_run_is_gone() {
+        use RunPhase::*;
+        let going: SyncRun = serde_json::from_value(json!({
+            "apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncRun",
+            "metadata": {"name": "g5"},
+            "spec": {"sourceRef": {"name": "docs"}, "targetCollectionName": "docs-g5"},
+            "status": {"phase": "Processing"},
+        }))
+        .unwrap();
+        let runs = [
+            going,
+            finished_run("c4", Complete, 4),
+            finished_run("f3", Failed, 3),
+            finished_run("c1", Complete, 1),
+        ];
+        let record = record_collections(&[], &runs);
+        assert_eq!(
+            names(&record),
+            ["c4", "f3", "c1"],
+            "newest first, no going run"
+        );
+        assert_eq!(record[1].name, "docs-f3");
+        assert!(record[0].complete && !record[1].complete);
+        // Again: the same record (no write at rest).
+        assert_eq!(record_collections(&record, &runs), record);
+        // A run pruned from the history stays recorded (its collection may still be there) ...
+        let mut marked = record_collections(&record, &runs[..3]);
+        assert_eq!(names(&marked), ["c4", "f3", "c1"]);
+        // ... until it is deleted and its run is gone.
+        marked[2].deleted = true;
+        assert_eq!(
+            names(&record_collections(&marked, &runs[..3])),
+            ["c4", "f3"]
+        );
+        // A deleted one whose run is still there stays, as deleted (not deleted again).
+        marked[1].deleted = true;
+        let kept = record_collections(&marked, &runs);
+        assert!(kept.iter().find(|c| c.run == "f3").unwrap().deleted);
+    }
+
+    #[test]
+    fn keep_collections_deletes_all_but_the_newest_completed_and_the_published_one() {
+        use RunPhase::*;
+        let runs = [
+            finished_run("c4", Complete, 4),
+            finished_run("f3", Failed, 3),
+            finished_run("c2", Complete, 2),
+            finished_run("c1", Complete, 1),
+        ];
+        let record = record_collections(&[], &runs);
+        assert_eq!(
+            collections_to_prune(&record, 2, Some("c4")),
+            ["docs-f3", "docs-c1"]
+        );
+        assert_eq!(
+            collections_to_prune(&record, 1, Some("c4")),
+            ["docs-f3", "docs-c2", "docs-c1"]
+        );
+        // The published run is kept even when older (a publish refused since).
+        assert_eq!(
+            collections_to_prune(&record, 1, Some("c1")),
+            ["docs-f3", "docs-c2"]
+        );
+        // Enough kept: nothing (a failed run's collection still goes).
+        assert_eq!(collections_to_prune(&record, 10, None), ["docs-f3"]);
+        // Deleted ones are not deleted again: after the deletes, nothing more.
+        let mut after = record.clone();
+        for c in &mut after {
+            c.deleted = ["docs-f3", "docs-c1"].contains(&c.name.as_str());
+        }
+        assert!(collections_to_prune(&after, 2, Some("c4")).is_empty());
+        // Resumed after a crash between two deletes: the stored record is unchanged, so the
+        // same list is decided (the one already gone answers 404: done).
+        assert_eq!(
+            collections_to_prune(&record, 2, Some("c4")),
+            collections_to_prune(&record, 2, Some("c4"))
+        );
+        // A failed run refused into a kept collection's name never deletes that collection.
+        let mut refused = finished_run("f5", Failed, 5);
+        refused.spec.target_collection_name = Some("docs-c4".into());
+        let record = record_collections(&record, &[refused]);
+        assert_eq!(
+            collections_to_prune(&record, 2, Some("c4")),
+            ["docs-f3", "docs-c1"]
+        );
     }
 }

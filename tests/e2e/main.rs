@@ -12,6 +12,7 @@ mod create_window;
 mod credentials;
 mod harness;
 mod install;
+mod keep;
 mod kube_faults;
 mod kubectl;
 mod leader;

@@ -43,6 +43,9 @@ impl Env {
             .args(["--leader-election-id", &format!("lease-{}", self.ns)])
             .args(["--pod-name", replica])
             .args(["--chroma-url", &self.chroma_url, "--allow-insecure-http"])
+            // The stand-in serves the Chroma API (collections) too; an environment variable,
+            // which the previous release (tests/e2e/upgrade.rs) ignores, not a flag it refuses.
+            .env("CHROMA_API_URL", &self.chroma_url)
             .args(["--metrics-address", "127.0.0.1:0", "--log-format", "text"])
             .args([
                 "--chroma-timeout",

@@ -488,7 +488,11 @@ pub(super) async fn create_invocation(
             if !inner.sources.iter().any(|x| x.id == source_id) {
                 return source_not_found();
             }
-            if holds_finished_sync(&inner.runs, &source.database, &target.collection, now) {
+            let key = (source.database.clone(), target.collection.clone());
+            // A deleted collection holds no finished sync any more.
+            if inner.collections.contains(&key)
+                && holds_finished_sync(&inner.runs, &source.database, &target.collection, now)
+            {
                 return error(StatusCode::CONFLICT, "Conflict", "Invocation exists");
             }
             let id = uuid::Uuid::new_v4().to_string();
@@ -507,6 +511,7 @@ pub(super) async fn create_invocation(
                 cancelled_at: None,
             };
             inner.runs.push(run);
+            inner.collections.insert(key);
             id
         };
         if faults.create_commit_delay_ms > 0 {

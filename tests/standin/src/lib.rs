@@ -18,16 +18,23 @@
 
 #![forbid(unsafe_code)]
 
+mod collections;
 mod invocations;
 mod published;
 mod schema;
 
+pub use collections::TENANT;
 pub use invocations::RunPlan;
 
 /// The published Chroma Sync OpenAPI document: a verbatim copy of
 /// `../shared/reference/chroma-sync-openapi.yaml`. The invocation bodies are checked against it
 /// here; `tests/contract.rs` checks the operator's bodies and these answers against it.
 pub const PUBLISHED_OPENAPI: &str = include_str!("../openapi/chroma-sync-openapi.yaml");
+
+/// The Chroma API's published operations the operator calls (identity, collection delete), cut
+/// from Chroma's OpenAPI; where it comes from: `openapi/README.md`. `tests/contract.rs` checks
+/// the operator's collection requests against it.
+pub const CHROMA_API_OPENAPI: &str = include_str!("../openapi/chroma-api.openapi.json");
 
 /// The seed OpenAPI document of the create-source operation (`CreateSourcePayload`): the source
 /// bodies are checked against it here, and by `tests/contract.rs`.
@@ -62,7 +69,8 @@ pub struct Tokens {
 pub struct Faults {
     /// Endpoints the faults apply to (`create_source`, `list_sources`, `get_source`,
     /// `delete_source`, `create_invocation`, `get_invocation`, `list_invocations`,
-    /// `cancel_invocation`, `latest_invocations_by_keys`); empty means all of them.
+    /// `cancel_invocation`, `latest_invocations_by_keys`, and the Chroma API's `get_identity`,
+    /// `delete_collection`); empty means all of them.
     pub endpoints: Vec<String>,
     /// Delay before a request is handled.
     pub latency_ms: u64,
@@ -219,6 +227,8 @@ struct Inner {
     runs: Vec<invocations::Run>,
     run_seq: u64,
     run_plan: RunPlan,
+    /// Collections that exist, as (database, name): made by a run's create, gone on delete.
+    collections: BTreeSet<(String, String)>,
     /// Limited mode's buckets, by token (hashed: see [`token_key`]).
     buckets: HashMap<u64, Bucket>,
     /// Requests being handled now, and the most at once since the last reset.
@@ -266,6 +276,11 @@ impl StandIn {
             .route(
                 "/api/v1/invocations/{id}",
                 get(invocations::get_invocation).put(invocations::cancel_invocation),
+            )
+            .route("/api/v2/auth/identity", get(collections::get_identity))
+            .route(
+                "/api/v2/tenants/{tenant}/databases/{database}/collections/{name}",
+                axum::routing::delete(collections::delete_collection),
             )
             .route("/_standin/counters", get(counters))
             .route("/_standin/reset", post(reset))

@@ -11,6 +11,7 @@ use std::time::Duration;
 pub fn client(base_url: String, timeout: Duration, ca_pem: Option<Vec<u8>>) -> ChromaClient {
     let config = ClientConfig {
         name: "test".into(),
+        api_url: base_url.clone(),
         base_url,
         timeout,
         extra_ca_pem: ca_pem,
