@@ -6,6 +6,7 @@
 
 use crate::harness::*;
 use crate::runs::{create_run, runs, wait_run};
+use crate::support;
 use chroma_sync_operator::crd::CREATE_PENDING_ANNOTATION;
 use chroma_sync_standin::{Faults, RunPlan};
 use kube::ResourceExt;
@@ -187,5 +188,94 @@ async fn runs_for_several_keys_with_a_kill_in_the_middle_make_one_invocation_per
          {by_keys} | list calls after the restart {} | invocations per key: all 1",
         env.standin.calls("create_invocation", "*"),
         since_restart("list_invocations"),
+    );
+}
+
+/// Runs Chroma Sync starts by itself (S3 auto-sync; here a run created at the stand-in by
+/// another client) show in the SyncSource's `status.recentRuns` as `service`, beside the
+/// SyncRuns' own as `operator`, and are counted by origin; it costs one list call per S3 source
+/// per drift interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_the_service_starts_itself_show_in_recent_runs_and_metrics() {
+    use chroma_sync_operator::crd::RunOrigin;
+    let interval = Duration::from_secs(4);
+    let mut env = Env::without_operator("s3-recent").await;
+    env.extra_args = vec![
+        "--drift-interval".into(),
+        format!("{}s", interval.as_secs()),
+    ];
+    let env = env.with_operator();
+    let source_id = s3_source(&env).await;
+    env.standin.set_run_plan(RunPlan {
+        pending_ms: 200,
+        processing_ms: 300,
+        fail_with: None,
+    });
+    create_run(&env, "ours", run_of("q3/ours.pdf")).await;
+    let ours = wait_run(&env, "ours", "Complete", SOON).await;
+    let ours_id = ours.status.unwrap().invocation_id.unwrap();
+    // The service syncs an object on its own.
+    let service = support::chroma::client(env.chroma_url.clone(), CHROMA_TIMEOUT, None);
+    let token = chroma_sync_operator::chroma::Token::new(TOKEN).unwrap();
+    let payload = chroma_sync_operator::chroma::wire::CreateJobPayload {
+        object_key: Some("q3/auto.pdf".into()),
+        ..Default::default()
+    };
+    let auto_id = service
+        .create_invocation(&token, &source_id, &payload)
+        .await
+        .unwrap();
+
+    let recent = wait_for("both runs in status.recentRuns", SOON, || async {
+        let recent = env.get("files").await.status?.recent_runs;
+        (recent.len() == 2 && recent.iter().all(|r| r.phase.is_some_and(|p| p.is_final())))
+            .then_some(recent)
+    })
+    .await;
+    let shown: Vec<(&str, Option<&str>, RunOrigin)> = recent
+        .iter()
+        .map(|r| (r.invocation_id.as_str(), r.object_key.as_deref(), r.origin))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (auto_id.as_str(), Some("q3/auto.pdf"), RunOrigin::Service),
+            (ours_id.as_str(), Some("q3/ours.pdf"), RunOrigin::Operator),
+        ],
+        "newest first"
+    );
+    assert!(
+        recent
+            .iter()
+            .all(|r| r.created_at.is_some() && r.finished_at.is_some())
+    );
+    let metrics = env.scrape_metrics().await;
+    for origin in ["service", "operator"] {
+        let series =
+            format!("chroma_sync_operator_invocations_seen_total{{origin=\"{origin}\"}} 1");
+        assert!(metrics.contains(&series), "{series} in:\n{metrics}");
+    }
+
+    // The cost: one list call per S3 source per interval, and no write while nothing changes.
+    let lists = env.standin.calls("list_invocations", "*");
+    let watched = Duration::from_secs(12);
+    tokio::time::sleep(watched).await;
+    let lists = env.standin.calls("list_invocations", "*") - lists;
+    let intervals = (watched.as_secs_f64() / (interval.as_secs_f64() * 0.9)).ceil() as u64;
+    assert!(
+        (1..=intervals).contains(&lists),
+        "{lists} list calls in {watched:?} at a {interval:?} interval"
+    );
+    assert_eq!(
+        env.get("files").await.status.unwrap().recent_runs,
+        recent,
+        "unchanged"
+    );
+    println!(
+        "recent runs: {} shown (service 1, operator 1); {lists} list calls in {} s at a {} s \
+         drift interval",
+        recent.len(),
+        watched.as_secs(),
+        interval.as_secs()
     );
 }
