@@ -512,6 +512,53 @@ pub struct SyncSourceStatus {
     /// acted on (as Flux's `lastHandledReconcileAt`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
+    /// S3 sources: the newest invocations of the source (at most 5, newest first), whoever
+    /// started them: a SyncRun of this operator or Chroma Sync itself (auto-sync, the
+    /// dashboard). Refreshed at the drift interval.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub recent_runs: Vec<RecentRun>,
+}
+
+/// One invocation of an S3 source, as `status.recentRuns` shows it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecentRun {
+    /// The Chroma Sync invocation.
+    pub invocation_id: String,
+    /// Its phase as Chroma Sync last reported it (absent for a status this operator does not
+    /// know).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<run::RunPhase>,
+    /// The S3 object key it synced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_key: Option<String>,
+    /// When Chroma Sync created it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// When it completed (complete runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// Who started it: `operator` (a SyncRun of this namespace records it, or is creating it)
+    /// or `service` (Chroma Sync on its own, or anyone else).
+    pub origin: RunOrigin,
+}
+
+/// Who started an invocation.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RunOrigin {
+    Operator,
+    Service,
+}
+
+impl RunOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOrigin::Operator => "operator",
+            RunOrigin::Service => "service",
+        }
+    }
 }
 
 /// A summary of the newest SyncRun that `spec.sync` started.

@@ -29,6 +29,11 @@ struct CallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OriginLabels {
+    origin: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
     endpoint: &'static str,
 }
@@ -160,6 +165,7 @@ struct Inner {
     run_duration: Family<RunLabels, Histogram>,
     sources_missing: Family<ActionLabels, Counter>,
     drift_checks: Family<ResultLabels, Counter>,
+    invocations_seen: Family<OriginLabels, Counter>,
     leader: Gauge,
     conditions: ConditionSources,
     condition_scope: Arc<RwLock<ConditionScope>>,
@@ -273,6 +279,12 @@ impl Metrics {
             "Drift checks of one database (a paged list of its sources), by result (ok, error)",
             drift_checks.clone(),
         );
+        let invocations_seen = Family::<OriginLabels, Counter>::default();
+        registry.register(
+            "invocations_seen",
+            "Invocations of S3 sources first seen in status.recentRuns, by origin (operator, service)",
+            invocations_seen.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         registry.register(
             "build_info",
@@ -334,6 +346,7 @@ impl Metrics {
             conditions,
             sources_missing,
             drift_checks,
+            invocations_seen,
             events_dropped,
             sync_ticks_skipped,
             runs,
@@ -425,6 +438,15 @@ impl Metrics {
         self.0
             .drift_checks
             .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// An invocation of an S3 source seen for the first time; `origin` is `operator` or
+    /// `service`.
+    pub fn invocation_seen(&self, origin: &'static str) {
+        self.0
+            .invocations_seen
+            .get_or_create(&OriginLabels { origin })
             .inc();
     }
 

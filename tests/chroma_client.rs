@@ -728,6 +728,7 @@ mod invocations {
             "create_invocation",
             "get_invocation",
             "list_invocations",
+            "latest_invocations_by_keys",
             "cancel_invocation",
         ] {
             env.standin.set_faults(chroma_sync_standin::Faults {
@@ -745,6 +746,10 @@ mod invocations {
                 "get_invocation" => c.get_invocation(t, &id).await.unwrap_err(),
                 "list_invocations" => c
                     .list_invocations_while(t, &env.s3, |_| true)
+                    .await
+                    .unwrap_err(),
+                "latest_invocations_by_keys" => c
+                    .latest_by_keys(t, &env.s3, &["docs/a".into()])
                     .await
                     .unwrap_err(),
                 _ => c.cancel_invocation(t, &id).await.unwrap_err(),
@@ -781,6 +786,25 @@ mod invocations {
         assert!(
             matches!(e, ChromaError::Decode { status: 200, .. }),
             "{e:?}"
+        );
+        env.standin.set_faults(chroma_sync_standin::Faults {
+            endpoints: vec!["latest_invocations_by_keys".into()],
+            garble_next: 1,
+            ..Default::default()
+        });
+        let e = c
+            .latest_by_keys(t, &env.s3, &["docs/a".into()])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ChromaError::Decode { status: 200, .. }),
+            "{e:?}"
+        );
+        let by_key = c.latest_by_keys(t, &env.s3, &["docs/a".into()]).await;
+        assert_eq!(
+            by_key.unwrap()["docs/a"].id,
+            id,
+            "and read whole, the newest"
         );
         // A 5xx on the create: nothing committed.
         env.standin.set_faults(chroma_sync_standin::Faults {

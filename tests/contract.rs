@@ -1286,5 +1286,56 @@ async fn the_collection_delete_is_a_published_chroma_api_call() {
             Err(chroma_sync_operator::chroma::ChromaError::Api { status: 503, .. })
         ),
         "{failed:?}"
+/// `latest_by_keys` (the recovery of an S3 run's unrecorded create): the body the client sends is
+/// the published `LatestByKeysRequest`, on the published path (the stand-in checks the body
+/// against the document and answers 400 otherwise), and the published `HashMap` answer decodes
+/// to the newest invocation of each key that has one.
+#[tokio::test]
+async fn latest_by_keys_sends_the_published_body_and_reads_the_published_answer() {
+    use chroma_sync_operator::chroma::wire::{CreateJobPayload, LatestByKeysRequest};
+    let root: Value = serde_saphyr::from_str(PUBLISHED).unwrap();
+    let operation = &root["paths"]["/api/v1/sources/{source_id}/invocations/latest-by-keys"];
+    assert_eq!(
+        operation["post"]["operationId"], "latest_invocations_by_keys",
+        "the published path and method"
+    );
+    let request = schema(PUBLISHED, "components/schemas/LatestByKeysRequest");
+    for keys in [vec![], vec!["p/a".to_owned(), "p/ü b".to_owned()]] {
+        let body = serde_json::to_value(LatestByKeysRequest { object_keys: keys }).unwrap();
+        assert_valid(&request, &body, "latest-by-keys body");
+    }
+
+    let (standin, base) = support::standin::start("t", &[]).await;
+    let s3 = standin.insert_source(json!({"database_name": "docs", "s3": {"bucket_name": "b",
+        "region": "r", "collection_name": "files", "aws_credential_id": 1, "path_prefix": "p/"}}));
+    let client = support::chroma::client(base, std::time::Duration::from_secs(5), None);
+    let token = chroma_sync_operator::chroma::Token::new("t").unwrap();
+    let mut made = Vec::new();
+    for key in ["p/a", "p/a", "p/b"] {
+        let payload = CreateJobPayload {
+            object_key: Some(key.into()),
+            ..Default::default()
+        };
+        made.push(
+            client
+                .create_invocation(&token, &s3, &payload)
+                .await
+                .unwrap(),
+        );
+    }
+    let keys = ["p/a", "p/none"].map(str::to_owned);
+    let by_key = client.latest_by_keys(&token, &s3, &keys).await.unwrap();
+    assert_eq!(by_key.len(), 1, "{by_key:?}");
+    assert_eq!(by_key["p/a"].id, made[1], "the newest of the key");
+    assert_eq!(by_key["p/a"].metadata.object_key.as_deref(), Some("p/a"));
+    assert_eq!(standin.calls("latest_invocations_by_keys", "200"), 1);
+    let unknown = "00000000-0000-0000-0000-000000000000";
+    let gone = client.latest_by_keys(&token, unknown, &keys).await;
+    assert!(
+        matches!(
+            gone,
+            Err(chroma_sync_operator::chroma::ChromaError::Api { status: 404, .. })
+        ),
+        "{gone:?}"
     );
 }

@@ -282,7 +282,13 @@ fn decode_invocation_answers(status: u16, body: &[u8]) -> Result<(), TestCaseErr
     check_decoded("job", status, decode::job(status, body), job_is_sound)?;
     check_decoded("jobs", status, decode::jobs(status, body), |jobs| {
         jobs.iter().all(job_is_sound)
-    })
+    })?;
+    check_decoded(
+        "jobs_by_key",
+        status,
+        decode::jobs_by_key(status, body),
+        |jobs| jobs.values().all(job_is_sound),
+    )
 }
 
 fn job_status() -> impl Strategy<Value = (Value, JobStatus)> {

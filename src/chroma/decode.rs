@@ -111,6 +111,21 @@ pub fn jobs(status: u16, body: &[u8]) -> Result<Vec<Job>, ChromaError> {
     Ok(items.into_iter().map(bounded).collect())
 }
 
+/// The answer to `POST /api/v1/sources/{id}/invocations/latest-by-keys`: an object from each
+/// object key that has an invocation to its newest `Job` (keys without one are left out).
+pub fn jobs_by_key(
+    status: u16,
+    body: &[u8],
+) -> Result<std::collections::BTreeMap<String, Job>, ChromaError> {
+    let decode_error = |message: String| ChromaError::Decode { status, message };
+    let map: std::collections::BTreeMap<String, Job> =
+        serde_json::from_slice(body).map_err(|e| decode_error(e.to_string()))?;
+    if map.values().any(|j| j.id.trim().is_empty()) {
+        return Err(decode_error("an invocation by key has an empty id".into()));
+    }
+    Ok(map.into_iter().map(|(k, j)| (k, bounded(j))).collect())
+}
+
 /// A job whose service-supplied texts that reach a status (a failure's message, an unknown
 /// status) are at most [`MAX_MESSAGE_BYTES`].
 fn bounded(mut job: Job) -> Job {

@@ -18,7 +18,7 @@ use reqwest::header::{HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use std::fmt;
 use std::time::Duration;
-use wire::{CreateJobPayload, CreateSourcePayload, Job, ListedSource};
+use wire::{CreateJobPayload, CreateSourcePayload, Job, LatestByKeysRequest, ListedSource};
 
 /// The header the service authenticates with.
 pub const TOKEN_HEADER: &str = "x-chroma-token";
@@ -392,6 +392,34 @@ impl ChromaClient {
             .call::<()>("list_invocations", Method::GET, &path, token, None)
             .await?;
         decode::jobs(status.as_u16(), &body)
+    }
+
+    /// `POST /api/v1/sources/{id}/invocations/latest-by-keys`: the newest invocation of each of
+    /// an S3 source's `keys` that has one. A read (it creates nothing), so one call answers for
+    /// any number of keys where a listing pages through every run of the source.
+    pub async fn latest_by_keys(
+        &self,
+        token: &Token,
+        source_id: &str,
+        keys: &[String],
+    ) -> Result<std::collections::BTreeMap<String, Job>, ChromaError> {
+        let path = format!(
+            "/api/v1/sources/{}/invocations/latest-by-keys",
+            urlencode(source_id)
+        );
+        let body = LatestByKeysRequest {
+            object_keys: keys.to_vec(),
+        };
+        let (status, body) = self
+            .call(
+                "latest_invocations_by_keys",
+                Method::POST,
+                &path,
+                token,
+                Some(&body),
+            )
+            .await?;
+        decode::jobs_by_key(status.as_u16(), &body)
     }
 
     /// `PUT /api/v1/invocations/{id}` (no body): cancels a pending run. 412 (not pending) and

@@ -191,6 +191,13 @@ impl GitRef {
     }
 }
 
+/// Body of `POST /api/v1/sources/{id}/invocations/latest-by-keys` (`LatestByKeysRequest`): the
+/// S3 object keys whose newest invocation is asked for.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct LatestByKeysRequest {
+    pub object_keys: Vec<String>,
+}
+
 /// Body of a 201 from `POST /api/v1/sources/{id}/invocations` (`CreateJobResponse`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct CreateJobResponse {

@@ -197,7 +197,7 @@ pub fn own_invocation<'a>(
         .or(default_collection);
     listed
         .iter()
-        .filter(|job| job.created_at.is_none_or(|c| c >= since))
+        .filter(|job| made_since(job, since))
         .filter(|job| !claimed(&job.id))
         .filter(|job| collection.is_none() || job.metadata.collection_name.as_deref() == collection)
         .filter(|job| job.metadata.object_key == payload.object_key)
@@ -211,6 +211,44 @@ pub fn own_invocation<'a>(
             },
         )
         .min_by_key(|job| job.created_at)
+}
+
+/// Whether `job` may have been made by a create marked no earlier than `since` (one without a
+/// creation time may).
+pub fn made_since(job: &Job, since: jiff::Timestamp) -> bool {
+    job.created_at.is_none_or(|c| c >= since)
+}
+
+/// What the newest invocation of an S3 run's object key (as `latest-by-keys` answers) tells of
+/// the run's unrecorded create, marked no earlier than `since`.
+#[derive(Debug, PartialEq)]
+pub enum KeyAnswer<'a> {
+    /// Nothing was made for the key since the mark, so the run's create made nothing.
+    Nothing,
+    /// The newest is the run's own, by [`own_invocation`]'s rules.
+    Own(&'a Job),
+    /// The newest since the mark is not the run's (another run claims it, or it has another
+    /// target or custom id): the run's own may lie under it, which only a listing shows.
+    List,
+}
+
+/// The run's own invocation among `newest` (the newest of its key, if any): one call instead of
+/// a listing of every run of the source, decided by the listing's own matcher.
+pub fn newest_of_key<'a>(
+    newest: Option<&'a Job>,
+    payload: &CreateJobPayload,
+    default_collection: Option<&str>,
+    since: jiff::Timestamp,
+    claimed: &dyn Fn(&str) -> bool,
+) -> KeyAnswer<'a> {
+    let Some(job) = newest.filter(|job| made_since(job, since)) else {
+        return KeyAnswer::Nothing;
+    };
+    let one = std::slice::from_ref(job);
+    match own_invocation(one, payload, default_collection, since, claimed) {
+        Some(own) => KeyAnswer::Own(own),
+        None => KeyAnswer::List,
+    }
 }
 
 /// The reason a SyncRun gives for each class of failure.
@@ -484,6 +522,50 @@ mod tests {
         assert_eq!(
             own_invocation(&s3_jobs, &object, Some("elsewhere"), mark - skew, &nobody),
             None
+        );
+    }
+
+    #[test]
+    fn the_newest_of_a_key_is_adopted_ignored_or_sent_to_the_listing() {
+        let mark = jiff::Timestamp::from_second(1_000).unwrap();
+        let since = mark - Duration::from_secs(300);
+        let sent = CreateJobPayload {
+            object_key: Some("q3/a.pdf".into()),
+            ..Default::default()
+        };
+        let nobody = |_: &str| false;
+        // The answer, with an adopted invocation by its id.
+        let answer = |newest: Option<&Job>, claimed: &dyn Fn(&str) -> bool| match newest_of_key(
+            newest,
+            &sent,
+            Some("reports"),
+            since,
+            claimed,
+        ) {
+            KeyAnswer::Own(job) => format!("own {}", job.id),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(answer(None, &nobody), "Nothing", "never synced");
+        let old = job("old", 600, "reports", None, Some("q3/a.pdf"));
+        assert_eq!(
+            answer(Some(&old), &nobody),
+            "Nothing",
+            "synced before the mark only: the create made nothing"
+        );
+        let ours = job("ours", 1_001, "reports", None, Some("q3/a.pdf"));
+        assert_eq!(answer(Some(&ours), &nobody), "own ours");
+        // Another run's, or another target's: ours may be under it.
+        let theirs = |id: &str| id == "ours";
+        assert_eq!(answer(Some(&ours), &theirs), "List");
+        let elsewhere = job("x", 1_001, "other", None, Some("q3/a.pdf"));
+        assert_eq!(answer(Some(&elsewhere), &nobody), "List");
+        let with_id = CreateJobPayload {
+            custom_id: Some("r-1".into()),
+            ..sent.clone()
+        };
+        assert_eq!(
+            newest_of_key(Some(&ours), &with_id, Some("reports"), since, &nobody),
+            KeyAnswer::List
         );
     }
 

@@ -1104,3 +1104,128 @@ async fn a_gone_invocation_looked_at_with_others_still_fails_its_run() {
     assert_eq!(service.calls(), calls.into());
     api.assert_done(&runs, &[("Warning", "RunFailed")]).await;
 }
+
+// S3 runs: an unrecorded create is looked for by the newest invocation of the run's object key
+// (`latest-by-keys`, one call), not by listing the source's runs.
+
+/// The `docs` SyncSource as an S3 bucket, as the apiserver hands it over when Ready on `id`.
+fn ready_s3_source(id: &str) -> Value {
+    let mut source = ready_source(id);
+    source["spec"] = json!({"databaseName": DATABASE, "s3": {"bucketName": "files",
+        "region": "eu-west-1", "collectionName": "reports", "awsCredentialId": 1}});
+    source
+}
+
+/// [`marked`], as an S3 run of object key `key`.
+fn marked_s3(key: &str) -> SyncRun {
+    let mut obj = marked();
+    obj.spec.target_collection_name = None;
+    obj.spec.git_ref = None;
+    obj.spec.object_key = Some(key.into());
+    obj
+}
+
+/// The stand-in holding an S3 source, with one invocation per key of `keys` made in that order;
+/// the source's id and the invocations' ids.
+async fn s3_service(keys: &[&str]) -> (Service, Vec<String>) {
+    let chroma = Chroma::start().await;
+    let source_id = chroma
+        .standin
+        .insert_source(json!({"database_name": DATABASE,
+        "s3": {"bucket_name": "files", "region": "eu-west-1", "collection_name": "reports",
+            "aws_credential_id": 1}}));
+    chroma.standin.set_run_plan(plan(HOUR_MS, HOUR_MS, None));
+    let mut ids = Vec::new();
+    for key in keys {
+        let payload = crate::chroma::wire::CreateJobPayload {
+            object_key: Some((*key).into()),
+            ..Default::default()
+        };
+        let id = chroma
+            .client
+            .create_invocation(&token(), &source_id, &payload)
+            .await
+            .expect("the invocation is created");
+        ids.push(id);
+    }
+    let setup = chroma.standin.all_calls();
+    let service = Service {
+        chroma,
+        source_id,
+        setup,
+    };
+    (service, ids)
+}
+
+/// [`launch`], past the read of the S3 SyncSource.
+async fn started_s3(service: &Service, obj: &SyncRun) -> (ApiServer, Arc<Driver<Runs>>, Flow) {
+    let (mut api, runs, flow) = launch(service, Which::Apply, obj);
+    give(&mut api, &ready_s3_source(&service.source_id)).await;
+    (api, runs, flow)
+}
+
+/// Killed between the POST and the record: the newest invocation of the key is the run's, so it
+/// is recorded, with one call and no listing and no create.
+#[tokio::test]
+async fn an_s3_run_adopts_the_newest_invocation_of_its_key_with_one_call() {
+    let (service, ids) = s3_service(&["q3/b.pdf", "q3/a.pdf"]).await;
+    let (mut api, runs, flow) = started_s3(&service, &marked_s3("q3/a.pdf")).await;
+    list_runs(&mut api, json!([])).await;
+    let status = api.patch(RUN_STATUS_PATH).await;
+    assert_eq!(outcome(flow).await, Next::LookAgainIn(decide::POLL_FIRST));
+    assert_eq!(status["status"]["invocationId"], json!(ids[1]));
+    assert_eq!(status["status"]["phase"], "Pending");
+    assert_eq!(
+        service.calls(),
+        [("latest_invocations_by_keys".into(), 1)].into()
+    );
+    assert_eq!(
+        service.chroma.standin.invocations(&service.source_id).len(),
+        2
+    );
+    api.assert_done(&runs, &[("Normal", "Adopted")]).await;
+}
+
+/// Nothing was made for the key (the POST never arrived): the claims are not read, and the run
+/// marks again and creates once.
+#[tokio::test]
+async fn an_s3_run_whose_key_has_no_invocation_creates_once() {
+    let (service, _) = s3_service(&["q3/b.pdf"]).await;
+    let (mut api, runs, flow) = started_s3(&service, &marked_s3("q3/a.pdf")).await;
+    assert_mark(&api.patch(RUN_PATH).await, "1");
+    let status = api.patch(RUN_STATUS_PATH).await;
+    assert_looks_again_around(outcome(flow).await, decide::POLL_FIRST);
+    let made = service.chroma.standin.invocations(&service.source_id);
+    assert_eq!(made.len(), 2);
+    assert_eq!(status["status"]["invocationId"], made[1]["id"]);
+    assert_eq!(made[1]["metadata"]["s3"]["object_key"], "q3/a.pdf");
+    let calls = [
+        ("create_invocation".into(), 1),
+        ("latest_invocations_by_keys".into(), 1),
+    ];
+    assert_eq!(service.calls(), calls.into());
+    api.assert_done(&runs, &[]).await;
+}
+
+/// The newest invocation of the key since the mark is another run's: the run's own may be under
+/// it, so the listing decides (with the claims read once), and finds the older one.
+#[tokio::test]
+async fn an_s3_run_whose_newest_key_invocation_is_claimed_lists_and_finds_its_own() {
+    let (service, ids) = s3_service(&["q3/a.pdf", "q3/a.pdf"]).await;
+    let (own, claimed) = (&ids[0], &ids[1]);
+    let (mut api, runs, flow) = started_s3(&service, &marked_s3("q3/a.pdf")).await;
+    let other = json!({"apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncRun",
+        "metadata": {"name": "other-run", "namespace": NS},
+        "spec": {"sourceRef": {"name": "docs"}, "objectKey": "q3/a.pdf"},
+        "status": {"invocationId": claimed, "sourceId": service.source_id}});
+    list_runs(&mut api, json!([other])).await;
+    let status = api.patch(RUN_STATUS_PATH).await;
+    assert_eq!(outcome(flow).await, Next::LookAgainIn(decide::POLL_FIRST));
+    assert_eq!(status["status"]["invocationId"], json!(own));
+    let calls = [
+        ("latest_invocations_by_keys".into(), 1),
+        ("list_invocations".into(), 1),
+    ];
+    assert_eq!(service.calls(), calls.into());
+    api.assert_done(&runs, &[("Normal", "Adopted")]).await;
+}

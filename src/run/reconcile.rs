@@ -3,7 +3,8 @@
 //!
 //! The create follows the kernel's crash-safe protocol ([`crate::kernel::create`]): a guarded
 //! mark before the call; a mark with no recorded `status.invocationId` resolved by listing the
-//! source's invocations before anything else is created.
+//! source's invocations (an S3 run: by the newest invocation of its object key) before anything
+//! else is created.
 
 use super::decide::{self, Problem, reason_of, refused};
 use super::{Next, Reason, Runs};
@@ -443,6 +444,9 @@ async fn cancel(
 
 /// Lists the source's invocations, newest first, for the run's own made no earlier than
 /// `since` (see [`decide::own_invocation`]); invocations other SyncRuns record are never taken.
+/// An S3 run asks for the newest invocation of its object key first (`latest-by-keys`, one
+/// call), and lists only when that newest is someone else's made since the mark
+/// ([`decide::newest_of_key`]).
 async fn find_unrecorded(
     creation: &NewInvocation<'_>,
     run: &SyncRun,
@@ -457,6 +461,40 @@ async fn find_unrecorded(
     } = *creation;
     // An S3 run without a target writes the source's own collection.
     let default_collection = source.spec.s3.as_ref().map(|s| s.collection_name.as_str());
+    // Invocation ids other runs record, read at most once.
+    let mut claims = None;
+    if let Some(key) = &payload.object_key {
+        // An S3 run: the newest invocation of its key, one call whatever the source's history.
+        let Endpoint { chroma, token, .. } = endpoint;
+        let newest = match chroma
+            .latest_by_keys(token, source_id, std::slice::from_ref(key))
+            .await
+        {
+            Ok(mut by_key) => by_key.remove(key),
+            Err(ChromaError::Api { status: 404, .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        // The claims are read only when something was made since the mark.
+        if newest
+            .as_ref()
+            .is_none_or(|job| !decide::made_since(job, since))
+        {
+            return Ok(None);
+        }
+        let claimed = claims.insert(claimed_ids(ctx, run, source_id).await);
+        let is_claimed = |id: &str| claimed.contains(id);
+        match decide::newest_of_key(
+            newest.as_ref(),
+            payload,
+            default_collection,
+            since,
+            &is_claimed,
+        ) {
+            decide::KeyAnswer::Nothing => return Ok(None),
+            decide::KeyAnswer::Own(job) => return Ok(Some(job.id.clone())),
+            decide::KeyAnswer::List => {} // the listing below decides
+        }
+    }
     let lookup = decide::InvocationLookup {
         since,
         seen: Vec::new(),
@@ -473,7 +511,10 @@ async fn find_unrecorded(
         Err(ChromaError::Api { status: 404, .. }) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let claimed = claimed_ids(ctx, run, source_id).await;
+    let claimed = match claims {
+        Some(claimed) => claimed,
+        None => claimed_ids(ctx, run, source_id).await,
+    };
     let own = decide::own_invocation(&listed, payload, default_collection, since, &|id| {
         claimed.contains(id)
     });

@@ -33,6 +33,17 @@ struct Check {
     members: Vec<(usize, ObjectRef<SyncSource>, String)>,
 }
 
+/// The recorded source id of an object at rest: Ready with a recorded source, not paused, not
+/// being deleted. Objects in any other state are being reconciled anyway, or already report
+/// their source missing.
+pub(super) fn recorded_at_rest(obj: &SyncSource) -> Option<&String> {
+    let status = obj.status.as_ref()?;
+    let at_rest = status::ready_reason(Some(status)) == Some(super::Reason::SourceReady.as_str())
+        && obj.metadata.deletion_timestamp.is_none()
+        && !crate::kernel::intent::paused(&obj.metadata);
+    at_rest.then_some(status.source_id.as_ref()).flatten()
+}
+
 /// What one interval checks: every object at rest (Ready with a recorded source, not paused,
 /// not being deleted), grouped by endpoint and database. Objects in any other state are being
 /// reconciled anyway, or already report their source missing.
@@ -43,14 +54,7 @@ fn plan<'a>(
     let mut checks: BTreeMap<(String, usize), Check> = BTreeMap::new();
     let mut endpoints: Vec<Endpoint> = Vec::new();
     for (scope, obj) in scopes {
-        let Some(status) = obj.status.as_ref() else {
-            continue;
-        };
-        let at_rest = status::ready_reason(Some(status))
-            == Some(super::Reason::SourceReady.as_str())
-            && obj.metadata.deletion_timestamp.is_none()
-            && !crate::kernel::intent::paused(&obj.metadata);
-        let (Some(id), true) = (status.source_id.as_ref(), at_rest) else {
+        let Some(id) = recorded_at_rest(obj) else {
             continue;
         };
         let Some(endpoint) = endpoint_of(obj) else {
@@ -80,7 +84,7 @@ fn plan<'a>(
 
 /// The pause between two list calls: the interval's first half holds them all, and no call
 /// follows another sooner than `MIN_GAP` or later than `MAX_GAP`.
-fn pace(interval: Duration, calls: usize) -> Duration {
+pub(super) fn pace(interval: Duration, calls: usize) -> Duration {
     const MIN_GAP: Duration = Duration::from_millis(50);
     const MAX_GAP: Duration = Duration::from_secs(2);
     (interval / 2)
@@ -98,6 +102,7 @@ pub(super) async fn run(sources: Arc<Driver<Sources>>, scopes: Vec<Scope>, inter
         tokio::time::sleep(wait).await;
         let started = Instant::now();
         sweep(&sources.flows, &scopes, interval).await;
+        super::recent::sweep(&sources.flows, &scopes, interval).await;
         let next = interval.mul_f64(rand::random_range(0.9..1.1));
         wait = next.saturating_sub(started.elapsed());
     }

@@ -18,6 +18,7 @@ pub(crate) mod lookup;
 mod orphans;
 pub mod payload;
 pub mod reason;
+mod recent;
 pub(crate) mod reconcile;
 pub mod status;
 pub mod sync;

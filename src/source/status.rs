@@ -150,6 +150,13 @@ pub fn next(
         sync_state: previous.sync_state.clone(),
         // Set by the caller, which knows what the reconcile did.
         last_handled_reconcile_at: previous.last_handled_reconcile_at.clone(),
+        // The recent-runs pass's own field (see `source::recent`), kept while the source is the
+        // same one.
+        recent_runs: if previous.source_id == source.map(|s| s.id.clone()) {
+            previous.recent_runs.clone()
+        } else {
+            Vec::new()
+        },
     }
 }
 

@@ -25,6 +25,7 @@ mod publish;
 mod rbac;
 mod replicas;
 mod runs;
+mod s3_runs;
 mod sharding;
 mod shutdown;
 mod tenants;

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 const SOON: Duration = Duration::from_secs(30);
 
-fn runs(env: &Env) -> Api<SyncRun> {
+pub(crate) fn runs(env: &Env) -> Api<SyncRun> {
     Api::namespaced(env.client.clone(), &env.ns)
 }
 
-async fn create_run(env: &Env, name: &str, spec: Value) -> SyncRun {
+pub(crate) async fn create_run(env: &Env, name: &str, spec: Value) -> SyncRun {
     let run = serde_json::from_value(json!({
         "apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncRun",
         "metadata": {"name": name}, "spec": spec,
@@ -29,7 +29,7 @@ async fn create_run(env: &Env, name: &str, spec: Value) -> SyncRun {
 }
 
 /// Waits until the run's Ready condition has `reason` (for its current generation).
-async fn wait_run(env: &Env, name: &str, reason: &str, timeout: Duration) -> SyncRun {
+pub(crate) async fn wait_run(env: &Env, name: &str, reason: &str, timeout: Duration) -> SyncRun {
     let what = format!("SyncRun {name} to reach reason {reason}");
     wait_for(&what, timeout, || async {
         let run = runs(env).get(name).await.ok()?;
