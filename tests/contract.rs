@@ -1286,6 +1286,9 @@ async fn the_collection_delete_is_a_published_chroma_api_call() {
             Err(chroma_sync_operator::chroma::ChromaError::Api { status: 503, .. })
         ),
         "{failed:?}"
+    );
+}
+
 /// `latest_by_keys` (the recovery of an S3 run's unrecorded create): the body the client sends is
 /// the published `LatestByKeysRequest`, on the published path (the stand-in checks the body
 /// against the document and answers 400 otherwise), and the published `HashMap` answer decodes
