@@ -175,6 +175,7 @@ async fn main() -> anyhow::Result<()> {
         let (op, tracker) = bench.catch_up(&floors).await?;
         bench.responsiveness(&tracker).await?;
         bench.runs().await?;
+        bench.continuous_sync().await?;
         bench.at_rest(&op).await;
         let op = bench.restart(op).await?;
         let op = bench.drift_check(op).await?;
@@ -651,6 +652,149 @@ impl Bench {
             ),
         );
 
+        Ok(())
+    }
+
+    /// Continuous sync as people run it: BENCH_SYNC_SOURCES SyncSources with `spec.sync`,
+    /// `publishTo` and `keepCollections: 2`, each run four times (the first on create, three on
+    /// a reconcile request, each after the previous completed), and what each run costs: Chroma
+    /// calls (POST, looks, lists, collection deletes, identity) and Kubernetes writes (runs,
+    /// status, ConfigMaps). The SyncSources are deleted afterwards, so later phases see N.
+    async fn continuous_sync(&mut self) -> anyhow::Result<()> {
+        const KEEP: usize = 2;
+        const RUNS_EACH: usize = 4;
+        let k = (setting("BENCH_SYNC_SOURCES", 20) as usize).min(self.n);
+        if k == 0 {
+            return Ok(());
+        }
+        self.standin.set_run_plan(RunPlan {
+            pending_ms: 200,
+            processing_ms: 800,
+            fail_with: None,
+        });
+        let admin = self.admin.clone();
+        let api = |i: usize| Api::<SyncSource>::namespaced(admin.clone(), self.layout.ns(i));
+        let name = |i: usize| format!("sync-{i:04}");
+        let mark = self.mark();
+        let started = Instant::now();
+        stream::iter(0..k)
+            .map(|i| {
+                let mut spec = github(&format!("bench/sync-{i}"));
+                spec["sync"] = json!({"targetCollectionName": format!("c{i}"),
+                                      "ref": {"branch": "main"},
+                                      "keepCollections": KEEP,
+                                      "publishTo": {"configMapName": format!("c{i}-current")}});
+                let (api, obj) = (api(i), sync_source(&name(i), spec));
+                async move { api.create(&PostParams::default(), &obj).await.map(|_| ()) }
+            })
+            .buffer_unordered(32)
+            .try_collect::<Vec<_>>()
+            .await?;
+        // Each SyncSource's runs done so far (complete, as lastSync shows them), one request
+        // for a run after each.
+        let mut done = vec![0usize; k];
+        let mut last_run: Vec<Option<String>> = vec![None; k];
+        loop {
+            for i in 0..k {
+                let obj = api(i).get(&name(i)).await?;
+                let status = obj.status.unwrap_or_default();
+                let Some(last) = status
+                    .last_sync
+                    .filter(|l| l.phase == Some(RunPhase::Complete))
+                else {
+                    continue;
+                };
+                if last_run[i].as_deref() == Some(last.name.as_str()) {
+                    continue;
+                }
+                last_run[i] = Some(last.name.clone());
+                done[i] += 1;
+                if done[i] < RUNS_EACH {
+                    let patch = json!({"metadata": {"annotations": {
+                        "chromasync.dev/reconcile-requested-at": format!("bench-{}", done[i])}}});
+                    api(i)
+                        .patch(&name(i), &PatchParams::default(), &Patch::Merge(patch))
+                        .await?;
+                }
+            }
+            let pruned = |i: usize| async move {
+                let obj = api(i).get(&name(i)).await.ok()?;
+                obj.status?.sync_state?.pruned_collections
+            };
+            if done.iter().all(|&d| d >= RUNS_EACH) {
+                let mut all_pruned = true;
+                for i in 0..k {
+                    all_pruned &= pruned(i).await == Some((RUNS_EACH - KEEP) as i64);
+                }
+                if all_pruned {
+                    break;
+                }
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(300),
+                "continuous sync: runs done {done:?} after 300 s"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let cost = self.cost_since(mark);
+        let runs_n = k * RUNS_EACH;
+        let calls = |endpoint: &str| per(cost.chroma.get(endpoint).copied().unwrap_or(0), runs_n);
+        let ours = |c: &String| (0..k).any(|i| c.starts_with(&format!("c{i}-")));
+        let left = self
+            .standin
+            .collections(support::standin::DATABASE)
+            .iter()
+            .filter(|c| ours(c))
+            .count();
+        anyhow::ensure!(
+            left == k * KEEP,
+            "continuous sync: {left} collections left, {} expected",
+            k * KEEP
+        );
+        self.report.add(
+            "continuous_sync",
+            &format!("{k} SyncSources x {RUNS_EACH} runs (publishTo, keepCollections {KEEP}): all done after (s)"),
+            json!({"sources": k, "runs": runs_n, "secs": secs, "collections_left": left}),
+            format!("{secs:.1} s, {left} collections left"),
+        );
+        self.report.add(
+            "sync_run_cost",
+            "per sync run: POST / looks / lists / collection deletes / identity | run writes / status writes / other writes (ConfigMaps, Events excluded)",
+            json!({"create_invocation": calls("create_invocation"),
+                   "get_invocation": calls("get_invocation"),
+                   "list_invocations": calls("list_invocations"),
+                   "delete_collection": calls("delete_collection"),
+                   "get_identity": calls("get_identity"),
+                   "run_writes": per(cost.run_writes, runs_n),
+                   "status_writes": per(cost.status_patches, runs_n),
+                   "other_writes": per(cost.other_writes, runs_n)}),
+            format!(
+                "{:.2} / {:.2} / {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2}",
+                calls("create_invocation"),
+                calls("get_invocation"),
+                calls("list_invocations"),
+                calls("delete_collection"),
+                calls("get_identity"),
+                per(cost.run_writes, runs_n),
+                per(cost.status_patches, runs_n),
+                per(cost.other_writes, runs_n)
+            ),
+        );
+        // Gone again (their sources deleted at Chroma), so later phases count N objects.
+        for i in 0..k {
+            api(i).delete(&name(i), &DeleteParams::default()).await?;
+        }
+        let gone = Instant::now();
+        for i in 0..k {
+            while api(i).get_opt(&name(i)).await?.is_some() {
+                anyhow::ensure!(
+                    gone.elapsed() < Duration::from_secs(120),
+                    "sync sources not gone"
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
         Ok(())
     }
 
@@ -1393,6 +1537,9 @@ impl Operator {
                 &concurrency.to_string(),
             ])
             .args(["--chroma-url", chroma_url, "--allow-insecure-http"])
+            // The Chroma API (keepCollections) is the stand-in too; an env var, which an
+            // older build that lacks it ignores.
+            .env("CHROMA_API_URL", chroma_url)
             .args(["--metrics-address", &format!("127.0.0.1:{port}")])
             .args(extra);
         if let Some(ns) = layout.watch_flag() {
