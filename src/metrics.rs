@@ -160,6 +160,7 @@ struct Inner {
     run_duration: Family<RunLabels, Histogram>,
     sources_missing: Family<ActionLabels, Counter>,
     drift_checks: Family<ResultLabels, Counter>,
+    notifications: Family<ResultLabels, Counter>,
     leader: Gauge,
     conditions: ConditionSources,
     condition_scope: Arc<RwLock<ConditionScope>>,
@@ -261,6 +262,12 @@ impl Metrics {
             "Schedule ticks of spec.sync that found a run still going, and so started none",
             sync_ticks_skipped.clone(),
         );
+        let notifications = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Events posted to --events-addr (Flux's event format), by result: sent, duplicate (the receiver had it already), failed (given up after the retries)",
+            notifications.clone(),
+        );
         let sources_missing = Family::<ActionLabels, Counter>::default();
         registry.register(
             "sources_missing",
@@ -334,6 +341,7 @@ impl Metrics {
             conditions,
             sources_missing,
             drift_checks,
+            notifications,
             events_dropped,
             sync_ticks_skipped,
             runs,
@@ -424,6 +432,14 @@ impl Metrics {
     pub fn drift_checked(&self, result: &'static str) {
         self.0
             .drift_checks
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// An event posted to the events address: `sent`, `duplicate` or `failed`.
+    pub fn notification(&self, result: &'static str) {
+        self.0
+            .notifications
             .get_or_create(&ResultLabels { result })
             .inc();
     }
