@@ -265,12 +265,50 @@ pub fn flux_event<K: Resource<DynamicType = ()>>(
     }
 }
 
+/// A receiver of events on loopback, for the tests of the flows that notify.
 #[cfg(test)]
-mod tests {
+pub mod testing {
     use super::*;
-    use crate::crd::run::SyncRun;
     use axum::http::StatusCode;
     use std::sync::Mutex;
+
+    /// A receiver on loopback answering with `answers` in turn (then 202), recording bodies.
+    pub async fn receiver(answers: Vec<u16>) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let answers = Arc::new(Mutex::new(answers.into_iter()));
+        let seen = got.clone();
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+                let seen = seen.clone();
+                let answers = answers.clone();
+                async move {
+                    seen.lock().unwrap().push(body.0);
+                    let code = answers.lock().unwrap().next().unwrap_or(202);
+                    StatusCode::from_u16(code).unwrap()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (address, got)
+    }
+
+    /// A notifier posting to `address`, retrying after 10 ms.
+    pub fn notifier(address: &str, metrics: &Metrics) -> Notifier {
+        crate::chroma::install_crypto_provider();
+        Notifier::new(address, "chroma-sync-operator", "pod-0", metrics.clone())
+            .unwrap()
+            .with_first_wait(Duration::from_millis(10))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{notifier, receiver};
+    use super::*;
+    use crate::crd::run::SyncRun;
 
     fn failed_run() -> SyncRun {
         let mut run: SyncRun = serde_json::from_value(serde_json::json!({
@@ -346,36 +384,6 @@ mod tests {
         assert!(body.get("reportingInstance").is_none());
         let only_annotations = serde_json::json!({ "event.toolkit.fluxcd.io/team": "search" });
         assert_eq!(body["metadata"], only_annotations);
-    }
-
-    /// A receiver on loopback answering with `answers` in turn (then 202), recording bodies.
-    async fn receiver(answers: Vec<u16>) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let answers = Arc::new(Mutex::new(answers.into_iter()));
-        let seen = got.clone();
-        let app = axum::Router::new().route(
-            "/",
-            axum::routing::post(move |body: axum::Json<serde_json::Value>| {
-                let seen = seen.clone();
-                let answers = answers.clone();
-                async move {
-                    seen.lock().unwrap().push(body.0);
-                    let code = answers.lock().unwrap().next().unwrap_or(202);
-                    StatusCode::from_u16(code).unwrap()
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = format!("http://{}/", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (address, got)
-    }
-
-    fn notifier(address: &str, metrics: &Metrics) -> Notifier {
-        crate::chroma::install_crypto_provider();
-        Notifier::new(address, "chroma-sync-operator", "pod-0", metrics.clone())
-            .unwrap()
-            .with_first_wait(Duration::from_millis(10))
     }
 
     fn post_one(n: &Notifier) {
