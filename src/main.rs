@@ -122,7 +122,7 @@ struct RunArgs {
     /// Where to POST an event (Flux's event format, e.g. notification-controller's
     /// `http://notification-controller.flux-system.svc.cluster.local./`) when a SyncRun fails;
     /// unset: none is posted.
-    #[arg(long, env = "EVENTS_ADDR")]
+    #[arg(long, env = "EVENTS_ADDR", hide_env_values = true)]
     events_addr: Option<String>,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "METRICS_ADDRESS", default_value = "0.0.0.0:8080")]

@@ -114,11 +114,12 @@ impl Notifier {
         instance: &str,
         metrics: Metrics,
     ) -> anyhow::Result<Self> {
+        // The address is not repeated in errors: it may carry a token.
         let url = reqwest::Url::parse(address)
-            .map_err(|e| anyhow::anyhow!("--events-addr {address:?}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("--events-addr is not a URL: {e}"))?;
         anyhow::ensure!(
             matches!(url.scheme(), "http" | "https") && url.has_host(),
-            "--events-addr {address:?}: not an http:// or https:// URL"
+            "--events-addr: not an http:// or https:// URL"
         );
         let http = reqwest::Client::builder()
             .timeout(ATTEMPT_TIMEOUT)
@@ -221,7 +222,11 @@ impl Target {
                     warn!(status = %s, "events address refused an event");
                     return Delivery::Failed;
                 }
-                Err(e) => debug!(error = %e, attempt, "events address not reached; trying again"),
+                // Without the URL: an address may carry a token (a generic webhook's path).
+                Err(e) => {
+                    let e = e.without_url();
+                    debug!(error = %e, attempt, "events address not reached; trying again");
+                }
             }
         }
         warn!(
