@@ -765,6 +765,37 @@ async fn a_run_made_failed_posts_one_event_and_a_look_again_posts_none() {
     );
 }
 
+/// A run already Failed, asked to look again, whose invocation the service no longer knows:
+/// the status says so, but it is no new failure: no Event, no notification.
+#[tokio::test]
+async fn a_failed_run_looked_at_again_is_not_announced_again() {
+    use crate::kernel::notify::testing::{notifier, receiver};
+    let (address, got) = receiver(vec![]).await;
+    let service = Service::start().await;
+    let failed = recorded("gone", &service.source_id, RunPhase::Failed, secs(30));
+    let obj = annotated(failed, RECONCILE_REQUEST_ANNOTATION, "again");
+    let (client, mut api) = ApiServer::start(&obj);
+    let metrics = crate::metrics::Metrics::new();
+    let ctx = fixtures::context_notifying(
+        client,
+        service.chroma.client.clone(),
+        Some(ADMIN),
+        notifier(&address, &metrics),
+    );
+    ctx.credentials.set_synced();
+    let runs = Driver::new(Runs::new(ctx));
+    let flow = start(Which::Apply, &obj, &runs);
+    give(&mut api, &service.ready_source()).await;
+    let status = api.patch(RUN_STATUS_PATH).await;
+    assert_eq!(outcome(flow).await, Next::Settled);
+    let message = status["status"]["message"].as_str().unwrap();
+    assert!(message.contains("gone no longer exists"), "{message}");
+    assert_eq!(service.chroma.standin.calls("get_invocation", "404"), 1);
+    api.assert_done(&runs, &[]).await;
+    runs.notifier.flush(secs(5)).await;
+    assert!(got.lock().unwrap().is_empty());
+}
+
 /// The next create of an invocation answers `status` and does nothing.
 fn fail_create(status: u16) -> Faults {
     Faults {

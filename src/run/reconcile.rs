@@ -219,7 +219,9 @@ async fn follow(
             next.phase = Some(RunPhase::Failed);
             next.completion_time = Some(Time(jiff::Timestamp::now()));
             next.message = Some(gone.clone());
-            if let Some(stored) = write_status(ctx, run, previous, next, None).await? {
+            let stored = write_status(ctx, run, previous, next, None).await?;
+            // A failed run looked at again on request is no new failure.
+            if let Some(stored) = newly_failed(previous, stored) {
                 reached(ctx, run, RunPhase::Failed, kind);
                 announce_failure(ctx, &stored, Reason::RunFailed, gone);
             }
@@ -507,6 +509,12 @@ fn reached(ctx: &Runs, run: &SyncRun, phase: RunPhase, kind: &'static str) {
     ctx.metrics.run_phase(phase.as_str(), kind, since_created);
 }
 
+/// The run as stored, if the write that stored it moved the phase to Failed (rather than
+/// rewrote a run already Failed).
+fn newly_failed(previous: &SyncRunStatus, stored: Option<SyncRun>) -> Option<SyncRun> {
+    stored.filter(|_| previous.phase != Some(RunPhase::Failed))
+}
+
 /// Announces a run that this reconcile's status write has just made Failed: a Warning Event,
 /// and a notification to `--events-addr` (Flux's event, severity `error`).
 ///
@@ -552,7 +560,8 @@ async fn fail(
             message: &failure.message,
             needs_a_person: true,
         };
-        if let Some(stored) = write_status(ctx, run, previous, next, Some(problem)).await? {
+        let stored = write_status(ctx, run, previous, next, Some(problem)).await?;
+        if let Some(stored) = newly_failed(previous, stored) {
             reached(ctx, run, RunPhase::Failed, kind);
             announce_failure(ctx, &stored, reason, failure.message.clone());
         }
