@@ -522,9 +522,9 @@ fn newly_failed(previous: &SyncRunStatus, stored: Option<SyncRun>) -> Option<Syn
 /// phase to Failed announces, and that write is guarded by resourceVersion, so one reconcile
 /// makes it. A failed run reconciled again (a restart lists it, a reconcile request) finds its
 /// phase final and announces nothing. The price: a crash between the write and the post loses
-/// the notification, as it loses the Kubernetes Event (at most once, never twice; sending on
+/// the notification, as it loses the Kubernetes Event (announced at most once; sending on
 /// restart instead would take a second status write per failed run to record the post, and
-/// could still post twice).
+/// could still announce twice).
 fn announce_failure(ctx: &Runs, run: &SyncRun, reason: Reason, note: String) {
     let mut metadata = std::collections::BTreeMap::new();
     let group = "chromasync.dev";
