@@ -18,7 +18,8 @@ use chroma_sync_operator::chroma::{
     self, ChromaClient, ClientConfig, Limits, Token, check_base_url,
 };
 use chroma_sync_operator::crd::{self, SyncSource};
-use chroma_sync_operator::kernel::DefaultToken;
+use chroma_sync_operator::kernel::notify::Notifier;
+use chroma_sync_operator::kernel::{DefaultToken, FIELD_MANAGER};
 use chroma_sync_operator::metrics::{ConditionScope, Metrics};
 use chroma_sync_operator::source::{Controller, Parts, Settings};
 use chroma_sync_operator::{connection, leader, run, server};
@@ -122,6 +123,11 @@ struct RunArgs {
     /// `all`, `not-ready` (what the alerts read; a small scrape at 100,000 objects) or `off`.
     #[arg(long, env = "CONDITION_METRICS", value_enum, default_value_t = ConditionMetrics::All)]
     condition_metrics: ConditionMetrics,
+    /// Where to POST an event (Flux's event format, e.g. notification-controller's
+    /// `http://notification-controller.flux-system.svc.cluster.local./`) when a SyncRun fails;
+    /// unset: none is posted.
+    #[arg(long, env = "EVENTS_ADDR", hide_env_values = true)]
+    events_addr: Option<String>,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
     metrics_address: String,
@@ -232,6 +238,13 @@ async fn operate(args: RunArgs) -> anyhow::Result<()> {
             defaults,
         },
     );
+    let notifier = match args.events_addr.as_deref().filter(|a| !a.is_empty()) {
+        Some(address) => {
+            let instance = args.pod_name.as_deref().unwrap_or(&identity);
+            Notifier::new(address, FIELD_MANAGER, instance, metrics.clone())?
+        }
+        None => Notifier::disabled(),
+    };
     let controller = Controller::new(Parts {
         client: client.clone(),
         connections: watches.connections(chroma, &metrics),
@@ -241,6 +254,7 @@ async fn operate(args: RunArgs) -> anyhow::Result<()> {
             file: args.default_token_file.clone(),
         },
         instance: args.pod_name.clone(),
+        notifier,
         settings: Settings {
             namespaces: args.namespaces.clone(),
             concurrency: args.concurrency,
@@ -273,9 +287,12 @@ async fn operate(args: RunArgs) -> anyhow::Result<()> {
     );
     let connections = watches.run(ctx.clone(), shutdown.clone());
     futures::join!(controller.run(ready, shutdown), runs, connections);
-    // Events of the last reconciles are still queued; give them a moment (within the pod's
+    // Events (and notifications) of the last reconciles are still queued; give them a moment (within the pod's
     // grace period), then release the Lease.
-    ctx.events.flush(Duration::from_secs(3)).await;
+    futures::join!(
+        ctx.events.flush(Duration::from_secs(3)),
+        ctx.notifier.flush(Duration::from_secs(3))
+    );
     leadership.release().await;
     Ok(())
 }

@@ -166,6 +166,7 @@ struct Inner {
     sources_missing: Family<ActionLabels, Counter>,
     drift_checks: Family<ResultLabels, Counter>,
     invocations_seen: Family<OriginLabels, Counter>,
+    notifications: Family<ResultLabels, Counter>,
     leader: Gauge,
     conditions: ConditionSources,
     condition_scope: Arc<RwLock<ConditionScope>>,
@@ -267,6 +268,12 @@ impl Metrics {
             "Schedule ticks of spec.sync that found a run still going, and so started none",
             sync_ticks_skipped.clone(),
         );
+        let notifications = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Events posted to --events-addr (Flux's event format), by result: sent, duplicate (the receiver had it already), failed (given up after the retries)",
+            notifications.clone(),
+        );
         let sources_missing = Family::<ActionLabels, Counter>::default();
         registry.register(
             "sources_missing",
@@ -347,6 +354,7 @@ impl Metrics {
             sources_missing,
             drift_checks,
             invocations_seen,
+            notifications,
             events_dropped,
             sync_ticks_skipped,
             runs,
@@ -447,6 +455,14 @@ impl Metrics {
         self.0
             .invocations_seen
             .get_or_create(&OriginLabels { origin })
+            .inc();
+    }
+
+    /// An event posted to the events address: `sent`, `duplicate` or `failed`.
+    pub fn notification(&self, result: &'static str) {
+        self.0
+            .notifications
+            .get_or_create(&ResultLabels { result })
             .inc();
     }
 

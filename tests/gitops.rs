@@ -502,6 +502,147 @@ fn the_argocd_cm_snippet_installs_exactly_health_lua() {
     }
 }
 
+/// deploy/argocd/notifications-cm.yaml: its trigger fires on the health status health.lua gives
+/// a failed SyncSource, SyncRun or connection (Degraded, checked in Lua above), for the
+/// operator's group, and sends templates the same ConfigMap defines.
+#[test]
+fn the_argo_cd_notification_trigger_fires_on_what_health_lua_says_of_a_failure() {
+    let cm: Value =
+        serde_saphyr::from_str(include_str!("../deploy/argocd/notifications-cm.yaml")).unwrap();
+    assert_eq!(cm["metadata"]["name"], "argocd-notifications-cm");
+    let data = cm["data"].as_object().unwrap();
+    // What health.lua calls a failure, for both kinds (the cases run in real Lua above).
+    let degraded: BTreeSet<String> = cases()
+        .into_iter()
+        .filter(|c| c.2 == "Degraded")
+        .map(|c| c.1["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(degraded.contains("SyncSource") && degraded.contains("SyncRun"));
+    assert!(HEALTH.contains(r#"hs.status = "Degraded""#));
+    let triggers: Vec<_> = data.keys().filter(|k| k.starts_with("trigger.")).collect();
+    assert_eq!(triggers.len(), 1, "{triggers:?}");
+    let conditions: Vec<Value> =
+        serde_saphyr::from_str(data[triggers[0]].as_str().unwrap()).unwrap();
+    for condition in &conditions {
+        let when = condition["when"].as_str().unwrap();
+        assert!(when.contains(".health.status == 'Degraded'"), "{when}");
+        assert!(when.contains(".group == 'chromasync.dev'"), "{when}");
+        // Every kind health.lua can call Degraded (SyncSource, SyncRun, the connections).
+        let named = |kind: &String| when.contains(&format!(".kind == '{kind}'"));
+        assert!(
+            !when.contains(".kind") || degraded.iter().all(named),
+            "{when}"
+        );
+        for template in condition["send"].as_array().unwrap() {
+            let key = format!("template.{}", template.as_str().unwrap());
+            let body: Value = serde_saphyr::from_str(data[&key].as_str().unwrap()).unwrap();
+            assert!(
+                body["message"].as_str().unwrap().contains("Degraded"),
+                "{key}"
+            );
+        }
+    }
+}
+
+/// deploy/flux/notifications: the Alert, Provider and Receiver fit notification-controller's
+/// API (the facts below are its CRDs' as of Flux 2.7: api/v1/reference_types.go and
+/// api/v1beta3; the files were validated once against those CRDs with the patch applied); the
+/// Alert names the kind and severity the operator posts, which the Alert CRD accepts only with
+/// the patch; the Receiver triggers the GitRepository deploy/flux declares; no secret inline.
+#[test]
+fn the_flux_notification_examples_fit_notification_controllers_api() {
+    use kube::Resource;
+    const FLUX_KINDS: [&str; 12] = [
+        "Bucket",
+        "GitRepository",
+        "Kustomization",
+        "HelmRelease",
+        "HelmChart",
+        "HelmRepository",
+        "ImageRepository",
+        "ImagePolicy",
+        "ImageUpdateAutomation",
+        "OCIRepository",
+        "ArtifactGenerator",
+        "ExternalArtifact",
+    ];
+    const RECEIVER_TYPES: [&str; 13] = [
+        "generic",
+        "generic-hmac",
+        "generic-oidc",
+        "github",
+        "gitlab",
+        "bitbucket",
+        "harbor",
+        "dockerhub",
+        "quay",
+        "gcr",
+        "nexus",
+        "acr",
+        "cdevents",
+    ];
+    let sync_run = chroma_sync_operator::crd::run::SyncRun::kind(&()).into_owned();
+    let group = "notification.toolkit.fluxcd.io";
+    let docs = documents(&read("deploy/flux/notifications/alert.yaml"));
+    let provider = the(&docs, "Provider");
+    let alert = the(&docs, "Alert");
+    assert_eq!(provider["apiVersion"], format!("{group}/v1beta3"));
+    assert_eq!(alert["apiVersion"], format!("{group}/v1beta3"));
+    assert!(provider["spec"]["type"].is_string());
+    // The webhook address is a secret: only by reference.
+    assert!(provider["spec"].get("address").is_none());
+    assert!(provider["spec"]["secretRef"]["name"].is_string());
+    assert_eq!(
+        alert["metadata"]["namespace"],
+        provider["metadata"]["namespace"]
+    );
+    assert_eq!(
+        alert["spec"]["providerRef"]["name"],
+        provider["metadata"]["name"]
+    );
+    // The operator posts severity `error` for a failed SyncRun (src/kernel/notify.rs).
+    assert_eq!(alert["spec"]["eventSeverity"], "error");
+    let sources = alert["spec"]["eventSources"].as_array().unwrap();
+    assert!(!sources.is_empty());
+    for source in sources {
+        assert_eq!(source["kind"].as_str(), Some(sync_run.as_str()));
+        assert!(source["name"].is_string());
+        assert!(!FLUX_KINDS.contains(&source["kind"].as_str().unwrap()));
+    }
+    // ...so the Alert CRD must accept it: the patch adds exactly that kind to its enum.
+    let patch: Vec<Value> =
+        serde_saphyr::from_str(&read("deploy/flux/notifications/alert-crd-patch.yaml")).unwrap();
+    assert_eq!(patch.len(), 1);
+    assert_eq!(patch[0]["op"], "add");
+    assert_eq!(
+        patch[0]["path"],
+        "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/eventSources/items/properties/kind/enum/-"
+    );
+    assert_eq!(patch[0]["value"].as_str(), Some(sync_run.as_str()));
+
+    let receiver = &documents(&read("deploy/flux/notifications/receiver.yaml"))[0];
+    assert_eq!(receiver["apiVersion"], format!("{group}/v1"));
+    assert_eq!(receiver["kind"], "Receiver");
+    let spec = &receiver["spec"];
+    assert!(RECEIVER_TYPES.contains(&spec["type"].as_str().unwrap()));
+    assert!(spec["secretRef"]["name"].is_string());
+    let repository = &documents(&read("deploy/flux/gitrepository.yaml"))[0];
+    for target in spec["resources"].as_array().unwrap() {
+        let kind = target["kind"].as_str().unwrap();
+        assert!(
+            FLUX_KINDS.contains(&kind),
+            "a Receiver cannot trigger {kind}"
+        );
+        assert_eq!(target["kind"], repository["kind"]);
+        assert_eq!(target["apiVersion"], repository["apiVersion"]);
+        assert_eq!(target["name"], repository["metadata"]["name"]);
+        assert_eq!(
+            receiver["metadata"]["namespace"],
+            repository["metadata"]["namespace"]
+        );
+    }
+}
+
 // The GitOps examples as written (deploy/argocd, deploy/flux, README's overlay), built with the
 // cached kubectl and helm (`kubectl kustomize`, `helm template`): no cluster needed.
 

@@ -443,6 +443,18 @@ pub fn context_with(
     Arc::new(ctx)
 }
 
+/// [`context`], posting notifications with `notifier`.
+pub fn context_notifying(
+    client: kube::Client,
+    chroma: ChromaClient,
+    token: Option<&str>,
+    notifier: crate::kernel::notify::Notifier,
+) -> Arc<Context> {
+    let ctx = context_with(client, chroma, token, vec![], &Routing::default());
+    let ctx = Arc::into_inner(ctx).expect("not shared yet");
+    Arc::new(ctx.with_notifier(notifier))
+}
+
 /// [`context`], routing through the connections and namespaces `routing` holds.
 pub fn context_routed(
     client: kube::Client,

@@ -21,6 +21,7 @@ pub mod failure;
 pub mod fixtures;
 pub mod intent;
 pub mod kube_io;
+pub mod notify;
 pub mod readiness;
 pub mod reason;
 
@@ -107,6 +108,8 @@ pub struct Context {
     /// Which connection each object calls through, and each connection's client.
     pub connections: Arc<Connections>,
     pub events: events::Events,
+    /// Events posted to `--events-addr` (Flux's format); disabled without one.
+    pub notifier: notify::Notifier,
     pub metrics: Metrics,
     pub credentials: Credentials,
     /// The kinds' own CRDs: whether a deletion is their deletion (see [`crds`]).
@@ -129,6 +132,7 @@ impl Context {
         Self {
             events: events::Events::start(client.clone(), FIELD_MANAGER, instance, metrics.clone()),
             crds: crds::Crds::new(client.clone()),
+            notifier: notify::Notifier::disabled(),
             client,
             connections,
             metrics,
@@ -136,6 +140,11 @@ impl Context {
             stopping: AtomicBool::new(false),
             sources,
         }
+    }
+
+    /// The context, posting notifications with `notifier`.
+    pub fn with_notifier(self, notifier: notify::Notifier) -> Self {
+        Self { notifier, ..self }
     }
 
     /// The SyncSource `namespace/name` as cached, if a watched scope holds it.

@@ -713,6 +713,89 @@ async fn refused_create(service: Service, reason: Reason, http_status: u16) {
         .await;
 }
 
+/// `--events-addr`: a run made Failed (by the service's answer, a refused create, an invocation
+/// gone) posts exactly one Flux event; a look at it again (a reconcile-now, as after a restart)
+/// posts none.
+#[tokio::test]
+async fn a_run_made_failed_posts_one_event_and_a_look_again_posts_none() {
+    use crate::kernel::notify::testing::{notifier, receiver};
+    let (address, got) = receiver(vec![]).await;
+    let mut service = Service::start().await;
+    // The collection holds a finished sync: the create is refused (409) for good.
+    service.finished(None).await;
+    let obj = run();
+    let (client, mut api) = ApiServer::start(&obj);
+    let metrics = crate::metrics::Metrics::new();
+    let ctx = fixtures::context_notifying(
+        client,
+        service.chroma.client.clone(),
+        Some(ADMIN),
+        notifier(&address, &metrics),
+    );
+    ctx.credentials.set_synced();
+    let runs = Driver::new(Runs::new(ctx));
+    let flow = start(Which::Apply, &obj, &runs);
+    give(&mut api, &service.ready_source()).await;
+    assert_mark(&api.patch(RUN_PATH).await, "1");
+    api.clear_mark(RUN_PATH).await;
+    api.patch(RUN_STATUS_PATH).await;
+    assert_eq!(outcome(flow).await, Next::Settled);
+
+    let asked = "2026-05-01T10:00:00Z";
+    let flow = start(
+        Which::Apply,
+        &annotated(stored(&api), RECONCILE_REQUEST_ANNOTATION, asked),
+        &runs,
+    );
+    api.patch(RUN_STATUS_PATH).await;
+    assert_eq!(outcome(flow).await, Next::Settled);
+    api.assert_done(&runs, &[("Warning", "InvocationExists")])
+        .await;
+    runs.notifier.flush(secs(5)).await;
+    let events = got.lock().unwrap().clone();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["involvedObject"]["name"], "docs-run");
+    assert_eq!(events[0]["involvedObject"]["kind"], "SyncRun");
+    assert_eq!(events[0]["severity"], "error");
+    assert_eq!(events[0]["reason"], "InvocationExists");
+    // Refused at create: no invocation to name.
+    assert_eq!(
+        events[0]["metadata"],
+        json!({"chromasync.dev/source": "docs"})
+    );
+}
+
+/// A run already Failed, asked to look again, whose invocation the service no longer knows:
+/// the status says so, but it is no new failure: no Event, no notification.
+#[tokio::test]
+async fn a_failed_run_looked_at_again_is_not_announced_again() {
+    use crate::kernel::notify::testing::{notifier, receiver};
+    let (address, got) = receiver(vec![]).await;
+    let service = Service::start().await;
+    let failed = recorded("gone", &service.source_id, RunPhase::Failed, secs(30));
+    let obj = annotated(failed, RECONCILE_REQUEST_ANNOTATION, "again");
+    let (client, mut api) = ApiServer::start(&obj);
+    let metrics = crate::metrics::Metrics::new();
+    let ctx = fixtures::context_notifying(
+        client,
+        service.chroma.client.clone(),
+        Some(ADMIN),
+        notifier(&address, &metrics),
+    );
+    ctx.credentials.set_synced();
+    let runs = Driver::new(Runs::new(ctx));
+    let flow = start(Which::Apply, &obj, &runs);
+    give(&mut api, &service.ready_source()).await;
+    let status = api.patch(RUN_STATUS_PATH).await;
+    assert_eq!(outcome(flow).await, Next::Settled);
+    let message = status["status"]["message"].as_str().unwrap();
+    assert!(message.contains("gone no longer exists"), "{message}");
+    assert_eq!(service.chroma.standin.calls("get_invocation", "404"), 1);
+    api.assert_done(&runs, &[]).await;
+    runs.notifier.flush(secs(5)).await;
+    assert!(got.lock().unwrap().is_empty());
+}
+
 /// The next create of an invocation answers `status` and does nothing.
 fn fail_create(status: u16) -> Faults {
     Faults {

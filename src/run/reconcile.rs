@@ -220,14 +220,12 @@ async fn follow(
             next.phase = Some(RunPhase::Failed);
             next.completion_time = Some(Time(jiff::Timestamp::now()));
             next.message = Some(gone.clone());
-            if write_status(ctx, run, previous, next, None)
-                .await?
-                .is_some()
-            {
+            let stored = write_status(ctx, run, previous, next, None).await?;
+            // A failed run looked at again on request is no new failure.
+            if let Some(stored) = newly_failed(previous, stored) {
                 reached(ctx, run, RunPhase::Failed, kind);
+                announce_failure(ctx, &stored, Reason::RunFailed, gone);
             }
-            ctx.events
-                .publish(run, Kind::Warning, Reason::RunFailed, gone);
             return Ok(Next::Settled);
         }
         Err(e) => {
@@ -258,19 +256,18 @@ async fn follow(
         JobStatus::Cancelled => next.completion_time = Some(Time(now)),
         _ => {}
     }
-    let changed = write_status(ctx, run, previous, next, None)
-        .await?
-        .is_some();
+    let stored = write_status(ctx, run, previous, next, None).await?;
     // Counted and announced once, when the run reaches the phase; a later write (a look on
     // request, a resume) is no new failure.
-    let newly = changed && previous.phase != Some(phase);
-    if newly {
+    let newly = stored.filter(|_| previous.phase != Some(phase));
+    if newly.is_some() {
         reached(ctx, run, phase, kind);
     }
-    if newly && phase == RunPhase::Failed {
+    if let Some(stored) = newly
+        && phase == RunPhase::Failed
+    {
         let note = format!("invocation {id} failed: {}", failure_text(&job.status));
-        ctx.events
-            .publish(run, Kind::Warning, Reason::RunFailed, note);
+        announce_failure(ctx, &stored, Reason::RunFailed, note);
     }
     if phase.is_final() {
         return Ok(Next::Settled);
@@ -553,6 +550,35 @@ fn reached(ctx: &Runs, run: &SyncRun, phase: RunPhase, kind: &'static str) {
     ctx.metrics.run_phase(phase.as_str(), kind, since_created);
 }
 
+/// The run as stored, if the write that stored it moved the phase to Failed (rather than
+/// rewrote a run already Failed).
+fn newly_failed(previous: &SyncRunStatus, stored: Option<SyncRun>) -> Option<SyncRun> {
+    stored.filter(|_| previous.phase != Some(RunPhase::Failed))
+}
+
+/// Announces a run that this reconcile's status write has just made Failed: a Warning Event,
+/// and a notification to `--events-addr` (Flux's event, severity `error`).
+///
+/// Once per failed run, across restarts, decided from status: only the write that moves the
+/// phase to Failed announces, and that write is guarded by resourceVersion, so one reconcile
+/// makes it. A failed run reconciled again (a restart lists it, a reconcile request) finds its
+/// phase final and announces nothing. The price: a crash between the write and the post loses
+/// the notification, as it loses the Kubernetes Event (announced at most once; sending on
+/// restart instead would take a second status write per failed run to record the post, and
+/// could still announce twice).
+fn announce_failure(ctx: &Runs, run: &SyncRun, reason: Reason, note: String) {
+    let mut metadata = std::collections::BTreeMap::new();
+    let group = "chromasync.dev";
+    metadata.insert(format!("{group}/source"), run.spec.source_ref.name.clone());
+    if let Some(id) = run.status.as_ref().and_then(|s| s.invocation_id.clone()) {
+        metadata.insert(format!("{group}/invocation"), id);
+    }
+    let severity = crate::kernel::notify::Severity::Error;
+    ctx.notifier
+        .notify(run, severity, reason.as_str(), &note, metadata);
+    ctx.events.publish(run, Kind::Warning, reason, note);
+}
+
 /// Records a failed call. (A create's mark is the kernel's to clear.)
 async fn fail(
     ctx: &Runs,
@@ -575,13 +601,10 @@ async fn fail(
             message: &failure.message,
             needs_a_person: true,
         };
-        if write_status(ctx, run, previous, next, Some(problem))
-            .await?
-            .is_some()
-        {
+        let stored = write_status(ctx, run, previous, next, Some(problem)).await?;
+        if let Some(stored) = newly_failed(previous, stored) {
             reached(ctx, run, RunPhase::Failed, kind);
-            ctx.events
-                .publish(run, Kind::Warning, reason, failure.message.clone());
+            announce_failure(ctx, &stored, reason, failure.message.clone());
         }
         return Ok(Next::Settled);
     }

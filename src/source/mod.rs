@@ -89,6 +89,8 @@ pub struct Parts {
     pub default_token: DefaultToken,
     /// The reporting instance of Events (the pod's name); the field manager when unset.
     pub instance: Option<String>,
+    /// Where events go (`--events-addr`), if anywhere.
+    pub notifier: crate::kernel::notify::Notifier,
     pub settings: Settings,
 }
 
@@ -119,6 +121,7 @@ impl Controller {
             metrics,
             default_token,
             instance,
+            notifier,
             settings,
         } = parts;
         let namespaces: Vec<Option<&str>> = if settings.namespaces.is_empty() {
@@ -166,7 +169,8 @@ impl Controller {
             credentials,
             instance,
             source_caches,
-        );
+        )
+        .with_notifier(notifier);
         Self {
             driver: Driver::new(Sources::new(Arc::new(ctx))),
             scopes,

@@ -171,6 +171,7 @@ fn helm_lint_passes_and_the_values_schema_refuses_typos() {
             "at '/grafanaDashboard/labels/grafana_dashboard'",
         ),
         ("driftInterval=1d", "at '/driftInterval'"),
+        ("eventsAddr=notification-controller", "at '/eventsAddr'"),
         ("chroma.timeout=30", "at '/chroma/timeout'"),
         (
             "leaderElection.leaseDuration=1500ms",
@@ -258,6 +259,7 @@ leaderElection: {enabled: true, leaseDuration: 1m, renewDeadline: 40s, retryPeri
 strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}
 revisionHistoryLimit: 3
 driftInterval: 1h30m
+eventsAddr: http://notification-controller.flux-system.svc.cluster.local./
 extraArgs: ["--concurrency=4", "--connection-check-interval=1h"]
 extraVolumes:
   - {name: corp-token, csi: {driver: secrets-store.csi.k8s.io, readOnly: true}}
@@ -477,6 +479,7 @@ fn every_chart_option_renders_objects_the_apiserver_accepts() {
         "--leader-election-renew-deadline=40s",
         "--leader-election-retry-period=5s",
         "--drift-interval=1h30m",
+        "--events-addr=http://notification-controller.flux-system.svc.cluster.local./",
     ] {
         assert!(args.contains(&flag), "{flag} not in {args:?}");
     }

@@ -17,6 +17,7 @@ mod kube_faults;
 mod kubectl;
 mod leader;
 mod lifecycle;
+mod notify;
 mod observe;
 mod orphans;
 mod probes;

@@ -257,3 +257,55 @@ async fn each_new_reconcile_request_starts_exactly_one_run() {
     }
     assert_eq!(invocations(), 3);
 }
+
+/// A push trigger across a restart: Flux's `reconcile.fluxcd.io/requestedAt` set while the
+/// operator is down, and another set just before it is killed, each start exactly one run once
+/// it is back (the request is handled from what status records, not from a watch event seen).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_made_while_the_operator_is_down_starts_one_run_after_it_restarts() {
+    use chroma_sync_operator::crd::FLUX_REQUEST_ANNOTATION;
+    let mut env = Env::start("requests-restart").await;
+    env.standin.set_run_plan(RunPlan {
+        pending_ms: 300,
+        processing_ms: 700,
+        fail_with: None,
+    });
+    let mut spec = github("acme/requests-restart");
+    spec["sync"] = json!({"targetCollectionName": "docs", "ref": {"branch": "main"}});
+    env.create("docs", spec).await;
+    let source = env.wait_reason("docs", "SourceReady", SOON).await;
+    let source_id = source.status.unwrap().source_id.unwrap();
+    let mut done = vec![wait_last_sync(&env, RunPhase::Complete, &[]).await];
+    let invocations = |env: &Env| env.standin.invocations(&source_id).len();
+    assert_eq!(invocations(&env), 1);
+
+    for (value, kill_after) in [("while-down", None), ("then-killed", Some(300))] {
+        match kill_after {
+            None => {
+                env.kill_operator();
+                env.annotate("docs", FLUX_REQUEST_ANNOTATION, Some(value))
+                    .await;
+            }
+            Some(ms) => {
+                env.annotate("docs", FLUX_REQUEST_ANNOTATION, Some(value))
+                    .await;
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                env.kill_operator();
+            }
+        }
+        env.start_operator();
+        let seen: Vec<&LastSync> = done.iter().collect();
+        let run = wait_last_sync(&env, RunPhase::Complete, &seen).await;
+        done.push(run);
+        // Nothing more comes of the same value (the restart's reconciles included).
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(
+            invocations(&env),
+            done.len(),
+            "one run for requestedAt={value}"
+        );
+        let state = env.get("docs").await.status.unwrap().sync_state.unwrap();
+        assert_eq!(state.handled_requested_at.as_deref(), Some(value));
+    }
+    assert_eq!(invocations(&env), 3);
+}
