@@ -24,6 +24,7 @@ mod publish;
 mod rbac;
 mod replicas;
 mod runs;
+mod s3;
 mod sharding;
 mod shutdown;
 mod tenants;
