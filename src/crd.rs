@@ -293,6 +293,17 @@ pub struct WebScrapeSource {
 /// An S3 bucket to sync.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.awsCredentialId) != has(self.credentialsSecretRef)",
+        "message": "exactly one of awsCredentialId or credentialsSecretRef must be set"
+    },
+    {
+        "rule": "!has(self.autoSync) || !has(self.triggerMode)",
+        "message": "triggerMode is the deprecated name of autoSync: set autoSync only",
+        "fieldPath": ".triggerMode"
+    }
+]))]
 pub struct S3Source {
     /// The bucket's name.
     #[schemars(length(min = 1, max = 255))]
@@ -303,22 +314,60 @@ pub struct S3Source {
     /// The Chroma collection the objects are synced into.
     #[schemars(length(min = 1, max = 512))]
     pub collection_name: String,
-    /// ID of the AWS credentials saved in the Chroma dashboard.
+    /// ID of the AWS credentials saved in the Chroma dashboard. Exactly one of
+    /// `awsCredentialId` and `credentialsSecretRef` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = -2147483648, max = 2147483647))]
-    pub aws_credential_id: i32,
+    pub aws_credential_id: Option<i32>,
+    /// A Secret, in this object's namespace, holding an AWS access key that is sent inline
+    /// with the create (the service stores it on your team). Exactly one of `awsCredentialId`
+    /// and `credentialsSecretRef` is set. The key's values are never written to status, Events
+    /// or logs. Chroma Sync has no update call: when the values change, the source is replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<AwsCredentialsSecretRef>,
     /// Only objects whose keys start with this prefix are synced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_prefix: Option<String>,
-    /// What starts a sync: `none` (manual invocations only, the default and the only mode the
-    /// service supports so far), `direct` or `metadata` (S3 events).
+    /// What starts a sync: `none` (manual invocations only, the service's default and the only
+    /// mode it supports so far), `direct` or `metadata` (S3 events). `none` is not sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trigger_mode: Option<S3TriggerMode>,
+    pub auto_sync: Option<S3AutoSync>,
+    /// Deprecated: the earlier name of `autoSync`, sent as `autoSync` is. Set one of them, not
+    /// both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_mode: Option<S3AutoSync>,
+}
+
+/// A Secret holding an AWS access key: its name and the keys of its data that hold the access
+/// key id and the secret access key.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsCredentialsSecretRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key within the Secret's data that holds the AWS access key id.
+    #[serde(default = "default_access_key_id_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub access_key_id_key: String,
+    /// The key within the Secret's data that holds the AWS secret access key.
+    #[serde(default = "default_secret_access_key_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_access_key_key: String,
+}
+
+fn default_access_key_id_key() -> String {
+    "accessKeyId".into()
+}
+
+fn default_secret_access_key_key() -> String {
+    "secretAccessKey".into()
 }
 
 /// What starts an S3 sync.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum S3TriggerMode {
+pub enum S3AutoSync {
     None,
     Direct,
     Metadata,

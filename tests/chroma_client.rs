@@ -293,9 +293,10 @@ mod invocations {
                 bucket_name: "bucket".into(),
                 region: "eu-west-1".into(),
                 collection_name: "files".into(),
-                aws_credential_id: 1,
+                aws_credential_id: Some(1),
                 path_prefix: Some("docs/".into()),
-                trigger_mode: None,
+                auto_sync: None,
+                inline_credentials: None,
             }),
         ] {
             let body = CreateSourcePayload {

@@ -3,7 +3,8 @@
 //! document's `CreateSourcePayload` and the published one; every answer of the local stand-in
 //! must satisfy the published response schemas. No cluster needed.
 
-use chroma_sync_operator::crd::SyncSource;
+use chroma_sync_operator::chroma::wire::{CreateSourcePayload, InlineAwsCredentials};
+use chroma_sync_operator::crd::{SyncSource, SyncSourceSpec};
 use chroma_sync_operator::source::payload;
 use chroma_sync_test_support as support;
 use jsonschema::Validator;
@@ -30,6 +31,35 @@ fn assert_valid(validator: &Validator, instance: &Value, what: &str) {
         errors.is_empty(),
         "{what} breaks the contract: {errors:?}\n{instance:#}"
     );
+}
+
+/// The body the operator sends for `spec`: its payload, with the AWS key a
+/// `credentialsSecretRef` names read from the Secret (made-up values here).
+fn operator_body(spec: &SyncSourceSpec) -> CreateSourcePayload {
+    let built = payload::build(spec).expect("the spec builds");
+    let reads_a_secret = spec
+        .s3
+        .as_ref()
+        .is_some_and(|s3| s3.credentials_secret_ref.is_some());
+    if !reads_a_secret {
+        return built;
+    }
+    let keys = InlineAwsCredentials {
+        aws_access_key_id: "AKIAEXAMPLEKEY000001".into(),
+        aws_secret_access_key: "example/secret/access/key/0000000000001".into(),
+    };
+    payload::with_inline_credentials(built, keys)
+}
+
+/// Whether the seed document knows every field of `body`. The published one supersedes it for
+/// S3 sources (`auto_sync` renames `trigger_mode`, the credential id became optional, inline
+/// AWS keys are new); a body without those satisfies both.
+fn the_seed_knows(body: &Value) -> bool {
+    let s3 = &body["s3"];
+    s3.is_null()
+        || (s3.get("auto_sync").is_none()
+            && s3.get("aws_access_key_id").is_none()
+            && s3.get("aws_credential_id").is_some())
 }
 
 fn examples() -> Vec<(String, SyncSource)> {
@@ -71,6 +101,12 @@ fn exhaustive_specs() -> Vec<Value> {
                              "includePathRegexes": ["^/a"], "excludePathRegexes": ["^/b"]}}),
         json!({"s3": {"bucketName": "b", "region": "r", "collectionName": "c",
                       "awsCredentialId": -5, "pathPrefix": "p/", "triggerMode": "metadata"}}),
+        json!({"s3": {"bucketName": "b", "region": "r", "collectionName": "c",
+                      "awsCredentialId": 3, "autoSync": "direct"}}),
+        json!({"s3": {"bucketName": "b", "region": "r", "collectionName": "c", "pathPrefix": "p/",
+                      "credentialsSecretRef": {"name": "aws", "accessKeyIdKey": "id",
+                                               "secretAccessKeyKey": "secret"},
+                      "autoSync": "metadata"}}),
         json!({"github": {"repository": "minimal/one"}, "chunking": {"type": "tree_sitter"}}),
     ];
     kinds
@@ -86,6 +122,8 @@ fn exhaustive_specs() -> Vec<Value> {
         .collect()
 }
 
+/// Every request body satisfies the published document, and the seed one too unless it carries
+/// a field only the published one knows ([`the_seed_knows`]).
 #[test]
 fn every_request_body_satisfies_the_seed_and_published_schemas() {
     let seed = schema(SEED, "components/schemas/CreateSourcePayload");
@@ -98,20 +136,93 @@ fn every_request_body_satisfies_the_seed_and_published_schemas() {
         "two minimal examples, and one per source type"
     );
     for (path, obj) in examples {
-        bodies.push((path, payload::build(&obj.spec).expect("example builds")));
+        bodies.push((path, operator_body(&obj.spec)));
     }
     for (i, spec) in exhaustive_specs().into_iter().enumerate() {
         let spec = serde_json::from_value(spec).expect("spec decodes");
-        bodies.push((
-            format!("exhaustive spec {i}"),
-            payload::build(&spec).unwrap(),
-        ));
+        bodies.push((format!("exhaustive spec {i}"), operator_body(&spec)));
     }
+    let mut seed_checked = 0;
     for (what, body) in bodies {
         let body = serde_json::to_value(body).unwrap();
-        assert_valid(&seed, &body, &what);
+        if the_seed_knows(&body) {
+            assert_valid(&seed, &body, &what);
+            seed_checked += 1;
+        }
         assert_valid(&published, &body, &what);
     }
+    assert!(seed_checked >= 6, "{seed_checked}");
+}
+
+/// The S3 shapes of the published document (Prism-style: the body the operator builds for each
+/// validates, and the stand-in, which checks the document's rules, creates it): `auto_sync`
+/// under either name, a dashboard credential id, an inline key from a Secret. The source the
+/// service holds gives no key back, holds the credential id allocated for it, and matches the
+/// spec field for field, so adoption and the drift check see no difference.
+#[tokio::test]
+async fn the_published_s3_shapes_validate_and_the_stand_in_creates_them() {
+    let published = schema(PUBLISHED, "components/schemas/CreateSourcePayload");
+    let source = schema(PUBLISHED, "components/schemas/Source");
+    let (standin, base) = support::standin::start("t", &[]).await;
+    let client = support::chroma::client(base, std::time::Duration::from_secs(5), None);
+    let token = chroma_sync_operator::chroma::Token::new("t").unwrap();
+    let shapes = [
+        (
+            json!({"awsCredentialId": 7, "autoSync": "direct"}),
+            json!({"aws_credential_id": 7, "auto_sync": "direct"}),
+        ),
+        (
+            json!({"awsCredentialId": 7, "triggerMode": "metadata"}),
+            json!({"aws_credential_id": 7, "auto_sync": "metadata"}),
+        ),
+        (
+            json!({"credentialsSecretRef": {"name": "aws"}, "autoSync": "direct"}),
+            json!({"auto_sync": "direct", "aws_access_key_id": "AKIAEXAMPLEKEY000001",
+                   "aws_secret_access_key": "example/secret/access/key/0000000000001"}),
+        ),
+        (
+            json!({"credentialsSecretRef": {"name": "aws"}, "autoSync": "none"}),
+            json!({"aws_access_key_id": "AKIAEXAMPLEKEY000001",
+                   "aws_secret_access_key": "example/secret/access/key/0000000000001"}),
+        ),
+    ];
+    for (i, (extra, sent)) in shapes.into_iter().enumerate() {
+        let mut s3 = json!({"bucketName": "b", "region": "r", "collectionName": format!("c{i}")});
+        for (k, v) in extra.as_object().unwrap() {
+            s3[k] = v.clone();
+        }
+        let spec = serde_json::from_value(json!({"databaseName": "docs", "s3": s3})).unwrap();
+        let body = operator_body(&spec);
+        let wire = serde_json::to_value(&body).unwrap();
+        let mut expected =
+            json!({"bucket_name": "b", "region": "r", "collection_name": format!("c{i}")});
+        for (k, v) in sent.as_object().unwrap() {
+            expected[k] = v.clone();
+        }
+        assert_eq!(wire["s3"], expected, "{extra}");
+        assert_valid(&published, &wire, &format!("{extra}"));
+        assert!(!the_seed_knows(&wire), "{extra}: a published-only shape");
+
+        let id = client.create_source(&token, &body).await.unwrap();
+        let held = client.get_source(&token, &id).await.unwrap().unwrap();
+        assert_valid(&source, &held, "get answer");
+        let text = held.to_string();
+        assert!(
+            !text.contains("AKIAEXAMPLE") && !text.contains("example/secret"),
+            "{text}"
+        );
+        assert!(held["s3"]["aws_credential_id"].is_i64(), "{held}");
+        assert_eq!(held["s3"].get("auto_sync"), expected.get("auto_sync"));
+        assert_eq!(payload::differences(&body, &held), [], "{extra}");
+    }
+    // The key was received, and stored once for reuse.
+    let stored = standin.aws_credentials();
+    assert_eq!(stored.len(), 1, "{}", stored.len());
+    assert_eq!(stored[0].access_key_id, "AKIAEXAMPLEKEY000001");
+    assert_eq!(
+        stored[0].secret_access_key,
+        "example/secret/access/key/0000000000001"
+    );
 }
 
 #[test]
@@ -145,7 +256,7 @@ async fn the_stand_in_answers_in_the_published_shapes() {
 
     let mut ids = Vec::new();
     for (_, obj) in examples() {
-        let body = payload::build(&obj.spec).unwrap();
+        let body = operator_body(&obj.spec);
         let r = http
             .post(format!("{base}/api/v1/sources"))
             .header("x-chroma-token", "t")
@@ -270,17 +381,32 @@ mod properties {
     }
 
     fn s3() -> impl Strategy<Value = Value> {
+        // Exactly one credential, and the mode under one of its names (admission's rules).
+        let credential = prop_oneof![
+            any::<i32>().prop_map(|id| ("awsCredentialId", json!(id))),
+            (text(1, 253), of(text(1, 253)), of(text(1, 253))).prop_map(|(name, id, key)| {
+                let reference = json!({"name": name, "accessKeyIdKey": id,
+                    "secretAccessKeyKey": key});
+                ("credentialsSecretRef", reference)
+            }),
+        ];
         (
             (text(1, 255), text(1, 64), text(1, 512)),
-            any::<i32>(),
+            credential,
             of(text(0, 64)),
             of(prop::sample::select(vec!["none", "direct", "metadata"])),
+            prop::sample::select(vec!["autoSync", "triggerMode"]),
         )
-            .prop_map(|((bucket, region, collection), credential, prefix, mode)| {
-                json!({"s3": {"bucketName": bucket, "region": region,
-                    "collectionName": collection, "awsCredentialId": credential,
-                    "pathPrefix": prefix, "triggerMode": mode}})
-            })
+            .prop_map(
+                |((bucket, region, collection), (field, credential), prefix, mode, name)| {
+                    let mut s3 = json!({"bucketName": bucket, "region": region,
+                    "collectionName": collection, "pathPrefix": prefix});
+                    s3[field] = credential;
+                    s3[name] = json!(mode);
+                    // Whole here: other properties add this kind to specs already cleaned.
+                    without_nulls(json!({"s3": s3}))
+                },
+            )
     }
 
     fn chunking() -> impl Strategy<Value = Option<Value>> {
@@ -359,8 +485,13 @@ mod properties {
         fn every_valid_spec_maps_to_a_body_both_documents_accept(spec in valid_spec()) {
             let body = payload::build(&decode(&spec));
             prop_assert!(body.is_ok(), "{:?}", body);
-            let body = serde_json::to_value(body.unwrap()).unwrap();
-            for (name, validator) in [("seed", &*SEED_PAYLOAD), ("published", &*PUBLISHED_PAYLOAD)] {
+            let body = serde_json::to_value(operator_body(&decode(&spec))).unwrap();
+            let documents = if the_seed_knows(&body) {
+                vec![("seed", &*SEED_PAYLOAD), ("published", &*PUBLISHED_PAYLOAD)]
+            } else {
+                vec![("published", &*PUBLISHED_PAYLOAD)]
+            };
+            for (name, validator) in documents {
                 let errors: Vec<String> = validator
                     .iter_errors(&body)
                     .map(|e| format!("{}: {e}", e.instance_path()))
@@ -1004,7 +1135,7 @@ async fn get_source_reads_back_what_create_made_without_a_difference() {
     let token = Token::new("t").unwrap();
     let source = schema(PUBLISHED, "components/schemas/Source");
     for (name, obj) in examples() {
-        let body = payload::build(&obj.spec).unwrap();
+        let body = operator_body(&obj.spec);
         let id = client.create_source(&token, &body).await.unwrap();
         let held = client.get_source(&token, &id).await.unwrap().unwrap();
         assert_valid(&source, &held, "get answer");

@@ -938,7 +938,8 @@ fn the_flux_kustomizations_apply_the_operator_with_its_image_and_no_token() {
         .map(|d| d["kind"].as_str().unwrap())
         .collect();
     // What Flux waits on works as written on a real account: SyncSources only (a SyncRun would
-    // hold `wait` until its crawl ends), none with a made-up id (S3's awsCredentialId).
+    // hold `wait` until its crawl ends), none that needs more than the token (the S3 example's
+    // bucket and AWS key).
     assert_eq!(path, "deploy/examples/minimal");
     assert_eq!(
         kinds,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: the operator end to end on the embedded default. Starts a local control plane and
 # the local Chroma Sync stand-in, installs the CRD, runs the operator, applies the stand-in's token
-# Secret (deploy/local/token-secret.yaml) and deploy/examples, and shows the SyncSources Ready
+# Secret (deploy/local/token-secret.yaml), the S3 example's made-up AWS key
+# (deploy/local/aws-secret.yaml) and deploy/examples, and shows the SyncSources Ready
 # with their source ids, and the example SyncRun Complete. Then it
 # keeps running until Ctrl-C, so you can try things (it prints the KUBECONFIG to use).
 # EXIT_WHEN_READY=1 stops once they are Ready.
@@ -40,8 +41,8 @@ say "starting the operator (log: $state/operator.log)"
   --metrics-address 127.0.0.1:0 --log-format text >"$state/operator.log" 2>&1 &
 pids+=($!)
 
-say "applying the stand-in's token Secret, the namespace's default connection to it, and deploy/examples"
-"$kubectl" apply -f deploy/local/token-secret.yaml
+say "applying the stand-in's token Secret, the namespace's default connection to it, the S3 example's AWS key, and deploy/examples"
+"$kubectl" apply -f deploy/local/token-secret.yaml -f deploy/local/aws-secret.yaml
 # The examples name no connection: they use this one, the namespace's `default`.
 "$kubectl" apply -f - <<EOF
 apiVersion: chromasync.dev/v1alpha1

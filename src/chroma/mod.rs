@@ -73,6 +73,40 @@ pub enum ChromaError {
     Decode { status: u16, message: String },
 }
 
+impl ChromaError {
+    /// The error with each of `values` (a request's secrets) replaced in its texts, in case the
+    /// service quotes the body it refused.
+    fn redacting(self, values: &[&str]) -> Self {
+        let clean = |text: String| {
+            values
+                .iter()
+                .filter(|v| !v.is_empty())
+                .fold(text, |t, v| t.replace(v, "<redacted>"))
+        };
+        match self {
+            ChromaError::Api {
+                status,
+                error,
+                message,
+                retry_after,
+            } => ChromaError::Api {
+                status,
+                error: error.map(clean),
+                message: clean(message),
+                retry_after,
+            },
+            ChromaError::Transport { kind, message } => ChromaError::Transport {
+                kind,
+                message: clean(message),
+            },
+            ChromaError::Decode { status, message } => ChromaError::Decode {
+                status,
+                message: clean(message),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportKind {
     Timeout,
@@ -243,7 +277,7 @@ impl ChromaClient {
         token: &Token,
         payload: &CreateSourcePayload,
     ) -> Result<String, ChromaError> {
-        let (status, body) = self
+        let answer = self
             .call(
                 "create_source",
                 Method::POST,
@@ -251,8 +285,11 @@ impl ChromaClient {
                 token,
                 Some(payload),
             )
-            .await?;
-        decode::created(status.as_u16(), &body)
+            .await;
+        // An S3 payload may carry an AWS key: an answer that quotes it must not pass it on.
+        let secrets = payload.secret_values();
+        let (status, body) = answer.map_err(|e| e.redacting(&secrets))?;
+        decode::created(status.as_u16(), &body).map_err(|e| e.redacting(&secrets))
     }
 
     /// `DELETE /api/v1/sources/{id}`; a 404 means it is already gone.
@@ -698,6 +735,44 @@ mod tests {
             check_base_url("sync.trychroma.com", true),
             Err(BaseUrlError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn an_answer_that_quotes_a_secret_of_the_request_is_stripped_of_it() {
+        let secrets = ["AKIA-ID-1", "s3cr3t/value"];
+        let quoted =
+            "body {\"aws_access_key_id\":\"AKIA-ID-1\",\"aws_secret_access_key\":\"s3cr3t/value\"}";
+        let api = ChromaError::Api {
+            status: 400,
+            error: Some("Invalid s3cr3t/value".into()),
+            message: quoted.into(),
+            retry_after: None,
+        };
+        let transport = ChromaError::Transport {
+            kind: TransportKind::Other,
+            message: quoted.into(),
+        };
+        let decode = ChromaError::Decode {
+            status: 201,
+            message: quoted.into(),
+        };
+        for e in [api, transport, decode] {
+            let shown = format!("{e} {e:?}");
+            let clean = e.redacting(&secrets);
+            let text = format!("{clean} {clean:?}");
+            assert!(shown.contains("s3cr3t"), "the case quotes it");
+            assert!(
+                !text.contains("s3cr3t") && !text.contains("AKIA-ID-1"),
+                "{text}"
+            );
+            assert!(text.contains("<redacted>"), "{text}");
+        }
+        // Nothing to strip: the error is as it was (an empty value strips nothing).
+        let plain = ChromaError::Decode {
+            status: 201,
+            message: "m".into(),
+        };
+        assert_eq!(plain.clone().redacting(&[""]), plain);
     }
 
     #[test]

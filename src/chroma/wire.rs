@@ -19,6 +19,22 @@ pub struct CreateSourcePayload {
     pub embedding_model: Option<DenseEmbeddingModel>,
 }
 
+impl CreateSourcePayload {
+    /// The values this payload carries that are secret (an S3 source's inline AWS key).
+    pub fn secret_values(&self) -> Vec<&str> {
+        match &self.source {
+            SourceConfig::S3(S3Config {
+                inline_credentials: Some(keys),
+                ..
+            }) => vec![
+                keys.aws_access_key_id.as_str(),
+                keys.aws_secret_access_key.as_str(),
+            ],
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// The source type: exactly one key of `github`, `web_scrape`, `s3`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "snake_case")]
@@ -50,18 +66,38 @@ pub struct WebScrapeConfig {
     pub exclude_path_regexes: Option<Vec<String>>,
 }
 
+/// The fields are declared in the order they serialise, and that order is part of
+/// `status.payloadHash` (see `source::payload::fingerprint`): new fields go last.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct S3Config {
     pub bucket_name: String,
     pub region: String,
     pub collection_name: String,
-    pub aws_credential_id: i32,
+    /// Either this or [`InlineAwsCredentials`] (the published API's rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_credential_id: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_prefix: Option<String>,
-    /// Sent only for modes other than `none`: the published API has renamed this field, so
-    /// the default is best left to the service.
+    /// Sent only for modes other than `none`, the service's default (the seed document's
+    /// `trigger_mode`, renamed by the published one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trigger_mode: Option<String>,
+    pub auto_sync: Option<String>,
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub inline_credentials: Option<InlineAwsCredentials>,
+}
+
+/// An AWS access key sent inline with a create (`aws_access_key_id`, `aws_secret_access_key`).
+/// Its `Debug` is redacted, so a payload printed by mistake shows no key.
+#[derive(Serialize, Deserialize, Clone, PartialEq)]
+pub struct InlineAwsCredentials {
+    pub aws_access_key_id: String,
+    pub aws_secret_access_key: String,
+}
+
+impl std::fmt::Debug for InlineAwsCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InlineAwsCredentials(<redacted>)")
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -99,15 +99,35 @@ impl Credentials {
         waiter: Option<&SyncSource>,
     ) -> Result<Token, String> {
         if let (TokenFrom::Secret { secret, .. }, Some(obj)) = (from, waiter) {
-            self.waiting
-                .lock()
-                .expect("secret waiters")
-                .entry(secret.clone())
-                .or_default()
-                .insert(ObjectRef::from_obj(obj));
+            self.note_waiter(secret, obj);
         }
         self.load(from).await?;
         self.peek(from)
+    }
+
+    /// The (trimmed, non-empty) value of key `data_key` of `secret`, or why there is none, read
+    /// as a token is: `field` names the reference in messages, which never hold the value;
+    /// `waiter` is woken when the Secret changes. For values that are no Chroma token (an S3
+    /// source's AWS key).
+    pub async fn secret_value(
+        &self,
+        secret: &ObjectRef<Secret>,
+        data_key: &str,
+        field: &str,
+        waiter: &SyncSource,
+    ) -> Result<String, String> {
+        self.note_waiter(secret, waiter);
+        self.load_secret(secret).await?;
+        self.peek_key(secret, data_key, field)
+    }
+
+    fn note_waiter(&self, secret: &ObjectRef<Secret>, obj: &SyncSource) {
+        self.waiting
+            .lock()
+            .expect("secret waiters")
+            .entry(secret.clone())
+            .or_default()
+            .insert(ObjectRef::from_obj(obj));
     }
 
     /// Reads the data of the Secret `from` names, unless what was read is still current. A
@@ -115,9 +135,13 @@ impl Credentials {
     /// forgotten). The read is a list of that one name: the operator's role grants `list` and
     /// `watch` on Secrets, and no `get`.
     pub async fn load(&self, from: &TokenFrom) -> Result<(), String> {
-        let TokenFrom::Secret { secret: key, .. } = from else {
-            return Ok(());
-        };
+        match from {
+            TokenFrom::Secret { secret, .. } => self.load_secret(secret).await,
+            TokenFrom::Default => Ok(()),
+        }
+    }
+
+    async fn load_secret(&self, key: &ObjectRef<Secret>) -> Result<(), String> {
         let version = match self.metadata(key) {
             Some(meta) => meta.metadata.resource_version.clone(),
             None => {
@@ -171,6 +195,17 @@ impl Credentials {
         else {
             return self.default_token();
         };
+        let value = self.peek_key(key, data_key, field)?;
+        Token::new(value).ok_or_else(|| format!("the token in {field} is empty"))
+    }
+
+    /// Key `data_key` of the loaded Secret `key`, trimmed and not empty.
+    fn peek_key(
+        &self,
+        key: &ObjectRef<Secret>,
+        data_key: &str,
+        field: &str,
+    ) -> Result<String, String> {
         let ns = key.namespace.as_deref().unwrap_or_default();
         let Some(meta) = self.metadata(key) else {
             let hint = match &self.selector {
@@ -194,10 +229,13 @@ impl Credentials {
         let value = secret
             .data
             .get(data_key)
-            .map(|b| String::from_utf8_lossy(&b.0).into_owned());
-        value
-            .and_then(Token::new)
-            .ok_or_else(|| format!("Secret {ns}/{} has no non-empty key {data_key:?}", key.name))
+            .map(|b| String::from_utf8_lossy(&b.0).trim().to_owned());
+        value.filter(|v| !v.is_empty()).ok_or_else(|| {
+            format!(
+                "Secret {ns}/{} ({field}) has no non-empty key {data_key:?}",
+                key.name
+            )
+        })
     }
 
     fn metadata(

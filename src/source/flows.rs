@@ -751,6 +751,45 @@ async fn no_token_stalls_on_missing_credentials_without_a_call() {
     );
 }
 
+#[tokio::test]
+async fn an_s3_source_without_its_aws_key_secret_stalls_without_a_call() {
+    let chroma = Chroma::start().await;
+    let mut obj = source();
+    obj.spec.github = None;
+    obj.spec.s3 = Some(
+        serde_json::from_value(
+            json!({"bucketName": "b", "region": "r", "collectionName": "c",
+            "autoSync": "direct", "credentialsSecretRef": {"name": "aws"}}),
+        )
+        .unwrap(),
+    );
+    let (client, mut api) = ApiServer::start(&obj);
+    let ctx = sources(client, chroma.client.clone(), Some(ADMIN));
+
+    let flow = apply(&obj, &ctx);
+    let status = api.patch(STATUS_PATH).await;
+    assert_eq!(
+        conditions(&status),
+        failing("Stalled", "MissingCredentials")
+    );
+    let message = status["status"]["conditions"][0]["message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        message.contains("Secret") && message.contains("/aws (s3.credentialsSecretRef)"),
+        "{message}"
+    );
+    assert_eq!(
+        outcome(flow).await,
+        Next::Retry {
+            retry: Retry::Slow,
+            reason: Reason::MissingCredentials
+        }
+    );
+    assert!(chroma.standin.all_calls().is_empty());
+    api.assert_idle();
+}
+
 /// How a failed first create is expected to end.
 struct Expected {
     abnormal: &'static str,

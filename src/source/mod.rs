@@ -42,8 +42,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller as Runtime;
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use orphans::Orphans;
@@ -265,13 +265,16 @@ impl Controller {
                 .applied_objects();
 
             let waiters = driver.flows.ctx.clone();
+            let referrers = source_reader.clone();
             let controller = Runtime::for_stream(source_stream, source_reader)
                 .watches_stream(secret_stream, move |secret: PartialObjectMeta<Secret>| {
                     let namespace = secret.namespace().unwrap_or_default();
                     waiters
                         .connections
                         .secret_changed(&namespace, &secret.name_any());
-                    waiters.credentials.waiting_for(&secret)
+                    let mut woken = waiters.credentials.waiting_for(&secret);
+                    woken.extend(aws_key_readers(&referrers, &namespace, &secret.name_any()));
+                    woken
                 })
                 .reconcile_on(drifted);
             controllers.push(
@@ -299,6 +302,29 @@ impl Controller {
         }
         info!("controller stopped");
     }
+}
+
+/// The S3 sources whose `credentialsSecretRef` names Secret `namespace/name`, at rest or not: a
+/// changed key reaches their payload (and replaces their source), so each change wakes them.
+fn aws_key_readers(
+    sources: &Store<SyncSource>,
+    namespace: &str,
+    name: &str,
+) -> Vec<ObjectRef<SyncSource>> {
+    let reads = |o: &SyncSource| {
+        o.metadata.namespace.as_deref() == Some(namespace)
+            && o.spec
+                .s3
+                .as_ref()
+                .and_then(|s3| s3.credentials_secret_ref.as_ref())
+                .is_some_and(|r| r.name == name)
+    };
+    sources
+        .state()
+        .iter()
+        .filter(|o| reads(o))
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
 }
 
 /// The SyncSource kind's flows and what only they keep: the kernel's [`Context`] (reached
@@ -395,5 +421,47 @@ impl Reconciler for Sources {
     /// An object no longer failing on credentials stops waiting for its Secret.
     fn settle(&self, obj: &SyncSource, reason: Option<Reason>) {
         self.credentials.settle(obj, reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_secret_wakes_the_s3_sources_that_read_their_aws_key_from_it() {
+        let (reader, mut writer) = kube::runtime::reflector::store::<SyncSource>();
+        let object = |ns: &str, name: &str, s3: serde_json::Value| -> SyncSource {
+            serde_json::from_value(json!({
+                "apiVersion": "chromasync.dev/v1alpha1", "kind": "SyncSource",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"databaseName": "d", "s3": s3}
+            }))
+            .unwrap()
+        };
+        let s3 = |reference: &str| {
+            json!({"bucketName": "b", "region": "r", "collectionName": "c",
+                   "credentialsSecretRef": {"name": reference}})
+        };
+        let by_id = json!({"bucketName": "b", "region": "r", "collectionName": "c",
+                           "awsCredentialId": 1});
+        for o in [
+            object("a", "reads", s3("aws")),
+            object("a", "reads-another", s3("other")),
+            object("b", "elsewhere", s3("aws")),
+            object("a", "by-id", by_id),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(o));
+        }
+        let names = |ns: &str, secret: &str| -> Vec<String> {
+            aws_key_readers(&reader, ns, secret)
+                .into_iter()
+                .map(|r| r.name)
+                .collect()
+        };
+        assert_eq!(names("a", "aws"), ["reads"]);
+        assert_eq!(names("b", "aws"), ["elsewhere"]);
+        assert!(names("a", "chroma-sync-token").is_empty());
     }
 }

@@ -1,8 +1,17 @@
 //! Pure mapping from a `SyncSource` spec to the service's create payload, the payload's
 //! fingerprint, and the natural key that identifies a source within its database.
+//!
+//! An S3 source's `credentialsSecretRef` is the one part of a payload a spec does not hold: the
+//! reconcile reads the Secret and hands its values to [`with_inline_credentials`]. They are part
+//! of the fingerprint (a changed key replaces the source, as any changed field does: Chroma Sync
+//! has no update call, and a source keeps the key it was created with), which reveals nothing of
+//! them (64 bits of a SHA-256); they are never compared with what the service holds (it does not
+//! give them back) nor named in a message.
 
-use crate::chroma::wire::{self, CreateSourcePayload, ListedSource, SourceConfig};
-use crate::crd::{self, S3TriggerMode, SyncSourceSpec};
+use crate::chroma::wire::{
+    self, CreateSourcePayload, InlineAwsCredentials, ListedSource, SourceConfig,
+};
+use crate::crd::{self, S3AutoSync, SyncSourceSpec};
 use sha2::{Digest, Sha256};
 
 /// Why a spec cannot be turned into a payload. Admission rejects all of these first; this is the
@@ -32,11 +41,14 @@ pub fn build(spec: &SyncSourceSpec) -> Result<CreateSourcePayload, InvalidSpec> 
             collection_name: s.collection_name.clone(),
             aws_credential_id: s.aws_credential_id,
             path_prefix: s.path_prefix.clone(),
-            trigger_mode: match s.trigger_mode {
-                None | Some(S3TriggerMode::None) => None,
-                Some(S3TriggerMode::Direct) => Some("direct".into()),
-                Some(S3TriggerMode::Metadata) => Some("metadata".into()),
+            // `triggerMode` is the deprecated name: admission refuses both, and an object
+            // stored before that rule has only the old one (`autoSync` is newer than it).
+            auto_sync: match s.auto_sync.or(s.trigger_mode) {
+                None | Some(S3AutoSync::None) => None,
+                Some(mode) => Some(enum_value(&mode)),
             },
+            // Filled in from the Secret by `with_inline_credentials`.
+            inline_credentials: None,
         }),
         _ => {
             return Err(InvalidSpec(
@@ -74,6 +86,18 @@ pub fn build(spec: &SyncSourceSpec) -> Result<CreateSourcePayload, InvalidSpec> 
         }),
         embedding_model: spec.embedding_model.as_deref().map(dense_model),
     })
+}
+
+/// The S3 payload with the AWS key read from its `credentialsSecretRef`. (Other payloads take
+/// no inline credentials and are returned as they are.)
+pub fn with_inline_credentials(
+    mut payload: CreateSourcePayload,
+    keys: InlineAwsCredentials,
+) -> CreateSourcePayload {
+    if let SourceConfig::S3(s3) = &mut payload.source {
+        s3.inline_credentials = Some(keys);
+    }
+    payload
 }
 
 fn dense_model(m: &crd::DenseEmbeddingModel) -> wire::DenseEmbeddingModel {
@@ -122,9 +146,17 @@ impl std::fmt::Display for Difference {
 /// Where `held` (a source as `GET /api/v1/sources/{id}` returns it) differs from `payload`: the
 /// kind, the database and every field the payload sets. A field the payload leaves out is the
 /// service's default, which the operator does not know, so it is not compared. Lists are sets
-/// (the spec declares them so), compared without regard to order.
+/// (the spec declares them so), compared without regard to order. Inline AWS keys are not
+/// compared: the service does not give them back, and a message must not name them.
 pub fn differences(payload: &CreateSourcePayload, held: &serde_json::Value) -> Vec<Difference> {
-    let wanted = serde_json::to_value(payload).expect("payloads serialise");
+    let mut wanted = serde_json::to_value(payload).expect("payloads serialise");
+    if let Some(s3) = wanted
+        .get_mut("s3")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        s3.remove("aws_access_key_id");
+        s3.remove("aws_secret_access_key");
+    }
     let kind = |v: &serde_json::Value| {
         ["github", "web_scrape", "s3"]
             .into_iter()
@@ -335,11 +367,107 @@ mod tests {
             "triggerMode": "none"}});
         let body = serde_json::to_value(build(&spec(base.clone())).unwrap()).unwrap();
         assert_eq!(body["s3"].get("trigger_mode"), None);
+        assert_eq!(body["s3"].get("auto_sync"), None);
         let mut direct = base;
         direct["s3"]["triggerMode"] = json!("direct");
         let body = serde_json::to_value(build(&spec(direct)).unwrap()).unwrap();
-        assert_eq!(body["s3"]["trigger_mode"], json!("direct"));
+        // The deprecated name is sent as the published one.
+        assert_eq!(body["s3"].get("trigger_mode"), None);
+        assert_eq!(body["s3"]["auto_sync"], json!("direct"));
         assert_eq!(body["s3"]["aws_credential_id"], json!(7));
+    }
+
+    #[test]
+    fn s3_auto_sync_is_sent_as_published_and_wins_over_the_deprecated_name() {
+        let s3 = |extra: serde_json::Value| {
+            let mut s3 = json!({"bucketName": "b", "region": "r", "collectionName": "c",
+                                "awsCredentialId": 7});
+            for (k, v) in extra.as_object().unwrap() {
+                s3[k] = v.clone();
+            }
+            let body = build(&spec(json!({"databaseName": "d", "s3": s3}))).unwrap();
+            serde_json::to_value(body).unwrap()["s3"].clone()
+        };
+        assert_eq!(
+            s3(json!({"autoSync": "metadata"}))["auto_sync"],
+            json!("metadata")
+        );
+        assert_eq!(s3(json!({"autoSync": "none"})).get("auto_sync"), None);
+        assert_eq!(s3(json!({})).get("auto_sync"), None);
+        // Admission refuses both; an object stored otherwise goes by the published name.
+        let both = s3(json!({"autoSync": "none", "triggerMode": "direct"}));
+        assert_eq!(both.get("auto_sync"), None);
+        // The same mode under either name is the same payload: renaming the field in a spec
+        // does not replace its source.
+        assert_eq!(
+            s3(json!({"autoSync": "direct"})),
+            s3(json!({"triggerMode": "direct"}))
+        );
+    }
+
+    fn keys(id: &str, secret: &str) -> InlineAwsCredentials {
+        InlineAwsCredentials {
+            aws_access_key_id: id.into(),
+            aws_secret_access_key: secret.into(),
+        }
+    }
+
+    #[test]
+    fn s3_inline_credentials_are_sent_but_never_printed_or_compared() {
+        let s = spec(json!({"databaseName": "d", "s3": {
+            "bucketName": "b", "region": "r", "collectionName": "c", "autoSync": "direct",
+            "credentialsSecretRef": {"name": "aws"}}}));
+        let bare = build(&s).unwrap();
+        let payload = with_inline_credentials(bare.clone(), keys("AKIA-ID-1", "s3cr3t-value-1"));
+        let body = serde_json::to_value(&payload).unwrap();
+        assert_eq!(
+            body,
+            json!({"database_name": "d", "s3": {
+                "bucket_name": "b", "region": "r", "collection_name": "c", "auto_sync": "direct",
+                "aws_access_key_id": "AKIA-ID-1", "aws_secret_access_key": "s3cr3t-value-1"}})
+        );
+        let printed = format!("{payload:?} {payload:#?}");
+        assert!(
+            !printed.contains("AKIA-ID-1") && !printed.contains("s3cr3t"),
+            "{printed}"
+        );
+        assert!(printed.contains("<redacted>"));
+
+        // As the service renders it: a credential id allocated, the keys not given back.
+        let held = json!({"id": "x", "database_name": "d", "s3": {
+            "bucket_name": "b", "region": "r", "collection_name": "c", "auto_sync": "direct",
+            "aws_credential_id": 12}});
+        assert_eq!(differences(&payload, &held), []);
+        let mut other = held.clone();
+        other["s3"]["auto_sync"] = json!("none");
+        let found = differences(&payload, &other);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].field, "s3.autoSync");
+        assert!(!format!("{found:?}").contains("s3cr3t"));
+
+        // A changed key is a changed payload (the source is replaced); the same key is not.
+        let again = with_inline_credentials(bare.clone(), keys("AKIA-ID-1", "s3cr3t-value-1"));
+        let rotated = with_inline_credentials(bare.clone(), keys("AKIA-ID-1", "s3cr3t-value-2"));
+        assert_eq!(fingerprint(&payload), fingerprint(&again));
+        assert_ne!(fingerprint(&payload), fingerprint(&rotated));
+        assert_ne!(fingerprint(&payload), fingerprint(&bare));
+        // Only S3 payloads take them.
+        let web = build(&spec(json!({"databaseName": "d",
+            "webScrape": {"startingUrl": "https://x.dev"}})))
+        .unwrap();
+        assert_eq!(with_inline_credentials(web.clone(), keys("a", "b")), web);
+    }
+
+    #[test]
+    fn the_s3_fingerprint_is_pinned() {
+        // As `the_fingerprint_is_pinned`: an S3 source made before autoSync and inline
+        // credentials existed keeps its hash (computed by hand from the compact JSON).
+        let s = spec(
+            json!({"databaseName": "d", "s3": {"bucketName": "b", "region": "r",
+            "collectionName": "c", "awsCredentialId": 7, "pathPrefix": "p/",
+            "triggerMode": "none"}}),
+        );
+        assert_eq!(fingerprint(&build(&s).unwrap()), "cadf129a26981e21");
     }
 
     #[test]

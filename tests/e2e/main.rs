@@ -26,6 +26,7 @@ mod publish;
 mod rbac;
 mod replicas;
 mod runs;
+mod s3;
 mod s3_runs;
 mod sharding;
 mod shutdown;

@@ -14,7 +14,7 @@ use super::payload::{self, NaturalKey};
 use super::status::{self, Recorded, State};
 use super::{Next, Reason, Sources};
 use crate::chroma::ChromaError;
-use crate::chroma::wire::CreateSourcePayload;
+use crate::chroma::wire::{CreateSourcePayload, InlineAwsCredentials};
 use crate::crd::{ConflictPolicy, DeletionPolicy, PAUSED_ANNOTATION, SyncSource};
 use crate::kernel::connections::{Blocked, Endpoint, Refusal, Route, Via};
 use crate::kernel::create::{self, Created, Creation, Recovered, pending_mark};
@@ -25,6 +25,7 @@ use crate::kernel::{Error, intent};
 use backon::{ConstantBuilder, ExponentialBuilder, Retryable};
 use kube::ResourceExt;
 use kube::api::Patch;
+use kube::runtime::reflector::ObjectRef;
 use std::ops::ControlFlow;
 use std::time::Duration;
 use tracing::{info, warn};
@@ -67,6 +68,12 @@ pub async fn apply(obj: &SyncSource, ctx: &Sources) -> Result<Next, Error> {
         Ok(payload) => payload,
         Err(invalid) => return invalid_spec(ctx, obj, recorded.as_ref(), invalid).await,
     };
+    // Before anything else: the key is part of the payload, so of its fingerprint.
+    let payload = match inline_credentials(ctx, obj).await {
+        Ok(None) => payload,
+        Ok(Some(keys)) => payload::with_inline_credentials(payload, keys),
+        Err(why) => return missing_credentials(ctx, obj, recorded.as_ref(), why).await,
+    };
     let desired = Desired {
         hash: payload::fingerprint(&payload),
         payload,
@@ -103,6 +110,29 @@ pub async fn apply(obj: &SyncSource, ctx: &Sources) -> Result<Next, Error> {
             mark_and_create(ctx, &obj, &ep, &desired, why).await
         }
     }
+}
+
+/// The AWS key an S3 source's `credentialsSecretRef` names, read from the Secret (the object
+/// is woken when that Secret changes); `Ok(None)` when the spec names none. The reason for
+/// none never holds a value.
+async fn inline_credentials(
+    ctx: &Sources,
+    obj: &SyncSource,
+) -> Result<Option<InlineAwsCredentials>, String> {
+    let s3 = obj.spec.s3.as_deref();
+    let Some(reference) = s3.and_then(|s3| s3.credentials_secret_ref.as_ref()) else {
+        return Ok(None);
+    };
+    let namespace = obj.namespace().unwrap_or_default();
+    let secret = ObjectRef::new(&reference.name).within(&namespace);
+    let read = |key| {
+        let field = "s3.credentialsSecretRef";
+        ctx.credentials.secret_value(&secret, key, field, obj)
+    };
+    Ok(Some(InlineAwsCredentials {
+        aws_access_key_id: read(&reference.access_key_id_key).await?,
+        aws_secret_access_key: read(&reference.secret_access_key_key).await?,
+    }))
 }
 
 /// One create of a source, as the kernel's protocol makes it.
@@ -251,14 +281,26 @@ async fn replace(ctx: &Sources, obj: &SyncSource, old: &Recorded, ep: &Endpoint)
     let state = State::Reconciling {
         reason: Reason::Replacing,
         message: format!(
-            "deleted source {} because the spec changed; creating its replacement",
-            old.id
+            "deleted source {} because {} changed; creating its replacement",
+            old.id,
+            what_changed(obj)
         ),
         error: None,
     };
     Ok(ControlFlow::Continue(
         set_status(ctx, obj, None, &state).await?,
     ))
+}
+
+/// What a replacement follows: a change of the spec, or (for an S3 source that reads its AWS
+/// key from a Secret) of that key.
+fn what_changed(obj: &SyncSource) -> &'static str {
+    let s3 = obj.spec.s3.as_deref();
+    if s3.is_some_and(|s3| s3.credentials_secret_ref.is_some()) {
+        "the spec or the AWS key in s3.credentialsSecretRef"
+    } else {
+        "the spec"
+    }
 }
 
 /// An earlier attempt may have created the source without recording it: a mark with no
@@ -301,7 +343,8 @@ async fn mark_and_create(
             match why {
                 Because::New => {}
                 Because::Replacing(old) => {
-                    let note = format!("Replaced source {old} with {id} after a spec change");
+                    let what = what_changed(&obj);
+                    let note = format!("Replaced source {old} with {id} because {what} changed");
                     publish(ctx, &obj, Kind::Normal, Reason::Replaced, note);
                 }
                 Because::Missing(old) => {

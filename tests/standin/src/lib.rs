@@ -4,9 +4,10 @@
 //! mode (calls per second per token, 429 with `Retry-After: 1` above it: [`Faults::calls_per_second`]),
 //! and per-endpoint call counters for tests.
 //!
-//! Request bodies are checked against the seed document's JSON Schema (sources) and the
-//! published one (invocations), not against the operator's own types, so a mistake in those
-//! types cannot hide behind a matching mistake here.
+//! Request bodies are checked against the published document's JSON Schemas (and the rules it
+//! states in words: S3 credentials), not against the operator's own types, so a mistake in
+//! those types cannot hide behind a matching mistake here. An S3 create's inline AWS key is
+//! stored apart ([`StandIn::aws_credentials`]); the source holds its allocated credential id.
 //!
 //! Control endpoints (no token) live under `/_standin/`:
 //! `GET counters`, `POST reset`, `PUT faults`, `PUT tokens`, `PUT databases`, `PUT runs`.
@@ -27,7 +28,7 @@ pub use collections::TENANT;
 pub use invocations::RunPlan;
 
 /// The published Chroma Sync OpenAPI document: a verbatim copy of
-/// `../shared/reference/chroma-sync-openapi.yaml`. The invocation bodies are checked against it
+/// `../shared/reference/chroma-sync-openapi.yaml`. Every request body is checked against it
 /// here; `tests/contract.rs` checks the operator's bodies and these answers against it.
 pub const PUBLISHED_OPENAPI: &str = include_str!("../openapi/chroma-sync-openapi.yaml");
 
@@ -36,8 +37,9 @@ pub const PUBLISHED_OPENAPI: &str = include_str!("../openapi/chroma-sync-openapi
 /// the operator's collection requests against it.
 pub const CHROMA_API_OPENAPI: &str = include_str!("../openapi/chroma-api.openapi.json");
 
-/// The seed OpenAPI document of the create-source operation (`CreateSourcePayload`): the source
-/// bodies are checked against it here, and by `tests/contract.rs`.
+/// The seed OpenAPI document of the create-source operation (`CreateSourcePayload`), which the
+/// published one supersedes: `tests/contract.rs` checks the operator's bodies of the shapes it
+/// knows against it too.
 pub const SEED_OPENAPI: &str = include_str!("../openapi/create-source.openapi.yaml");
 
 use axum::Router;
@@ -51,6 +53,15 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// An AWS access key received inline with an S3 create, kept "on the team for reuse" under
+/// the credential id the service allocates (tests read what was received).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AwsCredential {
+    pub id: i64,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
 
 /// Who may do what.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -231,6 +242,8 @@ struct Inner {
     collections: BTreeSet<(String, String)>,
     /// Limited mode's buckets, by token (hashed: see [`token_key`]).
     buckets: HashMap<u64, Bucket>,
+    /// AWS keys received inline, in order; a key received again reuses its id.
+    aws_credentials: Vec<AwsCredential>,
     /// Requests being handled now, and the most at once since the last reset.
     in_flight: u64,
     max_in_flight: u64,
@@ -241,6 +254,40 @@ pub struct StandIn {
     inner: Arc<Mutex<Inner>>,
     schemas: Arc<schema::Schemas>,
     published: Arc<published::Published>,
+}
+
+impl Inner {
+    /// An S3 create's inline AWS key is stored, as the service does, and the source holds the
+    /// allocated `aws_credential_id` instead: a `GET` never gives a key back.
+    fn store_inline_credentials(&mut self, mut body: Value) -> Value {
+        let Some(s3) = body.get_mut("s3").and_then(Value::as_object_mut) else {
+            return body;
+        };
+        let mut take = |k: &str| s3.remove(k).and_then(|v| v.as_str().map(str::to_owned));
+        let (Some(access_key_id), Some(secret_access_key)) =
+            (take("aws_access_key_id"), take("aws_secret_access_key"))
+        else {
+            return body;
+        };
+        let known = self
+            .aws_credentials
+            .iter()
+            .find(|c| c.access_key_id == access_key_id && c.secret_access_key == secret_access_key);
+        let id = match known {
+            Some(c) => c.id,
+            None => {
+                let id = 1000 + self.aws_credentials.len() as i64;
+                self.aws_credentials.push(AwsCredential {
+                    id,
+                    access_key_id,
+                    secret_access_key,
+                });
+                id
+            }
+        };
+        s3.insert("aws_credential_id".into(), json!(id));
+        body
+    }
 }
 
 impl StandIn {
@@ -363,6 +410,11 @@ impl StandIn {
             .filter(|x| x.database == database)
             .map(|x| (x.id.clone(), x.body.clone()))
             .collect()
+    }
+
+    /// The AWS keys received inline with S3 creates, in order.
+    pub fn aws_credentials(&self) -> Vec<AwsCredential> {
+        self.lock().aws_credentials.clone()
     }
 
     /// Stores a source directly, as if someone else had created it.
@@ -640,6 +692,7 @@ async fn create_source(State(s): State<StandIn>, headers: HeaderMap, body: Strin
         let key = natural_key(&body);
         let id = {
             let mut inner = s.lock();
+            let body = inner.store_inline_credentials(body);
             if !inner.databases.contains(&database) {
                 return error(
                     StatusCode::NOT_FOUND,
