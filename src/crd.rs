@@ -364,6 +364,15 @@ fn default_secret_access_key_key() -> String {
     "secretAccessKey".into()
 }
 
+impl S3Source {
+    /// What starts its syncs: `autoSync`, else its deprecated alias `triggerMode`, else none.
+    pub fn auto_sync_mode(&self) -> S3AutoSync {
+        self.auto_sync
+            .or(self.trigger_mode)
+            .unwrap_or(S3AutoSync::None)
+    }
+}
+
 /// What starts an S3 sync.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -561,9 +570,9 @@ pub struct SyncSourceStatus {
     /// acted on (as Flux's `lastHandledReconcileAt`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
-    /// S3 sources: the newest invocations of the source (at most 5, newest first), whoever
-    /// started them: a SyncRun of this operator or Chroma Sync itself (auto-sync, the
-    /// dashboard). Refreshed at the drift interval.
+    /// S3 sources with `autoSync` (not `none`): the newest invocations of the source (at most 5,
+    /// newest first), whoever started them: a SyncRun of this operator or Chroma Sync itself
+    /// (auto-sync, the dashboard). Refreshed at the drift interval.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 5))]
     pub recent_runs: Vec<RecentRun>,

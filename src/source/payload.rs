@@ -43,9 +43,9 @@ pub fn build(spec: &SyncSourceSpec) -> Result<CreateSourcePayload, InvalidSpec> 
             path_prefix: s.path_prefix.clone(),
             // `triggerMode` is the deprecated name: admission refuses both, and an object
             // stored before that rule has only the old one (`autoSync` is newer than it).
-            auto_sync: match s.auto_sync.or(s.trigger_mode) {
-                None | Some(S3AutoSync::None) => None,
-                Some(mode) => Some(enum_value(&mode)),
+            auto_sync: match s.auto_sync_mode() {
+                S3AutoSync::None => None,
+                mode => Some(enum_value(&mode)),
             },
             // Filled in from the Secret by `with_inline_credentials`.
             inline_credentials: None,

@@ -11,7 +11,7 @@ use super::Sources;
 use super::drift::{Scope, pace, recorded_at_rest};
 use crate::chroma::wire::{Job, JobStatus};
 use crate::crd::run::SyncRun;
-use crate::crd::{RecentRun, RunOrigin, SyncSource};
+use crate::crd::{RecentRun, RunOrigin, S3AutoSync, SyncSource};
 use crate::kernel::create::{lookup_since, pending_mark};
 use crate::kernel::kube_io::{bounded, params};
 use crate::run::decide::{made_since, phase_of};
@@ -111,12 +111,17 @@ pub fn newly_seen<'a>(
         .map(|run| run.origin)
 }
 
-/// One pass over the S3 sources at rest, its calls spread over half of `interval`.
+/// One pass over the S3 sources at rest that Chroma Sync also runs by itself (`autoSync` other
+/// than `none`: the others' runs are all SyncRuns, which Kubernetes shows already), its calls
+/// spread over half of `interval`.
 pub(super) async fn sweep(ctx: &Sources, scopes: &[Scope], interval: Duration) {
     let objects: Vec<Arc<SyncSource>> = scopes
         .iter()
         .flat_map(|scope| scope.store.state())
-        .filter(|o| o.spec.s3.is_some() && recorded_at_rest(o).is_some())
+        .filter(|o| {
+            let auto = o.spec.s3.as_ref().map(|s| s.auto_sync_mode());
+            auto.is_some_and(|mode| mode != S3AutoSync::None) && recorded_at_rest(o).is_some()
+        })
         .collect();
     if objects.is_empty() {
         return;

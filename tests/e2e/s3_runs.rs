@@ -14,13 +14,15 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// An S3 SyncSource `files` of keys under `q3/`, Ready; its source id.
+/// An S3 SyncSource `files` of keys under `q3/`, which Chroma Sync also syncs by itself on S3
+/// events (`autoSync: direct`), Ready; its source id.
 async fn s3_source(env: &Env) -> String {
     env.create(
         "files",
         json!({"databaseName": DATABASE, "tokenSecretRef": {"name": TOKEN_SECRET},
             "s3": {"bucketName": "acme-files", "region": "eu-west-1",
-                "collectionName": "reports", "awsCredentialId": 7, "pathPrefix": "q3/"}}),
+                "collectionName": "reports", "awsCredentialId": 7, "pathPrefix": "q3/",
+                "autoSync": "direct"}}),
     )
     .await;
     let source = env.wait_reason("files", "SourceReady", SOON).await;
