@@ -251,7 +251,8 @@ fn readme_commands(readme: &str) -> Vec<String> {
     let mut heredoc: Option<String> = None;
     let mut line = String::new();
     for raw in readme.lines() {
-        if raw.starts_with("```") {
+        // Fences indented under a list item count too.
+        if raw.trim_start().starts_with("```") {
             in_block = !in_block && ["```sh", "```bash", "```shell"].contains(&raw.trim());
             continue;
         }

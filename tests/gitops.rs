@@ -643,6 +643,70 @@ fn the_flux_notification_examples_fit_notification_controllers_api() {
     }
 }
 
+/// deploy/flux/notifications/sync-on-push.yaml: a Receiver that names a SyncSource (by its
+/// served apiVersion, in its own namespace), accepted by the Receiver CRD only with the patch
+/// beside it (v1 is that CRD's first version as of Flux 2.7: config/crd/bases of
+/// notification-controller), and the RBAC notification-controller needs to annotate it: get,
+/// list and patch on SyncSources, nothing more, bound per namespace to its ServiceAccount.
+/// (The e2e `publish::a_flux_receiver_push_starts_one_run_with_the_example_rbac` applies the
+/// RBAC to the real apiserver and makes the Receiver's request under it.)
+#[test]
+fn the_flux_push_receiver_names_a_syncsource_and_brings_its_crd_patch_and_rbac() {
+    use chroma_sync_operator::crd::SyncSource;
+    use kube::Resource;
+    let receiver = &documents(&read("deploy/flux/notifications/sync-on-push.yaml"))[0];
+    assert_eq!(receiver["apiVersion"], "notification.toolkit.fluxcd.io/v1");
+    assert_eq!(receiver["kind"], "Receiver");
+    assert_eq!(receiver["spec"]["type"], "github");
+    assert_eq!(receiver["spec"]["events"], json!(["push"]));
+    assert!(receiver["spec"]["secretRef"]["name"].is_string());
+    let targets = receiver["spec"]["resources"].as_array().unwrap();
+    assert_eq!(targets.len(), 1);
+    let kind = SyncSource::kind(&()).into_owned();
+    assert_eq!(targets[0]["kind"].as_str(), Some(kind.as_str()));
+    assert_eq!(
+        targets[0]["apiVersion"].as_str(),
+        Some(SyncSource::api_version(&()).as_ref())
+    );
+    // Same namespace (Flux's --no-cross-namespace-refs lockdown refuses another).
+    assert!(targets[0].get("namespace").is_none());
+
+    let patch: Vec<Value> =
+        serde_saphyr::from_str(&read("deploy/flux/notifications/receiver-crd-patch.yaml")).unwrap();
+    assert_eq!(patch.len(), 1);
+    assert_eq!(patch[0]["op"], "add");
+    assert_eq!(
+        patch[0]["path"],
+        "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/resources/items/properties/kind/enum/-"
+    );
+    assert_eq!(patch[0]["value"].as_str(), Some(kind.as_str()));
+
+    let rbac = documents(&read("deploy/flux/notifications/receiver-rbac.yaml"));
+    assert_eq!(rbac.len(), 2);
+    let role = the(&rbac, "ClusterRole");
+    assert_eq!(
+        role["rules"],
+        json!([{
+            "apiGroups": [SyncSource::group(&())],
+            "resources": [SyncSource::plural(&())],
+            "verbs": ["get", "list", "patch"],
+        }])
+    );
+    let binding = the(&rbac, "RoleBinding");
+    // No namespace: applied with -n into each namespace it is meant for.
+    assert!(binding["metadata"].get("namespace").is_none());
+    assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    assert_eq!(
+        binding["subjects"],
+        json!([{
+            "kind": "ServiceAccount",
+            "name": "notification-controller",
+            "namespace": "flux-system",
+        }])
+    );
+}
+
 // The GitOps examples as written (deploy/argocd, deploy/flux, README's overlay), built with the
 // cached kubectl and helm (`kubectl kustomize`, `helm template`): no cluster needed.
 

@@ -309,3 +309,80 @@ async fn a_request_made_while_the_operator_is_down_starts_one_run_after_it_resta
     }
     assert_eq!(invocations(&env), 3);
 }
+
+/// A Flux Receiver's push, as notification-controller makes it, under the RBAC of
+/// deploy/flux/notifications/receiver-rbac.yaml applied as the README says: its ServiceAccount
+/// reads the SyncSource and merge-patches `reconcile.fluxcd.io/requestedAt` with the time
+/// (`metav1.Now().String()`, what its handler writes), which is what `kubectl annotate` does;
+/// each push starts exactly one run. The same account may not delete the SyncSource, read its
+/// runs or Secrets, or annotate a SyncSource of a namespace the binding is not in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flux_receiver_push_starts_one_run_with_the_example_rbac() {
+    use crate::support::control_plane::kubectl;
+    use chroma_sync_operator::crd::FLUX_REQUEST_ANNOTATION;
+    const CONTROLLER: &str = "system:serviceaccount:flux-system:notification-controller";
+    let env = Env::start("receiver").await;
+    env.standin.set_run_plan(RunPlan {
+        pending_ms: 300,
+        processing_ms: 700,
+        fail_with: None,
+    });
+    let rbac = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/flux/notifications/receiver-rbac.yaml"
+    );
+    let (ok, out) = kubectl(&["apply", "-n", &env.ns, "-f", rbac]);
+    assert!(ok, "{out}");
+    let mut spec = github("acme/pushed");
+    spec["sync"] = json!({"targetCollectionName": "docs", "ref": {"branch": "main"}});
+    env.create("docs", spec).await;
+    let source = env.wait_reason("docs", "SourceReady", SOON).await;
+    let source_id = source.status.unwrap().source_id.unwrap();
+    let mut done = vec![wait_last_sync(&env, RunPhase::Complete, &[]).await];
+    let invocations = || env.standin.invocations(&source_id).len();
+    assert_eq!(invocations(), 1);
+
+    let push = |ns: &str, value: &str| {
+        kubectl(&[
+            "--as",
+            CONTROLLER,
+            "-n",
+            ns,
+            "annotate",
+            "--overwrite",
+            "syncsource",
+            "docs",
+            &format!("{FLUX_REQUEST_ANNOTATION}={value}"),
+        ])
+    };
+    for value in [
+        "2026-12-04 22:41:07.123456789 +0000 UTC m=+3.100000001",
+        "2026-12-04 22:43:12.5 +0000 UTC m=+128.476543210",
+    ] {
+        let (ok, out) = push(&env.ns, value);
+        assert!(ok, "the Receiver's patch under the example RBAC: {out}");
+        let seen: Vec<&LastSync> = done.iter().collect();
+        done.push(wait_last_sync(&env, RunPhase::Complete, &seen).await);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(invocations(), done.len(), "one run for the push at {value}");
+        let state = env.get("docs").await.status.unwrap().sync_state.unwrap();
+        assert_eq!(state.handled_requested_at.as_deref(), Some(value));
+    }
+    assert_eq!(invocations(), 3);
+
+    // Nothing beyond get, list and patch of SyncSources, and only where it is bound.
+    for (verb, what) in [
+        ("delete", "syncsource/docs"),
+        ("get", "syncruns"),
+        ("get", "secrets"),
+        ("get", "configmaps"),
+    ] {
+        let (ok, out) = kubectl(&["--as", CONTROLLER, "-n", &env.ns, verb, what]);
+        assert!(!ok && out.contains("Forbidden"), "{verb} {what}: {out}");
+    }
+    let (ok, out) = kubectl(&["create", "namespace", &format!("{}-unbound", env.ns)]);
+    assert!(ok, "{out}");
+    let (ok, out) = push(&format!("{}-unbound", env.ns), "elsewhere");
+    assert!(!ok && out.contains("Forbidden"), "{out}");
+    assert_eq!(env.get("docs").await.metadata.deletion_timestamp, None);
+}
