@@ -63,14 +63,34 @@ fn writes(audit: &[Value]) -> usize {
         .count()
 }
 
+/// Runs that take a second, and fail with `fail_with` if given.
+fn runs_of_a_second(fail_with: Option<&str>) -> RunPlan {
+    RunPlan {
+        pending_ms: 300,
+        processing_ms: 700,
+        fail_with: fail_with.map(str::to_owned),
+    }
+}
+
+/// A SyncSource `docs` on GitHub `repo` with `spec.sync` (runs of a second), once its first run
+/// completed: its source id and that run.
+async fn synced_source(env: &Env, repo: &str) -> (String, LastSync) {
+    env.standin.set_run_plan(runs_of_a_second(None));
+    let mut spec = github(repo);
+    spec["sync"] = json!({"targetCollectionName": "docs", "ref": {"branch": "main"}});
+    env.create("docs", spec).await;
+    let source = env.wait_reason("docs", "SourceReady", SOON).await;
+    let source_id = source.status.unwrap().source_id.unwrap();
+    (
+        source_id,
+        wait_last_sync(env, RunPhase::Complete, &[]).await,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_to_follows_the_newest_complete_run_and_never_a_failed_one() {
     let env = Env::start("publish").await;
-    env.standin.set_run_plan(RunPlan {
-        pending_ms: 300,
-        processing_ms: 700,
-        fail_with: None,
-    });
+    env.standin.set_run_plan(runs_of_a_second(None));
     let mut spec = github("acme/publish");
     spec["sync"] = json!({"targetCollectionName": "docs", "ref": {"branch": "main"},
                           "publishTo": {"configMapName": "docs-current"}});
@@ -131,11 +151,8 @@ async fn publish_to_follows_the_newest_complete_run_and_never_a_failed_one() {
     assert_eq!(writes(&audit), 3, "one write per completed run");
 
     // A failed run changes nothing.
-    env.standin.set_run_plan(RunPlan {
-        pending_ms: 300,
-        processing_ms: 700,
-        fail_with: Some("the repository could not be cloned".into()),
-    });
+    env.standin
+        .set_run_plan(runs_of_a_second(Some("the repository could not be cloned")));
     env.merge_spec("docs", json!({"sync": {"ref": {"sha": "8c9d0e1f"}}}))
         .await;
     let seen: Vec<&LastSync> = done.iter().collect();
@@ -214,17 +231,7 @@ async fn publish_to_follows_the_newest_complete_run_and_never_a_failed_one() {
 async fn each_new_reconcile_request_starts_exactly_one_run() {
     use chroma_sync_operator::crd::FLUX_REQUEST_ANNOTATION;
     let env = Env::start("requests").await;
-    env.standin.set_run_plan(RunPlan {
-        pending_ms: 300,
-        processing_ms: 700,
-        fail_with: None,
-    });
-    let mut spec = github("acme/requests");
-    spec["sync"] = json!({"targetCollectionName": "docs", "ref": {"branch": "main"}});
-    env.create("docs", spec).await;
-    let source = env.wait_reason("docs", "SourceReady", SOON).await;
-    let source_id = source.status.unwrap().source_id.unwrap();
-    let first = wait_last_sync(&env, RunPhase::Complete, &[]).await;
+    let (source_id, first) = synced_source(&env, "acme/requests").await;
     let invocations = || env.standin.invocations(&source_id).len();
     assert_eq!(invocations(), 1);
 
@@ -265,17 +272,8 @@ async fn each_new_reconcile_request_starts_exactly_one_run() {
 async fn a_request_made_while_the_operator_is_down_starts_one_run_after_it_restarts() {
     use chroma_sync_operator::crd::FLUX_REQUEST_ANNOTATION;
     let mut env = Env::start("requests-restart").await;
-    env.standin.set_run_plan(RunPlan {
-        pending_ms: 300,
-        processing_ms: 700,
-        fail_with: None,
-    });
-    let mut spec = github("acme/requests-restart");
-    spec["sync"] = json!({"targetCollectionName": "docs", "ref": {"branch": "main"}});
-    env.create("docs", spec).await;
-    let source = env.wait_reason("docs", "SourceReady", SOON).await;
-    let source_id = source.status.unwrap().source_id.unwrap();
-    let mut done = vec![wait_last_sync(&env, RunPhase::Complete, &[]).await];
+    let (source_id, first) = synced_source(&env, "acme/requests-restart").await;
+    let mut done = vec![first];
     let invocations = |env: &Env| env.standin.invocations(&source_id).len();
     assert_eq!(invocations(&env), 1);
 
@@ -322,23 +320,15 @@ async fn a_flux_receiver_push_starts_one_run_with_the_example_rbac() {
     use chroma_sync_operator::crd::FLUX_REQUEST_ANNOTATION;
     const CONTROLLER: &str = "system:serviceaccount:flux-system:notification-controller";
     let env = Env::start("receiver").await;
-    env.standin.set_run_plan(RunPlan {
-        pending_ms: 300,
-        processing_ms: 700,
-        fail_with: None,
-    });
+
     let rbac = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/deploy/flux/notifications/receiver-rbac.yaml"
     );
     let (ok, out) = kubectl(&["apply", "-n", &env.ns, "-f", rbac]);
     assert!(ok, "{out}");
-    let mut spec = github("acme/pushed");
-    spec["sync"] = json!({"targetCollectionName": "docs", "ref": {"branch": "main"}});
-    env.create("docs", spec).await;
-    let source = env.wait_reason("docs", "SourceReady", SOON).await;
-    let source_id = source.status.unwrap().source_id.unwrap();
-    let mut done = vec![wait_last_sync(&env, RunPhase::Complete, &[]).await];
+    let (source_id, first) = synced_source(&env, "acme/pushed").await;
+    let mut done = vec![first];
     let invocations = || env.standin.invocations(&source_id).len();
     assert_eq!(invocations(), 1);
 
