@@ -51,19 +51,34 @@ pub fn fingerprint(source_id: &str, policy: &SyncPolicy) -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Decides what `spec.sync` asks for now. `wanted` is the [`fingerprint`] of the source and
-/// settings; `anchor` is when ticks start counting (the SyncSource's creation) unless a tick was
-/// handled since; `active` says a run it started is still going; `requested` is the token of a
-/// reconcile-now request no run has served yet ([`new_request`]).
-pub fn plan(
-    now: jiff::Timestamp,
-    wanted: &str,
-    schedule: Option<&croner::Cron>,
-    state: &SyncState,
-    anchor: jiff::Timestamp,
-    active: bool,
-    requested: Option<&str>,
-) -> Plan {
+/// What [`plan`] decides from.
+#[derive(Debug, Clone, Copy)]
+pub struct Situation<'a> {
+    pub now: jiff::Timestamp,
+    /// The [`fingerprint`] of the source and the settings.
+    pub wanted: &'a str,
+    pub schedule: Option<&'a croner::Cron>,
+    /// What status recorded.
+    pub state: &'a SyncState,
+    /// When ticks start counting (the SyncSource's creation) unless a tick was handled since.
+    pub anchor: jiff::Timestamp,
+    /// A run it started is still going.
+    pub active: bool,
+    /// The token of a reconcile-now request no run has served yet ([`new_request`]).
+    pub requested: Option<&'a str>,
+}
+
+/// Decides what `spec.sync` asks for now.
+pub fn plan(situation: Situation) -> Plan {
+    let Situation {
+        now,
+        wanted,
+        schedule,
+        state,
+        anchor,
+        active,
+        requested,
+    } = situation;
     let last_tick = state.last_schedule_time.as_ref().map_or(anchor, |t| t.0);
     let utc = |t: jiff::Timestamp| t.to_zoned(jiff::tz::TimeZone::UTC);
     // The latest tick after the last one handled and not after now, if any.
@@ -369,15 +384,15 @@ mod tests {
     fn a_new_source_starts_one_run_and_nothing_more_until_something_changes() {
         let p = policy(None);
         let now = at("2026-11-30T10:00:00Z");
-        let first = plan(
+        let first = plan(Situation {
             now,
-            &fingerprint("src-1", &p),
-            None,
-            &SyncState::default(),
-            now,
-            false,
-            None,
-        );
+            wanted: &fingerprint("src-1", &p),
+            schedule: None,
+            state: &SyncState::default(),
+            anchor: now,
+            active: false,
+            requested: None,
+        });
         let Some(Start::Settings {
             fingerprint: started,
         }) = first.start.clone()
@@ -390,43 +405,43 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            plan(
+            plan(Situation {
                 now,
-                &fingerprint("src-1", &p),
-                None,
-                &state,
-                now,
-                false,
-                None
-            ),
+                wanted: &fingerprint("src-1", &p),
+                schedule: None,
+                state: &state,
+                anchor: now,
+                active: false,
+                requested: None
+            }),
             Plan::default()
         );
         // A replaced source (a new id) and a new ref each start a run.
         assert!(
-            plan(
+            plan(Situation {
                 now,
-                &fingerprint("src-2", &p),
-                None,
-                &state,
-                now,
-                false,
-                None
-            )
+                wanted: &fingerprint("src-2", &p),
+                schedule: None,
+                state: &state,
+                anchor: now,
+                active: false,
+                requested: None
+            })
             .start
             .is_some()
         );
         let mut bumped = p.clone();
         bumped.git_ref = serde_json::from_value(json!({"sha": "0a1b2c"})).unwrap();
         assert!(
-            plan(
+            plan(Situation {
                 now,
-                &fingerprint("src-1", &bumped),
-                None,
-                &state,
-                now,
-                false,
-                None
-            )
+                wanted: &fingerprint("src-1", &bumped),
+                schedule: None,
+                state: &state,
+                anchor: now,
+                active: false,
+                requested: None
+            })
             .start
             .is_some()
         );
@@ -436,15 +451,15 @@ mod tests {
         assert_eq!(fingerprint("src-1", &rescheduled), fingerprint("src-1", &p));
         // Never two at once: the change waits for the run going.
         assert_eq!(
-            plan(
+            plan(Situation {
                 now,
-                &fingerprint("src-1", &bumped),
-                None,
-                &state,
-                now,
-                true,
-                None
-            )
+                wanted: &fingerprint("src-1", &bumped),
+                schedule: None,
+                state: &state,
+                anchor: now,
+                active: true,
+                requested: None
+            })
             .start,
             None
         );
@@ -460,27 +475,27 @@ mod tests {
             ..Default::default()
         };
         // Before the first tick: nothing, wake at 10:00.
-        let early = plan(
-            at("2026-11-30T09:45:00Z"),
-            &fingerprint("src", &p),
-            Some(&cron),
-            &state,
-            created,
-            false,
-            None,
-        );
+        let early = plan(Situation {
+            now: at("2026-11-30T09:45:00Z"),
+            wanted: &fingerprint("src", &p),
+            schedule: Some(&cron),
+            state: &state,
+            anchor: created,
+            active: false,
+            requested: None,
+        });
         assert_eq!(early.start, None);
         assert_eq!(early.wake_at, Some(at("2026-11-30T10:00:00Z")));
         // Down from 09:45 to 13:20: 10:00 .. 13:00 were missed; one run, for 13:00.
-        let late = plan(
-            at("2026-11-30T13:20:00Z"),
-            &fingerprint("src", &p),
-            Some(&cron),
-            &state,
-            created,
-            false,
-            None,
-        );
+        let late = plan(Situation {
+            now: at("2026-11-30T13:20:00Z"),
+            wanted: &fingerprint("src", &p),
+            schedule: Some(&cron),
+            state: &state,
+            anchor: created,
+            active: false,
+            requested: None,
+        });
         assert_eq!(
             late.start,
             Some(Start::Tick {
@@ -492,39 +507,39 @@ mod tests {
             last_schedule_time: Some(Time(at("2026-11-30T13:00:00Z"))),
             ..state.clone()
         };
-        let again = plan(
-            at("2026-11-30T13:21:00Z"),
-            &fingerprint("src", &p),
-            Some(&cron),
-            &handled,
-            created,
-            false,
-            None,
-        );
+        let again = plan(Situation {
+            now: at("2026-11-30T13:21:00Z"),
+            wanted: &fingerprint("src", &p),
+            schedule: Some(&cron),
+            state: &handled,
+            anchor: created,
+            active: false,
+            requested: None,
+        });
         assert_eq!(again.start, None, "a tick runs once");
         // A tick that finds a run going is skipped, and recorded as handled.
-        let busy = plan(
-            at("2026-11-30T14:00:05Z"),
-            &fingerprint("src", &p),
-            Some(&cron),
-            &handled,
-            created,
-            true,
-            None,
-        );
+        let busy = plan(Situation {
+            now: at("2026-11-30T14:00:05Z"),
+            wanted: &fingerprint("src", &p),
+            schedule: Some(&cron),
+            state: &handled,
+            anchor: created,
+            active: true,
+            requested: None,
+        });
         assert_eq!(busy.start, None);
         assert_eq!(busy.skipped, Some(at("2026-11-30T14:00:00Z")));
         // A settings change due with a tick: one run, the tick counted as handled.
         let fresh = SyncState::default();
-        let both = plan(
-            at("2026-11-30T14:00:05Z"),
-            &fingerprint("src", &p),
-            Some(&cron),
-            &fresh,
-            created,
-            false,
-            None,
-        );
+        let both = plan(Situation {
+            now: at("2026-11-30T14:00:05Z"),
+            wanted: &fingerprint("src", &p),
+            schedule: Some(&cron),
+            state: &fresh,
+            anchor: created,
+            active: false,
+            requested: None,
+        });
         assert!(matches!(both.start, Some(Start::Settings { .. })));
         assert_eq!(both.skipped, Some(at("2026-11-30T14:00:00Z")));
     }
@@ -545,15 +560,15 @@ mod tests {
         assert_eq!(new_request(&Requests::default(), &state), None);
         // A Flux Receiver's push: one run, named after the value.
         let token = new_request(&push("push-1"), &state).expect("a new value");
-        let first = plan(
+        let first = plan(Situation {
             now,
-            &fingerprint("src", &p),
-            None,
-            &state,
-            now,
-            false,
-            Some(&token),
-        );
+            wanted: &fingerprint("src", &p),
+            schedule: None,
+            state: &state,
+            anchor: now,
+            active: false,
+            requested: Some(&token),
+        });
         assert_eq!(
             first.start,
             Some(Start::Requested {
@@ -578,29 +593,29 @@ mod tests {
         };
         assert!(new_request(&own, &state).is_some());
         // While a run is going the request is queued: no start now, still new afterwards.
-        let busy = plan(
+        let busy = plan(Situation {
             now,
-            &fingerprint("src", &p),
-            None,
-            &state,
-            now,
-            true,
-            Some(&second),
-        );
+            wanted: &fingerprint("src", &p),
+            schedule: None,
+            state: &state,
+            anchor: now,
+            active: true,
+            requested: Some(&second),
+        });
         assert_eq!(busy.start, None);
         assert_eq!(new_request(&push("push-2"), &state), Some(second.clone()));
         // Changed settings and a request together: one run, for the settings (serving both).
         let mut bumped = p.clone();
         bumped.git_ref = serde_json::from_value(json!({"sha": "0a1b2c"})).unwrap();
-        let both = plan(
+        let both = plan(Situation {
             now,
-            &fingerprint("src", &bumped),
-            None,
-            &state,
-            now,
-            false,
-            Some(&second),
-        );
+            wanted: &fingerprint("src", &bumped),
+            schedule: None,
+            state: &state,
+            anchor: now,
+            active: false,
+            requested: Some(&second),
+        });
         assert!(matches!(both.start, Some(Start::Settings { .. })));
         // Removing the annotation keeps what was served.
         served(&mut state, &Requests::default());

@@ -33,9 +33,9 @@ use crate::kernel::kube_io::{bounded, params};
 use crate::kernel::{Context, Error, FIELD_MANAGER};
 use crate::source::reason::Reason;
 use decide::{
-    Publication, Published, Start, beyond_history, collection_name, collections_to_prune, finished,
-    holds_newer, new_request, owned_by, plan, publication, record_collections, run_name, served,
-    summary, with_publish_condition,
+    Publication, Published, Situation, Start, beyond_history, collection_name,
+    collections_to_prune, finished, holds_newer, new_request, owned_by, plan, publication,
+    record_collections, run_name, served, summary, with_publish_condition,
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
@@ -81,15 +81,15 @@ pub async fn ensure(
     let schedule = schedule_of(policy);
     let requests = intent::requests(&obj.metadata);
     let request = new_request(&requests, &state);
-    let plan = plan(
+    let plan = plan(Situation {
         now,
-        &fingerprint(source_id, policy),
-        schedule.as_ref(),
-        &state,
+        wanted: &fingerprint(source_id, policy),
+        schedule: schedule.as_ref(),
+        state: &state,
         anchor,
         active,
-        request.as_deref(),
-    );
+        requested: request.as_deref(),
+    });
     if active && request.is_some() {
         info!("a reconcile request found a run going; queued until it ends");
     }
