@@ -646,12 +646,13 @@ fn the_flux_notification_examples_fit_notification_controllers_api() {
 /// deploy/flux/notifications/sync-on-push.yaml: a Receiver that names a SyncSource (by its
 /// served apiVersion, in its own namespace), accepted by the Receiver CRD only with the patch
 /// beside it (v1 is that CRD's first version as of Flux 2.7: config/crd/bases of
-/// notification-controller), and the RBAC notification-controller needs to annotate it: get,
-/// list and patch on SyncSources, nothing more, bound per namespace to its ServiceAccount.
-/// (The e2e `publish::a_flux_receiver_push_starts_one_run_with_the_example_rbac` applies the
+/// notification-controller), and the access notification-controller needs to annotate it: get,
+/// list and patch on SyncSources, nothing more, bound per namespace to its ServiceAccount, and an
+/// admission policy on that account's SyncSource updates.
+/// (The e2e `publish::a_flux_receiver_push_starts_one_run_and_may_do_nothing_else` applies the
 /// RBAC to the real apiserver and makes the Receiver's request under it.)
 #[test]
-fn the_flux_push_receiver_names_a_syncsource_and_brings_its_crd_patch_and_rbac() {
+fn the_flux_push_receiver_names_a_syncsource_and_brings_its_crd_patch_and_access() {
     use chroma_sync_operator::crd::SyncSource;
     use kube::Resource;
     let receiver = &documents(&read("deploy/flux/notifications/sync-on-push.yaml"))[0];
@@ -681,9 +682,9 @@ fn the_flux_push_receiver_names_a_syncsource_and_brings_its_crd_patch_and_rbac()
     );
     assert_eq!(patch[0]["value"].as_str(), Some(kind.as_str()));
 
-    let rbac = documents(&read("deploy/flux/notifications/receiver-rbac.yaml"));
-    assert_eq!(rbac.len(), 2);
-    let role = the(&rbac, "ClusterRole");
+    let access = documents(&read("deploy/flux/notifications/receiver-access.yaml"));
+    assert_eq!(access.len(), 4);
+    let role = the(&access, "ClusterRole");
     assert_eq!(
         role["rules"],
         json!([{
@@ -692,7 +693,7 @@ fn the_flux_push_receiver_names_a_syncsource_and_brings_its_crd_patch_and_rbac()
             "verbs": ["get", "list", "patch"],
         }])
     );
-    let binding = the(&rbac, "RoleBinding");
+    let binding = the(&access, "RoleBinding");
     // No namespace: applied with -n into each namespace it is meant for.
     assert!(binding["metadata"].get("namespace").is_none());
     assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
@@ -705,6 +706,35 @@ fn the_flux_push_receiver_names_a_syncsource_and_brings_its_crd_patch_and_rbac()
             "namespace": "flux-system",
         }])
     );
+    let account = "system:serviceaccount:flux-system:notification-controller";
+    let policy = the(&access, "ValidatingAdmissionPolicy");
+    assert_eq!(policy["spec"]["failurePolicy"], "Fail");
+    let rules = &policy["spec"]["matchConstraints"]["resourceRules"];
+    assert_eq!(rules[0]["resources"], json!([SyncSource::plural(&())]));
+    assert_eq!(rules[0]["operations"], json!(["UPDATE"]));
+    let condition = policy["spec"]["matchConditions"][0]["expression"]
+        .as_str()
+        .unwrap();
+    assert!(condition.contains(&format!("\"{account}\"")), "{condition}");
+    let rule = policy["spec"]["validations"][0]["expression"]
+        .as_str()
+        .unwrap();
+    // What the e2e test changes and sees denied, each compared before and after.
+    assert!(rule.contains("object.spec == oldObject.spec"), "{rule}");
+    for kept in ["labels", "finalizers", "ownerReferences"] {
+        assert!(
+            rule.contains(&format!("oldObject.metadata.{kept}")),
+            "{kept}: {rule}"
+        );
+    }
+    let annotation = chroma_sync_operator::crd::FLUX_REQUEST_ANNOTATION;
+    assert!(rule.contains(&format!("\"{annotation}\"")), "{rule}");
+    let policy_binding = the(&access, "ValidatingAdmissionPolicyBinding");
+    assert_eq!(
+        policy_binding["spec"]["policyName"],
+        policy["metadata"]["name"]
+    );
+    assert_eq!(policy_binding["spec"]["validationActions"], json!(["Deny"]));
 }
 
 // The GitOps examples as written (deploy/argocd, deploy/flux, README's overlay), built with the

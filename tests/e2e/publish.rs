@@ -308,29 +308,74 @@ async fn a_request_made_while_the_operator_is_down_starts_one_run_after_it_resta
     assert_eq!(invocations(&env), 3);
 }
 
-/// A Flux Receiver's push, as notification-controller makes it, under the RBAC of
-/// deploy/flux/notifications/receiver-rbac.yaml applied as the README says: its ServiceAccount
+/// A Flux Receiver's push, as notification-controller makes it, under
+/// deploy/flux/notifications/receiver-access.yaml applied as the README says: its ServiceAccount
 /// reads the SyncSource and merge-patches `reconcile.fluxcd.io/requestedAt` with the time
 /// (`metav1.Now().String()`, what its handler writes), which is what `kubectl annotate` does;
 /// each push starts exactly one run. The same account may not delete the SyncSource, read its
-/// runs or Secrets, or annotate a SyncSource of a namespace the binding is not in.
+/// runs or Secrets, or annotate a SyncSource of a namespace the binding is not in (RBAC), nor
+/// change its spec, labels, finalizers or other annotations (the admission policy; asked with
+/// server-side dry runs, so nothing changes even before the policy is in force).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flux_receiver_push_starts_one_run_with_the_example_rbac() {
+async fn a_flux_receiver_push_starts_one_run_and_may_do_nothing_else() {
     use crate::support::control_plane::kubectl;
     use chroma_sync_operator::crd::FLUX_REQUEST_ANNOTATION;
     const CONTROLLER: &str = "system:serviceaccount:flux-system:notification-controller";
     let env = Env::start("receiver").await;
 
-    let rbac = concat!(
+    let access = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/deploy/flux/notifications/receiver-rbac.yaml"
+        "/deploy/flux/notifications/receiver-access.yaml"
     );
-    let (ok, out) = kubectl(&["apply", "-n", &env.ns, "-f", rbac]);
+    let (ok, out) = kubectl(&["apply", "-n", &env.ns, "-f", access]);
     assert!(ok, "{out}");
     let (source_id, first) = synced_source(&env, "acme/pushed").await;
     let mut done = vec![first];
     let invocations = || env.standin.invocations(&source_id).len();
     assert_eq!(invocations(), 1);
+
+    // As that account, a server-side dry run of `args` on the SyncSource.
+    let dry_run = |args: &[&str]| {
+        let mut all = vec!["--as", CONTROLLER, "-n", &env.ns];
+        all.extend_from_slice(args);
+        all.push("--dry-run=server");
+        kubectl(&all)
+    };
+    let denied = |(ok, out): (bool, String)| {
+        !ok && out.contains("denied request") && out.contains("may only set")
+    };
+    let spec_change = [
+        "patch",
+        "syncsource",
+        "docs",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"databaseName":"elsewhere"}}"#,
+    ];
+    wait_for("the admission policy to be in force", SOON, || async {
+        denied(dry_run(&spec_change)).then_some(())
+    })
+    .await;
+    for change in [
+        &["label", "syncsource", "docs", "team=other"][..],
+        &[
+            "annotate",
+            "syncsource",
+            "docs",
+            "chromasync.dev/paused=true",
+        ],
+        &[
+            "patch",
+            "syncsource",
+            "docs",
+            "--type=json",
+            "-p",
+            r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+        ],
+    ] {
+        let answer = dry_run(change);
+        assert!(denied(answer.clone()), "{change:?}: {answer:?}");
+    }
 
     let push = |ns: &str, value: &str| {
         kubectl(&[
@@ -350,7 +395,7 @@ async fn a_flux_receiver_push_starts_one_run_with_the_example_rbac() {
         "2026-12-04 22:43:12.5 +0000 UTC m=+128.476543210",
     ] {
         let (ok, out) = push(&env.ns, value);
-        assert!(ok, "the Receiver's patch under the example RBAC: {out}");
+        assert!(ok, "the Receiver's patch, the policy in force: {out}");
         let seen: Vec<&LastSync> = done.iter().collect();
         done.push(wait_last_sync(&env, RunPhase::Complete, &seen).await);
         tokio::time::sleep(Duration::from_secs(3)).await;
