@@ -30,6 +30,7 @@ pub use credentials::DefaultToken;
 pub use failure::Retry;
 pub use reason::Reason;
 
+use crate::chroma::{ChromaError, Token};
 use crate::crd::SyncSource;
 use crate::metrics::Metrics;
 use connections::{Blocked, Connections, Endpoint, Route, Via};
@@ -37,8 +38,9 @@ use credentials::Credentials;
 use credentials::TokenFrom;
 use kube::Client;
 use kube::runtime::reflector::{ObjectRef, Store};
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// The field manager of every write, and the reporting controller of every Event.
@@ -118,7 +120,12 @@ pub struct Context {
     /// The SyncSource caches, one per watched scope (runs read their source here; adoption
     /// and the drift check read every recorded source).
     sources: Vec<Store<SyncSource>>,
+    /// The tenant of each token on each Chroma API asked so far (see [`Context::tenant`]).
+    tenants: Mutex<HashMap<(String, Token), String>>,
 }
+
+/// Tenants remembered at most (rotated tokens leave entries behind; past this, start afresh).
+const TENANTS_KEPT: usize = 1024;
 
 impl Context {
     pub fn new(
@@ -139,7 +146,26 @@ impl Context {
             credentials,
             stopping: AtomicBool::new(false),
             sources,
+            tenants: Mutex::default(),
         }
+    }
+
+    /// The tenant of `ep`'s token on its Chroma API (`GET /api/v2/auth/identity`), which every
+    /// collection path names. A token's tenant never changes, so it is asked once per token, not
+    /// at every pruning pass; a failed ask is not remembered.
+    pub async fn tenant(&self, ep: &Endpoint) -> Result<String, ChromaError> {
+        let key = (ep.chroma.api_base().to_owned(), ep.token.clone());
+        let known = || self.tenants.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(tenant) = known().get(&key) {
+            return Ok(tenant.clone());
+        }
+        let tenant = ep.chroma.tenant(&ep.token).await?;
+        let mut tenants = known();
+        if tenants.len() >= TENANTS_KEPT {
+            tenants.clear();
+        }
+        tenants.insert(key, tenant.clone());
+        Ok(tenant)
     }
 
     /// The context, posting notifications with `notifier`.

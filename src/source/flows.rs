@@ -2310,3 +2310,35 @@ async fn keep_collections_reports_a_failed_delete_and_waits_for_a_run_going() {
     let notes = api.event_notes(&ctx).await;
     assert!(notes[0].contains("docs-c1"), "{notes:?}");
 }
+
+/// A token's tenant is asked of the Chroma API once, however many pruning passes need it; an
+/// ask that failed is not remembered.
+#[tokio::test]
+async fn the_tenant_of_a_token_is_asked_once() {
+    use crate::chroma::Token;
+    use crate::kernel::connections::{Endpoint, Via};
+    let chroma = Chroma::start().await;
+    let (client, _api) = ApiServer::start(&source());
+    let ctx = fixtures::context(client, chroma.client.clone(), Some(ADMIN));
+    let endpoint = Endpoint {
+        via: Via::Operator,
+        chroma: chroma.client.clone(),
+        token: Token::new(ADMIN).unwrap(),
+    };
+    chroma.standin.set_faults(Faults {
+        endpoints: vec!["get_identity".into()],
+        garble_next: 1,
+        ..Default::default()
+    });
+    assert!(ctx.tenant(&endpoint).await.is_err(), "a garbled answer");
+    let tenant = ctx.tenant(&endpoint).await.unwrap();
+    assert!(!tenant.is_empty());
+    for _ in 0..3 {
+        assert_eq!(ctx.tenant(&endpoint).await.unwrap(), tenant);
+    }
+    assert_eq!(
+        chroma.standin.calls("get_identity", "*"),
+        2,
+        "asked again after the failure only"
+    );
+}

@@ -204,7 +204,7 @@ async fn prune_collections(
         }
     };
     let database = &obj.spec.database_name;
-    let tenant = match ep.chroma.tenant(&ep.token).await {
+    let tenant = match ctx.tenant(&ep).await {
         Ok(tenant) => tenant,
         Err(e) => {
             pruning_failed(
