@@ -380,19 +380,25 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// At `now` (also the anchor), with no schedule, no run going and no request.
+    fn quiet<'a>(now: jiff::Timestamp, wanted: &'a str, state: &'a SyncState) -> Situation<'a> {
+        Situation {
+            now,
+            wanted,
+            schedule: None,
+            state,
+            anchor: now,
+            active: false,
+            requested: None,
+        }
+    }
+
     #[test]
     fn a_new_source_starts_one_run_and_nothing_more_until_something_changes() {
         let p = policy(None);
         let now = at("2026-11-30T10:00:00Z");
-        let first = plan(Situation {
-            now,
-            wanted: &fingerprint("src-1", &p),
-            schedule: None,
-            state: &SyncState::default(),
-            anchor: now,
-            active: false,
-            requested: None,
-        });
+        let wanted = fingerprint("src-1", &p);
+        let first = plan(quiet(now, &wanted, &SyncState::default()));
         let Some(Start::Settings {
             fingerprint: started,
         }) = first.start.clone()
@@ -404,65 +410,33 @@ mod tests {
             started_for: Some(started),
             ..Default::default()
         };
-        assert_eq!(
-            plan(Situation {
-                now,
-                wanted: &fingerprint("src-1", &p),
-                schedule: None,
-                state: &state,
-                anchor: now,
-                active: false,
-                requested: None
-            }),
-            Plan::default()
-        );
+        let at_rest = quiet(now, &wanted, &state);
+        assert_eq!(plan(at_rest), Plan::default());
         // A replaced source (a new id) and a new ref each start a run.
-        assert!(
-            plan(Situation {
-                now,
-                wanted: &fingerprint("src-2", &p),
-                schedule: None,
-                state: &state,
-                anchor: now,
-                active: false,
-                requested: None
-            })
-            .start
-            .is_some()
-        );
+        let replaced = fingerprint("src-2", &p);
+        let replaced = Situation {
+            wanted: &replaced,
+            ..at_rest
+        };
+        assert!(plan(replaced).start.is_some());
         let mut bumped = p.clone();
         bumped.git_ref = serde_json::from_value(json!({"sha": "0a1b2c"})).unwrap();
-        assert!(
-            plan(Situation {
-                now,
-                wanted: &fingerprint("src-1", &bumped),
-                schedule: None,
-                state: &state,
-                anchor: now,
-                active: false,
-                requested: None
-            })
-            .start
-            .is_some()
-        );
+        let bumped = fingerprint("src-1", &bumped);
+        let bumped = Situation {
+            wanted: &bumped,
+            ..at_rest
+        };
+        assert!(plan(bumped).start.is_some());
         // The schedule and the history limits are not what a run syncs.
         let mut rescheduled = policy(Some("0 * * * *"));
         rescheduled.successful_runs_history_limit = Some(9);
         assert_eq!(fingerprint("src-1", &rescheduled), fingerprint("src-1", &p));
         // Never two at once: the change waits for the run going.
-        assert_eq!(
-            plan(Situation {
-                now,
-                wanted: &fingerprint("src-1", &bumped),
-                schedule: None,
-                state: &state,
-                anchor: now,
-                active: true,
-                requested: None
-            })
-            .start,
-            None
-        );
+        let going = Situation {
+            active: true,
+            ..bumped
+        };
+        assert_eq!(plan(going).start, None);
     }
 
     #[test]
@@ -470,32 +444,22 @@ mod tests {
         let p = policy(Some("0 * * * *"));
         let cron: croner::Cron = "0 * * * *".parse().unwrap();
         let created = at("2026-11-30T09:30:00Z");
+        let wanted = fingerprint("src", &p);
         let state = SyncState {
-            started_for: Some(fingerprint("src", &p)),
+            started_for: Some(wanted.clone()),
             ..Default::default()
         };
-        // Before the first tick: nothing, wake at 10:00.
-        let early = plan(Situation {
-            now: at("2026-11-30T09:45:00Z"),
-            wanted: &fingerprint("src", &p),
+        let scheduled = |now: &str, state| Situation {
             schedule: Some(&cron),
-            state: &state,
             anchor: created,
-            active: false,
-            requested: None,
-        });
+            ..quiet(at(now), &wanted, state)
+        };
+        // Before the first tick: nothing, wake at 10:00.
+        let early = plan(scheduled("2026-11-30T09:45:00Z", &state));
         assert_eq!(early.start, None);
         assert_eq!(early.wake_at, Some(at("2026-11-30T10:00:00Z")));
         // Down from 09:45 to 13:20: 10:00 .. 13:00 were missed; one run, for 13:00.
-        let late = plan(Situation {
-            now: at("2026-11-30T13:20:00Z"),
-            wanted: &fingerprint("src", &p),
-            schedule: Some(&cron),
-            state: &state,
-            anchor: created,
-            active: false,
-            requested: None,
-        });
+        let late = plan(scheduled("2026-11-30T13:20:00Z", &state));
         assert_eq!(
             late.start,
             Some(Start::Tick {
@@ -507,39 +471,18 @@ mod tests {
             last_schedule_time: Some(Time(at("2026-11-30T13:00:00Z"))),
             ..state.clone()
         };
-        let again = plan(Situation {
-            now: at("2026-11-30T13:21:00Z"),
-            wanted: &fingerprint("src", &p),
-            schedule: Some(&cron),
-            state: &handled,
-            anchor: created,
-            active: false,
-            requested: None,
-        });
+        let again = plan(scheduled("2026-11-30T13:21:00Z", &handled));
         assert_eq!(again.start, None, "a tick runs once");
         // A tick that finds a run going is skipped, and recorded as handled.
         let busy = plan(Situation {
-            now: at("2026-11-30T14:00:05Z"),
-            wanted: &fingerprint("src", &p),
-            schedule: Some(&cron),
-            state: &handled,
-            anchor: created,
             active: true,
-            requested: None,
+            ..scheduled("2026-11-30T14:00:05Z", &handled)
         });
         assert_eq!(busy.start, None);
         assert_eq!(busy.skipped, Some(at("2026-11-30T14:00:00Z")));
         // A settings change due with a tick: one run, the tick counted as handled.
         let fresh = SyncState::default();
-        let both = plan(Situation {
-            now: at("2026-11-30T14:00:05Z"),
-            wanted: &fingerprint("src", &p),
-            schedule: Some(&cron),
-            state: &fresh,
-            anchor: created,
-            active: false,
-            requested: None,
-        });
+        let both = plan(scheduled("2026-11-30T14:00:05Z", &fresh));
         assert!(matches!(both.start, Some(Start::Settings { .. })));
         assert_eq!(both.skipped, Some(at("2026-11-30T14:00:00Z")));
     }
@@ -548,8 +491,9 @@ mod tests {
     fn each_new_request_value_starts_one_run_queued_while_one_is_going() {
         let p = policy(None);
         let now = at("2026-11-30T10:00:00Z");
+        let wanted = fingerprint("src", &p);
         let mut state = SyncState {
-            started_for: Some(fingerprint("src", &p)),
+            started_for: Some(wanted.clone()),
             ..Default::default()
         };
         let push = |flux: &str| Requests {
@@ -561,13 +505,8 @@ mod tests {
         // A Flux Receiver's push: one run, named after the value.
         let token = new_request(&push("push-1"), &state).expect("a new value");
         let first = plan(Situation {
-            now,
-            wanted: &fingerprint("src", &p),
-            schedule: None,
-            state: &state,
-            anchor: now,
-            active: false,
             requested: Some(&token),
+            ..quiet(now, &wanted, &state)
         });
         assert_eq!(
             first.start,
@@ -594,27 +533,19 @@ mod tests {
         assert!(new_request(&own, &state).is_some());
         // While a run is going the request is queued: no start now, still new afterwards.
         let busy = plan(Situation {
-            now,
-            wanted: &fingerprint("src", &p),
-            schedule: None,
-            state: &state,
-            anchor: now,
             active: true,
             requested: Some(&second),
+            ..quiet(now, &wanted, &state)
         });
         assert_eq!(busy.start, None);
         assert_eq!(new_request(&push("push-2"), &state), Some(second.clone()));
         // Changed settings and a request together: one run, for the settings (serving both).
         let mut bumped = p.clone();
         bumped.git_ref = serde_json::from_value(json!({"sha": "0a1b2c"})).unwrap();
+        let bumped = fingerprint("src", &bumped);
         let both = plan(Situation {
-            now,
-            wanted: &fingerprint("src", &bumped),
-            schedule: None,
-            state: &state,
-            anchor: now,
-            active: false,
             requested: Some(&second),
+            ..quiet(now, &bumped, &state)
         });
         assert!(matches!(both.start, Some(Start::Settings { .. })));
         // Removing the annotation keeps what was served.
