@@ -610,15 +610,7 @@ fn the_flux_notification_examples_fit_notification_controllers_api() {
         assert!(!FLUX_KINDS.contains(&source["kind"].as_str().unwrap()));
     }
     // ...so the Alert CRD must accept it: the patch adds exactly that kind to its enum.
-    let patch: Vec<Value> =
-        serde_saphyr::from_str(&read("deploy/flux/notifications/alert-crd-patch.yaml")).unwrap();
-    assert_eq!(patch.len(), 1);
-    assert_eq!(patch[0]["op"], "add");
-    assert_eq!(
-        patch[0]["path"],
-        "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/eventSources/items/properties/kind/enum/-"
-    );
-    assert_eq!(patch[0]["value"].as_str(), Some(sync_run.as_str()));
+    assert_adds_kind("alert-crd-patch.yaml", "eventSources", &sync_run);
 
     let receiver = &documents(&read("deploy/flux/notifications/receiver.yaml"))[0];
     assert_eq!(receiver["apiVersion"], format!("{group}/v1"));
@@ -641,6 +633,23 @@ fn the_flux_notification_examples_fit_notification_controllers_api() {
             repository["metadata"]["namespace"]
         );
     }
+}
+
+/// deploy/flux/notifications/`file` is one JSON patch op that adds `kind` to the enum of kinds
+/// a Flux CRD accepts in the list `field` of its spec (its first version's schema).
+fn assert_adds_kind(file: &str, field: &str, kind: &str) {
+    let patch: Vec<Value> =
+        serde_saphyr::from_str(&read(&format!("deploy/flux/notifications/{file}"))).unwrap();
+    assert_eq!(patch.len(), 1, "{file}");
+    assert_eq!(patch[0]["op"], "add", "{file}");
+    assert_eq!(
+        patch[0]["path"],
+        format!(
+            "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/{field}/items/properties/kind/enum/-"
+        ),
+        "{file}"
+    );
+    assert_eq!(patch[0]["value"].as_str(), Some(kind), "{file}");
 }
 
 /// deploy/flux/notifications/sync-on-push.yaml: a Receiver that names a SyncSource (by its
@@ -672,15 +681,7 @@ fn the_flux_push_receiver_names_a_syncsource_and_brings_its_crd_patch_and_access
     // Same namespace (Flux's --no-cross-namespace-refs lockdown refuses another).
     assert!(targets[0].get("namespace").is_none());
 
-    let patch: Vec<Value> =
-        serde_saphyr::from_str(&read("deploy/flux/notifications/receiver-crd-patch.yaml")).unwrap();
-    assert_eq!(patch.len(), 1);
-    assert_eq!(patch[0]["op"], "add");
-    assert_eq!(
-        patch[0]["path"],
-        "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/resources/items/properties/kind/enum/-"
-    );
-    assert_eq!(patch[0]["value"].as_str(), Some(kind.as_str()));
+    assert_adds_kind("receiver-crd-patch.yaml", "resources", &kind);
 
     let access = documents(&read("deploy/flux/notifications/receiver-access.yaml"));
     assert_eq!(access.len(), 4);
